@@ -1,0 +1,57 @@
+//! The metadata database: schema and migrations.
+//!
+//! Migrations are applied in order and recorded in `PRAGMA user_version`;
+//! each runs in its own transaction, so a crash leaves the previous version.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::error::{Result, StoreError};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: images and tags
+    "CREATE TABLE images (
+        digest     TEXT PRIMARY KEY,
+        media_type TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        created    TEXT,
+        added_at   TEXT NOT NULL
+     );
+     CREATE TABLE tags (
+        name   TEXT NOT NULL,
+        tag    TEXT NOT NULL,
+        digest TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,
+        PRIMARY KEY (name, tag)
+     );
+     CREATE INDEX tags_digest ON tags(digest);",
+];
+
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    let err = |source| StoreError::Db {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut db = Connection::open(path).map_err(err)?;
+    db.busy_timeout(Duration::from_secs(30)).map_err(err)?;
+    db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+    db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+    db.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
+    migrate(&mut db).map_err(err)?;
+    Ok(db)
+}
+
+fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
+    loop {
+        // IMMEDIATE: two processes opening a new root must not both migrate.
+        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let Some(sql) = MIGRATIONS.get(version) else {
+            return Ok(());
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+}

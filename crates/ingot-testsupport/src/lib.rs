@@ -1,0 +1,217 @@
+//! Helpers shared by ingot's tests. Nothing here is used by the product.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Writes tar archives header by header, without the validation that
+/// `tar::Builder` applies, so tests can produce hostile archives.
+#[derive(Default)]
+pub struct RawTar {
+    buf: Vec<u8>,
+}
+
+impl RawTar {
+    pub fn new() -> Self {
+        RawTar::default()
+    }
+
+    /// One entry with a raw name (at most 100 bytes), type and content.
+    pub fn entry(&mut self, name: &[u8], kind: tar::EntryType, data: &[u8], link: &[u8]) -> &mut Self {
+        self.entry_sized(name, kind, data, link, data.len() as u64)
+    }
+
+    /// Like [`RawTar::entry`] but with a declared size that may lie.
+    pub fn entry_sized(&mut self, name: &[u8], kind: tar::EntryType, data: &[u8], link: &[u8], size: u64) -> &mut Self {
+        let mut h = tar::Header::new_gnu();
+        {
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name);
+            old.linkname[..link.len()].copy_from_slice(link);
+        }
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mtime(1_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_cksum();
+        self.buf.extend_from_slice(h.as_bytes());
+        self.buf.extend_from_slice(data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.buf.extend(std::iter::repeat_n(0u8, pad));
+        self
+    }
+
+    pub fn file(&mut self, name: &str, data: &[u8]) -> &mut Self {
+        self.entry(name.as_bytes(), tar::EntryType::Regular, data, b"")
+    }
+
+    pub fn dir(&mut self, name: &str) -> &mut Self {
+        self.entry(name.as_bytes(), tar::EntryType::Directory, b"", b"")
+    }
+
+    pub fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.entry(name.as_bytes(), tar::EntryType::Symlink, b"", target.as_bytes())
+    }
+
+    pub fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.entry(name.as_bytes(), tar::EntryType::Link, b"", target.as_bytes())
+    }
+
+    /// The archive with its end-of-archive marker.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        out.extend(std::iter::repeat_n(0u8, 1024));
+        out
+    }
+
+    /// The archive without the end marker and cut `cut` bytes short.
+    pub fn truncated(&mut self, cut: usize) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        out.truncate(out.len().saturating_sub(cut));
+        out
+    }
+}
+
+/// A small deterministic rootfs tarball: a few directories and files and
+/// `size` bytes of pseudo-random data in `data/blob` (seeded by `seed`).
+pub fn sample_rootfs(size: usize, seed: u64) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let add_dir = |b: &mut tar::Builder<Vec<u8>>, p: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, p, std::io::empty()).unwrap();
+    };
+    for d in ["bin", "etc", "data", "tmp"] {
+        add_dir(&mut b, d);
+    }
+    let file = |b: &mut tar::Builder<Vec<u8>>, p: &str, data: &[u8], mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        b.append_data(&mut h, p, data).unwrap();
+    };
+    file(&mut b, "etc/hostname", b"ingot\n", 0o644);
+    file(&mut b, "etc/motd", format!("seed {seed}\n").as_bytes(), 0o644);
+    file(&mut b, "data/blob", &pseudo_random(size, seed), 0o600);
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    h.set_mtime(1_700_000_000);
+    b.append_link(&mut h, "bin/sh", "/bin/busybox").unwrap();
+    b.into_inner().unwrap()
+}
+
+/// xorshift64* bytes: fast, deterministic, incompressible enough.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A temporary ingot root and a way to run the real binary against it.
+pub struct Ingot {
+    pub bin: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Ingot {
+    /// `bin` is `env!("CARGO_BIN_EXE_ingot")` of the calling test.
+    pub fn new(bin: &str) -> Self {
+        Ingot {
+            bin: PathBuf::from(bin),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// A path for scratch files next to the root.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, data: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        let mut f = std::fs::File::create(&p).expect("create");
+        f.write_all(data).expect("write");
+        p
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(self.root());
+        c.env_remove("INGOT_ROOT").env_remove("RUST_LOG");
+        c
+    }
+
+    /// Runs `ingot ARGS` and returns its output, whatever the exit status.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("spawn ingot")
+    }
+
+    /// Runs `ingot ARGS`, panics with stderr unless it succeeded, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ingot {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// Runs `ingot ARGS`, panics unless it failed, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "ingot {args:?} unexpectedly succeeded:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).expect("utf-8 stderr")
+    }
+
+    /// `ingot ARGS --format json`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("json output")
+    }
+}
+
+/// Whether a program is on PATH; tests that need it print why they skip.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Prints a visible skip notice for a test whose peer is absent.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIP {test}: {why}");
+}
+
+/// Path of a file under the workspace root (for bundled examples).
+pub fn workspace_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+}
