@@ -76,7 +76,7 @@ pub fn import_rootfs<R: Read>(store: &mut Store, input: R, source: &str, referen
         LayerCompression::None => media::OCI_LAYER_TAR,
     };
     let created = crate::rfc3339(opts.created);
-    let config = ImageConfig::for_rootfs(diff_id.clone(), &created, &format!("ingot import {}", file_name(path)));
+    let config = ImageConfig::for_rootfs(diff_id.clone(), &created, "ingot import");
     let config_bytes = canonical_json(&config).map_err(|e| StoreError::archive("config", e.to_string()))?;
     let config_digest = store.blobs().put(&config_bytes)?;
     let layers = [(layer_type, layer_digest.clone(), layer_size)];
@@ -121,8 +121,3 @@ pub(crate) fn decompress<'a, R: BufRead + 'a>(mut input: R, path: &Path) -> Resu
         Ok(Box::new(input))
     }
 }
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
-}
-

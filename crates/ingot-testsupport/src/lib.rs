@@ -84,6 +84,8 @@ pub fn sample_rootfs(size: usize, seed: u64) -> Vec<u8> {
         h.set_mode(0o755);
         h.set_size(0);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_data(&mut h, p, std::io::empty()).unwrap();
     };
     for d in ["bin", "etc", "data", "tmp"] {
@@ -94,6 +96,8 @@ pub fn sample_rootfs(size: usize, seed: u64) -> Vec<u8> {
         h.set_mode(mode);
         h.set_size(data.len() as u64);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_data(&mut h, p, data).unwrap();
     };
     file(&mut b, "etc/hostname", b"ingot\n", 0o644);
@@ -104,6 +108,8 @@ pub fn sample_rootfs(size: usize, seed: u64) -> Vec<u8> {
     h.set_size(0);
     h.set_mode(0o777);
     h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
     b.append_link(&mut h, "bin/sh", "/bin/busybox").unwrap();
     b.into_inner().unwrap()
 }
