@@ -126,12 +126,27 @@ impl FromStr for Reference {
             }
         }
         validate_name(input, name)?;
+        let name = familiar(name);
         Ok(Reference {
             name: name.to_string(),
             tag: tag.map(str::to_string),
             digest,
         })
     }
+}
+
+/// Docker Hub names in their familiar form, as `docker` shows them:
+/// `docker.io/library/x` is `x`, `docker.io/a/b` is `a/b`.
+fn familiar(name: &str) -> &str {
+    for hub in ["docker.io/", "index.docker.io/", "registry-1.docker.io/"] {
+        if let Some(rest) = name.strip_prefix(hub) {
+            return match rest.strip_prefix("library/") {
+                Some(short) if !short.contains('/') => short,
+                _ => rest,
+            };
+        }
+    }
+    name
 }
 
 /// Checks a repository name (no tag, no digest).
@@ -247,6 +262,9 @@ mod tests {
         let d = r(&format!("reg.example.com/a/b:t@{dg}"));
         assert_eq!(d.to_string(), format!("reg.example.com/a/b:t@{dg}"));
         assert_eq!(r("a__b/c-d---e.f:_x").name(), "a__b/c-d---e.f");
+        assert_eq!(r("docker.io/library/busybox:1").name(), "busybox");
+        assert_eq!(r("docker.io/team/app").name(), "team/app");
+        assert_eq!(r("docker.io/library/a/b").name(), "library/a/b");
     }
 
     #[test]
