@@ -119,13 +119,9 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (alg, hex) = s
-            .split_once(':')
-            .ok_or_else(|| DigestError::Syntax(s.to_string()))?;
-        let algorithm =
-            Algorithm::from_name(alg).ok_or_else(|| DigestError::Algorithm(s.to_string()))?;
-        let ok = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let (alg, hex) = s.split_once(':').ok_or_else(|| DigestError::Syntax(s.to_string()))?;
+        let algorithm = Algorithm::from_name(alg).ok_or_else(|| DigestError::Algorithm(s.to_string()))?;
+        let ok = hex.len() == algorithm.hex_len() && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !ok {
             return Err(DigestError::Encoded(s.to_string(), algorithm.hex_len()));
         }
@@ -351,7 +347,10 @@ mod tests {
     fn rejects_bad_input() {
         assert!(matches!("sha256".parse::<Digest>(), Err(DigestError::Syntax(_))));
         assert!(matches!("md5:abc".parse::<Digest>(), Err(DigestError::Algorithm(_))));
-        assert!(matches!("sha256:abc".parse::<Digest>(), Err(DigestError::Encoded(_, 64))));
+        assert!(matches!(
+            "sha256:abc".parse::<Digest>(),
+            Err(DigestError::Encoded(_, 64))
+        ));
         let upper = EMPTY.to_uppercase().replace("SHA256", "sha256");
         assert!(upper.parse::<Digest>().is_err());
         let traversal = format!("sha256:../{}", &EMPTY[10..]);

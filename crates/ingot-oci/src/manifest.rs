@@ -67,8 +67,8 @@ pub struct Manifest {
 
 #[derive(Debug, Clone)]
 pub enum Content {
-    Image(ImageManifest),
-    Index(ImageIndex),
+    Image(Box<ImageManifest>),
+    Index(Box<ImageIndex>),
 }
 
 #[derive(Deserialize)]
@@ -110,8 +110,8 @@ impl Manifest {
             },
         };
         let content = match media::manifest_kind(&media_type) {
-            Some(ManifestKind::Image) => Content::Image(serde_json::from_slice(&bytes)?),
-            Some(ManifestKind::Index) => Content::Index(serde_json::from_slice(&bytes)?),
+            Some(ManifestKind::Image) => Content::Image(Box::new(serde_json::from_slice(&bytes)?)),
+            Some(ManifestKind::Index) => Content::Index(Box::new(serde_json::from_slice(&bytes)?)),
             None => return Err(ManifestError::UnknownMediaType(media_type)),
         };
         let digest = Digest::sha256(&bytes);
@@ -130,8 +130,7 @@ impl Manifest {
     pub fn references(&self) -> Result<Vec<Reference>, ManifestError> {
         let mut out = Vec::new();
         let mut push = |d: &oci_spec::image::Descriptor, role: Role, what: String| {
-            let digest = Digest::try_from(d.digest())
-                .map_err(|source| ManifestError::Reference { what, source })?;
+            let digest = Digest::try_from(d.digest()).map_err(|source| ManifestError::Reference { what, source })?;
             out.push(Reference {
                 media_type: d.media_type().to_string(),
                 digest,
@@ -235,7 +234,10 @@ mod tests {
             Manifest::parse(vec![b' '; MAX_MANIFEST_SIZE + 1], None),
             Err(ManifestError::TooLarge(_))
         ));
-        assert!(matches!(Manifest::parse(b"{".to_vec(), None), Err(ManifestError::Json(_))));
+        assert!(matches!(
+            Manifest::parse(b"{".to_vec(), None),
+            Err(ManifestError::Json(_))
+        ));
         assert!(Manifest::parse(br#"{"schemaVersion":1}"#.to_vec(), None).is_err());
     }
 }

@@ -53,9 +53,7 @@ pub enum Compression {
 pub fn layer_compression(media_type: &str) -> Option<Compression> {
     match media_type {
         OCI_LAYER_TAR | OCI_LAYER_ND_TAR => Some(Compression::None),
-        OCI_LAYER_GZIP | OCI_LAYER_ND_GZIP | DOCKER_LAYER_GZIP | DOCKER_LAYER_FOREIGN => {
-            Some(Compression::Gzip)
-        }
+        OCI_LAYER_GZIP | OCI_LAYER_ND_GZIP | DOCKER_LAYER_GZIP | DOCKER_LAYER_FOREIGN => Some(Compression::Gzip),
         OCI_LAYER_ZSTD | OCI_LAYER_ND_ZSTD => Some(Compression::Zstd),
         _ => None,
     }

@@ -237,7 +237,8 @@ pub fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -251,7 +252,10 @@ mod tests {
     #[test]
     fn parses_common_forms() {
         let a = r("busybox");
-        assert_eq!((a.name(), a.tag(), a.tag_or_default()), ("busybox", None, Some("latest")));
+        assert_eq!(
+            (a.name(), a.tag(), a.tag_or_default()),
+            ("busybox", None, Some("latest"))
+        );
         let b = r("localhost:5000/team/app:v1.2");
         assert_eq!((b.name(), b.tag()), ("localhost:5000/team/app", Some("v1.2")));
         assert_eq!(b.host(), Some("localhost:5000"));
@@ -270,8 +274,22 @@ mod tests {
     #[test]
     fn refuses_path_tricks_and_bad_names() {
         for bad in [
-            "", "../etc", "a/../b", "a//b", "/abc", "abc/", "Upper", "a:b:c", "a@sha256:zz",
-            "a/.b", "a/b_", "a:", "a:-x", "a/b c", "a\0b", "a/%2e%2e",
+            "",
+            "../etc",
+            "a/../b",
+            "a//b",
+            "/abc",
+            "abc/",
+            "Upper",
+            "a:b:c",
+            "a@sha256:zz",
+            "a/.b",
+            "a/b_",
+            "a:",
+            "a:-x",
+            "a/b c",
+            "a\0b",
+            "a/%2e%2e",
         ] {
             assert!(bad.parse::<Reference>().is_err(), "accepted {bad:?}");
         }

@@ -76,7 +76,9 @@ impl Blobs {
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         let path = self.path(d);
-        self.open(d)?.read_to_end(&mut buf).map_err(|e| self.read_error(d, &path, e))?;
+        self.open(d)?
+            .read_to_end(&mut buf)
+            .map_err(|e| self.read_error(d, &path, e))?;
         Ok(buf)
     }
 
@@ -192,7 +194,9 @@ impl BlobWriter {
     pub fn commit(mut self) -> Result<(Digest, u64)> {
         let inner = self.inner.take().expect("commit once");
         let (buf, digest, size) = inner.finish();
-        let file = buf.into_inner().map_err(|e| StoreError::io(&self.tmp)(e.into_error()))?;
+        let file = buf
+            .into_inner()
+            .map_err(|e| StoreError::io(&self.tmp)(e.into_error()))?;
         if let Some(expected) = &self.expected {
             if *expected != digest {
                 return Err(StoreError::DigestMismatch {
@@ -209,7 +213,9 @@ impl BlobWriter {
         drop(file);
         fs::rename(&self.tmp, &dest).map_err(StoreError::io(&dest))?;
         if let Some(dir) = dest.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::io(dir))?;
         }
         Ok((digest, size))
     }

@@ -87,7 +87,9 @@ fn check_manifest(
         }
         let what = format!("manifest {digest}: {:?} {}", r.role, r.digest).to_lowercase();
         match store.blobs().size(&r.digest) {
-            Ok(size) if size != r.size => report(what, format!("size mismatch (expected {} bytes, got {size})", r.size)),
+            Ok(size) if size != r.size => {
+                report(what, format!("size mismatch (expected {} bytes, got {size})", r.size))
+            }
             Ok(_) if bad.contains(&r.digest) => report(what, "referenced blob is corrupt".into()),
             Ok(_) => {
                 if r.role == Role::Manifest {

@@ -26,7 +26,9 @@ pub struct GcReport {
 /// Collects garbage. With `wait` unset, returns `None` at once if a writer
 /// is active.
 pub fn gc(store: &Store, dry_run: bool, wait: bool) -> Result<Option<GcReport>> {
-    let Some(_lock) = store.gc_lock(wait)? else { return Ok(None) };
+    let Some(_lock) = store.gc_lock(wait)? else {
+        return Ok(None);
+    };
     let marked = mark(store)?;
     let (blobs, _) = store.blobs().list()?;
     let mut report = GcReport::default();
@@ -65,7 +67,10 @@ fn mark(store: &Store) -> Result<HashSet<Digest>> {
             continue;
         }
         let m = store.manifest(&d, media_type.as_deref())?;
-        let refs = m.references().map_err(|source| StoreError::Manifest { digest: d.clone(), source })?;
+        let refs = m.references().map_err(|source| StoreError::Manifest {
+            digest: d.clone(),
+            source,
+        })?;
         for r in refs {
             match r.role {
                 Role::Manifest => stack.push((r.digest, Some(r.media_type))),

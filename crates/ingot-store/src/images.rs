@@ -58,7 +58,8 @@ impl Store {
         if let Ok(d) = input.parse::<Digest>() {
             return self.known_image(&d, input);
         }
-        let is_hex = input.len() >= 12 && input.len() <= 64 && input.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let is_hex =
+            input.len() >= 12 && input.len() <= 64 && input.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if is_hex {
             let mut st = self
                 .db
@@ -97,7 +98,9 @@ impl Store {
     fn known_image(&self, d: &Digest, input: &str) -> Result<Digest> {
         let found: Option<String> = self
             .db
-            .query_row("SELECT digest FROM images WHERE digest = ?1", [d.to_string()], |r| r.get(0))
+            .query_row("SELECT digest FROM images WHERE digest = ?1", [d.to_string()], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(self.db_err())?;
         match found {
@@ -139,7 +142,9 @@ impl Store {
 
     /// Reads and parses the config of an image manifest (`None` for an index).
     pub fn config(&self, manifest: &Manifest) -> Result<Option<(Digest, ImageConfig)>> {
-        let Content::Image(m) = &manifest.content else { return Ok(None) };
+        let Content::Image(m) = &manifest.content else {
+            return Ok(None);
+        };
         let digest = Digest::try_from(m.config().digest()).map_err(|e| StoreError::Manifest {
             digest: manifest.digest.clone(),
             source: ingot_oci::ManifestError::Reference {
@@ -277,7 +282,11 @@ impl Store {
             }
         }
         let left: i64 = tx
-            .query_row("SELECT COUNT(*) FROM tags WHERE digest = ?1", [digest.to_string()], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM tags WHERE digest = ?1",
+                [digest.to_string()],
+                |r| r.get(0),
+            )
             .map_err(db_err)?;
         if left == 0 {
             tx.execute("DELETE FROM images WHERE digest = ?1", [digest.to_string()])
@@ -299,12 +308,21 @@ impl Store {
         };
         let now = crate::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
         let path = self.root.join("ingot.db");
-        let db_err = |source| StoreError::Db { path: path.clone(), source };
+        let db_err = |source| StoreError::Db {
+            path: path.clone(),
+            source,
+        };
         let tx = self.db.transaction().map_err(db_err)?;
         tx.execute(
             "INSERT INTO images (digest, media_type, size, created, added_at) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (digest) DO NOTHING",
-            params![manifest.digest.to_string(), manifest.media_type, size as i64, created, now],
+            params![
+                manifest.digest.to_string(),
+                manifest.media_type,
+                size as i64,
+                created,
+                now
+            ],
         )
         .map_err(db_err)?;
         for r in tags {
@@ -351,5 +369,6 @@ impl Store {
 }
 
 pub(crate) fn parse_db_digest(s: &str) -> Result<Digest> {
-    s.parse().map_err(|e| StoreError::archive("database", format!("bad digest {s:?}: {e}")))
+    s.parse()
+        .map_err(|e| StoreError::archive("database", format!("bad digest {s:?}: {e}")))
 }

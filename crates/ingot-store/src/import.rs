@@ -47,7 +47,13 @@ pub struct Imported {
 
 /// Imports the rootfs tarball read from `input` as `reference`; `source`
 /// names the input in errors and in the image history.
-pub fn import_rootfs<R: Read>(store: &mut Store, input: R, source: &str, reference: &Reference, opts: &ImportOptions) -> Result<Imported> {
+pub fn import_rootfs<R: Read>(
+    store: &mut Store,
+    input: R,
+    source: &str,
+    reference: &Reference,
+    opts: &ImportOptions,
+) -> Result<Imported> {
     let _lease = store.lease()?;
     let path = Path::new(source);
     let input = decompress(BufReader::with_capacity(1 << 20, input), path)?;
@@ -58,14 +64,20 @@ pub fn import_rootfs<R: Read>(store: &mut Store, input: R, source: &str, referen
         LayerCompression::Gzip => {
             let gz = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
             let (tar_out, stats) = layer::normalize(input, HashingWriter::new(gz, Algorithm::Sha256), &opts.limits)
-                .map_err(|source| StoreError::Layer { what: what.clone(), source })?;
+                .map_err(|source| StoreError::Layer {
+                    what: what.clone(),
+                    source,
+                })?;
             let (gz, diff_id, _) = tar_out.finish();
             let w = gz.finish().map_err(StoreError::io(path))?;
             (w, diff_id, stats)
         }
         LayerCompression::None => {
             let (tar_out, stats) = layer::normalize(input, HashingWriter::new(writer, Algorithm::Sha256), &opts.limits)
-                .map_err(|source| StoreError::Layer { what: what.clone(), source })?;
+                .map_err(|source| StoreError::Layer {
+                    what: what.clone(),
+                    source,
+                })?;
             let (w, diff_id, _) = tar_out.finish();
             (w, diff_id, stats)
         }
@@ -92,7 +104,12 @@ pub fn import_rootfs<R: Read>(store: &mut Store, input: R, source: &str, referen
 
 /// Stores an OCI manifest over the stored config blob and `layers`
 /// (media type, digest, size); returns the stored manifest.
-pub(crate) fn write_image(store: &Store, config: &Digest, config_size: u64, layers: &[(&str, Digest, u64)]) -> Result<Manifest> {
+pub(crate) fn write_image(
+    store: &Store,
+    config: &Digest,
+    config_size: u64,
+    layers: &[(&str, Digest, u64)],
+) -> Result<Manifest> {
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -116,7 +133,10 @@ pub(crate) fn decompress<'a, R: BufRead + 'a>(mut input: R, path: &Path) -> Resu
     if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(flate2::bufread::MultiGzDecoder::new(input)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(StoreError::archive(path.display().to_string(), "zstd-compressed input is not supported (expected tar or tar.gz)"))
+        Err(StoreError::archive(
+            path.display().to_string(),
+            "zstd-compressed input is not supported (expected tar or tar.gz)",
+        ))
     } else {
         Ok(Box::new(input))
     }

@@ -18,30 +18,41 @@ pub fn unpack_image(store: &Store, image: &Image, dir: &Path) -> Result<u64> {
     if dir.exists() {
         let mut entries = fs::read_dir(dir).map_err(StoreError::io(dir))?;
         if entries.next().is_some() {
-            return Err(StoreError::io(dir)(std::io::Error::other("target directory is not empty")));
+            return Err(StoreError::io(dir)(std::io::Error::other(
+                "target directory is not empty",
+            )));
         }
     } else {
         fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
     }
     let Content::Image(_) = &image.manifest.content else {
-        return Err(StoreError::archive(image.digest.to_string(), "is an index; unpack one of its platform manifests"));
+        return Err(StoreError::archive(
+            image.digest.to_string(),
+            "is an index; unpack one of its platform manifests",
+        ));
     };
-    let refs = image
-        .manifest
-        .references()
-        .map_err(|source| StoreError::Manifest { digest: image.digest.clone(), source })?;
+    let refs = image.manifest.references().map_err(|source| StoreError::Manifest {
+        digest: image.digest.clone(),
+        source,
+    })?;
     let opts = UnpackOptions::default();
     let mut entries = 0;
     for r in refs.into_iter().filter(|r| r.role == Role::Layer) {
         let compression = media::layer_compression(&r.media_type).ok_or_else(|| {
-            StoreError::archive(format!("layer {}", r.digest), format!("unknown layer media type {:?}", r.media_type))
+            StoreError::archive(
+                format!("layer {}", r.digest),
+                format!("unknown layer media type {:?}", r.media_type),
+            )
         })?;
         let blob = BufReader::with_capacity(1 << 20, store.blobs().open(&r.digest)?);
         let reader: Box<dyn Read> = match compression {
             Compression::None => Box::new(blob),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
             Compression::Zstd => {
-                return Err(StoreError::archive(format!("layer {}", r.digest), "zstd layers are not supported yet"))
+                return Err(StoreError::archive(
+                    format!("layer {}", r.digest),
+                    "zstd layers are not supported yet",
+                ))
             }
         };
         let stats = layer::unpack(reader, dir, &opts).map_err(|source| StoreError::Layer {

@@ -31,7 +31,11 @@ impl RawTar {
         }
         h.set_entry_type(kind);
         h.set_size(size);
-        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
         h.set_mtime(1_000_000);
         h.set_uid(0);
         h.set_gid(0);

@@ -18,7 +18,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let root = cli.root.clone().unwrap_or_else(crate::default_root);
     let open = || Store::open(&root);
     match cli.command {
-        Command::Import { ref file, ref reference, compression } => {
+        Command::Import {
+            ref file,
+            ref reference,
+            compression,
+        } => {
             let mut store = open()?;
             import(&mut store, &cli, file, reference, compression)
         }
@@ -31,7 +35,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rmi { ref images, force, no_prune } => rmi(&mut open()?, &cli, images, force, no_prune),
+        Command::Rmi {
+            ref images,
+            force,
+            no_prune,
+        } => rmi(&mut open()?, &cli, images, force, no_prune),
         Command::Save { ref images, ref output } => save(&open()?, images, output.as_deref()),
         Command::Load { ref input } => load(&mut open()?, &cli, input.as_deref()),
         Command::Unpack { ref image, ref dir } => {
@@ -71,7 +79,10 @@ fn import(store: &mut Store, cli: &Cli, file: &Path, reference: &str, compressio
     if cli.quiet {
         println!("{}", imported.manifest.digest);
     } else {
-        println!("Imported {r} {} ({} entries, layer {})", imported.manifest.digest, imported.entries, imported.layer);
+        println!(
+            "Imported {r} {} ({} entries, layer {})",
+            imported.manifest.digest, imported.entries, imported.layer
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -178,16 +189,36 @@ fn print_inspect_table(v: &serde_json::Value) {
         other => other.to_string(),
     };
     println!("Digest:        {}", s("digest"));
-    let tags: Vec<String> = v["tags"].as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect()).unwrap_or_default();
-    println!("Tags:          {}", if tags.is_empty() { "<none>".into() } else { tags.join(", ") });
+    let tags: Vec<String> = v["tags"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|t| t.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    println!(
+        "Tags:          {}",
+        if tags.is_empty() {
+            "<none>".into()
+        } else {
+            tags.join(", ")
+        }
+    );
     println!("Media type:    {}", s("media_type"));
-    println!("Size:          {} ({} bytes)", output::human_size(v["size"].as_u64().unwrap_or(0)), s("size"));
+    println!(
+        "Size:          {} ({} bytes)",
+        output::human_size(v["size"].as_u64().unwrap_or(0)),
+        s("size")
+    );
     println!("Created:       {}", s("created"));
     if v.get("config_digest").is_some() {
         println!("Platform:      {}/{}", s("os"), s("architecture"));
         println!("Config:        {}", s("config_digest"));
         let cfg = &v["config"];
-        for (label, key) in [("Entrypoint", "Entrypoint"), ("Cmd", "Cmd"), ("Env", "Env"), ("WorkingDir", "WorkingDir"), ("User", "User")] {
+        for (label, key) in [
+            ("Entrypoint", "Entrypoint"),
+            ("Cmd", "Cmd"),
+            ("Env", "Env"),
+            ("WorkingDir", "WorkingDir"),
+            ("User", "User"),
+        ] {
             if let Some(val) = cfg.get(key).filter(|x| !x.is_null()) {
                 println!("{:<15}{}", format!("{label}:"), val);
             }
@@ -204,7 +235,11 @@ fn print_inspect_table(v: &serde_json::Value) {
     } else {
         println!("Manifests:");
         for m in v["manifests"].as_array().into_iter().flatten() {
-            println!("  {}  {}", m["digest"].as_str().unwrap_or("?"), m["media_type"].as_str().unwrap_or("?"));
+            println!(
+                "  {}  {}",
+                m["digest"].as_str().unwrap_or("?"),
+                m["media_type"].as_str().unwrap_or("?")
+            );
         }
     }
     if let Some(a) = v["annotations"].as_object() {
@@ -253,8 +288,15 @@ fn save(store: &Store, images: &[String], output: Option<&Path>) -> Result<ExitC
         }
         Some(path) => {
             // Write beside the target and rename, so the file is whole or absent.
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let tmp = dir.join(format!(".{}.ingot-tmp-{}", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), std::process::id()));
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = dir.join(format!(
+                ".{}.ingot-tmp-{}",
+                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                std::process::id()
+            ));
             let result = (|| -> Result<()> {
                 let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
                 let mut out = io::BufWriter::with_capacity(1 << 20, f);
@@ -342,6 +384,9 @@ fn fsck(store: &Store, cli: &Cli) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
-

@@ -51,7 +51,11 @@ pub fn human_size(bytes: u64) -> String {
     if unit == 0 {
         format!("{bytes}B")
     } else {
-        format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string() + UNITS[unit]
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + UNITS[unit]
     }
 }
 

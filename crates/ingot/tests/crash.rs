@@ -12,7 +12,13 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_ingot");
 
 fn listed(ingot: &Ingot) -> Vec<String> {
-    ingot.json(&["images"]).as_array().unwrap().iter().map(|r| format!("{}:{}", r["name"].as_str().unwrap(), r["tag"].as_str().unwrap())).collect()
+    ingot
+        .json(&["images"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}:{}", r["name"].as_str().unwrap(), r["tag"].as_str().unwrap()))
+        .collect()
 }
 
 fn assert_consistent(ingot: &Ingot) {
@@ -26,7 +32,11 @@ fn sigkill_during_import_and_load_leaves_a_consistent_store() {
     let rootfs = ingot.write("big.tar", &sample_rootfs(24 << 20, 42));
     // An archive to load: saved from a separate root.
     let src = Ingot::new(BIN);
-    src.ok(&["import", src.write("other.tar", &sample_rootfs(24 << 20, 43)).to_str().unwrap(), "src:1"]);
+    src.ok(&[
+        "import",
+        src.write("other.tar", &sample_rootfs(24 << 20, 43)).to_str().unwrap(),
+        "src:1",
+    ]);
     let archive = ingot.path("archive.tar");
     src.ok(&["save", "src:1", "-o", archive.to_str().unwrap()]);
 
@@ -40,7 +50,11 @@ fn sigkill_during_import_and_load_leaves_a_consistent_store() {
     let full_load = t.elapsed();
     ingot.ok(&["rmi", "src:1"]);
 
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("crash test seed {seed}, full import {full_import:?}, full load {full_load:?}");
     let mut completed = Vec::new();
     let mut killed = 0;
@@ -73,7 +87,10 @@ fn sigkill_during_import_and_load_leaves_a_consistent_store() {
         }
     }
     eprintln!("{killed} of {runs} runs killed mid-way");
-    assert!(killed >= 50, "only {killed} runs were killed mid-way; the test must kill at least 50");
+    assert!(
+        killed >= 50,
+        "only {killed} runs were killed mid-way; the test must kill at least 50"
+    );
 
     assert_consistent(&ingot);
     let now = listed(&ingot);
@@ -96,11 +113,21 @@ fn sigkill_during_import_and_load_leaves_a_consistent_store() {
 fn gc_waits_for_a_writer_in_flight() {
     let ingot = Ingot::new(BIN);
     // Leave garbage: an image removed without pruning.
-    ingot.ok(&["import", ingot.write("g.tar", &sample_rootfs(1000, 1)).to_str().unwrap(), "garbage:1"]);
+    ingot.ok(&[
+        "import",
+        ingot.write("g.tar", &sample_rootfs(1000, 1)).to_str().unwrap(),
+        "garbage:1",
+    ]);
     ingot.ok(&["rmi", "--no-prune", "garbage:1"]);
     let data = sample_rootfs(4 << 20, 2);
 
-    let mut import = ingot.command().args(["import", "-", "live:1"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut import = ingot
+        .command()
+        .args(["import", "-", "live:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut stdin = import.stdin.take().unwrap();
     stdin.write_all(&data[..data.len() / 2]).unwrap();
     stdin.flush().unwrap();
@@ -114,7 +141,10 @@ fn gc_waits_for_a_writer_in_flight() {
     let out = gc.wait_with_output().unwrap();
     assert!(out.status.success());
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("Freed 3 blobs"), "gc should have freed the garbage image: {report}");
+    assert!(
+        report.contains("Freed 3 blobs"),
+        "gc should have freed the garbage image: {report}"
+    );
     assert_eq!(listed(&ingot), ["live:1"]);
     assert_consistent(&ingot);
 }
@@ -122,12 +152,21 @@ fn gc_waits_for_a_writer_in_flight() {
 #[test]
 fn several_processes_share_one_root() {
     let ingot = Ingot::new(BIN);
-    let files: Vec<_> = (0..4).map(|i| ingot.write(&format!("r{i}.tar"), &sample_rootfs(1 << 20, i))).collect();
+    let files: Vec<_> = (0..4)
+        .map(|i| ingot.write(&format!("r{i}.tar"), &sample_rootfs(1 << 20, i)))
+        .collect();
     // All start at once on a root that does not exist yet.
     let children: Vec<Child> = files
         .iter()
         .enumerate()
-        .map(|(i, f)| ingot.command().args(["import", f.to_str().unwrap(), &format!("par:{i}")]).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|(i, f)| {
+            ingot
+                .command()
+                .args(["import", f.to_str().unwrap(), &format!("par:{i}")])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();

@@ -10,7 +10,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_ingot");
 
 fn imported(ingot: &Ingot, name: &str, seed: u64) -> String {
     let tar = ingot.write(&format!("rootfs-{seed}.tar"), &sample_rootfs(100_000, seed));
-    ingot.ok(&["import", "-q", tar.to_str().unwrap(), name]).trim().to_string()
+    ingot
+        .ok(&["import", "-q", tar.to_str().unwrap(), name])
+        .trim()
+        .to_string()
 }
 
 fn fsck_clean(ingot: &Ingot) {
@@ -45,7 +48,13 @@ fn import_list_inspect_tag_rmi() {
     assert!(table.contains(&digest) && table.contains("Layers:"), "{table}");
 
     ingot.ok(&["tag", "app:1", "registry.local:5000/team/app:v2"]);
-    let names: Vec<String> = ingot.json(&["images"]).as_array().unwrap().iter().map(|r| format!("{}:{}", r["name"].as_str().unwrap(), r["tag"].as_str().unwrap())).collect();
+    let names: Vec<String> = ingot
+        .json(&["images"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}:{}", r["name"].as_str().unwrap(), r["tag"].as_str().unwrap()))
+        .collect();
     assert_eq!(names, ["app:1", "registry.local:5000/team/app:v2"]);
 
     // By digest with two tags: refused without -f.
@@ -102,7 +111,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -132,9 +145,13 @@ fn load_docker_save_layout() {
     // A classic docker-save archive: <id>/layer.tar, <config>.json, manifest.json.
     let layer = sample_rootfs(10_000, 3);
     let diff_id = sha256_hex(&layer);
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#
+    );
     let config_hex = sha256_hex(config.as_bytes());
-    let manifest = format!(r#"[{{"Config":"{config_hex}.json","RepoTags":["legacy:v1"],"Layers":["abc/layer.tar","dup/layer.tar"]}}]"#);
+    let manifest = format!(
+        r#"[{{"Config":"{config_hex}.json","RepoTags":["legacy:v1"],"Layers":["abc/layer.tar","dup/layer.tar"]}}]"#
+    );
     let config2 = config.replace(r#""diff_ids":["#, &format!(r#""diff_ids":["sha256:{diff_id}","#));
     let config2_hex = sha256_hex(config2.as_bytes());
     let manifest = manifest.replace(&format!("{config_hex}.json"), &format!("{config2_hex}.json"));
@@ -162,7 +179,13 @@ fn load_docker_save_layout() {
     let mut t = RawTar::new();
     t.file(&format!("{bad_hex}.json"), bad.as_bytes())
         .file("abc/layer.tar", &layer)
-        .file("manifest.json", manifest.replace(&config2_hex, &bad_hex).replace("dup/layer.tar", "abc/layer.tar").as_bytes());
+        .file(
+            "manifest.json",
+            manifest
+                .replace(&config2_hex, &bad_hex)
+                .replace("dup/layer.tar", "abc/layer.tar")
+                .as_bytes(),
+        );
     let other = Ingot::new(BIN);
     let p = other.write("bad.tar", &t.finish());
     let err = other.fails(&["load", "-i", p.to_str().unwrap()]);
@@ -172,9 +195,13 @@ fn load_docker_save_layout() {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    use std::process::{Command, Stdio};
     use std::io::Write;
-    let mut c = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    use std::process::{Command, Stdio};
+    let mut c = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     c.stdin.take().unwrap().write_all(data).unwrap();
     let out = c.wait_with_output().unwrap();
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
@@ -203,29 +230,55 @@ fn bad_input_gives_one_line_errors_and_a_consistent_store() {
     assert!(err.contains("refused tar entry") && err.contains("'..'"), "{err}");
     assert!(!ingot.path("evil").exists());
     // Not an archive at all.
-    let p = ingot.write("junk.tar", b"this is not a tar archive at all, not even close................");
+    let p = ingot.write(
+        "junk.tar",
+        b"this is not a tar archive at all, not even close................",
+    );
     ingot.fails(&["load", "-i", p.to_str().unwrap()]);
     // An archive whose blob does not match its name.
     let blob = b"{}";
     let wrong = format!("blobs/sha256/{}", "1".repeat(64));
-    let p = ingot.write("mismatch.tar", &RawTar::new().entry(wrong.as_bytes(), tar::EntryType::Regular, blob, b"").finish());
+    let p = ingot.write(
+        "mismatch.tar",
+        &RawTar::new()
+            .entry(wrong.as_bytes(), tar::EntryType::Regular, blob, b"")
+            .finish(),
+    );
     let err = ingot.fails(&["load", "-i", p.to_str().unwrap()]);
     assert!(err.contains("digest mismatch"), "{err}");
     // An index pointing at a manifest of an unknown media type.
     let m = br#"{"schemaVersion":2,"mediaType":"application/x-unknown","config":{}}"#;
     let mh = sha256_hex(m);
-    let index = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{mh}","size":{}}}]}}"#, m.len());
-    let p = ingot.write("unknown.tar", &RawTar::new().file(&format!("blobs/sha256/{mh}"), m).file("index.json", index.as_bytes()).finish());
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{mh}","size":{}}}]}}"#,
+        m.len()
+    );
+    let p = ingot.write(
+        "unknown.tar",
+        &RawTar::new()
+            .file(&format!("blobs/sha256/{mh}"), m)
+            .file("index.json", index.as_bytes())
+            .finish(),
+    );
     let err = ingot.fails(&["load", "-i", p.to_str().unwrap()]);
     assert!(err.contains("application/x-unknown"), "{err}");
 
-    let names: Vec<Value> = ingot.json(&["images"]).as_array().unwrap().iter().map(|r| r["name"].clone()).collect();
+    let names: Vec<Value> = ingot
+        .json(&["images"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].clone())
+        .collect();
     assert_eq!(names, vec![Value::from("good")]);
     ingot.ok(&["gc"]);
     fsck_clean(&ingot);
 
     // Corrupt a blob: fsck names it and exits non-zero; reads refuse it.
-    let layer = ingot.json(&["inspect", "good:1"])[0]["layers"][0]["digest"].as_str().unwrap().to_string();
+    let layer = ingot.json(&["inspect", "good:1"])[0]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let path = ingot.root().join("blobs/sha256").join(&layer[7..]);
     let mut bytes = fs::read(&path).unwrap();
     bytes[100] ^= 0xff;
@@ -244,7 +297,10 @@ fn bad_input_gives_one_line_errors_and_a_consistent_store() {
 fn unwritable_root_is_reported() {
     let ingot = Ingot::new(BIN);
     let file = ingot.write("plainfile", b"x");
-    let out = std::process::Command::new(BIN).args(["--root", file.join("root").to_str().unwrap(), "images"]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--root", file.join("root").to_str().unwrap(), "images"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("store root") && err.contains("plainfile"), "{err}");
@@ -253,8 +309,19 @@ fn unwritable_root_is_reported() {
 #[test]
 fn unpack_applies_layers_and_whiteouts() {
     // Two layers: the second deletes a file and makes a directory opaque.
-    let lower = RawTar::new().dir("etc").file("etc/keep", b"1").file("etc/gone", b"2").dir("var").file("var/old", b"3").finish();
-    let upper = RawTar::new().file("etc/.wh.gone", b"").dir("var").file("var/.wh..wh..opq", b"").file("var/new", b"4").finish();
+    let lower = RawTar::new()
+        .dir("etc")
+        .file("etc/keep", b"1")
+        .file("etc/gone", b"2")
+        .dir("var")
+        .file("var/old", b"3")
+        .finish();
+    let upper = RawTar::new()
+        .file("etc/.wh.gone", b"")
+        .dir("var")
+        .file("var/.wh..wh..opq", b"")
+        .file("var/new", b"4")
+        .finish();
     let ingot = Ingot::new(BIN);
     let archive = two_layer_oci_archive(&lower, &upper);
     let p = ingot.write("layers.tar", &archive);
@@ -273,7 +340,9 @@ fn unpack_applies_layers_and_whiteouts() {
 
 fn two_layer_oci_archive(lower: &[u8], upper: &[u8]) -> Vec<u8> {
     let (l1, l2) = (sha256_hex(lower), sha256_hex(upper));
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{l1}","sha256:{l2}"]}}}}"#);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{l1}","sha256:{l2}"]}}}}"#
+    );
     let ch = sha256_hex(config.as_bytes());
     let tar_type = "application/vnd.oci.image.layer.v1.tar";
     let manifest = format!(

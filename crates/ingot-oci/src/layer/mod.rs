@@ -126,9 +126,7 @@ pub fn clean_path(raw: &[u8], limits: &Limits) -> Result<PathBuf, LayerError> {
             Component::RootDir | Component::Prefix(_) => {
                 return Err(LayerError::unsafe_entry(&shown(), "absolute path"))
             }
-            Component::ParentDir => {
-                return Err(LayerError::unsafe_entry(&shown(), "path contains '..'"))
-            }
+            Component::ParentDir => return Err(LayerError::unsafe_entry(&shown(), "path contains '..'")),
         }
     }
     Ok(out)
@@ -149,7 +147,10 @@ pub fn inspect_entry<R: Read>(
         EntryType::Link => Kind::Hardlink,
         EntryType::Fifo => Kind::Fifo,
         EntryType::Char | EntryType::Block => {
-            return Err(LayerError::unsafe_entry(&path, "device nodes are not allowed in layers"))
+            return Err(LayerError::unsafe_entry(
+                &path,
+                "device nodes are not allowed in layers",
+            ))
         }
         other => {
             return Err(LayerError::unsafe_entry(
@@ -192,9 +193,8 @@ pub fn inspect_entry<R: Read>(
                 return Err(LayerError::unsafe_entry(&path, "link target empty or too long"));
             }
             Some(if kind == Kind::Hardlink {
-                let target = clean_path(&raw, limits).map_err(|_| {
-                    LayerError::unsafe_entry(&path, "hard link target outside the archive")
-                })?;
+                let target = clean_path(&raw, limits)
+                    .map_err(|_| LayerError::unsafe_entry(&path, "hard link target outside the archive"))?;
                 if target.as_os_str().is_empty() {
                     return Err(LayerError::unsafe_entry(&path, "hard link to the root"));
                 }
@@ -237,7 +237,11 @@ pub fn normalize<R: Read, W: Write>(input: R, out: W, limits: &Limits) -> Result
         h.set_uid(info.uid.into());
         h.set_gid(info.gid.into());
         h.set_mtime(info.mtime);
-        let path = if info.path.as_os_str().is_empty() { Path::new(".") } else { &info.path };
+        let path = if info.path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &info.path
+        };
         let res = match info.kind {
             Kind::File => {
                 h.set_entry_type(EntryType::Regular);
@@ -245,12 +249,20 @@ pub fn normalize<R: Read, W: Write>(input: R, out: W, limits: &Limits) -> Result
                 builder.append_data(&mut h, path, &mut entry)
             }
             Kind::Dir | Kind::Fifo => {
-                h.set_entry_type(if info.kind == Kind::Dir { EntryType::Directory } else { EntryType::Fifo });
+                h.set_entry_type(if info.kind == Kind::Dir {
+                    EntryType::Directory
+                } else {
+                    EntryType::Fifo
+                });
                 h.set_size(0);
                 builder.append_data(&mut h, path, io::empty())
             }
             Kind::Symlink | Kind::Hardlink => {
-                h.set_entry_type(if info.kind == Kind::Symlink { EntryType::Symlink } else { EntryType::Link });
+                h.set_entry_type(if info.kind == Kind::Symlink {
+                    EntryType::Symlink
+                } else {
+                    EntryType::Link
+                });
                 h.set_size(0);
                 let target = info.link.as_deref().unwrap_or(Path::new(""));
                 builder.append_link(&mut h, path, target)
@@ -259,7 +271,10 @@ pub fn normalize<R: Read, W: Write>(input: R, out: W, limits: &Limits) -> Result
         // A read error here is the input's fault (truncation); report it so.
         res.map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::Other => LayerError::Tar(e),
-            _ => LayerError::Io { path: info.path.clone(), source: e },
+            _ => LayerError::Io {
+                path: info.path.clone(),
+                source: e,
+            },
         })?;
     }
     let out = builder.into_inner().map_err(LayerError::Tar)?;
@@ -347,7 +362,8 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
                         format!("{}: {n} of {} bytes", info.path.display(), info.size),
                     )));
                 }
-                f.set_permissions(Permissions::from_mode(info.mode)).map_err(io_at(&target))?;
+                f.set_permissions(Permissions::from_mode(info.mode))
+                    .map_err(io_at(&target))?;
             }
             Kind::Symlink => {
                 let link = info.link.as_deref().unwrap_or(Path::new(""));
@@ -360,7 +376,12 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
                 let src = src_parent.join(rel.file_name().unwrap_or_default());
                 match fs::symlink_metadata(&src) {
                     Ok(m) if m.is_file() => {}
-                    Ok(_) => return Err(LayerError::unsafe_entry(&info.path, "hard link target is not a regular file")),
+                    Ok(_) => {
+                        return Err(LayerError::unsafe_entry(
+                            &info.path,
+                            "hard link target is not a regular file",
+                        ))
+                    }
                     Err(_) => return Err(LayerError::unsafe_entry(&info.path, "hard link target does not exist")),
                 }
                 fs::hard_link(&src, &target).map_err(io_at(&target))?;
@@ -399,18 +420,26 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
 /// `None` if one is missing.
 fn walk_parents(root: &Path, rel: &Path, create: bool) -> Result<Option<PathBuf>, LayerError> {
     let mut cur = root.to_path_buf();
-    let Some(parent) = rel.parent() else { return Ok(Some(cur)) };
+    let Some(parent) = rel.parent() else {
+        return Ok(Some(cur));
+    };
     for comp in parent.components() {
         cur.push(comp);
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
                 let shown = cur.strip_prefix(root).unwrap_or(&cur).display().to_string();
-                return Err(LayerError::unsafe_entry(rel, format!("would write through symlink {shown:?}")));
+                return Err(LayerError::unsafe_entry(
+                    rel,
+                    format!("would write through symlink {shown:?}"),
+                ));
             }
             Ok(_) => {
                 let shown = cur.strip_prefix(root).unwrap_or(&cur).display().to_string();
-                return Err(LayerError::unsafe_entry(rel, format!("parent {shown:?} is not a directory")));
+                return Err(LayerError::unsafe_entry(
+                    rel,
+                    format!("parent {shown:?} is not a directory"),
+                ));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if !create {
@@ -447,8 +476,7 @@ fn clear_dir(abs: &Path, rel: &Path, created: &HashSet<PathBuf>) -> Result<(), L
 }
 
 fn cstring(path: &Path) -> Result<CString, LayerError> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| LayerError::unsafe_entry(path, "NUL byte in path"))
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| LayerError::unsafe_entry(path, "NUL byte in path"))
 }
 
 fn set_mtime(path: &Path, mtime: u64) -> Result<(), LayerError> {

@@ -3,7 +3,14 @@ use ingot_testsupport::RawTar;
 use tar::EntryType;
 
 fn unpack_bytes(data: &[u8], dest: &Path) -> Result<Stats, LayerError> {
-    unpack(data, dest, &UnpackOptions { same_owner: false, ..Default::default() })
+    unpack(
+        data,
+        dest,
+        &UnpackOptions {
+            same_owner: false,
+            ..Default::default()
+        },
+    )
 }
 
 fn refused(data: &[u8], needle: &str) {
@@ -13,7 +20,10 @@ fn refused(data: &[u8], needle: &str) {
     let err = unpack_bytes(data, &dest).expect_err("hostile archive accepted");
     assert!(err.to_string().contains(needle), "error {err:?} lacks {needle:?}");
     // Nothing may appear next to the target.
-    let siblings: Vec<_> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let siblings: Vec<_> = fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(siblings, vec![OsStr::new("dest").to_owned()]);
     // And the rewriter refuses the same entries that are unsafe by themselves.
     let _ = normalize(data, Vec::new(), &Limits::default());
@@ -24,13 +34,24 @@ fn refuses_parent_and_absolute_paths() {
     refused(&RawTar::new().file("../evil", b"x").finish(), "'..'");
     refused(&RawTar::new().file("a/../../evil", b"x").finish(), "'..'");
     refused(&RawTar::new().file("/evil", b"x").finish(), "absolute path");
-    assert!(normalize(&RawTar::new().file("/evil", b"x").finish()[..], Vec::new(), &Limits::default()).is_err());
+    assert!(normalize(
+        &RawTar::new().file("/evil", b"x").finish()[..],
+        Vec::new(),
+        &Limits::default()
+    )
+    .is_err());
 }
 
 #[test]
 fn refuses_writing_through_symlinks() {
-    refused(&RawTar::new().symlink("escape", "..").file("escape/evil", b"x").finish(), "through symlink");
-    refused(&RawTar::new().symlink("etc", "/etc").file("etc/passwd", b"x").finish(), "through symlink");
+    refused(
+        &RawTar::new().symlink("escape", "..").file("escape/evil", b"x").finish(),
+        "through symlink",
+    );
+    refused(
+        &RawTar::new().symlink("etc", "/etc").file("etc/passwd", b"x").finish(),
+        "through symlink",
+    );
     // A symlink as the final component is replaced, never followed.
     let root = tempfile::tempdir().unwrap();
     let outside = root.path().join("outside");
@@ -48,25 +69,50 @@ fn refuses_writing_through_symlinks() {
 
 #[test]
 fn refuses_hardlink_escapes_and_devices() {
-    refused(&RawTar::new().hardlink("h", "../../etc/passwd").finish(), "hard link target outside");
-    refused(&RawTar::new().hardlink("h", "/etc/passwd").finish(), "hard link target outside");
-    refused(&RawTar::new().symlink("s", "/etc").hardlink("h", "s/passwd").finish(), "through symlink");
+    refused(
+        &RawTar::new().hardlink("h", "../../etc/passwd").finish(),
+        "hard link target outside",
+    );
+    refused(
+        &RawTar::new().hardlink("h", "/etc/passwd").finish(),
+        "hard link target outside",
+    );
+    refused(
+        &RawTar::new().symlink("s", "/etc").hardlink("h", "s/passwd").finish(),
+        "through symlink",
+    );
     refused(&RawTar::new().hardlink("h", "missing").finish(), "does not exist");
-    refused(&RawTar::new().entry(b"dev/sda", EntryType::Char, b"", b"").finish(), "device nodes");
-    refused(&RawTar::new().entry(b"dev/sda", EntryType::Block, b"", b"").finish(), "device nodes");
+    refused(
+        &RawTar::new().entry(b"dev/sda", EntryType::Char, b"", b"").finish(),
+        "device nodes",
+    );
+    refused(
+        &RawTar::new().entry(b"dev/sda", EntryType::Block, b"", b"").finish(),
+        "device nodes",
+    );
 }
 
 #[test]
 fn refuses_absurd_sizes_and_truncation() {
-    let huge = RawTar::new().entry_sized(b"big", EntryType::Regular, b"", b"", 1 << 40).finish();
+    let huge = RawTar::new()
+        .entry_sized(b"big", EntryType::Regular, b"", b"", 1 << 40)
+        .finish();
     refused(&huge, "entry limit");
-    let short = RawTar::new().entry_sized(b"f", EntryType::Regular, b"abc", b"", 4096).truncated(0);
+    let short = RawTar::new()
+        .entry_sized(b"f", EntryType::Regular, b"abc", b"", 4096)
+        .truncated(0);
     refused(&short, "truncated");
     let cut = RawTar::new().file("f", &[7u8; 2000]).truncated(1100);
     refused(&cut, "truncated");
-    let limits = Limits { max_entries: 2, ..Limits::default() };
+    let limits = Limits {
+        max_entries: 2,
+        ..Limits::default()
+    };
     let many = RawTar::new().file("a", b"").file("b", b"").file("c", b"").finish();
-    assert!(normalize(&many[..], Vec::new(), &limits).unwrap_err().to_string().contains("more than 2 entries"));
+    assert!(normalize(&many[..], Vec::new(), &limits)
+        .unwrap_err()
+        .to_string()
+        .contains("more than 2 entries"));
 }
 
 #[test]
@@ -81,8 +127,14 @@ fn unpacks_files_links_and_modes() {
         .finish();
     let stats = unpack_bytes(&tar, tmp.path()).unwrap();
     assert_eq!(stats.entries, 5);
-    assert_eq!(fs::read(tmp.path().join("etc/hosts2")).unwrap(), b"127.0.0.1 localhost\n");
-    assert_eq!(fs::read_link(tmp.path().join("etc/link")).unwrap(), Path::new("/does/not/matter"));
+    assert_eq!(
+        fs::read(tmp.path().join("etc/hosts2")).unwrap(),
+        b"127.0.0.1 localhost\n"
+    );
+    assert_eq!(
+        fs::read_link(tmp.path().join("etc/link")).unwrap(),
+        Path::new("/does/not/matter")
+    );
     assert_eq!(fs::read(tmp.path().join("deep/er/file")).unwrap(), b"implicit parents");
     let mode = fs::metadata(tmp.path().join("etc/hosts")).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o644);
@@ -112,7 +164,10 @@ fn applies_whiteouts_and_opaque_dirs() {
     assert!(tmp.path().join("a/keep").exists());
     assert!(!tmp.path().join("a/gone").exists());
     assert!(!tmp.path().join("a/.wh.gone").exists());
-    let mut b: Vec<_> = fs::read_dir(tmp.path().join("b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut b: Vec<_> = fs::read_dir(tmp.path().join("b"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     b.sort();
     assert_eq!(b, vec![OsStr::new("new").to_owned()]);
     assert!(!tmp.path().join("c").exists(), "a whiteout must not create its parent");
@@ -121,7 +176,11 @@ fn applies_whiteouts_and_opaque_dirs() {
 
 #[test]
 fn normalize_is_deterministic_and_keeps_content() {
-    let input = RawTar::new().dir("./x/").file("./x/f", b"data").symlink("x/l", "f").finish();
+    let input = RawTar::new()
+        .dir("./x/")
+        .file("./x/f", b"data")
+        .symlink("x/l", "f")
+        .finish();
     let (a, stats) = normalize(&input[..], Vec::new(), &Limits::default()).unwrap();
     let (b, _) = normalize(&input[..], Vec::new(), &Limits::default()).unwrap();
     assert_eq!(a, b);

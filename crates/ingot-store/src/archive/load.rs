@@ -54,8 +54,16 @@ pub fn load<R: Read>(store: &mut Store, input: R, source: &str) -> Result<Vec<Lo
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
             // docker save links duplicate layers to one copy.
-            let target = entry.link_name().ok().flatten().ok_or_else(|| bad(format!("{}: link without target", path.display())))?;
-            let base = if kind.is_symlink() { path.parent().unwrap_or(Path::new("")).to_path_buf() } else { PathBuf::new() };
+            let target = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .ok_or_else(|| bad(format!("{}: link without target", path.display())))?;
+            let base = if kind.is_symlink() {
+                path.parent().unwrap_or(Path::new("")).to_path_buf()
+            } else {
+                PathBuf::new()
+            };
             files.insert(path, Stored::Link(normalize_join(&base, &target)));
             continue;
         }
@@ -63,9 +71,19 @@ pub fn load<R: Read>(store: &mut Store, input: R, source: &str) -> Result<Vec<Lo
             continue;
         }
         let name = path.to_string_lossy().into_owned();
-        if [layout::OCI_LAYOUT_FILE, layout::INDEX_FILE, layout::DOCKER_MANIFEST_FILE, layout::DOCKER_REPOSITORIES_FILE].contains(&name.as_str()) {
+        if [
+            layout::OCI_LAYOUT_FILE,
+            layout::INDEX_FILE,
+            layout::DOCKER_MANIFEST_FILE,
+            layout::DOCKER_REPOSITORIES_FILE,
+        ]
+        .contains(&name.as_str())
+        {
             if entry.size() > MAX_METADATA {
-                return Err(bad(format!("{name}: {} bytes is too large for a metadata file", entry.size())));
+                return Err(bad(format!(
+                    "{name}: {} bytes is too large for a metadata file",
+                    entry.size()
+                )));
             }
             let mut buf = Vec::new();
             entry.read_to_end(&mut buf).map_err(|e| bad(format!("{name}: {e}")))?;
@@ -90,7 +108,9 @@ pub fn load<R: Read>(store: &mut Store, input: R, source: &str) -> Result<Vec<Lo
         let mut w = store.blobs().writer(expected.clone())?;
         std::io::copy(&mut entry, &mut w).map_err(|e| bad(format!("{name}: {e}")))?;
         let (digest, size) = w.commit().map_err(|e| match e {
-            StoreError::DigestMismatch { actual, .. } => bad(format!("{name}: digest mismatch (content hashes to {actual})")),
+            StoreError::DigestMismatch { actual, .. } => {
+                bad(format!("{name}: digest mismatch (content hashes to {actual})"))
+            }
             other => other,
         })?;
         files.insert(path, Stored::Blob(digest, size));
@@ -110,31 +130,40 @@ pub fn load<R: Read>(store: &mut Store, input: R, source: &str) -> Result<Vec<Lo
 
     let mut loaded = Vec::new();
     if let Some(index) = metadata.get(layout::INDEX_FILE) {
-        let index = Manifest::parse(index.clone(), Some(media::OCI_INDEX)).map_err(|e| bad(format!("index.json: {e}")))?;
+        let index =
+            Manifest::parse(index.clone(), Some(media::OCI_INDEX)).map_err(|e| bad(format!("index.json: {e}")))?;
         let Content::Index(ix) = &index.content else {
             return Err(bad("index.json is not an image index".into()));
         };
         for desc in ix.manifests() {
             let d = Digest::try_from(desc.digest()).map_err(|e| bad(format!("index.json: {e}")))?;
-            let manifest = store.manifest(&d, Some(&desc.media_type().to_string()))?;
+            let manifest = store.manifest(&d, Some(desc.media_type().as_ref()))?;
             let annotations = desc.annotations().clone().unwrap_or_default();
             let name = annotations
                 .get(IMAGE_NAME_ANNOTATION)
                 .or_else(|| annotations.get(REF_NAME_ANNOTATION))
                 .and_then(|n| n.parse::<Reference>().ok())
                 // A bare tag such as "latest" names no repository.
-                .filter(|r| r.tag().is_some() || r.name().contains('/') || annotations.contains_key(IMAGE_NAME_ANNOTATION));
+                .filter(|r| {
+                    r.tag().is_some() || r.name().contains('/') || annotations.contains_key(IMAGE_NAME_ANNOTATION)
+                });
             let tags: Vec<Reference> = name.into_iter().collect();
             store.register(&manifest, &tags)?;
-            loaded.push(LoadedImage { digest: d, tags: tags.iter().map(ToString::to_string).collect() });
+            loaded.push(LoadedImage {
+                digest: d,
+                tags: tags.iter().map(ToString::to_string).collect(),
+            });
         }
     } else if let Some(list) = metadata.get(layout::DOCKER_MANIFEST_FILE) {
         let images: Vec<DockerArchiveImage> =
             serde_json::from_slice(list).map_err(|e| bad(format!("manifest.json: {e}")))?;
         for img in images {
             let (config_digest, _) = resolve(Path::new(&img.config))?;
-            let config = ImageConfig::parse(&store.blobs().read(&config_digest)?)
-                .map_err(|source| StoreError::Config { digest: config_digest.clone(), source })?;
+            let config =
+                ImageConfig::parse(&store.blobs().read(&config_digest)?).map_err(|source| StoreError::Config {
+                    digest: config_digest.clone(),
+                    source,
+                })?;
             if config.rootfs.diff_ids.len() != img.layers.len() {
                 return Err(bad(format!(
                     "image config {}: {} diff_ids for {} layers",
@@ -152,9 +181,19 @@ pub fn load<R: Read>(store: &mut Store, input: R, source: &str) -> Result<Vec<Lo
                     r.read_exact(&mut head).is_ok() && head == [0x1f, 0x8b]
                 };
                 if !gzip && d != *diff_id {
-                    return Err(bad(format!("layer {path}: content {d} does not match the config's diff_id {diff_id}")));
+                    return Err(bad(format!(
+                        "layer {path}: content {d} does not match the config's diff_id {diff_id}"
+                    )));
                 }
-                layers.push((if gzip { media::OCI_LAYER_GZIP } else { media::OCI_LAYER_TAR }, d, size));
+                layers.push((
+                    if gzip {
+                        media::OCI_LAYER_GZIP
+                    } else {
+                        media::OCI_LAYER_TAR
+                    },
+                    d,
+                    size,
+                ));
             }
             // The config is stored as-is: its digest is the image ID docker shows.
             let manifest = write_image_with_config(store, &config_digest, &layers)?;
@@ -163,10 +202,15 @@ pub fn load<R: Read>(store: &mut Store, input: R, source: &str) -> Result<Vec<Lo
                 tags.push(t.parse::<Reference>().map_err(|e| bad(format!("manifest.json: {e}")))?);
             }
             store.register(&manifest, &tags)?;
-            loaded.push(LoadedImage { digest: manifest.digest.clone(), tags: tags.iter().map(ToString::to_string).collect() });
+            loaded.push(LoadedImage {
+                digest: manifest.digest.clone(),
+                tags: tags.iter().map(ToString::to_string).collect(),
+            });
         }
     } else {
-        return Err(bad("neither index.json (OCI layout) nor manifest.json (docker save) found".into()));
+        return Err(bad(
+            "neither index.json (OCI layout) nor manifest.json (docker save) found".into(),
+        ));
     }
     Ok(loaded)
 }

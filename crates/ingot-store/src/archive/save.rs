@@ -69,13 +69,24 @@ pub fn save<W: Write>(store: &Store, inputs: &[String], out: W) -> Result<Vec<Di
             index_manifests.push(desc);
         }
         if let Content::Image(_) = image.manifest.content {
-            let refs = image.manifest.references().map_err(|source| StoreError::Manifest { digest: image.digest.clone(), source })?;
+            let refs = image.manifest.references().map_err(|source| StoreError::Manifest {
+                digest: image.digest.clone(),
+                source,
+            })?;
             let entry = docker.entry(image.digest.clone()).or_insert_with(|| {
                 docker_order.push(image.digest.clone());
                 DockerArchiveImage {
-                    config: refs.iter().find(|r| r.role == Role::Config).map(|r| layout::blob_path(&r.digest)).unwrap_or_default(),
+                    config: refs
+                        .iter()
+                        .find(|r| r.role == Role::Config)
+                        .map(|r| layout::blob_path(&r.digest))
+                        .unwrap_or_default(),
                     repo_tags: Some(Vec::new()),
-                    layers: refs.iter().filter(|r| r.role == Role::Layer).map(|r| layout::blob_path(&r.digest)).collect(),
+                    layers: refs
+                        .iter()
+                        .filter(|r| r.role == Role::Layer)
+                        .map(|r| layout::blob_path(&r.digest))
+                        .collect(),
                 }
             });
             if let (Some(r), Some(tags)) = (name, entry.repo_tags.as_mut()) {
@@ -107,7 +118,10 @@ fn collect(store: &Store, digest: &Digest, media_type: Option<&str>, out: &mut B
         return Ok(());
     }
     let m = store.manifest(digest, media_type)?;
-    for r in m.references().map_err(|source| StoreError::Manifest { digest: digest.clone(), source })? {
+    for r in m.references().map_err(|source| StoreError::Manifest {
+        digest: digest.clone(),
+        source,
+    })? {
         match r.role {
             Role::Manifest => collect(store, &r.digest, Some(&r.media_type), out)?,
             Role::Subject => {}
