@@ -140,6 +140,10 @@ impl FromStr for Reference {
 fn familiar(name: &str) -> &str {
     for hub in ["docker.io/", "index.docker.io/", "registry-1.docker.io/"] {
         if let Some(rest) = name.strip_prefix(hub) {
+            // Keep the host when what follows would itself read as a host.
+            if rest.split_once('/').is_some_and(|(first, _)| is_host_like(first)) {
+                return name;
+            }
             return match rest.strip_prefix("library/") {
                 Some(short) if !short.contains('/') => short,
                 _ => rest,
@@ -269,6 +273,10 @@ mod tests {
         assert_eq!(r("docker.io/library/busybox:1").name(), "busybox");
         assert_eq!(r("docker.io/team/app").name(), "team/app");
         assert_eq!(r("docker.io/library/a/b").name(), "library/a/b");
+        // Found by fuzzing: stripping must not leave a host-like first component.
+        let odd = r("index.docker.io/a.b/c");
+        assert_eq!(odd.name(), "index.docker.io/a.b/c");
+        assert_eq!(odd.to_string().parse::<Reference>().unwrap(), odd);
     }
 
     #[test]
