@@ -42,7 +42,7 @@ if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   docker_ok=1
   cmds+=(
     "docker import|docker import $work/rootfs.tar ingot-bench-import:1"
-    "docker load (ingot's archive)|docker load -i $work/saved.tar"
+    "docker load (same archive)|docker load -i $work/saved.tar"
   )
 fi
 
