@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let tmp = tempfile::tempdir().unwrap();
     let dest = tmp.path().join("dest");
     std::fs::create_dir(&dest).unwrap();
-    let _ = unpack(data, &dest, &UnpackOptions { limits, same_owner: false });
+    let _ = unpack(data, &dest, &UnpackOptions { limits, same_owner: false, ..Default::default() });
     // Nothing may appear beside the target.
     let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("dest")]);

@@ -26,6 +26,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, tag)
      );
      CREATE INDEX tags_digest ON tags(digest);",
+    // 2: containers; the spec is the runtime's JSON, opaque to the store
+    "CREATE TABLE containers (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL UNIQUE,
+        image       TEXT NOT NULL REFERENCES images(digest),
+        image_ref   TEXT NOT NULL,
+        spec        TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        pid         INTEGER,
+        monitor_pid INTEGER,
+        exit_code   INTEGER,
+        oom_killed  INTEGER NOT NULL DEFAULT 0,
+        error       TEXT,
+        created_at  TEXT NOT NULL,
+        started_at  TEXT,
+        finished_at TEXT
+     );",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

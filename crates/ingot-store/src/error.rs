@@ -41,6 +41,12 @@ pub enum StoreError {
     Conflict { image: Digest, tags: usize },
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    #[error("image {image} is used by container {container}; remove the container first")]
+    ImageInUse { image: Digest, container: String },
+    #[error("container name {0:?} is already in use")]
+    NameInUse(String),
+    #[error("container {0:?} not found")]
+    ContainerNotFound(String),
     #[error("manifest {digest}: {source}")]
     Manifest {
         digest: Digest,

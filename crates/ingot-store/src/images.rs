@@ -281,6 +281,14 @@ impl Store {
                 removed.untagged = tags;
             }
         }
+        let user: Option<String> = tx
+            .query_row(
+                "SELECT name FROM containers WHERE image = ?1 LIMIT 1",
+                [digest.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
         let left: i64 = tx
             .query_row(
                 "SELECT COUNT(*) FROM tags WHERE digest = ?1",
@@ -289,6 +297,12 @@ impl Store {
             )
             .map_err(db_err)?;
         if left == 0 {
+            if let Some(container) = user {
+                return Err(StoreError::ImageInUse {
+                    image: digest,
+                    container,
+                });
+            }
             tx.execute("DELETE FROM images WHERE digest = ?1", [digest.to_string()])
                 .map_err(db_err)?;
             removed.deleted = Some(digest);

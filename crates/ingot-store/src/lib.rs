@@ -16,6 +16,7 @@
 
 mod archive;
 mod blobs;
+mod containers;
 mod db;
 mod error;
 mod fsck;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use archive::{load, save, LoadedImage};
 pub use blobs::{BlobWriter, Blobs};
+pub use containers::{ContainerRecord, ContainerState};
 pub use error::{Result, StoreError};
 pub use fsck::{fsck, Problem};
 pub use gc::{gc, GcReport};

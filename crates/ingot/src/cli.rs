@@ -19,8 +19,9 @@ pub struct Cli {
     #[arg(short, long, global = true)]
     pub quiet: bool,
 
-    /// More logging on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More logging on stderr (-v info, -vv debug, -vvv trace; before the
+    /// subcommand, since `run -v` is a volume); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     #[command(subcommand)]
@@ -99,4 +100,106 @@ pub enum Command {
     },
     /// Re-hash every blob and check every image's references
     Fsck,
+    /// Run a command in a new container
+    Run(Box<RunArgs>),
+    /// List containers
+    Ps {
+        /// Show all containers (default: running only)
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Print a container's output
+    Logs {
+        /// Keep printing until the container stops
+        #[arg(short, long)]
+        follow: bool,
+        container: String,
+    },
+    /// Stop containers: their stop signal, then SIGKILL after a grace period
+    Stop {
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers
+    Kill {
+        /// Signal name or number
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers
+    Rm {
+        /// Kill running containers first
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// (internal) the per-container monitor process of `run -d`
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background and print the container ID
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Container name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy ingot's)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines)
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// USER[:GROUP] (names or ids) to run as
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Override the image's ENTRYPOINT
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Publish a port ([IP:]HOSTPORT:CONTAINERPORT)
+    #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR")]
+    pub publish: Vec<String>,
+    /// Network: none (own namespace, loopback only) or host
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Memory limit (e.g. 256m, 1g)
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 0.5)
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Maximum number of processes (-1 for unlimited)
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
+    pub pids_limit: Option<i64>,
+    /// Bind a host path (HOSTPATH:PATH[:ro])
+    #[arg(short, long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs at PATH
+    #[arg(long, value_name = "PATH")]
+    pub tmpfs: Vec<String>,
+    /// Make the root filesystem writable (default: read-only)
+    #[arg(long = "read-write")]
+    pub read_write: bool,
+    /// Container hostname
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Image to run
+    pub image: String,
+    /// Command and arguments (default: the image's ENTRYPOINT and CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }

@@ -281,12 +281,25 @@ pub fn normalize<R: Read, W: Write>(input: R, out: W, limits: &Limits) -> Result
     Ok((out, stats))
 }
 
+/// What [`unpack`] does with whiteout entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Whiteouts {
+    /// Delete what they hide from `dest` (a flattened root filesystem).
+    #[default]
+    Apply,
+    /// Keep them as overlayfs expects in a layer directory of its own:
+    /// `.wh.NAME` becomes a 0/0 character device `NAME`, and an opaque
+    /// marker sets `trusted.overlay.opaque=y` on its directory.
+    Overlay,
+}
+
 /// Options for [`unpack`].
 #[derive(Debug, Clone, Copy)]
 pub struct UnpackOptions {
     pub limits: Limits,
     /// Apply the uid/gid of each entry (only meaningful as root).
     pub same_owner: bool,
+    pub whiteouts: Whiteouts,
 }
 
 impl Default for UnpackOptions {
@@ -295,6 +308,7 @@ impl Default for UnpackOptions {
             limits: Limits::default(),
             // SAFETY: geteuid has no preconditions.
             same_owner: unsafe { libc::geteuid() } == 0,
+            whiteouts: Whiteouts::Apply,
         }
     }
 }
@@ -315,6 +329,10 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
             continue;
         };
         let name_bytes = name.as_bytes();
+        if opts.whiteouts == Whiteouts::Overlay && name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            overlay_whiteout(dest, &info.path, name_bytes)?;
+            continue;
+        }
         if name_bytes == OPAQUE_MARKER.as_bytes() {
             let dir = info.path.parent().unwrap_or(Path::new(""));
             if let Some(abs) = walk_parents(dest, &info.path, false)? {
@@ -413,6 +431,40 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
         set_mtime(dir, *mtime)?;
     }
     Ok(stats)
+}
+
+/// Records a whiteout the way overlayfs reads it from a lower layer.
+fn overlay_whiteout(dest: &Path, rel: &Path, name: &[u8]) -> Result<(), LayerError> {
+    let parent = walk_parents(dest, rel, true)?.expect("parents are created");
+    if name == OPAQUE_MARKER.as_bytes() {
+        let c = cstring(&parent)?;
+        // SAFETY: c is NUL-terminated; the value is a 1-byte buffer.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(io_at(&parent)(io::Error::last_os_error()));
+        }
+        return Ok(());
+    }
+    let hidden = &name[WHITEOUT_PREFIX.len()..];
+    if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+        return Err(LayerError::unsafe_entry(rel, "malformed whiteout"));
+    }
+    let target = parent.join(OsStr::from_bytes(hidden));
+    remove_any(&target)?;
+    let c = cstring(&target)?;
+    // SAFETY: c is NUL-terminated; a 0/0 character device is overlayfs' whiteout.
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) } != 0 {
+        return Err(io_at(&target)(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// Resolves the parent directory of `rel` inside `root` without following any

@@ -175,6 +175,40 @@ fn applies_whiteouts_and_opaque_dirs() {
 }
 
 #[test]
+fn overlay_mode_keeps_whiteouts_for_overlayfs() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP overlay_mode_keeps_whiteouts_for_overlayfs: mknod of whiteouts needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = RawTar::new()
+        .file("a/.wh.gone", b"")
+        .dir("b")
+        .file("b/.wh..wh..opq", b"")
+        .finish();
+    let opts = UnpackOptions {
+        same_owner: false,
+        whiteouts: Whiteouts::Overlay,
+        ..Default::default()
+    };
+    unpack(&upper[..], tmp.path(), &opts).unwrap();
+    let m = fs::symlink_metadata(tmp.path().join("a/gone")).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(m.file_type().is_char_device() && m.rdev() == 0);
+    let mut buf = [0u8; 4];
+    let c = cstring(&tmp.path().join("b")).unwrap();
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            4,
+        )
+    };
+    assert_eq!(&buf[..n as usize], b"y");
+}
+
+#[test]
 fn normalize_is_deterministic_and_keeps_content() {
     let input = RawTar::new()
         .dir("./x/")

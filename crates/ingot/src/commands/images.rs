@@ -1,4 +1,4 @@
-//! One function per subcommand.
+//! Image commands.
 
 use std::fs::{self, File};
 use std::io::{self, IsTerminal, Read, Write};
@@ -11,52 +11,16 @@ use ingot_oci::Reference;
 use ingot_store::{ImportOptions, LayerCompression, Store};
 use serde_json::json;
 
-use crate::cli::{Cli, Command, Compression, Format};
+use crate::cli::{Cli, Compression, Format};
 use crate::output;
 
-pub fn run(cli: Cli) -> Result<ExitCode> {
-    let root = cli.root.clone().unwrap_or_else(crate::default_root);
-    let open = || Store::open(&root);
-    match cli.command {
-        Command::Import {
-            ref file,
-            ref reference,
-            compression,
-        } => {
-            let mut store = open()?;
-            import(&mut store, &cli, file, reference, compression)
-        }
-        Command::Images => images(&open()?, &cli),
-        Command::Inspect { ref images } => inspect(&open()?, &cli, images),
-        Command::Tag { ref source, ref target } => {
-            let r = open()?.tag(source, target)?;
-            if !cli.quiet {
-                println!("Tagged {r}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Rmi {
-            ref images,
-            force,
-            no_prune,
-        } => rmi(&mut open()?, &cli, images, force, no_prune),
-        Command::Save { ref images, ref output } => save(&open()?, images, output.as_deref()),
-        Command::Load { ref input } => load(&mut open()?, &cli, input.as_deref()),
-        Command::Unpack { ref image, ref dir } => {
-            let store = open()?;
-            let img = store.resolve(image)?;
-            let n = ingot_store::unpack_image(&store, &img, dir)?;
-            if !cli.quiet {
-                println!("Unpacked {} ({n} entries) into {}", img.digest, dir.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Gc { dry_run } => gc(&open()?, &cli, dry_run),
-        Command::Fsck => fsck(&open()?, &cli),
-    }
-}
-
-fn import(store: &mut Store, cli: &Cli, file: &Path, reference: &str, compression: Compression) -> Result<ExitCode> {
+pub fn import(
+    store: &mut Store,
+    cli: &Cli,
+    file: &Path,
+    reference: &str,
+    compression: Compression,
+) -> Result<ExitCode> {
     let r: Reference = reference.parse()?;
     if r.digest().is_some() {
         bail!("import target {reference:?} must be NAME[:TAG], not a digest");
@@ -87,7 +51,7 @@ fn import(store: &mut Store, cli: &Cli, file: &Path, reference: &str, compressio
     Ok(ExitCode::SUCCESS)
 }
 
-fn images(store: &Store, cli: &Cli) -> Result<ExitCode> {
+pub fn images(store: &Store, cli: &Cli) -> Result<ExitCode> {
     let list = store.list()?;
     if cli.quiet {
         let mut seen = std::collections::HashSet::new();
@@ -119,9 +83,9 @@ fn images(store: &Store, cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect(store: &Store, cli: &Cli, inputs: &[String]) -> Result<ExitCode> {
-    let mut all = Vec::new();
-    for input in inputs {
+/// The inspect document of one image.
+pub fn inspect_image(store: &Store, input: &str) -> Result<serde_json::Value> {
+    {
         let image = store.resolve(input)?;
         let refs = image.manifest.references()?;
         let config = store.config(&image.manifest)?;
@@ -166,23 +130,11 @@ fn inspect(store: &Store, cli: &Cli, inputs: &[String]) -> Result<ExitCode> {
         } else {
             v["manifests"] = json!(manifests);
         }
-        all.push(v);
+        Ok(v)
     }
-    match cli.format {
-        Format::Json => output::json(&all)?,
-        Format::Table => {
-            for (i, v) in all.iter().enumerate() {
-                if i > 0 {
-                    println!();
-                }
-                print_inspect_table(v);
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
-fn print_inspect_table(v: &serde_json::Value) {
+pub fn print_inspect_table(v: &serde_json::Value) {
     let s = |k: &str| match &v[k] {
         serde_json::Value::String(s) => s.clone(),
         serde_json::Value::Null => "-".into(),
@@ -250,7 +202,7 @@ fn print_inspect_table(v: &serde_json::Value) {
     }
 }
 
-fn rmi(store: &mut Store, cli: &Cli, inputs: &[String], force: bool, no_prune: bool) -> Result<ExitCode> {
+pub fn rmi(store: &mut Store, cli: &Cli, inputs: &[String], force: bool, no_prune: bool) -> Result<ExitCode> {
     for input in inputs {
         let removed = store.remove(input, force)?;
         if !cli.quiet {
@@ -275,7 +227,7 @@ fn rmi(store: &mut Store, cli: &Cli, inputs: &[String], force: bool, no_prune: b
     Ok(ExitCode::SUCCESS)
 }
 
-fn save(store: &Store, images: &[String], output: Option<&Path>) -> Result<ExitCode> {
+pub fn save(store: &Store, images: &[String], output: Option<&Path>) -> Result<ExitCode> {
     match output.filter(|p| *p != Path::new("-")) {
         None => {
             let stdout = io::stdout();
@@ -315,7 +267,7 @@ fn save(store: &Store, images: &[String], output: Option<&Path>) -> Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn load(store: &mut Store, cli: &Cli, input: Option<&Path>) -> Result<ExitCode> {
+pub fn load(store: &mut Store, cli: &Cli, input: Option<&Path>) -> Result<ExitCode> {
     let (reader, name): (Box<dyn Read>, String) = match input.filter(|p| *p != Path::new("-")) {
         Some(p) => (
             Box::new(File::open(p).with_context(|| format!("cannot open {}", p.display()))?),
@@ -348,7 +300,7 @@ fn load(store: &mut Store, cli: &Cli, input: Option<&Path>) -> Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn gc(store: &Store, cli: &Cli, dry_run: bool) -> Result<ExitCode> {
+pub fn gc(store: &Store, cli: &Cli, dry_run: bool) -> Result<ExitCode> {
     let report = ingot_store::gc(store, dry_run, true)?.context("gc lock not acquired")?;
     match cli.format {
         Format::Json => output::json(&report)?,
@@ -371,7 +323,7 @@ fn gc(store: &Store, cli: &Cli, dry_run: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fsck(store: &Store, cli: &Cli) -> Result<ExitCode> {
+pub fn fsck(store: &Store, cli: &Cli) -> Result<ExitCode> {
     let (blobs, problems) = ingot_store::fsck(store)?;
     match cli.format {
         Format::Json => output::json(&json!({"blobs": blobs, "problems": problems}))?,

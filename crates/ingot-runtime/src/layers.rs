@@ -1,0 +1,115 @@
+//! The layer cache: each layer unpacked once, shared by every container.
+//!
+//! `<root>/layers/sha256/<diff_id>` holds one layer's files with whiteouts
+//! kept the way overlayfs reads them. A layer is unpacked into a temp
+//! directory, its uncompressed content checked against its diff ID, and only
+//! then renamed into place, so a cached layer is always complete.
+
+use std::fs;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use ingot_oci::digest::HashingReader;
+use ingot_oci::layer::{self, UnpackOptions, Whiteouts};
+use ingot_oci::manifest::{Content, Role};
+use ingot_oci::media::{self, Compression};
+use ingot_oci::Algorithm;
+use ingot_store::{Image, Store};
+
+use crate::error::{Result, RuntimeError};
+
+/// Where cached layers live.
+pub fn cache_dir(root: &Path) -> PathBuf {
+    root.join("layers")
+}
+
+/// Ensures every layer of `image` is unpacked; returns their directories,
+/// bottom layer first.
+pub fn ensure(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
+    let Content::Image(_) = &image.manifest.content else {
+        return Err(RuntimeError::Setup(format!(
+            "{} is an index, not a runnable image",
+            image.digest
+        )));
+    };
+    let (_, config) = store
+        .config(&image.manifest)?
+        .ok_or_else(|| RuntimeError::Setup(format!("{} has no config", image.digest)))?;
+    let refs = image
+        .manifest
+        .references()
+        .map_err(|e| RuntimeError::Setup(format!("{}: {e}", image.digest)))?;
+    let layers: Vec<_> = refs.into_iter().filter(|r| r.role == Role::Layer).collect();
+    if layers.len() != config.rootfs.diff_ids.len() {
+        return Err(RuntimeError::Setup(format!(
+            "{}: {} layers but {} diff_ids",
+            image.digest,
+            layers.len(),
+            config.rootfs.diff_ids.len()
+        )));
+    }
+    let base = cache_dir(store.root());
+    let tmp_base = base.join("tmp");
+    fs::create_dir_all(base.join("sha256")).map_err(RuntimeError::io(&base))?;
+    fs::create_dir_all(&tmp_base).map_err(RuntimeError::io(&tmp_base))?;
+    let mut dirs = Vec::new();
+    for (desc, diff_id) in layers.iter().zip(&config.rootfs.diff_ids) {
+        let dir = base.join("sha256").join(diff_id.hex());
+        dirs.push(dir.clone());
+        if dir.is_dir() {
+            continue;
+        }
+        let compression = media::layer_compression(&desc.media_type).ok_or_else(|| {
+            RuntimeError::Setup(format!(
+                "layer {}: unknown media type {:?}",
+                desc.digest, desc.media_type
+            ))
+        })?;
+        let tmp = tmp_base.join(format!("{}-{}", diff_id.hex(), std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir(&tmp).map_err(RuntimeError::io(&tmp))?;
+        let result = (|| -> Result<()> {
+            let blob = BufReader::with_capacity(1 << 20, store.blobs().open(&desc.digest)?);
+            let decoded: Box<dyn Read> = match compression {
+                Compression::None => Box::new(blob),
+                Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+                Compression::Zstd => {
+                    return Err(RuntimeError::Setup(format!(
+                        "layer {}: zstd layers are not supported yet",
+                        desc.digest
+                    )))
+                }
+            };
+            let mut hashed = HashingReader::new(decoded, Algorithm::Sha256);
+            let opts = UnpackOptions {
+                whiteouts: Whiteouts::Overlay,
+                ..Default::default()
+            };
+            layer::unpack(&mut hashed, &tmp, &opts)
+                .map_err(|e| RuntimeError::Setup(format!("layer {}: {e}", desc.digest)))?;
+            // Hash (and verify the blob digest of) the rest of the stream.
+            io::copy(&mut hashed, &mut io::sink())
+                .map_err(|e| RuntimeError::Setup(format!("layer {}: {e}", desc.digest)))?;
+            let (_, got, _) = hashed.finish();
+            if got != *diff_id {
+                return Err(RuntimeError::Setup(format!(
+                    "layer {}: content hashes to {got}, expected diff_id {diff_id}",
+                    desc.digest
+                )));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = fs::rename(&tmp, &dir) {
+            let _ = fs::remove_dir_all(&tmp);
+            // Another process finished the same layer first: that is fine.
+            if !dir.is_dir() {
+                return Err(RuntimeError::io(&dir)(e));
+            }
+        }
+    }
+    Ok(dirs)
+}

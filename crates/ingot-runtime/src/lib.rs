@@ -1,0 +1,241 @@
+//! ingot's container runtime.
+//!
+//! Containers are built from the store's images: each layer is unpacked once
+//! into a shared cache ([`layers`]) and stacked with overlayfs under a
+//! per-container upper directory ([`rootfs`]); the first process gets new
+//! pid, mount, uts, ipc, net and cgroup namespaces ([`init`]), resource
+//! limits ([`cgroups`], v1 and v2), Docker's default capabilities, no new
+//! privileges and a default seccomp filter ([`security`]). A monitor
+//! ([`monitor`]) waits for it and records its status in the store database,
+//! so every process sharing the root sees the same containers.
+//!
+//! Invariant: a container's mounts exist only inside its own mount
+//! namespace, so they disappear with it, whatever kills ingot. Its cgroup
+//! and directory are removed by the monitor, or by [`reconcile`] if the
+//! monitor died.
+
+pub mod cgroups;
+mod error;
+mod init;
+pub mod layers;
+pub mod monitor;
+mod net;
+pub mod rootfs;
+pub mod security;
+pub mod spec;
+pub mod user;
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ingot_store::{ContainerRecord, ContainerState, Store};
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
+
+pub use error::{Result, RuntimeError};
+pub use spec::{ContainerSpec, NetworkMode, RunOptions};
+
+/// `<root>/containers/<id>`: upper, work, merged, etc files and logs.
+pub fn container_dir(root: &Path, id: &str) -> PathBuf {
+    root.join("containers").join(id)
+}
+
+pub(crate) fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+pub(crate) fn spec_of(rec: &ContainerRecord) -> Result<ContainerSpec> {
+    serde_json::from_str(&rec.spec).map_err(|e| RuntimeError::Setup(format!("container {}: bad spec: {e}", rec.id)))
+}
+
+fn random_id() -> Result<String> {
+    let mut buf = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(RuntimeError::io("/dev/urandom"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Creates a container from `image` (not started): resolves the image,
+/// makes the spec, unpacks missing layers, records it, prepares its
+/// directory. `monitor_pid` is the process that will start it.
+pub fn create(store: &Store, image: &str, opts: &RunOptions, monitor_pid: u32) -> Result<ContainerRecord> {
+    reconcile(store)?;
+    let img = store.resolve(image)?;
+    let (_, config) = store
+        .config(&img.manifest)?
+        .ok_or_else(|| RuntimeError::Setup(format!("{image} is an index; run one of its platform images")))?;
+    let id = random_id()?;
+    let name = opts.name.clone().unwrap_or_else(|| format!("c-{}", &id[..12]));
+    if !valid_name(&name) {
+        return Err(RuntimeError::invalid(
+            "container name",
+            &name,
+            "expected [a-zA-Z0-9][a-zA-Z0-9_.-]*",
+        ));
+    }
+    let spec = ContainerSpec::new(&config, opts, &id)?;
+    layers::ensure(store, &img)?;
+    let rec = ContainerRecord {
+        id: id.clone(),
+        name,
+        image: img.digest.clone(),
+        image_ref: image.to_string(),
+        spec: serde_json::to_string(&spec).map_err(|e| RuntimeError::Setup(e.to_string()))?,
+        state: ContainerState::Created,
+        pid: None,
+        monitor_pid: Some(monitor_pid.into()),
+        exit_code: None,
+        oom_killed: false,
+        error: None,
+        created_at: now(),
+        started_at: None,
+        finished_at: None,
+    };
+    store.insert_container(&rec)?;
+    let dir = container_dir(store.root(), &id);
+    let made = (|| {
+        for sub in ["upper", "work", "merged"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        rootfs::write_etc_files(&dir, &spec)
+    })();
+    if let Err(e) = made {
+        remove_files(store, &id);
+        let _ = store.delete_container(&id);
+        return Err(RuntimeError::io(&dir)(e));
+    }
+    Ok(rec)
+}
+
+/// Whether process `pid` exists.
+fn alive(pid: Option<i64>) -> bool {
+    match pid {
+        Some(p) if p > 0 => matches!(
+            signal::kill(Pid::from_raw(p as i32), None),
+            Ok(()) | Err(nix::errno::Errno::EPERM)
+        ),
+        _ => false,
+    }
+}
+
+/// Marks containers whose monitor died as dead and reclaims their cgroups
+/// and (for `--rm` containers) everything else.
+pub fn reconcile(store: &Store) -> Result<()> {
+    for mut rec in store.containers()? {
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) || alive(rec.monitor_pid) {
+            continue;
+        }
+        let _ = cgroups::Cgroup::for_container(&rec.id).destroy();
+        let auto_remove = spec_of(&rec).map(|s| s.auto_remove).unwrap_or(false);
+        if auto_remove {
+            remove_files(store, &rec.id);
+            store.delete_container(&rec.id)?;
+            continue;
+        }
+        let _ = fs::remove_dir_all(container_dir(store.root(), &rec.id).join("work"));
+        rec.state = ContainerState::Dead;
+        rec.error = Some("monitor process died; exit status unknown".into());
+        rec.finished_at.get_or_insert_with(now);
+        store.update_container(&rec)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn remove_files(store: &Store, id: &str) {
+    let _ = fs::remove_dir_all(container_dir(store.root(), id));
+    let _ = cgroups::Cgroup::for_container(id).destroy();
+}
+
+/// Sends `sig` to a running container's first process.
+pub fn kill(store: &Store, key: &str, sig: Signal) -> Result<ContainerRecord> {
+    reconcile(store)?;
+    let rec = store.container(key)?;
+    if rec.state != ContainerState::Running || !alive(rec.pid) {
+        return Err(RuntimeError::NotRunning(rec.name));
+    }
+    let pid = rec.pid.unwrap_or(0) as i32;
+    signal::kill(Pid::from_raw(pid), sig).map_err(|e| RuntimeError::Setup(format!("kill {}: {e}", rec.name)))?;
+    Ok(rec)
+}
+
+/// Waits until the container is no longer running, up to `timeout`.
+fn wait_stopped(store: &Store, id: &str, timeout: Duration) -> Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let rec = store.container(id)?;
+        if rec.state != ContainerState::Running || !alive(rec.pid) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Stops a container: its stop signal, then SIGKILL after `timeout`.
+/// Stopping a container that is not running is not an error.
+pub fn stop(store: &Store, key: &str, timeout: Duration) -> Result<ContainerRecord> {
+    reconcile(store)?;
+    let rec = store.container(key)?;
+    if rec.state != ContainerState::Running {
+        return Ok(rec);
+    }
+    let sig = spec::parse_signal(&spec_of(&rec)?.stop_signal)?;
+    let _ = kill(store, &rec.id, sig);
+    if !wait_stopped(store, &rec.id, timeout)? {
+        let _ = kill(store, &rec.id, Signal::SIGKILL);
+        wait_stopped(store, &rec.id, Duration::from_secs(10))?;
+    }
+    // The monitor records the exit; give it a moment to do so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = store.container(&rec.id)?;
+        if now.state != ContainerState::Running || Instant::now() >= deadline {
+            return Ok(now);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Removes a stopped container (with `force`, kills it first).
+pub fn remove(store: &Store, key: &str, force: bool) -> Result<ContainerRecord> {
+    reconcile(store)?;
+    let rec = store.container(key)?;
+    if rec.state == ContainerState::Running {
+        if !force {
+            return Err(RuntimeError::Running(rec.name));
+        }
+        let _ = kill(store, &rec.id, Signal::SIGKILL);
+        wait_stopped(store, &rec.id, Duration::from_secs(10))?;
+    }
+    remove_files(store, &rec.id);
+    store.delete_container(&rec.id)?;
+    Ok(rec)
+}
+
+/// Paths of a container's stdout and stderr logs.
+pub fn log_paths(store: &Store, rec: &ContainerRecord) -> (PathBuf, PathBuf) {
+    let dir = container_dir(store.root(), &rec.id);
+    (dir.join("stdout.log"), dir.join("stderr.log"))
+}
+
+/// Whether the container is still running (re-read from the store).
+pub fn is_running(store: &Store, id: &str) -> Result<bool> {
+    let rec = store.container(id)?;
+    Ok(rec.state == ContainerState::Running && alive(rec.pid))
+}

@@ -1,0 +1,239 @@
+//! The monitor: starts a container's first process and stays its parent
+//! until it exits, then records the status and cleans up.
+//!
+//! For `ingot run` in the foreground the `ingot` process itself is the
+//! monitor; for `-d` a detached `ingot` process is (like conmon or a
+//! containerd shim). Mounts live only in the container's mount namespace
+//! and its first process dies with the monitor (PDEATHSIG), so a killed
+//! monitor leaves no mount behind; cgroups and directories it leaves are
+//! reclaimed by [`crate::reconcile`].
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use ingot_store::{ContainerState, Store};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::cgroups::{Cgroup, Limits};
+use crate::error::{Result, RuntimeError};
+use crate::init::{self, InitPlan};
+use crate::{container_dir, now, spec_of};
+
+/// Where a container's output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The monitor's own stdin/stdout/stderr (foreground run).
+    Inherit,
+    /// `stdout.log` and `stderr.log` in the container directory.
+    Files,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub oom_killed: bool,
+}
+
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Starts container `id` and waits for it. `started` is called once the
+/// command has been exec'd (with its pid) or has failed to start.
+pub fn run(
+    store: &Store,
+    id: &str,
+    output: Output,
+    started: &mut dyn FnMut(Result<i32, &RuntimeError>),
+) -> Result<Exit> {
+    let rec = store.container(id)?;
+    let spec = spec_of(&rec)?;
+    let result = start_and_wait(store, rec, &spec, output, started);
+    if result.is_err() && spec.auto_remove {
+        // A --rm container that never ran leaves nothing behind either.
+        crate::remove_files(store, id);
+        let _ = store.delete_container(id);
+    }
+    result
+}
+
+fn start_and_wait(
+    store: &Store,
+    mut rec: ingot_store::ContainerRecord,
+    spec: &crate::ContainerSpec,
+    output: Output,
+    started: &mut dyn FnMut(Result<i32, &RuntimeError>),
+) -> Result<Exit> {
+    let dir = container_dir(store.root(), &rec.id);
+    let cgroup = Cgroup::for_container(&rec.id);
+    let fail = |e: RuntimeError, started: &mut dyn FnMut(Result<i32, &RuntimeError>)| {
+        started(Err(&e));
+        let _ = cgroup.destroy();
+        e
+    };
+    let lowers: Vec<_> = spec
+        .layers
+        .iter()
+        .map(|h| crate::layers::cache_dir(store.root()).join("sha256").join(h))
+        .collect();
+    if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
+        return Err(fail(
+            RuntimeError::Setup(format!("layer cache {} is missing", missing.display())),
+            started,
+        ));
+    }
+    if let Err(e) = cgroup.create(&Limits {
+        memory: spec.memory,
+        cpus: spec.cpus,
+        pids: spec.pids_limit,
+    }) {
+        return Err(fail(e, started));
+    }
+    let seccomp = match crate::security::default_seccomp() {
+        Ok(s) => s,
+        Err(e) => return Err(fail(e, started)),
+    };
+    let logs = match output {
+        Output::Inherit => None,
+        Output::Files => {
+            let open = |name: &str| {
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(name))
+                    .map_err(RuntimeError::io(dir.join(name)))
+            };
+            match (open("stdout.log"), open("stderr.log")) {
+                (Ok(o), Ok(e)) => Some((o, e)),
+                (Err(e), _) | (_, Err(e)) => return Err(fail(e, started)),
+            }
+        }
+    };
+    let (sync_r, sync_w) = pipe().map_err(|e| fail(e, started))?;
+    let (err_r, err_w) = pipe().map_err(|e| fail(e, started))?;
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        return Err(fail(
+            RuntimeError::Setup(format!("unshare pid namespace: {e}")),
+            started,
+        ));
+    }
+    let plan = InitPlan {
+        spec,
+        container_dir: &dir,
+        lowers: &lowers,
+        seccomp: &seccomp,
+        logs: logs.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd())),
+    };
+    // SAFETY: ingot is single-threaded here; the child only runs init::run,
+    // which ends in exec or _exit.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(sync_w);
+            drop(err_r);
+            init::run(&plan, sync_r.as_raw_fd(), err_w.as_raw_fd())
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(fail(RuntimeError::Setup(format!("fork: {e}")), started)),
+    };
+    drop(sync_r);
+    drop(err_w);
+    drop(logs);
+    if let Err(e) = cgroup.add(child.as_raw()) {
+        let _ = signal::kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(fail(e, started));
+    }
+    // Let the child go on; then learn whether its exec succeeded.
+    let _ = nix::unistd::write(&sync_w, b"g");
+    drop(sync_w);
+    let mut report = String::new();
+    let _ = File::from(err_r).read_to_string(&mut report);
+    if !report.is_empty() {
+        let _ = waitpid(child, None);
+        let (code, msg) = report.split_once('\n').unwrap_or(("125", report.as_str()));
+        let err = match code {
+            "126" => RuntimeError::CannotExecute(msg.to_string()),
+            "127" => RuntimeError::NotFound(msg.to_string()),
+            _ => RuntimeError::Setup(msg.to_string()),
+        };
+        rec.state = ContainerState::Exited;
+        rec.exit_code = Some(err.exit_code().into());
+        rec.error = Some(err.to_string());
+        rec.finished_at = Some(now());
+        let _ = store.update_container(&rec);
+        return Err(fail(err, started));
+    }
+
+    CHILD.store(child.as_raw(), Ordering::SeqCst);
+    if output == Output::Inherit {
+        for sig in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+        ] {
+            // SAFETY: the handler only reads an atomic and calls kill.
+            let _ = unsafe { signal::signal(sig, SigHandler::Handler(forward)) };
+        }
+    }
+    rec.state = ContainerState::Running;
+    rec.pid = Some(child.as_raw().into());
+    rec.monitor_pid = Some(std::process::id().into());
+    rec.started_at = Some(now());
+    store.update_container(&rec)?;
+    started(Ok(child.as_raw()));
+
+    let code = wait_exit(child);
+    let oom_killed = cgroup.oom_killed();
+    let _ = cgroup.destroy();
+    rec.state = ContainerState::Exited;
+    rec.exit_code = Some(code.into());
+    rec.oom_killed = oom_killed;
+    rec.finished_at = Some(now());
+    store.update_container(&rec)?;
+    if spec.auto_remove {
+        crate::remove_files(store, &rec.id);
+        store.delete_container(&rec.id)?;
+    }
+    Ok(Exit { code, oom_killed })
+}
+
+/// Waits for `child`; its exit code, or 128 + the signal that killed it.
+fn wait_exit(child: Pid) -> i32 {
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(RuntimeError::Setup(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}

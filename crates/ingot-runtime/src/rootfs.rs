@@ -1,0 +1,345 @@
+//! The container's root filesystem, set up inside its new mount namespace.
+//!
+//! Overlay of the cached layers (top first) with a per-container upper
+//! directory; `/proc`, a minimal `/dev`, read-only `/sys`, tmpfs on `/tmp`
+//! and `/run`, the hostname/hosts/resolv.conf files, user binds and tmpfs
+//! mounts; Docker's masked and read-only `/proc` paths; `pivot_root`; then
+//! the root is remounted read-only unless `--read-write`. Every mount target
+//! is resolved inside the new root ([`secure_join`]), so a symlink in an
+//! image can never point a mount at the host.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+
+use crate::spec::ContainerSpec;
+
+type R<T> = std::result::Result<T, String>;
+
+/// What the child needs to build the root.
+pub struct RootPlan<'a> {
+    pub spec: &'a ContainerSpec,
+    pub container_dir: &'a Path,
+    /// Layer directories, bottom first.
+    pub lowers: &'a [PathBuf],
+}
+
+/// Files ingot writes for the container before it starts.
+pub fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> std::io::Result<()> {
+    fs::write(dir.join("hostname"), format!("{}\n", spec.hostname))?;
+    let hosts = match spec.network {
+        crate::spec::NetworkMode::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        crate::spec::NetworkMode::None => format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+            spec.hostname
+        ),
+    };
+    fs::write(dir.join("hosts"), hosts)?;
+    fs::write(
+        dir.join("resolv.conf"),
+        fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    )?;
+    Ok(())
+}
+
+fn m(src: Option<&str>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> R<()> {
+    mount(src, target, fstype, flags, data).map_err(|e| {
+        format!(
+            "mount {} on {}: {e}",
+            fstype.or(src).unwrap_or("bind"),
+            target.display()
+        )
+    })
+}
+
+fn bind(src: &Path, target: &Path, read_only: bool) -> R<()> {
+    mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {} on {}: {e}", src.display(), target.display()))?;
+    if read_only {
+        let flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+            .map_err(|e| format!("remount {} read-only: {e}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds the root and pivots into it. Runs in the container's first
+/// process, in its own mount namespace.
+pub fn setup(plan: &RootPlan) -> R<()> {
+    let spec = plan.spec;
+    let dir = plan.container_dir;
+    m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
+    let merged = dir.join("merged");
+    let lower: Vec<String> = plan.lowers.iter().rev().map(|p| p.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    m(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(&opts))?;
+
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = mkdirs(&merged, "/proc")?;
+    m(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev_noexec, None)?;
+    let dev = mkdirs(&merged, "/dev")?;
+    m(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    populate_dev(&dev)?;
+    let sys = mkdirs(&merged, "/sys")?;
+    if m(
+        Some("sysfs"),
+        &sys,
+        Some("sysfs"),
+        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        None,
+    )
+    .is_err()
+    {
+        bind(Path::new("/sys"), &sys, true)?;
+    }
+    for (path, mode) in [("/tmp", "1777"), ("/run", "755")] {
+        let target = mkdirs(&merged, path)?;
+        m(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(&format!("mode={mode}")),
+        )?;
+    }
+    for name in ["hostname", "hosts", "resolv.conf"] {
+        let target = touch(&merged, &format!("/etc/{name}"))?;
+        bind(&dir.join(name), &target, false)?;
+    }
+    for b in &spec.binds {
+        let target = if b.source.is_dir() {
+            mkdirs(&merged, &b.target)?
+        } else {
+            touch(&merged, &b.target)?
+        };
+        bind(&b.source, &target, b.read_only)?;
+    }
+    for t in &spec.tmpfs {
+        let target = mkdirs(&merged, t)?;
+        m(
+            Some("tmpfs"),
+            &target,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )?;
+    }
+    mask_paths(&merged)?;
+    mkdirs(&merged, &spec.cwd)?;
+
+    // pivot_root(".", ".") stacks the old root under the new one; detach it.
+    nix::unistd::chdir(&merged).map_err(|e| format!("chdir {}: {e}", merged.display()))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    if spec.read_only {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        m(None, Path::new("/"), None, flags, None).map_err(|e| format!("read-only root: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A minimal /dev: the usual character devices, pts, shm and the fd links.
+fn populate_dev(dev: &Path) -> R<()> {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let p = dev.join(name);
+        mknod(
+            &p,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .map_err(|e| format!("mknod {}: {e}", p.display()))?;
+        // mknod is subject to the umask.
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o666))
+            .map_err(|e| format!("chmod {}: {e}", p.display()))?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        symlink(target, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
+    }
+    for d in ["pts", "shm", "mqueue"] {
+        fs::create_dir(dev.join(d)).map_err(|e| format!("mkdir /dev/{d}: {e}"))?;
+    }
+    m(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    m(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )?;
+    m(
+        Some("mqueue"),
+        &dev.join("mqueue"),
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None,
+    )
+    .ok();
+    Ok(())
+}
+
+/// Docker's masked paths (hidden) and read-only paths under /proc and /sys.
+fn mask_paths(root: &Path) -> R<()> {
+    for p in [
+        "/proc/acpi",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ] {
+        let target = root.join(&p[1..]);
+        match fs::symlink_metadata(&target) {
+            Ok(md) if md.is_dir() => m(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                Some("size=0"),
+            )?,
+            Ok(_) => bind(Path::new("/dev/null"), &target, false)?,
+            Err(_) => {}
+        }
+    }
+    for p in ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"] {
+        let target = root.join(&p[1..]);
+        if target.exists() {
+            bind(&target, &target, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves `path` inside `root` as if `root` were `/`: symlinks are
+/// followed but can never lead outside it, `..` stops at it.
+pub fn secure_join(root: &Path, path: &str) -> R<PathBuf> {
+    let mut resolved = PathBuf::new();
+    let mut pending: VecDeque<OsString> = Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(p.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut hops = 0;
+    while let Some(c) = pending.pop_front() {
+        if c == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&c);
+        match fs::symlink_metadata(root.join(&candidate)) {
+            Ok(md) if md.file_type().is_symlink() => {
+                hops += 1;
+                if hops > 255 {
+                    return Err(format!("{path}: too many levels of symbolic links"));
+                }
+                let target = fs::read_link(root.join(&candidate)).map_err(|e| format!("{path}: {e}"))?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut next: VecDeque<OsString> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(p) => Some(p.to_owned()),
+                        Component::ParentDir => Some("..".into()),
+                        _ => None,
+                    })
+                    .collect();
+                next.extend(pending);
+                pending = next;
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// Creates directory `path` inside `root` (safely) and returns it.
+fn mkdirs(root: &Path, path: &str) -> R<PathBuf> {
+    let p = secure_join(root, path)?;
+    fs::create_dir_all(&p).map_err(|e| format!("create {path} in the container: {e}"))?;
+    Ok(p)
+}
+
+/// Ensures a file exists at `path` inside `root` (for a bind target).
+fn touch(root: &Path, path: &str) -> R<PathBuf> {
+    let p = secure_join(root, path)?;
+    if let Some(parent) = p.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("create {path} in the container: {e}"))?;
+    }
+    if !p.exists() {
+        fs::write(&p, b"").map_err(|e| format!("create {path} in the container: {e}"))?;
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secure_join_never_leaves_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        symlink("/etc", root.join("etc-link")).unwrap();
+        symlink("../../../../..", root.join("usr/up")).unwrap();
+        symlink("usr/lib", root.join("lib")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        assert_eq!(secure_join(root, "/etc-link/hosts").unwrap(), root.join("etc/hosts"));
+        assert_eq!(secure_join(root, "/usr/up/x").unwrap(), root.join("x"));
+        assert_eq!(secure_join(root, "/lib/x").unwrap(), root.join("usr/lib/x"));
+        assert_eq!(secure_join(root, "/../../a").unwrap(), root.join("a"));
+        assert!(secure_join(root, "/loop1").is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! One function per subcommand: call the libraries, print the result.
+
+mod containers;
+mod images;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ingot_store::Store;
+
+use crate::cli::{Cli, Command, Format};
+use crate::output;
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let root = cli.root.clone().unwrap_or_else(crate::default_root);
+    let open = || Store::open(&root);
+    match cli.command {
+        Command::Import {
+            ref file,
+            ref reference,
+            compression,
+        } => {
+            let mut store = open()?;
+            images::import(&mut store, &cli, file, reference, compression)
+        }
+        Command::Images => images::images(&open()?, &cli),
+        Command::Inspect { ref images } => inspect(&open()?, &cli, images),
+        Command::Tag { ref source, ref target } => {
+            let r = open()?.tag(source, target)?;
+            if !cli.quiet {
+                println!("Tagged {r}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rmi {
+            ref images,
+            force,
+            no_prune,
+        } => images::rmi(&mut open()?, &cli, images, force, no_prune),
+        Command::Save { ref images, ref output } => images::save(&open()?, images, output.as_deref()),
+        Command::Load { ref input } => images::load(&mut open()?, &cli, input.as_deref()),
+        Command::Unpack { ref image, ref dir } => {
+            let store = open()?;
+            let img = store.resolve(image)?;
+            let n = ingot_store::unpack_image(&store, &img, dir)?;
+            if !cli.quiet {
+                println!("Unpacked {} ({n} entries) into {}", img.digest, dir.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { dry_run } => images::gc(&open()?, &cli, dry_run),
+        Command::Fsck => images::fsck(&open()?, &cli),
+        Command::Run(ref args) => containers::run(&root, args),
+        Command::Ps { all } => containers::ps(&open()?, &cli, all),
+        Command::Logs { follow, ref container } => containers::logs(&open()?, container, follow),
+        Command::Stop { time, ref containers } => containers::stop(&open()?, &cli, containers, time),
+        Command::Kill {
+            ref signal,
+            ref containers,
+        } => containers::kill(&open()?, &cli, containers, signal),
+        Command::Rm { force, ref containers } => containers::rm(&open()?, &cli, containers, force),
+        Command::Monitor { ref id } => containers::monitor(&open()?, id),
+    }
+}
+
+/// `ingot inspect`: containers (by name or id) first, then images, as docker.
+fn inspect(store: &Store, cli: &Cli, inputs: &[String]) -> Result<ExitCode> {
+    let mut all = Vec::new();
+    for input in inputs {
+        match store.container(input) {
+            Ok(rec) => all.push(containers::inspect_value(store, &rec)?),
+            Err(_) => all.push(images::inspect_image(store, input)?),
+        }
+    }
+    match cli.format {
+        Format::Json => output::json(&all)?,
+        Format::Table => {
+            for (i, v) in all.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                if v.get("container").is_some() {
+                    containers::print_inspect_table(v);
+                } else {
+                    images::print_inspect_table(v);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
