@@ -31,7 +31,10 @@ pub struct InitPlan<'a> {
 }
 
 /// Runs in the forked child; never returns.
-pub fn run(plan: &InitPlan, sync_read: RawFd, err_write: RawFd) -> ! {
+/// `ready_write` gets one byte once the namespaces exist (the parent then
+/// wires the network namespace and the cgroup); `sync_read` one byte back
+/// when the parent is done.
+pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: RawFd) -> ! {
     let fail = |code: i32, msg: String| -> ! {
         let text = format!("{code}\n{msg}");
         // SAFETY: writing a buffer to a pipe we own, then exiting without
@@ -52,11 +55,16 @@ pub fn run(plan: &InitPlan, sync_read: RawFd, err_write: RawFd) -> ! {
         }
     }
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
-    if plan.spec.network == NetworkMode::None {
+    if plan.spec.network != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if let Err(e) = unshare(flags) {
         fail(125, format!("unshare namespaces: {e}"));
+    }
+    // SAFETY: writing one byte from a local buffer, then closing our end.
+    unsafe {
+        libc::write(ready_write, b"r".as_ptr().cast(), 1);
+        libc::close(ready_write);
     }
     let mut go = [0u8; 1];
     // SAFETY: reading one byte into a local buffer.
@@ -76,7 +84,7 @@ pub fn run(plan: &InitPlan, sync_read: RawFd, err_write: RawFd) -> ! {
     if let Err(e) = rootfs::setup(&root) {
         fail(125, e);
     }
-    if plan.spec.network == NetworkMode::None {
+    if plan.spec.network != NetworkMode::Host {
         if let Err(e) = crate::net::loopback_up() {
             fail(125, e);
         }

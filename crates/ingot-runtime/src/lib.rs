@@ -19,7 +19,7 @@ mod error;
 mod init;
 pub mod layers;
 pub mod monitor;
-mod net;
+pub mod net;
 pub mod rootfs;
 pub mod security;
 pub mod spec;
@@ -104,6 +104,7 @@ pub fn create(store: &Store, image: &str, opts: &RunOptions, monitor_pid: u32) -
         created_at: now(),
         started_at: None,
         finished_at: None,
+        address: None,
     };
     store.insert_container(&rec)?;
     let dir = container_dir(store.root(), &id);
@@ -111,7 +112,7 @@ pub fn create(store: &Store, image: &str, opts: &RunOptions, monitor_pid: u32) -
         for sub in ["upper", "work", "merged"] {
             fs::create_dir_all(dir.join(sub))?;
         }
-        rootfs::write_etc_files(&dir, &spec)
+        rootfs::write_etc_files(&dir, &spec, None)
     })();
     if let Err(e) = made {
         remove_files(store, &id);
@@ -147,6 +148,7 @@ pub fn reconcile(store: &Store) -> Result<()> {
             continue;
         }
         let _ = fs::remove_dir_all(container_dir(store.root(), &rec.id).join("work"));
+        store.set_address(&rec.id, None)?;
         rec.state = ContainerState::Dead;
         rec.error = Some("monitor process died; exit status unknown".into());
         rec.finished_at.get_or_insert_with(now);

@@ -60,11 +60,23 @@ pub fn run(
 ) -> Result<Exit> {
     let rec = store.container(id)?;
     let spec = spec_of(&rec)?;
-    let result = start_and_wait(store, rec, &spec, output, started);
-    if result.is_err() && spec.auto_remove {
-        // A --rm container that never ran leaves nothing behind either.
-        crate::remove_files(store, id);
-        let _ = store.delete_container(id);
+    let result = start_and_wait(store, rec.clone(), &spec, output, started);
+    if let Err(e) = &result {
+        if spec.auto_remove {
+            // A --rm container that never ran leaves nothing behind either.
+            crate::remove_files(store, id);
+            let _ = store.delete_container(id);
+        } else if let Ok(mut now) = store.container(id) {
+            // As `docker ps -a` shows a container that could not start.
+            if now.state == ContainerState::Created {
+                now.state = ContainerState::Exited;
+                now.exit_code = Some(e.exit_code().into());
+                now.error = Some(e.to_string());
+                now.finished_at = Some(crate::now());
+                let _ = store.update_container(&now);
+            }
+            let _ = std::fs::remove_dir_all(container_dir(store.root(), id).join("work"));
+        }
     }
     result
 }
@@ -78,9 +90,11 @@ fn start_and_wait(
 ) -> Result<Exit> {
     let dir = container_dir(store.root(), &rec.id);
     let cgroup = Cgroup::for_container(&rec.id);
+    let id = rec.id.clone();
     let fail = |e: RuntimeError, started: &mut dyn FnMut(Result<i32, &RuntimeError>)| {
         started(Err(&e));
         let _ = cgroup.destroy();
+        release(store, &id);
         e
     };
     let lowers: Vec<_> = spec
@@ -121,8 +135,40 @@ fn start_and_wait(
             }
         }
     };
+    let network = if spec.network == crate::NetworkMode::Bridge {
+        if let Err(e) = crate::net::bridge::ensure_bridge() {
+            return Err(fail(e, started));
+        }
+        let published = match crate::net::proxy::bind(&spec.ports) {
+            Ok(p) => p,
+            Err(e) => return Err(fail(e, started)),
+        };
+        let lease = match crate::net::ipam::acquire(&rec.id) {
+            Ok(l) => l,
+            Err(e) => return Err(fail(e, started)),
+        };
+        let address = lease.address.to_string();
+        rec.address = Some(address.clone());
+        let noted = store
+            .set_address(&rec.id, Some(&address))
+            .map_err(RuntimeError::from)
+            .and_then(|()| crate::rootfs::write_etc_files(&dir, spec, Some(&address)).map_err(RuntimeError::io(&dir)));
+        if let Err(e) = noted {
+            lease.release();
+            return Err(fail(e, started));
+        }
+        Some((published, lease))
+    } else {
+        None
+    };
+    let (ready_r, ready_w) = pipe().map_err(|e| fail(e, started))?;
     let (sync_r, sync_w) = pipe().map_err(|e| fail(e, started))?;
     let (err_r, err_w) = pipe().map_err(|e| fail(e, started))?;
+    // unshare(NEWPID) puts our *next* child in a new pid namespace, and
+    // every later one too: keep a handle on ours to switch back after fork,
+    // so helpers we run later (ip, the proxy) stay outside the container.
+    let own_pid_ns =
+        File::open("/proc/self/ns/pid").map_err(|e| fail(RuntimeError::io("/proc/self/ns/pid")(e), started))?;
     if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
         return Err(fail(
             RuntimeError::Setup(format!("unshare pid namespace: {e}")),
@@ -142,18 +188,38 @@ fn start_and_wait(
         Ok(ForkResult::Child) => {
             drop(sync_w);
             drop(err_r);
-            init::run(&plan, sync_r.as_raw_fd(), err_w.as_raw_fd())
+            drop(ready_r);
+            init::run(&plan, ready_w.as_raw_fd(), sync_r.as_raw_fd(), err_w.as_raw_fd())
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => return Err(fail(RuntimeError::Setup(format!("fork: {e}")), started)),
     };
+    if let Err(e) = nix::sched::setns(&own_pid_ns, CloneFlags::CLONE_NEWPID) {
+        tracing::warn!(%e, "cannot return to our pid namespace");
+    }
+    drop(own_pid_ns);
     drop(sync_r);
     drop(err_w);
+    drop(ready_w);
     drop(logs);
-    if let Err(e) = cgroup.add(child.as_raw()) {
-        let _ = signal::kill(child, Signal::SIGKILL);
-        let _ = waitpid(child, None);
-        return Err(fail(e, started));
+    // Wait for the child's namespaces; EOF instead means it already failed,
+    // and its report follows on the error pipe.
+    let mut ready = [0u8; 1];
+    let namespaces_ready = matches!(nix::unistd::read(&ready_r, &mut ready), Ok(1));
+    drop(ready_r);
+    let wire = || -> Result<()> {
+        cgroup.add(child.as_raw())?;
+        if let (true, Some(address)) = (spec.network == crate::NetworkMode::Bridge, &rec.address) {
+            crate::net::bridge::attach(&rec.id, child.as_raw(), address)?;
+        }
+        Ok(())
+    };
+    if namespaces_ready {
+        if let Err(e) = wire() {
+            let _ = signal::kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            return Err(fail(e, started));
+        }
     }
     // Let the child go on; then learn whether its exec succeeded.
     let _ = nix::unistd::write(&sync_w, b"g");
@@ -195,6 +261,10 @@ fn start_and_wait(
     rec.monitor_pid = Some(std::process::id().into());
     rec.started_at = Some(now());
     store.update_container(&rec)?;
+    let lease = network.map(|(published, lease)| {
+        published.serve(lease.address.into());
+        lease
+    });
     started(Ok(child.as_raw()));
 
     let code = wait_exit(child);
@@ -205,11 +275,23 @@ fn start_and_wait(
     rec.oom_killed = oom_killed;
     rec.finished_at = Some(now());
     store.update_container(&rec)?;
+    release(store, &rec.id);
+    if let Some(lease) = lease {
+        lease.release();
+    }
     if spec.auto_remove {
         crate::remove_files(store, &rec.id);
         store.delete_container(&rec.id)?;
     }
     Ok(Exit { code, oom_killed })
+}
+
+/// Forgets the container's bridge address; its veth went with its network
+/// namespace and its lease goes with the monitor.
+fn release(store: &Store, id: &str) {
+    if let Err(e) = store.set_address(id, None) {
+        tracing::warn!(%e, id, "cannot release the container's address");
+    }
 }
 
 /// Waits for `child`; its exit code, or 128 + the signal that killed it.

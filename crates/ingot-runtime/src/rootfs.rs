@@ -30,12 +30,14 @@ pub struct RootPlan<'a> {
 }
 
 /// Files ingot writes for the container before it starts.
-pub fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> std::io::Result<()> {
+/// `address` is the container's bridge address, if it has one.
+pub fn write_etc_files(dir: &Path, spec: &ContainerSpec, address: Option<&str>) -> std::io::Result<()> {
     fs::write(dir.join("hostname"), format!("{}\n", spec.hostname))?;
     let hosts = match spec.network {
         crate::spec::NetworkMode::Host => fs::read_to_string("/etc/hosts").unwrap_or_default(),
-        crate::spec::NetworkMode::None => format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+        _ => format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+            address.unwrap_or("127.0.1.1"),
             spec.hostname
         ),
     };

@@ -8,36 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Result, RuntimeError};
+pub use crate::net::{NetworkMode, PortMap};
 
 /// PATH when the image sets none, as Docker's.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum NetworkMode {
-    /// Own network namespace with only loopback.
-    #[default]
-    None,
-    /// The host's network namespace.
-    Host,
-}
-
-impl std::str::FromStr for NetworkMode {
-    type Err = RuntimeError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(NetworkMode::None),
-            "host" => Ok(NetworkMode::Host),
-            "bridge" | "default" => Err(RuntimeError::invalid(
-                "network",
-                s,
-                "bridge networking is not implemented yet; use none or host",
-            )),
-            _ => Err(RuntimeError::invalid("network", s, "expected none or host")),
-        }
-    }
-}
 
 /// A host directory or file bound into the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +81,8 @@ pub struct ContainerSpec {
     pub user: String,
     pub hostname: String,
     pub network: NetworkMode,
+    /// Published ports (bridge network only).
+    pub ports: Vec<PortMap>,
     pub read_only: bool,
     pub binds: Vec<Bind>,
     pub tmpfs: Vec<String>,
@@ -130,6 +106,8 @@ pub struct RunOptions {
     pub entrypoint: Option<String>,
     pub command: Vec<String>,
     pub network: NetworkMode,
+    /// `-p [IP:]HOST:CTR` as given.
+    pub publish: Vec<String>,
     pub memory: Option<String>,
     pub cpus: Option<String>,
     pub pids_limit: Option<i64>,
@@ -232,6 +210,18 @@ impl ContainerSpec {
         for t in &opts.tmpfs {
             tmpfs.push(clean_target(t.split(':').next().unwrap_or_default(), "tmpfs")?);
         }
+        let ports = opts
+            .publish
+            .iter()
+            .map(|p| p.parse::<PortMap>())
+            .collect::<Result<Vec<_>>>()?;
+        if !ports.is_empty() && opts.network != NetworkMode::Bridge {
+            return Err(RuntimeError::invalid(
+                "port mapping",
+                &opts.publish[0],
+                "publishing ports needs --network bridge",
+            ));
+        }
         let stop_signal = match string("StopSignal") {
             s if s.is_empty() => "SIGTERM".to_string(),
             s => s,
@@ -253,6 +243,7 @@ impl ContainerSpec {
             user: opts.user.clone().unwrap_or_else(|| string("User")),
             hostname,
             network: opts.network,
+            ports,
             read_only: !opts.read_write,
             binds,
             tmpfs,

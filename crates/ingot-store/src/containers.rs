@@ -57,9 +57,13 @@ pub struct ContainerRecord {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Bridge address while the container runs.
+    pub address: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, image, image_ref, spec, state, pid, monitor_pid, exit_code, oom_killed, error, created_at, started_at, finished_at";
+/// Columns written on insert; `address` is assigned separately.
+const INSERT_COLUMNS: &str = "id, name, image, image_ref, spec, state, pid, monitor_pid, exit_code, oom_killed, error, created_at, started_at, finished_at";
+const COLUMNS: &str = "id, name, image, image_ref, spec, state, pid, monitor_pid, exit_code, oom_killed, error, created_at, started_at, finished_at, address";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<ContainerRecord> {
     let image: String = r.get(2)?;
@@ -81,6 +85,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<ContainerRecord> {
         created_at: r.get(11)?,
         started_at: r.get(12)?,
         finished_at: r.get(13)?,
+        address: r.get(14)?,
     })
 }
 
@@ -88,7 +93,7 @@ impl Store {
     /// Records a new container; its name must be unused.
     pub fn insert_container(&self, rec: &ContainerRecord) -> Result<()> {
         let res = self.db.execute(
-            &format!("INSERT INTO containers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
+            &format!("INSERT INTO containers ({INSERT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
             params![
                 rec.id,
                 rec.name,
@@ -117,7 +122,16 @@ impl Store {
         }
     }
 
-    /// Writes the mutable fields of `rec` back.
+    /// Records (or clears) the bridge address container `id` holds; the
+    /// runtime allocates it host-wide.
+    pub fn set_address(&self, id: &str, address: Option<&str>) -> Result<()> {
+        self.db
+            .execute("UPDATE containers SET address = ?2 WHERE id = ?1", params![id, address])
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Writes the mutable fields of `rec` back (not the address).
     pub fn update_container(&self, rec: &ContainerRecord) -> Result<()> {
         self.db
             .execute(

@@ -41,7 +41,8 @@ const MIGRATIONS: &[&str] = &[
         error       TEXT,
         created_at  TEXT NOT NULL,
         started_at  TEXT,
-        finished_at TEXT
+        finished_at TEXT,
+        address     TEXT
      );",
 ];
 

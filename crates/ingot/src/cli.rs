@@ -173,8 +173,8 @@ pub struct RunArgs {
     /// Publish a port ([IP:]HOSTPORT:CONTAINERPORT)
     #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR")]
     pub publish: Vec<String>,
-    /// Network: none (own namespace, loopback only) or host
-    #[arg(long, default_value = "none")]
+    /// Network: bridge (own namespace on ingot's bridge), none (loopback only) or host
+    #[arg(long, default_value = "bridge")]
     pub network: String,
     /// Memory limit (e.g. 256m, 1g)
     #[arg(short, long)]

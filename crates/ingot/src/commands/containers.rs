@@ -29,13 +29,8 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
 }
 
 fn options(args: &RunArgs) -> Result<RunOptions> {
-    if !args.publish.is_empty() {
-        bail!(
-            "publishing ports (-p {}) needs bridge networking, which is not implemented yet",
-            args.publish[0]
-        );
-    }
     Ok(RunOptions {
+        publish: args.publish.clone(),
         name: args.name.clone(),
         env: args.env.clone(),
         env_files: args.env_file.clone(),
@@ -155,7 +150,7 @@ pub fn ps(store: &Store, cli: &Cli, all: bool) -> Result<ExitCode> {
                     json!({
                         "id": c.id, "name": c.name, "image": c.image_ref, "image_digest": c.image,
                         "command": command_of(c), "state": c.state, "status": status(c),
-                        "exit_code": c.exit_code, "oom_killed": c.oom_killed, "pid": c.pid,
+                        "exit_code": c.exit_code, "oom_killed": c.oom_killed, "pid": c.pid, "address": c.address,
                         "created": c.created_at, "started": c.started_at, "finished": c.finished_at,
                     })
                 })
@@ -264,7 +259,7 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<serde_json:
         "container": true,
         "id": rec.id, "name": rec.name, "image": rec.image_ref, "image_digest": rec.image,
         "state": rec.state, "status": status(&rec), "pid": rec.pid, "monitor_pid": rec.monitor_pid,
-        "exit_code": rec.exit_code, "oom_killed": rec.oom_killed, "error": rec.error,
+        "exit_code": rec.exit_code, "oom_killed": rec.oom_killed, "error": rec.error, "address": rec.address,
         "created": rec.created_at, "started": rec.started_at, "finished": rec.finished_at,
         "spec": spec,
     }))
@@ -279,6 +274,7 @@ pub fn print_inspect_table(v: &serde_json::Value) {
         "state",
         "status",
         "pid",
+        "address",
         "exit_code",
         "oom_killed",
         "error",

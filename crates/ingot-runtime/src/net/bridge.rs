@@ -1,0 +1,134 @@
+//! ingot's bridge: `ingot0`, gateway 10.231.0.1/16 on the host, and one
+//! veth pair per bridged container.
+//!
+//! The pair is created with its container end already inside the
+//! container's network namespace (named `eth0` there), so no interface of a
+//! container ever exists only on the host: when the namespace goes, the
+//! kernel deletes both ends. Addresses come from [`super::ipam`], host-wide.
+//!
+//! Links are configured with iproute2's `ip`, run in the container's
+//! namespace through `setns` for the container side.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::error::{Result, RuntimeError};
+
+/// The bridge interface on the host.
+pub const BRIDGE: &str = "ingot0";
+/// The bridge's address: containers' gateway.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 1);
+/// Prefix length of the containers' subnet.
+pub const PREFIX: u8 = 16;
+
+/// Container addresses, lowest first: 10.231.0.2 to 10.231.255.254.
+pub fn candidates() -> impl Iterator<Item = String> {
+    let base = u32::from(GATEWAY) & !((1u32 << (32 - PREFIX)) - 1);
+    let last = base | ((1u32 << (32 - PREFIX)) - 2);
+    (u32::from(GATEWAY) + 1..=last).map(|a| Ipv4Addr::from(a).to_string())
+}
+
+/// Runs `ip ARGS...` (in the network namespace `netns` when given).
+fn ip(args: &[&str], netns: Option<&File>, stdin: Option<&str>) -> Result<(), String> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    if let Some(ns) = netns {
+        let fd = ns.as_raw_fd();
+        // SAFETY: setns is async-signal-safe; fd stays open until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("ip {}: {e} (is iproute2 installed?)", args.join(" ")))?;
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        let _ = input.write_all(text.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        let what = stdin.map_or_else(|| args.join(" "), |s| s.trim().replace('\n', "; "));
+        return Err(format!("ip {what}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+fn link_exists(name: &str) -> bool {
+    std::path::Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Creates the bridge if missing and makes sure it is up with its address.
+/// Safe to race with other processes doing the same.
+pub fn ensure_bridge() -> Result<()> {
+    let setup = || -> Result<(), String> {
+        if !link_exists(BRIDGE) {
+            if let Err(e) = ip(&["link", "add", BRIDGE, "type", "bridge"], None, None) {
+                if !link_exists(BRIDGE) {
+                    return Err(e);
+                }
+            }
+        }
+        let addr = format!("{GATEWAY}/{PREFIX}");
+        ip(&["addr", "replace", &addr, "dev", BRIDGE], None, None)?;
+        ip(&["link", "set", BRIDGE, "up"], None, None)
+    };
+    setup().map_err(|e| RuntimeError::Setup(format!("bridge {BRIDGE}: {e}")))
+}
+
+/// The host end's name for container `id` (at most 15 bytes, IFNAMSIZ).
+pub fn host_veth(id: &str) -> String {
+    format!("ing{}", &id[..12.min(id.len())])
+}
+
+/// Joins the network namespace of process `pid` to the bridge: a veth pair
+/// with `eth0` inside carrying `address`, loopback up, default route via
+/// the bridge.
+pub fn attach(id: &str, pid: i32, address: &str) -> Result<()> {
+    let veth = host_veth(id);
+    let pid_s = pid.to_string();
+    let ns_path = format!("/proc/{pid}/ns/net");
+    let run = || -> Result<(), String> {
+        let ns = File::open(&ns_path).map_err(|e| format!("{ns_path}: {e}"))?;
+        ip(
+            &[
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
+            ],
+            None,
+            None,
+        )?;
+        ip(&["link", "set", &veth, "master", BRIDGE, "up"], None, None)?;
+        let inside = format!(
+            "link set lo up\naddr add {address}/{PREFIX} dev eth0\nlink set eth0 up\nroute add default via {GATEWAY}\n"
+        );
+        ip(&["-batch", "-"], Some(&ns), Some(&inside))
+    };
+    run().map_err(|e| RuntimeError::Setup(format!("network for container {}: {e}", &id[..12.min(id.len())])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_stay_in_the_subnet() {
+        let mut it = candidates();
+        assert_eq!(it.next().as_deref(), Some("10.231.0.2"));
+        assert_eq!(candidates().last().as_deref(), Some("10.231.255.254"));
+        assert_eq!(candidates().count(), 65533);
+        assert_eq!(host_veth(&"ab".repeat(32)).len(), 15);
+    }
+}

@@ -1,0 +1,153 @@
+//! Container networking.
+//!
+//! Three modes, as Docker's: `bridge` (the default: an own network
+//! namespace joined to ingot's bridge by a veth pair, see [`bridge`]),
+//! `none` (an own namespace with only loopback) and `host`. Published ports
+//! are served by a userland proxy on the host ([`proxy`]).
+//!
+//! Invariant: every interface ingot makes for a container lives in (or is
+//! paired with one in) the container's network namespace, so the kernel
+//! removes it when the container's last process exits, whatever killed the
+//! monitor. Only the bridge itself outlives containers.
+
+pub mod bridge;
+pub mod ipam;
+pub mod proxy;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, RuntimeError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Own network namespace on ingot's bridge, with a private address.
+    #[default]
+    Bridge,
+    /// Own network namespace with only loopback.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bridge" | "default" => Ok(NetworkMode::Bridge),
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            _ => Err(RuntimeError::invalid("network", s, "expected bridge, host or none")),
+        }
+    }
+}
+
+/// One published port: `host_ip:host_port` on the host forwards TCP
+/// connections to `container_port` on the container's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMap {
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+impl std::str::FromStr for PortMap {
+    type Err = RuntimeError;
+
+    /// `[IP:]HOSTPORT:CONTAINERPORT[/tcp]`; the host address defaults to
+    /// loopback, so nothing is exposed beyond this machine unless asked.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| RuntimeError::invalid("port mapping", s, why.to_string());
+        let spec = match s.rsplit_once('/') {
+            Some((p, "tcp")) => p,
+            Some((_, proto)) => return Err(bad(&format!("protocol {proto:?} is not supported; only tcp"))),
+            None => s,
+        };
+        let (ip, host, ctr) = match spec.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
+            [ctr, host] => (None, *host, *ctr),
+            [ctr, host, ip] => (Some(*ip), *host, *ctr),
+            _ => return Err(bad("expected [IP:]HOSTPORT:CONTAINERPORT")),
+        };
+        let port = |p: &str, what: &str| -> Result<u16> {
+            match p.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(bad(&format!("{what} port {p:?} is not a number from 1 to 65535"))),
+            }
+        };
+        let host_ip = match ip.map(|i| i.trim_start_matches('[').trim_end_matches(']')) {
+            None | Some("") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Some(i) => i.parse().map_err(|_| bad(&format!("{i:?} is not an IP address")))?,
+        };
+        Ok(PortMap {
+            host_ip,
+            host_port: port(host, "host")?,
+            container_port: port(ctr, "container")?,
+        })
+    }
+}
+
+/// Brings the loopback interface up (a fresh network namespace has it down).
+pub fn loopback_up() -> Result<(), String> {
+    // SAFETY: an ifreq zeroed and named "lo", passed to two ioctls on a
+    // socket we close before returning.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr);
+        if rc == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(format!("bring up lo: {err}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_maps_parse_like_docker() {
+        let p: PortMap = "8080:80".parse().unwrap();
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port),
+            (IpAddr::V4(Ipv4Addr::LOCALHOST), 8080, 80)
+        );
+        let p: PortMap = "0.0.0.0:8080:80/tcp".parse().unwrap();
+        assert_eq!(p.host_ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let p: PortMap = "[::1]:8080:80".parse().unwrap();
+        assert!(p.host_ip.is_ipv6());
+        for bad in [
+            "80",
+            "0:80",
+            "x:80",
+            "8080:70000",
+            "8080:80/udp",
+            "1.2.3:8080:80",
+            "a:b:c:d",
+        ] {
+            assert!(bad.parse::<PortMap>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!("bridge".parse::<NetworkMode>().unwrap(), NetworkMode::Bridge);
+        assert_eq!(NetworkMode::default(), NetworkMode::Bridge);
+        assert!("overlay".parse::<NetworkMode>().is_err());
+    }
+}
