@@ -136,6 +136,7 @@ fn alive(pid: Option<i64>) -> bool {
 /// Marks containers whose monitor died as dead and reclaims their cgroups
 /// and (for `--rm` containers) everything else.
 pub fn reconcile(store: &Store) -> Result<()> {
+    net::ipam::sweep()?;
     for mut rec in store.containers()? {
         if !matches!(rec.state, ContainerState::Created | ContainerState::Running) || alive(rec.monitor_pid) {
             continue;

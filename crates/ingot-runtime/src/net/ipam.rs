@@ -62,7 +62,18 @@ pub fn acquire(id: &str) -> Result<Lease> {
     acquire_in(Path::new(RUN_DIR), id)
 }
 
-fn acquire_in(run_dir: &Path, id: &str) -> Result<Lease> {
+/// Removes the leases whose holders are gone (as [`acquire`] does).
+pub fn sweep() -> Result<()> {
+    if !Path::new(RUN_DIR).join("ipam").is_dir() {
+        return Ok(());
+    }
+    let (_lock, _) = live_leases(Path::new(RUN_DIR))?;
+    Ok(())
+}
+
+/// Takes the allocation lock, drops stale leases, returns the addresses
+/// in use (and the lock, held until dropped).
+fn live_leases(run_dir: &Path) -> Result<(File, HashSet<String>)> {
     let dir = run_dir.join("ipam");
     fs::create_dir_all(&dir).map_err(RuntimeError::io(&dir))?;
     let lock_path = run_dir.join("ipam.lock");
@@ -89,6 +100,12 @@ fn acquire_in(run_dir: &Path, id: &str) -> Result<Lease> {
             Err(e) => return Err(RuntimeError::io(entry.path())(e)),
         }
     }
+    Ok((lock, taken))
+}
+
+fn acquire_in(run_dir: &Path, id: &str) -> Result<Lease> {
+    let dir = run_dir.join("ipam");
+    let (lock, taken) = live_leases(run_dir)?;
     let address = bridge::candidates()
         .find(|a| !taken.contains(a))
         .ok_or_else(|| RuntimeError::Setup(format!("no free address left on bridge {}", bridge::BRIDGE)))?;
