@@ -21,6 +21,7 @@ pub mod layers;
 pub mod monitor;
 pub mod net;
 pub mod rootfs;
+mod runc;
 pub mod security;
 pub mod spec;
 pub mod user;
@@ -35,7 +36,7 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
 pub use error::{Result, RuntimeError};
-pub use spec::{ContainerSpec, NetworkMode, RunOptions};
+pub use spec::{ContainerSpec, NetworkMode, RunOptions, Runtime};
 
 /// `<root>/containers/<id>`: upper, work, merged, etc files and logs.
 pub fn container_dir(root: &Path, id: &str) -> PathBuf {

@@ -11,6 +11,7 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use ingot_store::{ContainerState, Store};
@@ -22,6 +23,8 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::cgroups::{Cgroup, Limits};
 use crate::error::{Result, RuntimeError};
 use crate::init::{self, InitPlan};
+use crate::net::ipam::Lease;
+use crate::net::proxy::Published;
 use crate::{container_dir, now, spec_of};
 
 /// Where a container's output goes.
@@ -60,7 +63,10 @@ pub fn run(
 ) -> Result<Exit> {
     let rec = store.container(id)?;
     let spec = spec_of(&rec)?;
-    let result = start_and_wait(store, rec.clone(), &spec, output, started);
+    let result = match spec.runtime {
+        crate::Runtime::Ingot => start_and_wait(store, rec.clone(), &spec, output, started),
+        crate::Runtime::Runc => crate::runc::start_and_wait(store, rec.clone(), &spec, output, started),
+    };
     if let Err(e) = &result {
         if spec.auto_remove {
             // A --rm container that never ran leaves nothing behind either.
@@ -97,17 +103,10 @@ fn start_and_wait(
         release(store, &id);
         e
     };
-    let lowers: Vec<_> = spec
-        .layers
-        .iter()
-        .map(|h| crate::layers::cache_dir(store.root()).join("sha256").join(h))
-        .collect();
-    if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
-        return Err(fail(
-            RuntimeError::Setup(format!("layer cache {} is missing", missing.display())),
-            started,
-        ));
-    }
+    let lowers = match lower_dirs(store, spec) {
+        Ok(l) => l,
+        Err(e) => return Err(fail(e, started)),
+    };
     if let Err(e) = cgroup.create(&Limits {
         memory: spec.memory,
         cpus: spec.cpus,
@@ -119,47 +118,13 @@ fn start_and_wait(
         Ok(s) => s,
         Err(e) => return Err(fail(e, started)),
     };
-    let logs = match output {
-        Output::Inherit => None,
-        Output::Files => {
-            let open = |name: &str| {
-                File::options()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join(name))
-                    .map_err(RuntimeError::io(dir.join(name)))
-            };
-            match (open("stdout.log"), open("stderr.log")) {
-                (Ok(o), Ok(e)) => Some((o, e)),
-                (Err(e), _) | (_, Err(e)) => return Err(fail(e, started)),
-            }
-        }
+    let logs = match open_logs(&dir, output) {
+        Ok(l) => l,
+        Err(e) => return Err(fail(e, started)),
     };
-    let network = if spec.network == crate::NetworkMode::Bridge {
-        if let Err(e) = crate::net::bridge::ensure_bridge() {
-            return Err(fail(e, started));
-        }
-        let published = match crate::net::proxy::bind(&spec.ports) {
-            Ok(p) => p,
-            Err(e) => return Err(fail(e, started)),
-        };
-        let lease = match crate::net::ipam::acquire(&rec.id) {
-            Ok(l) => l,
-            Err(e) => return Err(fail(e, started)),
-        };
-        let address = lease.address.to_string();
-        rec.address = Some(address.clone());
-        let noted = store
-            .set_address(&rec.id, Some(&address))
-            .map_err(RuntimeError::from)
-            .and_then(|()| crate::rootfs::write_etc_files(&dir, spec, Some(&address)).map_err(RuntimeError::io(&dir)));
-        if let Err(e) = noted {
-            lease.release();
-            return Err(fail(e, started));
-        }
-        Some((published, lease))
-    } else {
-        None
+    let network = match prepare_network(store, &mut rec, spec, &dir) {
+        Ok(n) => n,
+        Err(e) => return Err(fail(e, started)),
     };
     let (ready_r, ready_w) = pipe().map_err(|e| fail(e, started))?;
     let (sync_r, sync_w) = pipe().map_err(|e| fail(e, started))?;
@@ -286,16 +251,68 @@ fn start_and_wait(
     Ok(Exit { code, oom_killed })
 }
 
+/// The spec's cached layer directories, bottom first.
+pub(crate) fn lower_dirs(store: &Store, spec: &crate::ContainerSpec) -> Result<Vec<PathBuf>> {
+    let lowers: Vec<PathBuf> = spec
+        .layers
+        .iter()
+        .map(|h| crate::layers::cache_dir(store.root()).join("sha256").join(h))
+        .collect();
+    if let Some(missing) = lowers.iter().find(|l| !l.is_dir()) {
+        return Err(RuntimeError::Setup(format!(
+            "layer cache {} is missing",
+            missing.display()
+        )));
+    }
+    Ok(lowers)
+}
+
+/// `stdout.log` and `stderr.log` for [`Output::Files`].
+pub(crate) fn open_logs(dir: &Path, output: Output) -> Result<Option<(File, File)>> {
+    if output == Output::Inherit {
+        return Ok(None);
+    }
+    let open = |name: &str| {
+        File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+            .map_err(RuntimeError::io(dir.join(name)))
+    };
+    Ok(Some((open("stdout.log")?, open("stderr.log")?)))
+}
+
+/// For a bridged container: the bridge exists, its published ports are
+/// bound, it holds an address (recorded, and written to its /etc/hosts).
+pub(crate) fn prepare_network(
+    store: &Store,
+    rec: &mut ingot_store::ContainerRecord,
+    spec: &crate::ContainerSpec,
+    dir: &Path,
+) -> Result<Option<(Published, Lease)>> {
+    if spec.network != crate::NetworkMode::Bridge {
+        return Ok(None);
+    }
+    crate::net::bridge::ensure_bridge()?;
+    let published = crate::net::proxy::bind(&spec.ports)?;
+    let lease = crate::net::ipam::acquire(&rec.id)?;
+    let address = lease.address.to_string();
+    store.set_address(&rec.id, Some(&address))?;
+    rec.address = Some(address.clone());
+    crate::rootfs::write_etc_files(dir, spec, Some(&address)).map_err(RuntimeError::io(dir))?;
+    Ok(Some((published, lease)))
+}
+
 /// Forgets the container's bridge address; its veth went with its network
 /// namespace and its lease goes with the monitor.
-fn release(store: &Store, id: &str) {
+pub(crate) fn release(store: &Store, id: &str) {
     if let Err(e) = store.set_address(id, None) {
         tracing::warn!(%e, id, "cannot release the container's address");
     }
 }
 
 /// Waits for `child`; its exit code, or 128 + the signal that killed it.
-fn wait_exit(child: Pid) -> i32 {
+pub(crate) fn wait_exit(child: Pid) -> i32 {
     loop {
         match waitpid(child, None) {
             Ok(WaitStatus::Exited(_, code)) => return code,
@@ -307,7 +324,7 @@ fn wait_exit(child: Pid) -> i32 {
     }
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors we then own.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

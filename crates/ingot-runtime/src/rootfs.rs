@@ -83,15 +83,7 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     let spec = plan.spec;
     let dir = plan.container_dir;
     m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
-    let merged = dir.join("merged");
-    let lower: Vec<String> = plan.lowers.iter().rev().map(|p| p.display().to_string()).collect();
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        dir.join("upper").display(),
-        dir.join("work").display()
-    );
-    m(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(&opts))?;
+    let merged = mount_overlay(dir, plan.lowers)?;
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = mkdirs(&merged, "/proc")?;
@@ -164,6 +156,21 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     Ok(())
 }
 
+/// Mounts the overlay of `lowers` (bottom first) under the container's
+/// upper directory at `<dir>/merged`, in the caller's mount namespace.
+pub(crate) fn mount_overlay(dir: &Path, lowers: &[PathBuf]) -> R<PathBuf> {
+    let merged = dir.join("merged");
+    let lower: Vec<String> = lowers.iter().rev().map(|p| p.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    m(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(&opts))?;
+    Ok(merged)
+}
+
 /// A minimal /dev: the usual character devices, pts, shm and the fd links.
 fn populate_dev(dev: &Path) -> R<()> {
     for (name, major, minor) in [
@@ -223,20 +230,26 @@ fn populate_dev(dev: &Path) -> R<()> {
     Ok(())
 }
 
-/// Docker's masked paths (hidden) and read-only paths under /proc and /sys.
+/// Docker's masked paths: hidden from the container.
+pub const MASKED_PATHS: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Hides [`MASKED_PATHS`] and makes [`READONLY_PATHS`] read-only.
 fn mask_paths(root: &Path) -> R<()> {
-    for p in [
-        "/proc/acpi",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/proc/scsi",
-        "/sys/firmware",
-        "/sys/devices/virtual/powercap",
-    ] {
+    for p in MASKED_PATHS {
         let target = root.join(&p[1..]);
         match fs::symlink_metadata(&target) {
             Ok(md) if md.is_dir() => m(
@@ -250,7 +263,7 @@ fn mask_paths(root: &Path) -> R<()> {
             Err(_) => {}
         }
     }
-    for p in ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"] {
+    for p in READONLY_PATHS {
         let target = root.join(&p[1..]);
         if target.exists() {
             bind(&target, &target, true)?;
@@ -306,7 +319,7 @@ pub fn secure_join(root: &Path, path: &str) -> R<PathBuf> {
 }
 
 /// Creates directory `path` inside `root` (safely) and returns it.
-fn mkdirs(root: &Path, path: &str) -> R<PathBuf> {
+pub(crate) fn mkdirs(root: &Path, path: &str) -> R<PathBuf> {
     let p = secure_join(root, path)?;
     fs::create_dir_all(&p).map_err(|e| format!("create {path} in the container: {e}"))?;
     Ok(p)

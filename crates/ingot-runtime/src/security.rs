@@ -53,63 +53,76 @@ pub fn set_process_caps(uid: u32) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Syscalls a container may not make (EPERM): what Docker's default profile
-/// leaves out of its allow list for a container without extra capabilities.
-const DENIED: &[i64] = &[
-    libc::SYS_acct,
-    libc::SYS_add_key,
-    libc::SYS_bpf,
-    libc::SYS_clock_adjtime,
-    libc::SYS_clock_settime,
-    libc::SYS_delete_module,
-    libc::SYS_finit_module,
-    libc::SYS_get_mempolicy,
-    libc::SYS_init_module,
-    libc::SYS_ioperm,
-    libc::SYS_iopl,
-    libc::SYS_kcmp,
-    libc::SYS_kexec_file_load,
-    libc::SYS_kexec_load,
-    libc::SYS_keyctl,
-    libc::SYS_lookup_dcookie,
-    libc::SYS_mbind,
-    libc::SYS_mount,
-    libc::SYS_move_pages,
-    libc::SYS_name_to_handle_at,
-    libc::SYS_nfsservctl,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_perf_event_open,
-    libc::SYS_pivot_root,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
-    libc::SYS_ptrace,
-    libc::SYS_quotactl,
-    libc::SYS_reboot,
-    libc::SYS_request_key,
-    libc::SYS_set_mempolicy,
-    libc::SYS_setns,
-    libc::SYS_settimeofday,
-    libc::SYS_swapon,
-    libc::SYS_swapoff,
-    libc::SYS_sysfs,
-    libc::SYS__sysctl,
-    libc::SYS_umount2,
-    libc::SYS_unshare,
-    libc::SYS_uselib,
-    libc::SYS_userfaultfd,
-    libc::SYS_ustat,
-    libc::SYS_vhangup,
-    libc::SYS_fsopen,
-    libc::SYS_fsconfig,
-    libc::SYS_fsmount,
-    libc::SYS_fspick,
-    libc::SYS_move_mount,
-    libc::SYS_open_tree,
+/// `[("SYS_name", number), ...]` from libc's syscall constants.
+macro_rules! syscalls {
+    ($($sys:ident),* $(,)?) => {
+        &[$((stringify!($sys), libc::$sys)),*]
+    };
+}
+
+/// Syscalls a container may not make (EPERM), as `("SYS_name", number)`:
+/// what Docker's default profile leaves out of its allow list for a
+/// container without extra capabilities. Both backends use this one list.
+pub const DENIED: &[(&str, i64)] = syscalls![
+    SYS_acct,
+    SYS_add_key,
+    SYS_bpf,
+    SYS_clock_adjtime,
+    SYS_clock_settime,
+    SYS_delete_module,
+    SYS_finit_module,
+    SYS_get_mempolicy,
+    SYS_init_module,
+    SYS_ioperm,
+    SYS_iopl,
+    SYS_kcmp,
+    SYS_kexec_file_load,
+    SYS_kexec_load,
+    SYS_keyctl,
+    SYS_lookup_dcookie,
+    SYS_mbind,
+    SYS_mount,
+    SYS_move_pages,
+    SYS_name_to_handle_at,
+    SYS_nfsservctl,
+    SYS_open_by_handle_at,
+    SYS_perf_event_open,
+    SYS_pivot_root,
+    SYS_process_vm_readv,
+    SYS_process_vm_writev,
+    SYS_ptrace,
+    SYS_quotactl,
+    SYS_reboot,
+    SYS_request_key,
+    SYS_set_mempolicy,
+    SYS_setns,
+    SYS_settimeofday,
+    SYS_swapon,
+    SYS_swapoff,
+    SYS_sysfs,
+    SYS__sysctl,
+    SYS_umount2,
+    SYS_unshare,
+    SYS_uselib,
+    SYS_userfaultfd,
+    SYS_ustat,
+    SYS_vhangup,
+    SYS_fsopen,
+    SYS_fsconfig,
+    SYS_fsmount,
+    SYS_fspick,
+    SYS_move_mount,
+    SYS_open_tree,
 ];
+
+/// The kernel's name of a [`DENIED`] entry (`SYS_acct` -> `acct`).
+pub fn syscall_name(sys: &str) -> &str {
+    sys.strip_prefix("SYS_").unwrap_or(sys)
+}
 
 /// clone() flags that create namespaces: refused, as Docker refuses them
 /// without CAP_SYS_ADMIN.
-const NS_FLAGS: [u64; 7] = [
+pub const NS_FLAGS: [u64; 7] = [
     libc::CLONE_NEWNS as u64,
     libc::CLONE_NEWUTS as u64,
     libc::CLONE_NEWIPC as u64,
@@ -125,7 +138,7 @@ pub fn default_seccomp() -> Result<Vec<BpfProgram>> {
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e: seccompiler::BackendError| err(&e))?;
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&n| (n, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&(_, n)| (n, Vec::new())).collect();
     let clone_rules = NS_FLAGS
         .iter()
         .map(|&flag| {

@@ -13,6 +13,29 @@ pub use crate::net::{NetworkMode, PortMap};
 /// PATH when the image sets none, as Docker's.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Which runtime starts the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// ingot's own (namespaces, overlay, cgroups, seccomp in-process).
+    #[default]
+    Ingot,
+    /// runc, through a generated OCI bundle.
+    Runc,
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ingot" => Ok(Runtime::Ingot),
+            "runc" => Ok(Runtime::Runc),
+            _ => Err(RuntimeError::invalid("runtime", s, "expected ingot or runc")),
+        }
+    }
+}
+
 /// A host directory or file bound into the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bind {
@@ -91,6 +114,7 @@ pub struct ContainerSpec {
     pub pids_limit: Option<i64>,
     pub stop_signal: String,
     pub auto_remove: bool,
+    pub runtime: Runtime,
     /// diff IDs (hex) of the image's layers, bottom first.
     pub layers: Vec<String>,
 }
@@ -117,6 +141,7 @@ pub struct RunOptions {
     pub hostname: Option<String>,
     pub auto_remove: bool,
     pub detach: bool,
+    pub runtime: Runtime,
 }
 
 impl ContainerSpec {
@@ -252,6 +277,7 @@ impl ContainerSpec {
             pids_limit: opts.pids_limit.filter(|p| *p > 0),
             stop_signal,
             auto_remove: opts.auto_remove,
+            runtime: opts.runtime,
             layers: config.rootfs.diff_ids.iter().map(|d| d.hex().to_string()).collect(),
         })
     }

@@ -173,6 +173,9 @@ pub struct RunArgs {
     /// Publish a port ([IP:]HOSTPORT:CONTAINERPORT)
     #[arg(short, long = "publish", value_name = "[IP:]HOST:CTR")]
     pub publish: Vec<String>,
+    /// Runtime: ingot (its own) or runc (through a generated OCI bundle)
+    #[arg(long, default_value = "ingot")]
+    pub runtime: String,
     /// Network: bridge (own namespace on ingot's bridge), none (loopback only) or host
     #[arg(long, default_value = "bridge")]
     pub network: String,

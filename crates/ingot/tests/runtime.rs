@@ -465,3 +465,81 @@ fn nothing_is_left_behind_after_exit_or_sigkill_of_ingot() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn runc_backend_gives_the_same_container() {
+    let Some(ingot) = setup("runc_backend_gives_the_same_container") else {
+        return;
+    };
+    if !ingot_testsupport::have("runc") {
+        skip(
+            "runc_backend_gives_the_same_container",
+            "runc is not installed (Debian package runc)",
+        );
+        return;
+    }
+    let probe = "echo pid=$$; hostname; touch /x 2>/dev/null || echo root-readonly; id -u; pwd; echo $GREETING; \
+                 grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; ls /sys/class/net | tr '\\n' ' '";
+    let opts = ["--hostname", "same", "-e", "GREETING=hi", "-w", "/tmp", "-u", "nobody"];
+    let mut outputs = Vec::new();
+    for runtime in ["ingot", "runc"] {
+        let mut o = vec!["--runtime", runtime];
+        o.extend(opts);
+        outputs.push(sh(&ingot, &o, probe));
+    }
+    assert_eq!(outputs[0], outputs[1], "ingot and runc containers differ");
+    assert!(
+        outputs[1].contains("pid=1\nsame\nroot-readonly\n65534\n/tmp\nhi\n"),
+        "{}",
+        outputs[1]
+    );
+    for (args, code) in [
+        (vec!["sh", "-c", "exit 3"], 3),
+        (vec!["no-such-command"], 127),
+        (vec!["/etc/passwd"], 126),
+    ] {
+        let mut a = vec!["--rm", "--runtime", "runc", "box:1"];
+        a.extend(args.iter().copied());
+        assert_eq!(run(&ingot, &a).0, code, "{args:?}");
+    }
+    let port = free_port();
+    let map = format!("{port}:8080");
+    ingot.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        "runc",
+        "--name",
+        "web",
+        "-p",
+        &map,
+        "box:1",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/etc",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.write_all(b"GET /hostname HTTP/1.0\r\n\r\n")?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+            Ok(buf)
+        });
+        if got.as_ref().is_ok_and(|b| b.contains("200 OK")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runc container's port never answered: {got:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ingot.ok(&["stop", "-t", "2", "web"]);
+    let id = ingot.json(&["inspect", "web"])[0]["id"].as_str().unwrap().to_string();
+    ingot.ok(&["rm", "web"]);
+    assert!(leftovers(&ingot, &[id]).is_empty());
+}

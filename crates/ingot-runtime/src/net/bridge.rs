@@ -119,6 +119,13 @@ pub fn attach(id: &str, pid: i32, address: &str) -> Result<()> {
     run().map_err(|e| RuntimeError::Setup(format!("network for container {}: {e}", &id[..12.min(id.len())])))
 }
 
+/// Brings up loopback in the network namespace of process `pid`.
+pub fn loopback(pid: i32) -> Result<()> {
+    let ns_path = format!("/proc/{pid}/ns/net");
+    let ns = File::open(&ns_path).map_err(RuntimeError::io(&ns_path))?;
+    ip(&["link", "set", "lo", "up"], Some(&ns), None).map_err(RuntimeError::Setup)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
 fn options(args: &RunArgs) -> Result<RunOptions> {
     Ok(RunOptions {
         publish: args.publish.clone(),
+        runtime: args.runtime.parse()?,
         name: args.name.clone(),
         env: args.env.clone(),
         env_files: args.env_file.clone(),
