@@ -202,6 +202,27 @@ mod tests {
     }
 
     #[test]
+    fn docker_manifest_list_is_accepted() {
+        let bytes = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[
+                {{"mediaType":"{}","size":7,"digest":"{}","platform":{{"architecture":"amd64","os":"linux"}}}},
+                {{"mediaType":"{}","size":8,"digest":"{}","platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#,
+            media::DOCKER_MANIFEST_LIST,
+            media::DOCKER_MANIFEST,
+            d('a'),
+            media::DOCKER_MANIFEST,
+            d('b')
+        );
+        let m = Manifest::parse(bytes.into_bytes(), None).unwrap();
+        assert!(m.is_index());
+        assert_eq!(m.media_type, media::DOCKER_MANIFEST_LIST);
+        let refs = m.references().unwrap();
+        assert_eq!(refs.len(), 2);
+        assert!(refs.iter().all(|r| r.role == Role::Manifest));
+        assert_eq!((refs[0].size, refs[1].size), (7, 8));
+    }
+
+    #[test]
     fn index_without_media_type_is_inferred() {
         let bytes = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","size":3,"digest":"{}"}}]}}"#,

@@ -15,6 +15,7 @@ use crate::Store;
 /// Writes the merged root filesystem of `image` into `dir`, which must be
 /// missing or empty. Each layer is verified against its digest as it is read.
 pub fn unpack_image(store: &Store, image: &Image, dir: &Path) -> Result<u64> {
+    let _lease = store.lease()?;
     if dir.exists() {
         let mut entries = fs::read_dir(dir).map_err(StoreError::io(dir))?;
         if entries.next().is_some() {

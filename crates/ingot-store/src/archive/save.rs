@@ -16,6 +16,8 @@ use crate::Store;
 /// Writes the images named by `inputs` to `out` as one archive. Returns
 /// the manifest digests written, in input order.
 pub fn save<W: Write>(store: &Store, inputs: &[String], out: W) -> Result<Vec<Digest>> {
+    // A reader too: GC must not sweep blobs of an image untagged meanwhile.
+    let _lease = store.lease()?;
     let mut images: Vec<(Image, Option<Reference>)> = Vec::new();
     for input in inputs {
         let image = store.resolve(input)?;

@@ -305,10 +305,11 @@ pub fn gc(store: &Store, cli: &Cli, dry_run: bool) -> Result<ExitCode> {
     match cli.format {
         Format::Json => output::json(&report)?,
         Format::Table => {
-            if !cli.quiet {
-                for d in &report.removed {
-                    println!("{} {d}", if dry_run { "Would remove" } else { "Removed" });
-                }
+            if cli.quiet {
+                return Ok(ExitCode::SUCCESS);
+            }
+            for d in &report.removed {
+                println!("{} {d}", if dry_run { "Would remove" } else { "Removed" });
             }
             println!(
                 "{} {} blobs ({}), {} temp files; kept {} blobs",

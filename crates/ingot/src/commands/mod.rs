@@ -72,6 +72,14 @@ fn inspect(store: &Store, cli: &Cli, inputs: &[String]) -> Result<ExitCode> {
             Err(_) => all.push(images::inspect_image(store, input)?),
         }
     }
+    if cli.quiet {
+        // The id of each: an image's manifest digest, a container's id.
+        for v in &all {
+            let id = v.get("digest").or_else(|| v.get("id")).and_then(|d| d.as_str());
+            println!("{}", id.unwrap_or_default());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match cli.format {
         Format::Json => output::json(&all)?,
         Format::Table => {

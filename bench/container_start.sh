@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Benchmark: container start to exit (`/bin/true` in the bundled busybox
+# image), ingot's own runtime next to runc, crun and `docker run` on the same
+# root filesystem, in one run. Needs root.
+# Usage: bench/container_start.sh          (RUNS=50 by default)
+# Writes a markdown table to stdout; copy it into bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-50}
+need=()
+command -v hyperfine >/dev/null || need+=(hyperfine)
+command -v runc >/dev/null || need+=(runc)
+command -v crun >/dev/null || need+=(crun)
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet --bin ingot
+ingot=$PWD/target/release/ingot
+work=$(mktemp -d /var/tmp/ingot-bench.XXXXXX)
+trap 'rm -rf "$work"; docker rmi -f ingot-bench-box:1 >/dev/null 2>&1 || true' EXIT
+examples/rootfs/build.sh "$work/rootfs.tar"
+"$ingot" --root "$work/root" import -q "$work/rootfs.tar" box:1 >/dev/null
+# Warm the layer cache once.
+"$ingot" --root "$work/root" run --rm --network none box:1 /bin/true
+
+# A plain OCI bundle for runc and crun: the same rootfs, read-only, the
+# default spec of each (namespaces, caps, masks; runc's spec has no seccomp).
+mkdir -p "$work/bundle/rootfs"
+tar -C "$work/bundle/rootfs" -xf "$work/rootfs.tar"
+(cd "$work/bundle" && runc spec && sed -i 's/"terminal": true/"terminal": false/; s/"sh"/"\/bin\/true"/' config.json)
+
+cmds=(
+  "ingot run --network none (cgroups, caps, seccomp)|$ingot --root $work/root run --rm --network none box:1 /bin/true"
+  "ingot run (bridge network)|$ingot --root $work/root run --rm box:1 /bin/true"
+  "ingot run --runtime runc --network none|$ingot --root $work/root run --rm --runtime runc --network none box:1 /bin/true"
+  "runc run (bundle ready)|runc --root $work/runc run --bundle $work/bundle b"
+  "crun run (bundle ready)|crun --root $work/crun run --bundle $work/bundle b"
+)
+if docker info >/dev/null 2>&1 && docker import "$work/rootfs.tar" ingot-bench-box:1 >/dev/null 2>&1; then
+    cmds+=("docker run --rm --network none|docker run --rm --network none ingot-bench-box:1 /bin/true")
+else
+    echo "docker: no engine answers; skipped" >&2
+fi
+
+args=()
+for c in "${cmds[@]}"; do
+    name=${c%%|*}
+    cmd=${c#*|}
+    # A peer that cannot run here (crun refuses hybrid cgroup hosts) is
+    # reported, not benchmarked.
+    if ! sh -c "$cmd" >/dev/null 2>"$work/err"; then
+        echo "$name: does not run here: $(tail -1 "$work/err")" >&2
+        continue
+    fi
+    args+=(-n "$name" "$cmd")
+done
+hyperfine -N --warmup 3 --runs "$RUNS" --export-markdown "$work/table.md" "${args[@]}" >&2
+cat "$work/table.md"
