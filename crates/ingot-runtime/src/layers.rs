@@ -13,7 +13,7 @@ use ingot_oci::digest::HashingReader;
 use ingot_oci::layer::{self, UnpackOptions, Whiteouts};
 use ingot_oci::manifest::{Content, Role};
 use ingot_oci::media::{self, Compression};
-use ingot_oci::Algorithm;
+use ingot_oci::{Algorithm, Digest};
 use ingot_store::{Image, Store};
 
 use crate::error::{Result, RuntimeError};
@@ -48,68 +48,66 @@ pub fn ensure(store: &Store, image: &Image) -> Result<Vec<PathBuf>> {
             config.rootfs.diff_ids.len()
         )));
     }
+    layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(desc, diff_id)| ensure_layer(store, &desc.digest, &desc.media_type, diff_id))
+        .collect()
+}
+
+/// Ensures the layer blob `digest` (of `media_type`, uncompressing to
+/// `diff_id`) is unpacked in the cache; returns its directory.
+pub fn ensure_layer(store: &Store, digest: &Digest, media_type: &str, diff_id: &Digest) -> Result<PathBuf> {
     let base = cache_dir(store.root());
+    let dir = base.join("sha256").join(diff_id.hex());
+    if dir.is_dir() {
+        return Ok(dir);
+    }
     let tmp_base = base.join("tmp");
     fs::create_dir_all(base.join("sha256")).map_err(RuntimeError::io(&base))?;
     fs::create_dir_all(&tmp_base).map_err(RuntimeError::io(&tmp_base))?;
-    let mut dirs = Vec::new();
-    for (desc, diff_id) in layers.iter().zip(&config.rootfs.diff_ids) {
-        let dir = base.join("sha256").join(diff_id.hex());
-        dirs.push(dir.clone());
-        if dir.is_dir() {
-            continue;
-        }
-        let compression = media::layer_compression(&desc.media_type).ok_or_else(|| {
-            RuntimeError::Setup(format!(
-                "layer {}: unknown media type {:?}",
-                desc.digest, desc.media_type
-            ))
-        })?;
-        let tmp = tmp_base.join(format!("{}-{}", diff_id.hex(), std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir(&tmp).map_err(RuntimeError::io(&tmp))?;
-        let result = (|| -> Result<()> {
-            let blob = BufReader::with_capacity(1 << 20, store.blobs().open(&desc.digest)?);
-            let decoded: Box<dyn Read> = match compression {
-                Compression::None => Box::new(blob),
-                Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
-                Compression::Zstd => {
-                    return Err(RuntimeError::Setup(format!(
-                        "layer {}: zstd layers are not supported yet",
-                        desc.digest
-                    )))
-                }
-            };
-            let mut hashed = HashingReader::new(decoded, Algorithm::Sha256);
-            let opts = UnpackOptions {
-                whiteouts: Whiteouts::Overlay,
-                ..Default::default()
-            };
-            layer::unpack(&mut hashed, &tmp, &opts)
-                .map_err(|e| RuntimeError::Setup(format!("layer {}: {e}", desc.digest)))?;
-            // Hash (and verify the blob digest of) the rest of the stream.
-            io::copy(&mut hashed, &mut io::sink())
-                .map_err(|e| RuntimeError::Setup(format!("layer {}: {e}", desc.digest)))?;
-            let (_, got, _) = hashed.finish();
-            if got != *diff_id {
+    let compression = media::layer_compression(media_type)
+        .ok_or_else(|| RuntimeError::Setup(format!("layer {digest}: unknown media type {media_type:?}")))?;
+    let tmp = tmp_base.join(format!("{}-{}", diff_id.hex(), std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir(&tmp).map_err(RuntimeError::io(&tmp))?;
+    let result = (|| -> Result<()> {
+        let blob = BufReader::with_capacity(1 << 20, store.blobs().open(digest)?);
+        let decoded: Box<dyn Read> = match compression {
+            Compression::None => Box::new(blob),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+            Compression::Zstd => {
                 return Err(RuntimeError::Setup(format!(
-                    "layer {}: content hashes to {got}, expected diff_id {diff_id}",
-                    desc.digest
-                )));
+                    "layer {digest}: zstd layers are not supported yet"
+                )))
             }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
+        };
+        let mut hashed = HashingReader::new(decoded, Algorithm::Sha256);
+        let opts = UnpackOptions {
+            whiteouts: Whiteouts::Overlay,
+            ..Default::default()
+        };
+        layer::unpack(&mut hashed, &tmp, &opts).map_err(|e| RuntimeError::Setup(format!("layer {digest}: {e}")))?;
+        // Hash (and verify the blob digest of) the rest of the stream.
+        io::copy(&mut hashed, &mut io::sink()).map_err(|e| RuntimeError::Setup(format!("layer {digest}: {e}")))?;
+        let (_, got, _) = hashed.finish();
+        if got != *diff_id {
+            return Err(RuntimeError::Setup(format!(
+                "layer {digest}: content hashes to {got}, expected diff_id {diff_id}"
+            )));
         }
-        if let Err(e) = fs::rename(&tmp, &dir) {
-            let _ = fs::remove_dir_all(&tmp);
-            // Another process finished the same layer first: that is fine.
-            if !dir.is_dir() {
-                return Err(RuntimeError::io(&dir)(e));
-            }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if let Err(e) = fs::rename(&tmp, &dir) {
+        let _ = fs::remove_dir_all(&tmp);
+        // Another process finished the same layer first: that is fine.
+        if !dir.is_dir() {
+            return Err(RuntimeError::io(&dir)(e));
         }
     }
-    Ok(dirs)
+    Ok(dir)
 }

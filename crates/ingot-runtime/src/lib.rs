@@ -53,7 +53,8 @@ pub(crate) fn spec_of(rec: &ContainerRecord) -> Result<ContainerSpec> {
     serde_json::from_str(&rec.spec).map_err(|e| RuntimeError::Setup(format!("container {}: bad spec: {e}", rec.id)))
 }
 
-fn random_id() -> Result<String> {
+/// A fresh 64-hex-digit container id.
+pub fn random_id() -> Result<String> {
     let mut buf = [0u8; 32];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -90,11 +91,25 @@ pub fn create(store: &Store, image: &str, opts: &RunOptions, monitor_pid: u32) -
     }
     let spec = ContainerSpec::new(&config, opts, &id)?;
     layers::ensure(store, &img)?;
+    create_with_spec(store, id, name, &img.digest, image, spec, monitor_pid)
+}
+
+/// Records a container for a ready `spec` (its layers already cached) and
+/// prepares its directory. The builder runs its RUN steps this way.
+pub fn create_with_spec(
+    store: &Store,
+    id: String,
+    name: String,
+    image: &ingot_oci::Digest,
+    image_ref: &str,
+    spec: ContainerSpec,
+    monitor_pid: u32,
+) -> Result<ContainerRecord> {
     let rec = ContainerRecord {
         id: id.clone(),
         name,
-        image: img.digest.clone(),
-        image_ref: image.to_string(),
+        image: image.clone(),
+        image_ref: image_ref.to_string(),
         spec: serde_json::to_string(&spec).map_err(|e| RuntimeError::Setup(e.to_string()))?,
         state: ContainerState::Created,
         pid: None,

@@ -109,7 +109,12 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     {
         bind(Path::new("/sys"), &sys, true)?;
     }
-    for (path, mode) in [("/tmp", "1777"), ("/run", "755")] {
+    let defaults: &[(&str, &str)] = if spec.build_step {
+        &[]
+    } else {
+        &[("/tmp", "1777"), ("/run", "755")]
+    };
+    for &(path, mode) in defaults {
         let target = mkdirs(&merged, path)?;
         m(
             Some("tmpfs"),
@@ -119,7 +124,12 @@ pub fn setup(plan: &RootPlan) -> R<()> {
             Some(&format!("mode={mode}")),
         )?;
     }
-    for name in ["hostname", "hosts", "resolv.conf"] {
+    let etc: &[&str] = if spec.build_step {
+        &[]
+    } else {
+        &["hostname", "hosts", "resolv.conf"]
+    };
+    for name in etc {
         let target = touch(&merged, &format!("/etc/{name}"))?;
         bind(&dir.join(name), &target, false)?;
     }

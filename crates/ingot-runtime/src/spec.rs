@@ -115,6 +115,10 @@ pub struct ContainerSpec {
     pub stop_signal: String,
     pub auto_remove: bool,
     pub runtime: Runtime,
+    /// A build step (RUN): no tmpfs on /tmp and /run and no /etc binds, so
+    /// everything it writes lands in its upper directory, the new layer.
+    #[serde(default)]
+    pub build_step: bool,
     /// diff IDs (hex) of the image's layers, bottom first.
     pub layers: Vec<String>,
 }
@@ -278,6 +282,7 @@ impl ContainerSpec {
             stop_signal,
             auto_remove: opts.auto_remove,
             runtime: opts.runtime,
+            build_step: false,
             layers: config.rootfs.diff_ids.iter().map(|d| d.hex().to_string()).collect(),
         })
     }

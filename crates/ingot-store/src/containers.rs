@@ -197,6 +197,25 @@ impl Store {
         }
     }
 
+    /// The build cache entry for `key`, if any.
+    pub fn cache_get(&self, key: &str) -> Result<Option<String>> {
+        self.db
+            .query_row("SELECT value FROM build_cache WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.db_err())
+    }
+
+    /// Records a build cache entry (replacing an older one).
+    pub fn cache_put(&self, key: &str, value: &str) -> Result<()> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO build_cache (key, value, used_at) VALUES (?1, ?2, datetime('now'))",
+                [key, value],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
     pub fn delete_container(&self, id: &str) -> Result<()> {
         self.db
             .execute("DELETE FROM containers WHERE id = ?1", [id])

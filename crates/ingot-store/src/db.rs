@@ -30,7 +30,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE containers (
         id          TEXT PRIMARY KEY,
         name        TEXT NOT NULL UNIQUE,
-        image       TEXT NOT NULL REFERENCES images(digest),
+        image       TEXT NOT NULL,
         image_ref   TEXT NOT NULL,
         spec        TEXT NOT NULL,
         state       TEXT NOT NULL,
@@ -43,6 +43,12 @@ const MIGRATIONS: &[&str] = &[
         started_at  TEXT,
         finished_at TEXT,
         address     TEXT
+     );",
+    // 3: the build cache: step key -> result (the builder's JSON)
+    "CREATE TABLE build_cache (
+        key     TEXT PRIMARY KEY,
+        value   TEXT NOT NULL,
+        used_at TEXT NOT NULL
      );",
 ];
 

@@ -92,7 +92,13 @@ pub fn import_rootfs<R: Read>(
     let config_bytes = canonical_json(&config).map_err(|e| StoreError::archive("config", e.to_string()))?;
     let config_digest = store.blobs().put(&config_bytes)?;
     let layers = [(layer_type, layer_digest.clone(), layer_size)];
-    let manifest = write_image(store, &config_digest, config_bytes.len() as u64, &layers)?;
+    let manifest = write_image(
+        store,
+        &config_digest,
+        config_bytes.len() as u64,
+        &layers,
+        Default::default(),
+    )?;
     store.register(&manifest, std::slice::from_ref(reference))?;
     Ok(Imported {
         manifest,
@@ -103,14 +109,20 @@ pub fn import_rootfs<R: Read>(
 }
 
 /// Stores an OCI manifest over the stored config blob and `layers`
-/// (media type, digest, size); returns the stored manifest.
-pub(crate) fn write_image(
+/// (media type, digest, size), with `annotations`; returns the stored
+/// manifest (canonical JSON, so the same inputs give the same digest).
+pub fn write_image(
     store: &Store,
     config: &Digest,
     config_size: u64,
     layers: &[(&str, Digest, u64)],
+    annotations: std::collections::HashMap<String, String>,
 ) -> Result<Manifest> {
-    let manifest = ImageManifestBuilder::default()
+    let mut builder = ImageManifestBuilder::default();
+    if !annotations.is_empty() {
+        builder = builder.annotations(annotations);
+    }
+    let manifest = builder
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(Descriptor::new(MediaType::ImageConfig, config_size, config.to_oci()))

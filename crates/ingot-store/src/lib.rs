@@ -35,7 +35,7 @@ pub use error::{Result, StoreError};
 pub use fsck::{fsck, Problem};
 pub use gc::{gc, GcReport};
 pub use images::{Image, ImageSummary, Removed};
-pub use import::{import_rootfs, ImportOptions, Imported, LayerCompression};
+pub use import::{import_rootfs, write_image, ImportOptions, Imported, LayerCompression};
 pub use unpack::unpack_image;
 
 /// A handle on one store root.

@@ -56,9 +56,14 @@ pub enum Command {
     Images,
     /// Show an image's manifest, config and layers
     Inspect {
+        /// Print the bill of materials an image built by ingot carries
+        #[arg(long)]
+        bom: bool,
         #[arg(required = true)]
         images: Vec<String>,
     },
+    /// Build an image from a Dockerfile, reproducibly, with its bill of materials
+    Build(Box<BuildArgs>),
     /// Point a new NAME[:TAG] at an existing image
     Tag { source: String, target: String },
     /// Remove tags or images (blobs are freed by the GC pass that follows)
@@ -142,6 +147,42 @@ pub enum Command {
     /// (internal) the per-container monitor process of `run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The Dockerfile (default: CONTEXT/Dockerfile)
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Name and tag the image (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Set a build-time variable
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Add a label (also recorded in the bill of materials)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Build up to this stage
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Why this image is built (recorded in the bill of materials)
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Project name (default: the context directory's name)
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Do not use the build cache
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Progress output: plain or tty
+    #[arg(long, default_value = "plain")]
+    pub progress: String,
+    /// Build twice (the second time without cache) and fail unless both give the same digest
+    #[arg(long = "check-reproducible")]
+    pub check_reproducible: bool,
+    /// The build context directory
+    pub context: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -218,7 +218,7 @@ pub fn load<R: Read>(store: &mut Store, input: R, source: &str) -> Result<Vec<Lo
 /// An OCI manifest over an already stored config blob.
 fn write_image_with_config(store: &Store, config: &Digest, layers: &[(&str, Digest, u64)]) -> Result<Manifest> {
     let size = store.blobs().size(config)?;
-    write_image(store, config, size, layers)
+    write_image(store, config, size, layers, Default::default())
 }
 
 /// Joins `target` to `base` lexically, dropping `..` at the top.

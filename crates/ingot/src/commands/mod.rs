@@ -1,5 +1,6 @@
 //! One function per subcommand: call the libraries, print the result.
 
+mod build;
 mod containers;
 mod images;
 
@@ -24,7 +25,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             images::import(&mut store, &cli, file, reference, compression)
         }
         Command::Images => images::images(&open()?, &cli),
-        Command::Inspect { ref images } => inspect(&open()?, &cli, images),
+        Command::Inspect { ref images, bom: true } => build::inspect_bom(&open()?, &cli, images),
+        Command::Inspect { ref images, bom: false } => inspect(&open()?, &cli, images),
+        Command::Build(ref args) => build::build(&mut open()?, &cli, args),
         Command::Tag { ref source, ref target } => {
             let r = open()?.tag(source, target)?;
             if !cli.quiet {

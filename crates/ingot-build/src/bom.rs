@@ -1,0 +1,150 @@
+//! The bill of materials every built image carries: the answers to "why,
+//! where, when, from what, how to start / validate / monitor / update, which
+//! source, which tags, which project, what else", stored in the image's own
+//! config labels and manifest annotations, so the image answers by itself.
+//!
+//! Keys: OCI's `org.opencontainers.image.*` where OCI has one (created,
+//! source, revision, ref.name, title, base.name, base.digest), and
+//! `dev.ingot.bom` holding the whole record as canonical JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::git::GitInfo;
+
+/// The label/annotation holding the whole record.
+pub const BOM_KEY: &str = "dev.ingot.bom";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ancestor {
+    /// The stage that used it (its name, or its index).
+    pub stage: String,
+    /// As written in FROM (after ARG substitution).
+    pub name: String,
+    /// Manifest digest; `None` for `scratch`.
+    pub digest: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Bom {
+    /// Why: `--reason`.
+    pub reason: Option<String>,
+    /// Where: the builder.
+    pub builder: Builder,
+    /// When: RFC 3339, from SOURCE_DATE_EPOCH.
+    pub created: String,
+    pub ancestors: Vec<Ancestor>,
+    pub start: Start,
+    /// Validate: the HEALTHCHECK, as in the config.
+    pub validate: Option<Value>,
+    pub monitor: Monitor,
+    /// Update: the update policy label's value, if given.
+    pub update: Option<String>,
+    pub git: Option<GitInfo>,
+    pub tags: Vec<String>,
+    pub project: String,
+    /// Every `--label`.
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Builder {
+    pub host: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Start {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub user: String,
+    pub workdir: String,
+    /// Names only: values can be secrets.
+    pub env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Monitor {
+    pub exposed_ports: Vec<String>,
+    pub stop_signal: Option<String>,
+    /// `--label` entries whose key starts with `monitor.`.
+    pub hints: BTreeMap<String, String>,
+}
+
+/// The label that carries the update policy (`--label update.policy=...`).
+pub const UPDATE_LABEL: &str = "update.policy";
+
+impl Bom {
+    /// Fills the start/validate/monitor answers from the final image config.
+    pub fn describe_config(&mut self, config: &serde_json::Map<String, Value>) {
+        let strings = |k: &str| -> Vec<String> {
+            config
+                .get(k)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default()
+        };
+        let string = |k: &str| config.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        self.start = Start {
+            entrypoint: strings("Entrypoint"),
+            cmd: strings("Cmd"),
+            user: string("User"),
+            workdir: string("WorkingDir"),
+            env: strings("Env")
+                .iter()
+                .map(|e| e.split('=').next().unwrap_or_default().to_string())
+                .collect(),
+        };
+        self.validate = config.get("Healthcheck").cloned();
+        self.monitor = Monitor {
+            exposed_ports: config
+                .get("ExposedPorts")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+            stop_signal: config.get("StopSignal").and_then(Value::as_str).map(String::from),
+            hints: self
+                .labels
+                .iter()
+                .filter(|(k, _)| k.starts_with("monitor."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        self.update = self.labels.get(UPDATE_LABEL).cloned();
+    }
+
+    /// The labels/annotations that carry this record.
+    pub fn annotations(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        let oci = |k: &str| format!("org.opencontainers.image.{k}");
+        a.insert(oci("created"), self.created.clone());
+        a.insert(oci("title"), self.project.clone());
+        if let Some(g) = &self.git {
+            if let Some(r) = &g.remote {
+                a.insert(oci("source"), r.clone());
+            }
+            if let Some(c) = &g.commit {
+                a.insert(oci("revision"), c.clone());
+            }
+        }
+        if let Some(t) = self.tags.first() {
+            a.insert(oci("ref.name"), t.clone());
+        }
+        if let Some(base) = self.ancestors.last() {
+            a.insert(oci("base.name"), base.name.clone());
+            if let Some(d) = &base.digest {
+                a.insert(oci("base.digest"), d.clone());
+            }
+        }
+        let json = ingot_oci::config::canonical_json(self).unwrap_or_default();
+        a.insert(BOM_KEY.to_string(), String::from_utf8_lossy(&json).into_owned());
+        a
+    }
+
+    /// Reads the record back from an image config's labels.
+    pub fn from_labels(labels: &serde_json::Map<String, Value>) -> Option<Bom> {
+        serde_json::from_str(labels.get(BOM_KEY)?.as_str()?).ok()
+    }
+}

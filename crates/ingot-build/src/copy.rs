@@ -1,0 +1,322 @@
+//! COPY and ADD: which files go where, planned before anything is written,
+//! so the plan's digest can be looked up in the cache first.
+//!
+//! Docker's rules: a directory source copies its contents; with several
+//! sources, a wildcard, or a destination ending in `/`, the destination is a
+//! directory; a relative destination is under WORKDIR. ADD also unpacks
+//! local tar archives (plain or gzip) into the destination. Files keep their
+//! permission bits (or `--chmod`) and belong to root (or `--chown`).
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use ingot_oci::layer::{self as oci_layer, UnpackOptions};
+use ingot_oci::media::{self, Compression};
+use ingot_oci::Algorithm;
+
+use crate::context::Context;
+use crate::dockerfile::{words, Copy, Step};
+use crate::error::{BuildError, Result};
+use crate::executor::{Env, State};
+use crate::layer::{self, Content, Entries, Entry, LayerRef};
+
+/// A planned COPY/ADD.
+pub(crate) struct Plan {
+    pub entries: Entries,
+    /// Digest of every entry: path, type, mode, owner, content.
+    pub digest: String,
+    /// Sources and destination after substitution, for the cache key.
+    pub describe: String,
+    /// Directories the plan reads from that must live until it is written.
+    _keep: Vec<tempfile::TempDir>,
+}
+
+impl Plan {
+    pub fn write(&self, env: &Env) -> Result<LayerRef> {
+        layer::write(env.store, &self.entries, env.epoch)
+    }
+}
+
+/// Unpacks `layers` in order into `dir` (whiteouts applied): a stage's or an
+/// image's file system, for `COPY --from` and `--chown` by name.
+pub(crate) fn materialize(env: &Env, layers: &[LayerRef], dir: &Path) -> Result<()> {
+    for l in layers {
+        let blob = std::io::BufReader::new(env.store.blobs().open(&l.digest)?);
+        let reader: Box<dyn Read> = match media::layer_compression(&l.media_type) {
+            Some(Compression::None) => Box::new(blob),
+            Some(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+            _ => {
+                return Err(BuildError::Invalid(format!(
+                    "layer {}: media type {} cannot be read",
+                    l.digest, l.media_type
+                )))
+            }
+        };
+        oci_layer::unpack(reader, dir, &UnpackOptions::default())
+            .map_err(|e| BuildError::Invalid(format!("layer {}: {e}", l.digest)))?;
+    }
+    Ok(())
+}
+
+fn owner(env: &Env, state: &State, spec: &str, keep: &mut Vec<tempfile::TempDir>) -> Result<(u64, u64)> {
+    let (u, g) = spec.split_once(':').unwrap_or((spec, spec));
+    if let (Ok(uid), Ok(gid)) = (u.parse::<u64>(), g.parse::<u64>()) {
+        return Ok((uid, gid));
+    }
+    // Names: resolved against the stage's own /etc/passwd and /etc/group.
+    let dir = tempfile::tempdir().map_err(|e| BuildError::Io {
+        path: "tmp".into(),
+        source: e,
+    })?;
+    materialize(env, &state.layers, dir.path())?;
+    let read = |p: &str| fs::read_to_string(dir.path().join(p)).ok();
+    let id = ingot_runtime::user::resolve(spec, read("etc/passwd").as_deref(), read("etc/group").as_deref())
+        .map_err(|e| BuildError::Invalid(format!("--chown={spec}: {e}")))?;
+    keep.push(dir);
+    Ok((id.uid.into(), id.gid.into()))
+}
+
+/// Whether `path` holds a tar archive (plain or gzip), by content.
+fn is_archive(path: &Path) -> bool {
+    let Ok(mut f) = fs::File::open(path) else { return false };
+    let mut head = [0u8; 512];
+    let Ok(n) = f.read(&mut head) else { return false };
+    if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        let Ok(f) = fs::File::open(path) else { return false };
+        let mut gz = flate2::read::MultiGzDecoder::new(f);
+        let mut inner = [0u8; 512];
+        return gz.read_exact(&mut inner).is_ok() && &inner[257..262] == b"ustar";
+    }
+    n == 512 && &head[257..262] == b"ustar"
+}
+
+pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -> Result<Plan> {
+    let err = |m: String| env.step_error(step, m);
+    let vars = state.vars();
+    let mut paths = Vec::new();
+    for w in &c.paths {
+        paths.push(words::expand(w, &vars, env.escape).map_err(&err)?);
+    }
+    let dest_raw = paths.pop().unwrap_or_default();
+    let dest = state.in_container(&dest_raw);
+    let wildcard = paths.iter().any(|p| p.contains(['*', '?', '[']));
+    let dest_is_dir = dest_raw.ends_with('/') || paths.len() > 1 || wildcard;
+    let mut keep = Vec::new();
+    let own = match &c.chown {
+        Some(spec) => Some(owner(
+            env,
+            state,
+            &words::expand(spec, &vars, env.escape).map_err(&err)?,
+            &mut keep,
+        )?),
+        None => None,
+    };
+    let chmod = match &c.chmod {
+        Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| err(format!("invalid --chmod {m:?}: expected octal")))?),
+        None => None,
+    };
+
+    // Where sources come from: the context, or a stage's or image's files.
+    let source_ctx = match &c.from {
+        None => None,
+        Some(from) => {
+            let from = words::expand(from, &vars, env.escape).map_err(&err)?;
+            let layers = match env.stage(&from) {
+                Some(s) => s.layers.clone(),
+                None => image_layers(env, &from).map_err(|e| err(format!("--from={from}: {e}")))?,
+            };
+            let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
+            materialize(env, &layers, dir.path())?;
+            let ctx = Context::plain(dir.path())?;
+            keep.push(dir);
+            Some(ctx)
+        }
+    };
+    let ctx = source_ctx.as_ref().unwrap_or(env.context);
+
+    let mut entries = Entries::new();
+    let target = layer::join("", &dest);
+    if dest_is_dir && !target.is_empty() {
+        entries.insert(
+            target.clone(),
+            Entry {
+                content: Content::Dir,
+                mode: 0o755,
+                uid: own.map_or(0, |o| o.0),
+                gid: own.map_or(0, |o| o.1),
+            },
+        );
+    }
+    for src in &paths {
+        if add && (src.starts_with("http://") || src.starts_with("https://")) {
+            return Err(err(format!(
+                "ADD {src}: remote URLs are not supported (builds are offline)"
+            )));
+        }
+        for (rel, host) in ctx.sources(src).map_err(|e| err(e.to_string()))? {
+            let md = fs::symlink_metadata(&host).map_err(|e| err(format!("{rel}: {e}")))?;
+            if md.is_dir() {
+                if !target.is_empty() {
+                    entries.entry(target.clone()).or_insert(Entry {
+                        content: Content::Dir,
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    });
+                }
+                ctx.walk(&host, &mut |_, p| {
+                    let sub = p
+                        .strip_prefix(&host)
+                        .map(|s| s.display().to_string())
+                        .unwrap_or_default();
+                    if let Some(e) = entry_for(p) {
+                        entries.insert(layer::join(&target, &sub), e);
+                    }
+                })?;
+            } else if add && is_archive(&host) {
+                let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
+                let f = fs::File::open(&host).map_err(|e| err(format!("{rel}: {e}")))?;
+                let mut buf = std::io::BufReader::new(f);
+                let head = std::io::BufRead::fill_buf(&mut buf).map_err(|e| err(e.to_string()))?;
+                let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+                    Box::new(flate2::bufread::MultiGzDecoder::new(buf))
+                } else {
+                    Box::new(buf)
+                };
+                let opts = UnpackOptions {
+                    same_owner: true,
+                    ..Default::default()
+                };
+                oci_layer::unpack(reader, dir.path(), &opts).map_err(|e| err(format!("ADD {rel}: {e}")))?;
+                layer::from_tree(dir.path(), &target, false, None, &mut entries)?;
+                keep.push(dir);
+            } else {
+                let name = Path::new(&rel)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let path = if dest_is_dir || dest_raw.ends_with('/') {
+                    layer::join(&target, &name)
+                } else {
+                    target.clone()
+                };
+                if path.is_empty() {
+                    return Err(err("cannot copy a file onto /".into()));
+                }
+                if let Some(e) = entry_for(&host) {
+                    entries.insert(path, e);
+                }
+            }
+        }
+    }
+    for e in entries.values_mut() {
+        if let Some((uid, gid)) = own {
+            e.uid = uid;
+            e.gid = gid;
+        } else if matches!(e.content, Content::File(_) | Content::Dir | Content::Symlink(_)) && c.from.is_none() {
+            // Context files belong to root in the image, as with Docker.
+            e.uid = 0;
+            e.gid = 0;
+        }
+        if let (Some(m), Content::File(_) | Content::Dir) = (chmod, &e.content) {
+            e.mode = m;
+        }
+    }
+    let paths_in: Vec<String> = entries.keys().cloned().collect();
+    for p in paths_in {
+        layer::add_parents(&mut entries, &p);
+    }
+    let digest = digest_entries(&entries)?;
+    Ok(Plan {
+        entries,
+        digest,
+        describe: format!("{} {}", paths.join(" "), dest),
+        _keep: keep,
+    })
+}
+
+fn entry_for(p: &Path) -> Option<Entry> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let md = fs::symlink_metadata(p).ok()?;
+    let content = if md.is_dir() {
+        Content::Dir
+    } else if md.file_type().is_symlink() {
+        Content::Symlink(fs::read_link(p).ok()?)
+    } else if md.is_file() {
+        Content::File(p.to_path_buf())
+    } else {
+        return None;
+    };
+    Some(Entry {
+        content,
+        mode: md.permissions().mode() & 0o7777,
+        uid: md.uid().into(),
+        gid: md.gid().into(),
+    })
+}
+
+fn image_layers(env: &Env, name: &str) -> Result<Vec<LayerRef>> {
+    let image = env.store.resolve(name)?;
+    let (_, config) = env
+        .store
+        .config(&image.manifest)?
+        .ok_or_else(|| BuildError::Invalid(format!("{name} is an index")))?;
+    let refs = image
+        .manifest
+        .references()
+        .map_err(|e| BuildError::Invalid(e.to_string()))?;
+    Ok(refs
+        .iter()
+        .filter(|r| r.role == ingot_oci::manifest::Role::Layer)
+        .zip(&config.rootfs.diff_ids)
+        .map(|(r, d)| LayerRef {
+            digest: r.digest.clone(),
+            size: r.size,
+            diff_id: d.clone(),
+            media_type: r.media_type.clone(),
+        })
+        .collect())
+}
+
+/// The digest of what a layer of `entries` would hold.
+pub(crate) fn digest_entries(entries: &Entries) -> Result<String> {
+    let mut h = Algorithm::Sha256.hasher();
+    for (path, e) in entries {
+        h.update(path.as_bytes());
+        h.update(format!("\0{}\0{:o}\0{}\0{}\0", kind(&e.content), e.mode, e.uid, e.gid).as_bytes());
+        match &e.content {
+            Content::File(src) => {
+                let mut f = fs::File::open(src).map_err(|e| BuildError::Io {
+                    path: src.clone(),
+                    source: e,
+                })?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let n = f.read(&mut buf).map_err(|e| BuildError::Io {
+                        path: src.clone(),
+                        source: e,
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            Content::Symlink(t) => h.update(t.as_os_str().as_encoded_bytes()),
+            _ => {}
+        }
+        h.update(b"\n");
+    }
+    Ok(h.finish().hex().to_string())
+}
+
+fn kind(c: &Content) -> &'static str {
+    match c {
+        Content::Dir => "dir",
+        Content::File(_) => "file",
+        Content::Symlink(_) => "symlink",
+        Content::Whiteout => "whiteout",
+        Content::Opaque => "opaque",
+    }
+}

@@ -1,0 +1,709 @@
+//! The stage executor: runs a parsed Dockerfile's stages in order, each
+//! step on the state the previous one left, and writes the target stage as
+//! an image with its bill of materials.
+//!
+//! Cache: every step has a key chained from its parent's (FROM: the base's
+//! manifest digest), its instruction after substitution and the digest of
+//! its inputs (the files COPY/ADD would write; the environment of RUN). A
+//! step that writes a layer looks its key up in the store's build cache and
+//! reuses the layer when its blob is still there; steps that only change the
+//! config are recomputed, which costs nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ingot_oci::config::canonical_json;
+use ingot_oci::manifest::Role;
+use ingot_oci::{Algorithm, Digest, Manifest, Reference};
+use ingot_store::Store;
+use serde_json::{json, Map, Value};
+
+use crate::bom::{Ancestor, Bom, Builder};
+use crate::context::Context;
+use crate::dockerfile::{self, words, Command, Dockerfile, Instruction, Stage, Step};
+use crate::error::{BuildError, Result};
+use crate::layer::LayerRef;
+use crate::{copy, run};
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// Default: `<context>/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    pub tags: Vec<Reference>,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub reason: Option<String>,
+    /// Default: the context directory's name.
+    pub project: Option<String>,
+    pub no_cache: bool,
+    /// Default: SOURCE_DATE_EPOCH, else the context's last commit time, else 0.
+    pub epoch: Option<i64>,
+}
+
+/// Hears about each step.
+pub trait Progress {
+    fn step(&mut self, n: usize, total: usize, text: &str);
+    /// The step finished (from the cache or after `secs`).
+    fn done(&mut self, cached: bool, secs: f64);
+    /// Output of a RUN step.
+    fn output(&mut self, text: &str);
+}
+
+/// A progress sink that hears nothing.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn step(&mut self, _: usize, _: usize, _: &str) {}
+    fn done(&mut self, _: bool, _: f64) {}
+    fn output(&mut self, _: &str) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub manifest: Manifest,
+    pub steps: usize,
+    pub cached: usize,
+    pub bom: Bom,
+}
+
+/// A stage's state between steps.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct State {
+    pub layers: Vec<LayerRef>,
+    /// The image config's `config` object (Docker's keys).
+    pub config: Map<String, Value>,
+    pub history: Vec<Value>,
+    /// Cache chain key (hex).
+    pub key: String,
+    /// ARG values declared in this stage.
+    pub args: BTreeMap<String, String>,
+    /// CMD was set in this stage (ENTRYPOINT then keeps it).
+    pub cmd_set: bool,
+    pub architecture: String,
+}
+
+fn hash(parts: &[&str]) -> String {
+    let mut h = Algorithm::Sha256.hasher();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update(b"\0");
+    }
+    h.finish().hex().to_string()
+}
+
+impl State {
+    /// Variables for substitution: ARGs, overridden by ENV (as Docker).
+    pub fn vars(&self) -> BTreeMap<String, String> {
+        let mut v = self.args.clone();
+        for e in self.env() {
+            if let Some((k, val)) = e.split_once('=') {
+                v.insert(k.to_string(), val.to_string());
+            }
+        }
+        v
+    }
+
+    pub fn env(&self) -> Vec<String> {
+        self.config
+            .get("Env")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        let mut env: Vec<String> = self
+            .env()
+            .into_iter()
+            .filter(|e| e.split('=').next() != Some(key))
+            .collect();
+        env.push(format!("{key}={value}"));
+        self.config.insert("Env".into(), json!(env));
+    }
+
+    pub fn string(&self, key: &str) -> String {
+        self.config
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    pub fn shell(&self) -> Vec<String> {
+        self.config
+            .get("Shell")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .filter(|v: &Vec<String>| !v.is_empty())
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+    }
+
+    fn chain(&mut self, text: &str, input: &str) {
+        self.key = hash(&[&self.key, text, input]);
+    }
+
+    fn history(&mut self, created: &str, text: &str, empty: bool) {
+        let mut h = json!({"created": created, "created_by": text});
+        if empty {
+            h["empty_layer"] = json!(true);
+        }
+        self.history.push(h);
+    }
+
+    /// An in-container path: absolute as is, else under WORKDIR.
+    pub fn in_container(&self, p: &str) -> String {
+        if p.starts_with('/') {
+            p.to_string()
+        } else {
+            let wd = self.string("WorkingDir");
+            format!("{}/{p}", if wd.is_empty() { "" } else { wd.trim_end_matches('/') })
+        }
+    }
+}
+
+/// Everything a step can reach.
+pub(crate) struct Env<'a> {
+    pub store: &'a Store,
+    pub context: &'a Context,
+    pub file: String,
+    pub epoch: i64,
+    pub created: String,
+    pub escape: char,
+    pub no_cache: bool,
+    /// Finished stages, by index, with their names.
+    pub stages: Vec<(Option<String>, State)>,
+}
+
+impl Env<'_> {
+    pub fn step_error(&self, step: &Step, message: impl Into<String>) -> BuildError {
+        BuildError::Step {
+            file: self.file.clone(),
+            pos: step.pos,
+            text: step.text.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The finished stage named (or numbered) `name`.
+    pub fn stage(&self, name: &str) -> Option<&State> {
+        let lower = name.to_ascii_lowercase();
+        self.stages
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(lower.as_str()))
+            .or_else(|| name.parse::<usize>().ok().and_then(|i| self.stages.get(i)))
+            .map(|(_, s)| s)
+    }
+
+    /// Whether a step with `key` ran before (and records that it has now):
+    /// how config-only steps and FROM report CACHED.
+    pub fn seen(&self, key: &str) -> Result<bool> {
+        if !self.no_cache && self.store.cache_get(key)?.is_some() {
+            return Ok(true);
+        }
+        self.store.cache_put(key, "{}")?;
+        Ok(false)
+    }
+
+    /// A layer-writing step's result: from the cache under `state.key`, or
+    /// made by `make` and recorded.
+    pub fn cached_layer(&self, key: &str, make: impl FnOnce() -> Result<LayerRef>) -> Result<(LayerRef, bool)> {
+        if !self.no_cache {
+            if let Some(text) = self.store.cache_get(key)? {
+                if let Ok(l) = serde_json::from_str::<LayerRef>(&text) {
+                    if self.store.blobs().exists(&l.digest) {
+                        return Ok((l, true));
+                    }
+                }
+            }
+        }
+        let l = make()?;
+        let text = serde_json::to_string(&l).map_err(|e| BuildError::Invalid(e.to_string()))?;
+        self.store.cache_put(key, &text)?;
+        Ok((l, false))
+    }
+}
+
+/// The build's time: SOURCE_DATE_EPOCH, else the last commit's, else 0.
+fn epoch(opts: &BuildOptions, git: Option<&crate::git::GitInfo>) -> i64 {
+    opts.epoch
+        .or_else(|| {
+            std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .or_else(|| git.and_then(|g| g.commit_time))
+        .unwrap_or(0)
+}
+
+fn host_name() -> String {
+    std::env::var("INGOT_BUILD_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default()
+        })
+}
+
+/// Builds the Dockerfile of `opts` into an image in `store`, tagged with
+/// every `opts.tags` only if the whole build succeeds.
+pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Built> {
+    let _lease = store.lease()?;
+    let context = Context::open(&opts.context)?;
+    let df_path = opts
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| context.root().join("Dockerfile"));
+    let text = std::fs::read_to_string(&df_path).map_err(|e| BuildError::Io {
+        path: df_path.clone(),
+        source: e,
+    })?;
+    let file = df_path.display().to_string();
+    let df = dockerfile::parse(&text, &file)?;
+    let target = match &opts.target {
+        Some(t) => df
+            .stages
+            .iter()
+            .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
+            .ok_or_else(|| BuildError::Invalid(format!("target stage {t:?} not found in {file}")))?,
+        None => df.stages.len() - 1,
+    };
+    let git = crate::git::detect(context.root());
+    let epoch = epoch(opts, git.as_ref());
+    let created = ingot_store::rfc3339(epoch);
+    let mut env = Env {
+        store,
+        context: &context,
+        file,
+        epoch,
+        created: created.clone(),
+        escape: df.escape,
+        no_cache: opts.no_cache,
+        stages: Vec::new(),
+    };
+    let total: usize = df.stages[..=target].iter().map(|s| s.steps.len() + 1).sum();
+    let mut n = 0;
+    let mut cached = 0;
+    let mut ancestors = Vec::new();
+    let globals = global_args(&df, opts)?;
+    for (i, stage) in df.stages[..=target].iter().enumerate() {
+        n += 1;
+        progress.step(n, total, &stage.text);
+        let t = Instant::now();
+        let (mut state, ancestor) = from(&env, stage, i, &globals)?;
+        ancestors.push(ancestor);
+        let hit = env.seen(&state.key)?;
+        cached += usize::from(hit);
+        progress.done(hit, t.elapsed().as_secs_f64());
+        for step in &stage.steps {
+            n += 1;
+            progress.step(n, total, &step.text);
+            let t = Instant::now();
+            let was_cached = apply(&env, &mut state, step, opts, &globals, progress)?;
+            cached += usize::from(was_cached);
+            progress.done(was_cached, t.elapsed().as_secs_f64());
+        }
+        env.stages.push((stage.name.clone(), state));
+    }
+    let state = env.stages.pop().map(|(_, s)| s).unwrap_or_default();
+    let project = opts.project.clone().unwrap_or_else(|| {
+        context
+            .root()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let mut bom = Bom {
+        reason: opts.reason.clone(),
+        builder: Builder {
+            host: host_name(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        created: created.clone(),
+        ancestors,
+        git,
+        tags: opts.tags.iter().map(|t| t.to_string()).collect(),
+        project,
+        labels: opts.labels.clone(),
+        ..Default::default()
+    };
+    bom.describe_config(&state.config);
+    let manifest = write(store, state, &bom, &created)?;
+    store.register(&manifest, &opts.tags)?;
+    Ok(Built {
+        manifest,
+        steps: total,
+        cached,
+        bom,
+    })
+}
+
+/// Global ARGs (before the first FROM), with `--build-arg` values.
+fn global_args(df: &Dockerfile, opts: &BuildOptions) -> Result<BTreeMap<String, String>> {
+    let mut vars = BTreeMap::new();
+    for (name, default) in &df.global_args {
+        let value = match (opts.build_args.get(name), default) {
+            (Some(v), _) => v.clone(),
+            (None, Some(d)) => words::expand(d, &vars, df.escape).map_err(BuildError::Invalid)?,
+            (None, None) => String::new(),
+        };
+        vars.insert(name.clone(), value);
+    }
+    Ok(vars)
+}
+
+/// FROM: an empty state (`scratch`), an earlier stage's, or an image's.
+fn from(env: &Env, stage: &Stage, index: usize, globals: &BTreeMap<String, String>) -> Result<(State, Ancestor)> {
+    let err = |m: String| BuildError::Step {
+        file: env.file.clone(),
+        pos: stage.pos,
+        text: stage.text.clone(),
+        message: m,
+    };
+    let base = words::expand(&stage.base, globals, env.escape).map_err(&err)?;
+    let stage_name = stage.name.clone().unwrap_or_else(|| index.to_string());
+    if base.eq_ignore_ascii_case("scratch") {
+        let state = State {
+            key: hash(&["FROM scratch"]),
+            architecture: ingot_oci::config::host_architecture().to_string(),
+            ..Default::default()
+        };
+        return Ok((
+            state,
+            Ancestor {
+                stage: stage_name,
+                name: "scratch".into(),
+                digest: None,
+            },
+        ));
+    }
+    if let Some(s) = env.stage(&base) {
+        let mut state = s.clone();
+        state.args.clear();
+        state.cmd_set = false;
+        return Ok((
+            state,
+            Ancestor {
+                stage: stage_name,
+                name: base.clone(),
+                digest: None,
+            },
+        ));
+    }
+    let image = env
+        .store
+        .resolve(&base)
+        .map_err(|e| err(format!("base image {base:?}: {e} (pull or build it first)")))?;
+    let (_, config) = env
+        .store
+        .config(&image.manifest)?
+        .ok_or_else(|| err(format!("base image {base:?} is an index; name one platform's image")))?;
+    let refs = image.manifest.references().map_err(|e| err(e.to_string()))?;
+    let layers: Vec<LayerRef> = refs
+        .iter()
+        .filter(|r| r.role == Role::Layer)
+        .zip(&config.rootfs.diff_ids)
+        .map(|(r, diff_id)| LayerRef {
+            digest: r.digest.clone(),
+            size: r.size,
+            diff_id: diff_id.clone(),
+            media_type: r.media_type.clone(),
+        })
+        .collect();
+    let state = State {
+        layers,
+        config: config
+            .config
+            .clone()
+            .and_then(|c| c.as_object().cloned())
+            .unwrap_or_default(),
+        history: config.history.clone(),
+        key: hash(&["FROM", &image.digest.to_string()]),
+        architecture: config.architecture.clone(),
+        ..Default::default()
+    };
+    Ok((
+        state,
+        Ancestor {
+            stage: stage_name,
+            name: base,
+            digest: Some(image.digest.to_string()),
+        },
+    ))
+}
+
+/// Runs one step; whether it came from the cache.
+fn apply(
+    env: &Env,
+    state: &mut State,
+    step: &Step,
+    opts: &BuildOptions,
+    globals: &BTreeMap<String, String>,
+    progress: &mut dyn Progress,
+) -> Result<bool> {
+    let vars = state.vars();
+    let expand = |w: &str| words::expand(w, &vars, env.escape).map_err(|m| env.step_error(step, m));
+    let mut empty = true;
+    let mut was_cached = false;
+    match &step.instruction {
+        Instruction::Env(pairs) => {
+            for (k, v) in pairs {
+                let value = expand(v)?;
+                state.set_env(k, &value);
+            }
+        }
+        Instruction::Arg(args) => {
+            for (name, default) in args {
+                let value = match (opts.build_args.get(name), default, globals.get(name)) {
+                    (Some(v), _, _) => v.clone(),
+                    (None, Some(d), _) => expand(d)?,
+                    (None, None, Some(g)) => g.clone(),
+                    (None, None, None) => String::new(),
+                };
+                state.args.insert(name.clone(), value);
+            }
+        }
+        Instruction::Label(pairs) => {
+            let mut labels = state
+                .config
+                .get("Labels")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for (k, v) in pairs {
+                labels.insert(expand(k)?, json!(expand(v)?));
+            }
+            state.config.insert("Labels".into(), Value::Object(labels));
+        }
+        Instruction::Workdir(p) => {
+            let p = state.in_container(&expand(p)?);
+            let clean =
+                ingot_runtime::spec::clean_target(&p, "WORKDIR").map_err(|e| env.step_error(step, e.to_string()))?;
+            state.config.insert("WorkingDir".into(), json!(clean));
+        }
+        Instruction::User(u) => {
+            state.config.insert("User".into(), json!(expand(u)?));
+        }
+        Instruction::Expose(ports) => {
+            let mut map = state
+                .config
+                .get("ExposedPorts")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for p in ports {
+                let p = expand(p)?;
+                let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
+                if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
+                    return Err(env.step_error(step, format!("invalid port {p:?}")));
+                }
+                map.insert(format!("{num}/{proto}"), json!({}));
+            }
+            state.config.insert("ExposedPorts".into(), Value::Object(map));
+        }
+        Instruction::Volume(vols) => {
+            let mut map = state
+                .config
+                .get("Volumes")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for v in vols {
+                map.insert(expand(v)?, json!({}));
+            }
+            state.config.insert("Volumes".into(), Value::Object(map));
+        }
+        Instruction::StopSignal(s) => {
+            let s = expand(s)?;
+            ingot_runtime::spec::parse_signal(&s).map_err(|e| env.step_error(step, e.to_string()))?;
+            state.config.insert("StopSignal".into(), json!(s));
+        }
+        Instruction::Shell(sh) => {
+            state.config.insert("Shell".into(), json!(sh));
+        }
+        Instruction::Cmd(c) => {
+            state.config.insert("Cmd".into(), json!(argv(state, c)));
+            state.cmd_set = true;
+        }
+        Instruction::Entrypoint(c) => {
+            state.config.insert("Entrypoint".into(), json!(argv(state, c)));
+            if !state.cmd_set {
+                state.config.insert("Cmd".into(), Value::Null);
+            }
+        }
+        Instruction::Healthcheck(h) => {
+            let v = match &h.command {
+                None => json!({"Test": ["NONE"]}),
+                Some(c) => {
+                    let test = match c {
+                        Command::Exec(a) => std::iter::once("CMD".to_string()).chain(a.iter().cloned()).collect(),
+                        Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+                    };
+                    let mut o = json!({"Test": test});
+                    for (key, val) in [
+                        ("Interval", &h.interval),
+                        ("Timeout", &h.timeout),
+                        ("StartPeriod", &h.start_period),
+                    ] {
+                        if let Some(d) = val {
+                            let ns = duration_ns(d)
+                                .ok_or_else(|| env.step_error(step, format!("invalid duration {d:?}")))?;
+                            o[key] = json!(ns);
+                        }
+                    }
+                    if let Some(r) = &h.retries {
+                        let n: u32 = r
+                            .parse()
+                            .map_err(|_| env.step_error(step, format!("invalid retries {r:?}")))?;
+                        o["Retries"] = json!(n);
+                    }
+                    o
+                }
+            };
+            state.config.insert("Healthcheck".into(), v);
+        }
+        Instruction::Copy(c) | Instruction::Add(c) => {
+            let add = matches!(step.instruction, Instruction::Add(_));
+            let plan = copy::plan(env, state, step, c, add)?;
+            let text = format!("{} {}", if add { "ADD" } else { "COPY" }, plan.describe);
+            state.chain(&text, &plan.digest);
+            let (layer, hit) = env.cached_layer(&state.key, || plan.write(env))?;
+            state.layers.push(layer);
+            empty = false;
+            was_cached = hit;
+        }
+        Instruction::Run(c) => {
+            let args = argv(state, c);
+            let run_env = run::environment(state);
+            state.chain(
+                &format!("RUN {}", serde_json::to_string(&args).unwrap_or_default()),
+                &run_env.join("\n"),
+            );
+            let (layer, hit) = env.cached_layer(&state.key, || run::run(env, state, step, args, run_env, progress))?;
+            state.layers.push(layer);
+            empty = false;
+            was_cached = hit;
+        }
+    }
+    if empty {
+        // Config-only steps still move the key: later steps depend on them.
+        let snapshot = canonical_json(&state.config).unwrap_or_default();
+        state.chain(&step.text, &String::from_utf8_lossy(&snapshot));
+        was_cached = env.seen(&state.key)?;
+    }
+    state.history(&env.created, &step.text, empty);
+    Ok(was_cached)
+}
+
+/// argv of CMD/ENTRYPOINT/RUN: exec form as is, shell form through SHELL.
+fn argv(state: &State, c: &Command) -> Vec<String> {
+    match c {
+        Command::Exec(a) => a.clone(),
+        Command::Shell(s) => {
+            let mut v = state.shell();
+            v.push(s.clone());
+            v
+        }
+    }
+}
+
+/// `30s`, `1m30s`, `500ms`, `1h` -> nanoseconds.
+fn duration_ns(s: &str) -> Option<i64> {
+    let mut total: f64 = 0.0;
+    let mut num = String::new();
+    let mut chars = s.chars().peekable();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let mut unit = c.to_string();
+        if c == 'm' && chars.peek() == Some(&'s') {
+            unit.push(chars.next()?);
+        }
+        let n: f64 = num.parse().ok()?;
+        num.clear();
+        total += n * match unit.as_str() {
+            "h" => 3.6e12,
+            "m" => 6e10,
+            "s" => 1e9,
+            "ms" => 1e6,
+            _ => return None,
+        };
+        any = true;
+    }
+    (any && num.is_empty()).then_some(total as i64)
+}
+
+/// Writes the final config and manifest (both carrying the BOM).
+fn write(store: &Store, mut state: State, bom: &Bom, created: &str) -> Result<Manifest> {
+    let annotations = bom.annotations();
+    let mut labels = state
+        .config
+        .get("Labels")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in &bom.labels {
+        labels.insert(k.clone(), json!(v));
+    }
+    for (k, v) in &annotations {
+        labels.insert(k.clone(), json!(v));
+    }
+    state.config.insert("Labels".into(), Value::Object(labels));
+    let config = json!({
+        "architecture": if state.architecture.is_empty() { ingot_oci::config::host_architecture() } else { &state.architecture },
+        "os": "linux",
+        "created": created,
+        "config": state.config,
+        "rootfs": {"type": "layers", "diff_ids": state.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},
+        "history": state.history,
+    });
+    let bytes = canonical_json(&config).map_err(|e| BuildError::Invalid(e.to_string()))?;
+    let config_digest = store.blobs().put(&bytes)?;
+    let layers: Vec<(&str, Digest, u64)> = state
+        .layers
+        .iter()
+        .map(|l| (l.media_type.as_str(), l.digest.clone(), l.size))
+        .collect();
+    let annotations: HashMap<String, String> = annotations.into_iter().collect();
+    Ok(ingot_store::write_image(
+        store,
+        &config_digest,
+        bytes.len() as u64,
+        &layers,
+        annotations,
+    )?)
+}
+
+/// Reads a built image's bill of materials back from its config labels.
+pub fn read_bom(store: &Store, image: &str) -> Result<Option<Bom>> {
+    let img = store.resolve(image)?;
+    let Some((_, config)) = store.config(&img.manifest)? else {
+        return Ok(None);
+    };
+    Ok(config
+        .config
+        .as_ref()
+        .and_then(|c| c.get("Labels"))
+        .and_then(Value::as_object)
+        .and_then(Bom::from_labels))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::duration_ns("30s"), Some(30_000_000_000));
+        assert_eq!(super::duration_ns("1m30s"), Some(90_000_000_000));
+        assert_eq!(super::duration_ns("500ms"), Some(500_000_000));
+        assert_eq!(super::duration_ns("5"), None);
+        assert_eq!(super::duration_ns("5x"), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! `ingot build` and `ingot inspect --bom`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use ingot_build::bom::Bom;
+use ingot_build::{BuildOptions, Progress};
+use ingot_oci::Reference;
+use ingot_store::Store;
+
+use crate::cli::{BuildArgs, Cli, Format};
+use crate::output;
+
+/// Step lines on stderr: `[n/m] INSTRUCTION`, then `CACHED` or the time.
+struct Lines {
+    quiet: bool,
+}
+
+impl Progress for Lines {
+    fn step(&mut self, n: usize, total: usize, text: &str) {
+        if !self.quiet {
+            eprint!("[{n}/{total}] {text}");
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn done(&mut self, cached: bool, secs: f64) {
+        if !self.quiet {
+            if cached {
+                eprintln!("  CACHED");
+            } else {
+                eprintln!("  {secs:.2}s");
+            }
+        }
+    }
+
+    fn output(&mut self, text: &str) {
+        if !self.quiet && !text.is_empty() {
+            eprintln!();
+            for line in text.lines() {
+                eprintln!("    | {line}");
+            }
+        }
+    }
+}
+
+fn pairs(what: &str, list: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
+    for kv in list {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                map.insert(k.to_string(), v.to_string());
+            }
+            // `--build-arg NAME` takes the value from ingot's environment.
+            _ if what == "build-arg" && !kv.is_empty() => {
+                map.insert(kv.clone(), std::env::var(kv).unwrap_or_default());
+            }
+            _ => bail!("invalid --{what} {kv:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(map)
+}
+
+pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode> {
+    if !matches!(args.progress.as_str(), "plain" | "tty" | "auto") {
+        bail!("invalid --progress {:?}: expected plain or tty", args.progress);
+    }
+    let mut tags = Vec::new();
+    for t in &args.tags {
+        let r: Reference = t.parse()?;
+        if r.digest().is_some() {
+            bail!("build tag {t:?} must be NAME[:TAG], not a digest");
+        }
+        tags.push(r.with_tag(r.tag_or_default().unwrap_or("latest"))?);
+    }
+    let opts = BuildOptions {
+        context: args.context.clone(),
+        dockerfile: args.file.clone(),
+        tags,
+        build_args: pairs("build-arg", &args.build_args)?,
+        labels: pairs("label", &args.labels)?,
+        target: args.target.clone(),
+        reason: args.reason.clone(),
+        project: args.project.clone(),
+        no_cache: args.no_cache,
+        epoch: None,
+    };
+    let mut progress = Lines { quiet: cli.quiet };
+    let built = ingot_build::build(store, &opts, &mut progress)?;
+    if args.check_reproducible {
+        if !cli.quiet {
+            eprintln!("== second build without cache, to compare");
+        }
+        let again = ingot_build::build(
+            store,
+            &BuildOptions {
+                no_cache: true,
+                ..opts.clone()
+            },
+            &mut progress,
+        )?;
+        if again.manifest.digest != built.manifest.digest {
+            bail!(
+                "not reproducible: the first build gave {}, the second {}",
+                built.manifest.digest,
+                again.manifest.digest
+            );
+        }
+        if !cli.quiet {
+            eprintln!("reproducible: both builds gave {}", built.manifest.digest);
+        }
+    }
+    if cli.quiet {
+        println!("{}", built.manifest.digest);
+    } else {
+        eprintln!(
+            "built {} ({} steps, {} cached){}",
+            built.manifest.digest,
+            built.steps,
+            built.cached,
+            if opts.tags.is_empty() {
+                String::new()
+            } else {
+                format!(", tagged {}", built.bom.tags.join(", "))
+            }
+        );
+        println!("{}", built.manifest.digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn inspect_bom(store: &Store, cli: &Cli, images: &[String]) -> Result<ExitCode> {
+    let mut all = Vec::new();
+    for image in images {
+        match ingot_build::read_bom(store, image)? {
+            Some(b) => all.push((image.clone(), b)),
+            None => bail!("{image} carries no ingot bill of materials (not built by ingot build)"),
+        }
+    }
+    match cli.format {
+        Format::Json => output::json(&all.iter().map(|(_, b)| b).collect::<Vec<_>>())?,
+        Format::Table => {
+            for (i, (image, b)) in all.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print_bom(image, b);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_bom(image: &str, b: &Bom) {
+    let none = || "-".to_string();
+    println!("Bill of materials of {image}");
+    println!("Why was it built?        {}", b.reason.clone().unwrap_or_else(none));
+    println!(
+        "Where was it built?      host {}, ingot {}",
+        b.builder.host, b.builder.version
+    );
+    println!("When was it built?       {}", b.created);
+    println!("What is it built from?");
+    for a in &b.ancestors {
+        println!(
+            "  stage {:<10} {} {}",
+            a.stage,
+            a.name,
+            a.digest.clone().unwrap_or_default()
+        );
+    }
+    println!("How to start it?");
+    println!("  entrypoint {:?}  cmd {:?}", b.start.entrypoint, b.start.cmd);
+    println!(
+        "  user {:?}  workdir {:?}  env {}",
+        b.start.user,
+        b.start.workdir,
+        b.start.env.join(" ")
+    );
+    println!(
+        "How to validate it?      {}",
+        b.validate.as_ref().map_or_else(none, |v| v.to_string())
+    );
+    println!(
+        "How to monitor it?       ports {}  stop signal {}  hints {:?}",
+        if b.monitor.exposed_ports.is_empty() {
+            none()
+        } else {
+            b.monitor.exposed_ports.join(" ")
+        },
+        b.monitor.stop_signal.clone().unwrap_or_else(none),
+        b.monitor.hints
+    );
+    println!("How to update it?        {}", b.update.clone().unwrap_or_else(none));
+    match &b.git {
+        Some(g) => println!(
+            "Which source?            {} {}{}",
+            g.remote.clone().unwrap_or_else(none),
+            g.commit.clone().unwrap_or_else(none),
+            if g.dirty { " (dirty)" } else { "" }
+        ),
+        None => println!("Which source?            - (not a git repository)"),
+    }
+    println!("Which tags?              {}", b.tags.join(" "));
+    println!("Which project?           {}", b.project);
+    println!("What else?               {:?}", b.labels);
+}
