@@ -16,6 +16,8 @@ use crate::output;
 /// Step lines on stderr: `[n/m] INSTRUCTION`, then `CACHED` or the time.
 struct Lines {
     quiet: bool,
+    /// A step line is printed without its end yet.
+    open: bool,
 }
 
 impl Progress for Lines {
@@ -23,10 +25,12 @@ impl Progress for Lines {
         if !self.quiet {
             eprint!("[{n}/{total}] {text}");
             let _ = std::io::stderr().flush();
+            self.open = true;
         }
     }
 
     fn done(&mut self, cached: bool, secs: f64) {
+        self.open = false;
         if !self.quiet {
             if cached {
                 eprintln!("  CACHED");
@@ -87,8 +91,16 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
         no_cache: args.no_cache,
         epoch: None,
     };
-    let mut progress = Lines { quiet: cli.quiet };
-    let built = ingot_build::build(store, &opts, &mut progress)?;
+    let mut progress = Lines {
+        quiet: cli.quiet,
+        open: false,
+    };
+    let result = ingot_build::build(store, &opts, &mut progress);
+    if progress.open {
+        // End the failed step's line before the error.
+        eprintln!();
+    }
+    let built = result?;
     if args.check_reproducible {
         if !cli.quiet {
             eprintln!("== second build without cache, to compare");
@@ -100,7 +112,11 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
                 ..opts.clone()
             },
             &mut progress,
-        )?;
+        );
+        if progress.open {
+            eprintln!();
+        }
+        let again = again?;
         if again.manifest.digest != built.manifest.digest {
             bail!(
                 "not reproducible: the first build gave {}, the second {}",

@@ -1,0 +1,300 @@
+//! `ingot build` end to end: real Dockerfiles, RUN steps in real
+//! containers, two fresh roots for reproducibility, git metadata from a real
+//! repository. Needs root (RUN) and /bin/busybox for the base image.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use ingot_testsupport::{skip, workspace_file, Ingot};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ingot");
+
+/// A root with the busybox base as `base:1`, or `None` with a reason.
+fn root_with_base(test: &str, ingot: Ingot) -> Option<Ingot> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "RUN steps run containers, which need root");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        skip(test, "/bin/busybox is missing (Debian package busybox-static)");
+        return None;
+    }
+    let tar = ingot.path("base.tar");
+    if !tar.exists() {
+        let st = Command::new(workspace_file("examples/rootfs/build.sh"))
+            .arg(&tar)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "base:1"]);
+    Some(ingot)
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_DATE", "2026-01-02T03:04:05Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-02T03:04:05Z")
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+const DOCKERFILE: &str = r#"# two stages: make a file with RUN, ship it in a clean stage
+ARG BASE=base:1
+FROM ${BASE} AS build
+ARG GREETING=hello
+WORKDIR /src
+COPY app/ ./
+RUN echo "$GREETING from the build stage" > message.txt && rm -f scratch.txt
+FROM ${BASE}
+COPY --from=build /src/ /app/
+ENV MODE=prod
+EXPOSE 8080
+HEALTHCHECK --interval=5s CMD test -f /app/message.txt
+USER nobody
+CMD ["cat", "/app/message.txt"]
+"#;
+
+/// A context that is a git repository with one commit.
+fn context(ingot: &Ingot) -> std::path::PathBuf {
+    let ctx = ingot.path("ctx");
+    fs::create_dir_all(ctx.join("app")).unwrap();
+    fs::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs::write(ctx.join("app/index.html"), "<h1>hi</h1>\n").unwrap();
+    fs::write(ctx.join("app/scratch.txt"), "deleted by RUN\n").unwrap();
+    fs::write(ctx.join("app/secret.key"), "never in the image\n").unwrap();
+    fs::write(ctx.join(".dockerignore"), "**/*.key\n").unwrap();
+    git(&ctx, &["init", "-q"]);
+    git(
+        &ctx,
+        &["remote", "add", "origin", "https://git.example.invalid/team/app.git"],
+    );
+    git(&ctx, &["add", "."]);
+    git(&ctx, &["commit", "-q", "-m", "init"]);
+    ctx
+}
+
+fn build(ingot: &Ingot, args: &[&str]) -> (bool, String, String) {
+    let mut a = vec!["build"];
+    a.extend(args);
+    let out = ingot.run(&a);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn builds_are_reproducible_cached_and_carry_their_bom() {
+    let Some(a) = root_with_base("builds_are_reproducible_cached_and_carry_their_bom", Ingot::new(BIN)) else {
+        return;
+    };
+    let ctx = context(&a);
+    let ctx_s = ctx.to_str().unwrap();
+    let args = [
+        "-t",
+        "app:1",
+        "-t",
+        "app:latest",
+        "--reason",
+        "ship v1",
+        "--label",
+        "update.policy=rolling",
+        ctx_s,
+    ];
+    let (ok, digest, err) = build(&a, &args);
+    assert!(ok, "{err}");
+    assert!(digest.starts_with("sha256:"), "{digest}");
+
+    // The same context in a fresh root gives the same digest.
+    let b = root_with_base("(second root)", Ingot::new(BIN)).unwrap();
+    let (ok, digest_b, err) = build(&b, &args);
+    assert!(ok, "{err}");
+    assert_eq!(digest, digest_b, "two fresh roots, one context: same manifest digest");
+
+    // A no-change rebuild does no work: every step CACHED.
+    let t = Instant::now();
+    let (ok, again, err) = build(&a, &args);
+    let elapsed = t.elapsed();
+    assert!(ok && again == digest, "{err}");
+    let steps = err.lines().filter(|l| l.starts_with('[')).count();
+    let cached = err
+        .lines()
+        .filter(|l| l.starts_with('[') && l.ends_with("CACHED"))
+        .count();
+    assert_eq!((steps, cached), (12, 12), "{err}");
+    eprintln!("no-change rebuild took {elapsed:?}");
+
+    // The image runs and holds what the Dockerfile made, minus what
+    // .dockerignore and RUN removed.
+    let out = a.ok(&["run", "--rm", "app:1"]);
+    assert_eq!(out, "hello from the build stage\n");
+    let out = a.ok(&["run", "--rm", "app:1", "ls", "/app"]);
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["index.html", "message.txt"]
+    );
+
+    // The bill of materials answers every question from the image alone.
+    let bom = &a.json(&["inspect", "--bom", "app:1"])[0];
+    let head = git(&ctx, &["rev-parse", "HEAD"]);
+    assert_eq!(bom["reason"], "ship v1");
+    assert_eq!(bom["created"], "2026-01-02T03:04:05Z", "created = last commit time");
+    assert_eq!(bom["git"]["commit"], head.as_str());
+    assert_eq!(bom["git"]["remote"], "https://git.example.invalid/team/app.git");
+    assert_eq!(bom["git"]["dirty"], false);
+    assert_eq!(bom["tags"], serde_json::json!(["app:1", "app:latest"]));
+    assert_eq!(bom["project"], "ctx");
+    assert_eq!(bom["update"], "rolling");
+    assert_eq!(bom["start"]["cmd"], serde_json::json!(["cat", "/app/message.txt"]));
+    assert_eq!(bom["start"]["user"], "nobody");
+    assert_eq!(bom["start"]["env"], serde_json::json!(["MODE"]));
+    assert_eq!(bom["monitor"]["exposed_ports"], serde_json::json!(["8080/tcp"]));
+    assert_eq!(bom["validate"]["Test"][0], "CMD-SHELL");
+    let ancestors = bom["ancestors"].as_array().unwrap();
+    let base = a.json(&["inspect", "base:1"])[0]["digest"].clone();
+    assert_eq!(ancestors.len(), 2);
+    assert!(
+        ancestors.iter().all(|x| x["name"] == "base:1" && x["digest"] == base),
+        "{ancestors:?}"
+    );
+    assert!(!bom["builder"]["version"].as_str().unwrap().is_empty());
+    let table = a.ok(&["inspect", "--bom", "app:1"]);
+    for q in ["Why was it built?", "How to start it?", "Which source?", &head] {
+        assert!(table.contains(q), "{q} missing from:\n{table}");
+    }
+    // OCI annotations on the manifest too.
+    let img = &a.json(&["inspect", "app:1"])[0];
+    assert_eq!(img["annotations"]["org.opencontainers.image.revision"], head.as_str());
+    assert_eq!(img["annotations"]["org.opencontainers.image.base.digest"], base);
+
+    // One changed COPY source rebuilds from that step on only.
+    fs::write(ctx.join("app/index.html"), "<h1>changed</h1>\n").unwrap();
+    let (ok, changed, err) = build(&a, &["-t", "app:2", ctx_s]);
+    assert!(ok, "{err}");
+    assert_ne!(changed, digest);
+    let cached_lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with('[') && l.ends_with("CACHED"))
+        .collect();
+    assert!(
+        cached_lines
+            .iter()
+            .all(|l| l.contains("FROM") || l.contains("ARG") || l.contains("WORKDIR")),
+        "after the changed COPY nothing may be cached: {cached_lines:?}"
+    );
+    assert!(
+        a.json(&["inspect", "--bom", "app:2"])[0]["git"]["dirty"] == true,
+        "a dirty tree is marked dirty"
+    );
+}
+
+#[test]
+fn check_reproducible_and_add_chown_chmod() {
+    let Some(a) = root_with_base("check_reproducible_and_add_chown_chmod", Ingot::new(BIN)) else {
+        return;
+    };
+    let ctx = a.path("ctx2");
+    fs::create_dir_all(ctx.join("tree/sub")).unwrap();
+    fs::write(ctx.join("tree/sub/file.txt"), "in the archive\n").unwrap();
+    let st = Command::new("tar")
+        .args(["-czf", "bundle.tar.gz", "-C", "tree", "."])
+        .current_dir(&ctx)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::write(ctx.join("conf.ini"), "x=1\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nADD bundle.tar.gz /opt/bundle/\nCOPY --chown=1000:2000 --chmod=600 conf.ini /etc/app/\n\
+         RUN head -c 16 /dev/urandom > /stamp\nCMD [\"sh\", \"-c\", \"cat /opt/bundle/sub/file.txt; stat -c '%u %g %a' /etc/app/conf.ini\"]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = build(&a, &["--check-reproducible", "-t", "x:1", ctx.to_str().unwrap()]);
+    assert!(!ok, "a RUN writing the date is not reproducible and must be caught");
+    assert!(err.contains("not reproducible"), "{err}");
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nADD bundle.tar.gz /opt/bundle/\nCOPY --chown=1000:2000 --chmod=600 conf.ini /etc/app/\n\
+         RUN echo fixed > /stamp\nCMD [\"sh\", \"-c\", \"cat /opt/bundle/sub/file.txt; stat -c '%u %g %a' /etc/app/conf.ini\"]\n",
+    )
+    .unwrap();
+    let (ok, _, err) = build(&a, &["--check-reproducible", "-t", "x:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("reproducible: both builds gave"), "{err}");
+    assert_eq!(a.ok(&["run", "--rm", "x:1"]), "in the archive\n1000 2000 600\n");
+}
+
+#[test]
+fn bad_input_fails_clearly_and_tags_nothing() {
+    let Some(a) = root_with_base("bad_input_fails_clearly_and_tags_nothing", Ingot::new(BIN)) else {
+        return;
+    };
+    let ctx = a.path("bad");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("ok.txt"), "ok").unwrap();
+    let df = ctx.join("Dockerfile");
+    let images_before = a.json(&["images"]);
+    for (text, needle) in [
+        (
+            "FROM base:1\nCOPY ok.txt /\n  BOGUS thing\n",
+            "Dockerfile:3:3: unknown instruction BOGUS: BOGUS thing",
+        ),
+        ("FROM base:1\nENV A=\"unterminated\n", "Dockerfile:2:1"),
+        ("FROM base:1\nCOPY ../../etc/passwd /x\n", "outside the build context"),
+        ("FROM base:1\nCOPY missing.txt /x\n", "not found in the build context"),
+        ("FROM base:1\nCOPY --from=nostage /x /y\n", "nostage"),
+        ("FROM nosuch:image\n", "nosuch:image"),
+        (
+            "FROM base:1\nRUN echo about to fail; echo details >&2; exit 7\n",
+            "exit code 7",
+        ),
+        ("FROM base:1\nRUN no-such-program\n", "no-such-program"),
+        ("FROM scratch\nRUN true\n", "FROM scratch"),
+        ("FROM base:1\nEXPOSE http\n", "invalid port"),
+    ] {
+        fs::write(&df, text).unwrap();
+        let (ok, _, err) = build(&a, &["-t", "bad:1", ctx.to_str().unwrap()]);
+        assert!(!ok, "{text:?} must fail");
+        assert!(
+            err.contains(needle),
+            "{text:?}: error should contain {needle:?}:\n{err}"
+        );
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("ingot: error")).count(),
+            1,
+            "{err}"
+        );
+    }
+    fs::write(&df, "FROM base:1\nRUN echo about to fail; echo details >&2; exit 7\n").unwrap();
+    let (_, _, err) = build(&a, &["-t", "bad:1", ctx.to_str().unwrap()]);
+    assert!(
+        err.contains("about to fail") && err.contains("details"),
+        "last output lines shown: {err}"
+    );
+    fs::write(&df, "FROM base:1 AS one\nFROM base:1\n").unwrap();
+    let (ok, _, err) = build(&a, &["--target", "two", ctx.to_str().unwrap()]);
+    assert!(!ok && err.contains("\"two\""), "{err}");
+    // Nothing tagged, no build container left, the store consistent.
+    assert_eq!(a.json(&["images"]), images_before);
+    assert_eq!(a.json(&["ps", "-a"]), Value::Array(vec![]));
+    assert_eq!(a.json(&["fsck"])["problems"], Value::Array(vec![]));
+}
