@@ -407,7 +407,12 @@ fn parse_instruction(keyword: &str, rest: &str, escape: char) -> Result<Instruct
                         let end = after.find(char::is_whitespace).unwrap_or(after.len());
                         after = after[end..].trim_start();
                     }
-                    h.command = Some(command(after[3..].trim())?);
+                    let cmd = after
+                        .get(..3)
+                        .filter(|k| k.eq_ignore_ascii_case("CMD"))
+                        .and_then(|_| after.get(3..))
+                        .ok_or("expected CMD after the HEALTHCHECK options")?;
+                    h.command = Some(command(cmd.trim())?);
                 }
                 _ => return Err("expected HEALTHCHECK [OPTIONS] CMD command, or HEALTHCHECK NONE".into()),
             }
