@@ -195,7 +195,12 @@ pub fn kill(store: &Store, key: &str, sig: Signal) -> Result<ContainerRecord> {
 fn wait_stopped(store: &Store, id: &str, timeout: Duration) -> Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
-        let rec = store.container(id)?;
+        let rec = match store.container(id) {
+            Ok(r) => r,
+            // A --rm container is gone once its monitor recorded the exit.
+            Err(ingot_store::StoreError::ContainerNotFound(_)) => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
         if rec.state != ContainerState::Running || !alive(rec.pid) {
             return Ok(true);
         }
@@ -223,7 +228,16 @@ pub fn stop(store: &Store, key: &str, timeout: Duration) -> Result<ContainerReco
     // The monitor records the exit; give it a moment to do so.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let now = store.container(&rec.id)?;
+        let now = match store.container(&rec.id) {
+            Ok(r) => r,
+            Err(ingot_store::StoreError::ContainerNotFound(_)) => {
+                return Ok(ContainerRecord {
+                    state: ContainerState::Exited,
+                    ..rec
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
         if now.state != ContainerState::Running || Instant::now() >= deadline {
             return Ok(now);
         }

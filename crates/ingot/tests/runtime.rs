@@ -324,6 +324,10 @@ fn detached_container_logs_stop_kill_rm() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(ingot.json(&["inspect", "k"])[0]["exit_code"], 42);
+    // Stopping a detached --rm container: it is gone afterwards, not an error.
+    let id = ingot.ok(&["run", "-d", "--rm", "box:1", "sleep", "30"]);
+    ingot.ok(&["stop", "-t", "1", id.trim()]);
+    assert!(ingot.fails(&["inspect", id.trim()]).contains("not found"));
     ingot.ok(&["run", "-d", "--name", "f", "box:1", "sleep", "30"]);
     ingot.ok(&["rm", "-f", "f", "k", "stubborn"]);
     assert!(ps(&ingot).is_empty());
