@@ -57,12 +57,33 @@ pub(crate) fn open(path: &Path) -> Result<Connection> {
         path: path.to_path_buf(),
         source,
     };
-    let mut db = Connection::open(path).map_err(err)?;
-    db.busy_timeout(Duration::from_secs(30)).map_err(err)?;
-    db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-    db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-    db.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
-    migrate(&mut db).map_err(err)?;
+    // While one process turns a new database into WAL mode, others can get
+    // SQLITE_BUSY at once, without the busy handler: retry the whole open.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match try_open(path) {
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other.map_err(err),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
+fn try_open(path: &Path) -> rusqlite::Result<Connection> {
+    let mut db = Connection::open(path)?;
+    db.busy_timeout(Duration::from_secs(30))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.pragma_update(None, "foreign_keys", "ON")?;
+    migrate(&mut db)?;
     Ok(db)
 }
 
