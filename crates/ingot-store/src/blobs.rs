@@ -120,6 +120,31 @@ impl Blobs {
         })
     }
 
+    /// Moves a complete file whose content the caller has verified to hash
+    /// to `digest` into place: fsync, rename, fsync the directory. The file
+    /// must be on the store's file system (the registry's uploads are under
+    /// the root). If the blob already exists the file is removed instead.
+    pub fn install(&self, file: &Path, digest: &Digest) -> Result<()> {
+        let dest = self.path(digest);
+        if dest.is_file() {
+            fs::remove_file(file).map_err(StoreError::io(file))?;
+            return Ok(());
+        }
+        File::open(file)
+            .and_then(|f| f.sync_all())
+            .map_err(StoreError::io(file))?;
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        }
+        fs::rename(file, &dest).map_err(StoreError::io(&dest))?;
+        if let Some(dir) = dest.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::io(dir))?;
+        }
+        Ok(())
+    }
+
     /// Stores `data` and returns its digest.
     pub fn put(&self, data: &[u8]) -> Result<Digest> {
         let d = Digest::sha256(data);

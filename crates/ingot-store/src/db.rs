@@ -50,6 +50,36 @@ const MIGRATIONS: &[&str] = &[
         value   TEXT NOT NULL,
         used_at TEXT NOT NULL
      );",
+    // 4: the registry's view: blobs linked to repositories, manifests (bytes
+    // are blobs), tags, upload sessions
+    "CREATE TABLE reg_blobs (
+        repo   TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        linked_at INTEGER NOT NULL,
+        PRIMARY KEY (repo, digest)
+     );
+     CREATE TABLE reg_manifests (
+        repo          TEXT NOT NULL,
+        digest        TEXT NOT NULL,
+        media_type    TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        artifact_type TEXT,
+        subject       TEXT,
+        annotations   TEXT,
+        PRIMARY KEY (repo, digest)
+     );
+     CREATE INDEX reg_manifests_subject ON reg_manifests(repo, subject);
+     CREATE TABLE reg_tags (
+        repo   TEXT NOT NULL,
+        tag    TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        PRIMARY KEY (repo, tag)
+     );
+     CREATE TABLE reg_uploads (
+        uuid    TEXT PRIMARY KEY,
+        repo    TEXT NOT NULL,
+        started INTEGER NOT NULL
+     );",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

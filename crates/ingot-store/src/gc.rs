@@ -62,6 +62,19 @@ pub fn gc(store: &Store, dry_run: bool, wait: bool) -> Result<Option<GcReport>> 
 fn mark(store: &Store) -> Result<HashSet<Digest>> {
     let mut marked = HashSet::new();
     let mut stack: Vec<(Digest, Option<String>)> = store.image_digests()?.into_iter().map(|d| (d, None)).collect();
+    // The registry's content is live too: its manifests (and what they
+    // reference) and every blob linked to a repository (uploads in progress
+    // become links only once complete; the server unlinks unreferenced ones).
+    for (_, digest, media_type) in store.reg_all_manifests()? {
+        if let Ok(d) = digest.parse::<Digest>() {
+            stack.push((d, Some(media_type)));
+        }
+    }
+    for (_, digest, _) in store.reg_blob_links()? {
+        if let Ok(d) = digest.parse::<Digest>() {
+            marked.insert(d);
+        }
+    }
     while let Some((d, media_type)) = stack.pop() {
         if !marked.insert(d.clone()) {
             continue;

@@ -23,19 +23,21 @@ mod fsck;
 mod gc;
 mod images;
 mod import;
+mod registry;
 mod unpack;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 pub use archive::{load, save, LoadedImage};
-pub use blobs::{BlobWriter, Blobs};
+pub use blobs::{hash_file, BlobWriter, Blobs};
 pub use containers::{ContainerRecord, ContainerState};
 pub use error::{Result, StoreError};
 pub use fsck::{fsck, Problem};
 pub use gc::{gc, GcReport};
 pub use images::{Image, ImageSummary, Removed};
 pub use import::{import_rootfs, write_image, ImportOptions, Imported, LayerCompression};
+pub use registry::{RegManifest, TagTaken};
 pub use unpack::unpack_image;
 
 /// A handle on one store root.

@@ -144,6 +144,18 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Serve the store as an OCI distribution-spec 1.1 registry
+    Serve {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        addr: std::net::SocketAddr,
+        /// Refuse to move an existing tag to a different digest
+        #[arg(long = "tag-immutability")]
+        tag_immutability: bool,
+        /// Seconds before idle uploads and unreferenced blobs are collected
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+    },
     /// (internal) the per-container monitor process of `run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },

@@ -63,6 +63,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => containers::kill(&open()?, &cli, containers, signal),
         Command::Rm { force, ref containers } => containers::rm(&open()?, &cli, containers, force),
         Command::Monitor { ref id } => containers::monitor(&open()?, id),
+        Command::Serve {
+            addr,
+            tag_immutability,
+            grace,
+        } => {
+            let opts = ingot_registry::ServeOptions {
+                addr,
+                tag_immutability,
+                grace: std::time::Duration::from_secs(grace),
+            };
+            let quiet = cli.quiet;
+            tokio::runtime::Runtime::new()?.block_on(ingot_registry::serve(&root, opts, |a| {
+                if !quiet {
+                    eprintln!("ingot: serving the OCI distribution API on http://{a}/v2/");
+                }
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,98 @@
+//! GET/HEAD/DELETE /v2/<name>/blobs/<digest>: streamed from the blob file,
+//! with single byte ranges.
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use ingot_oci::Digest;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{Req, Shared};
+use crate::error::ApiError;
+
+pub(crate) fn parse_digest(d: &str) -> Result<Digest, ApiError> {
+    d.parse::<Digest>()
+        .map_err(|e| ApiError::digest_invalid(format!("{d:?}: {e}")))
+}
+
+/// `bytes=START-END` or `bytes=START-` against a blob of `size` bytes.
+fn range(value: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    let (s, e) = spec.split_once('-')?;
+    let start: u64 = s.trim().parse().ok()?;
+    let end: u64 = if e.trim().is_empty() {
+        size.checked_sub(1)?
+    } else {
+        e.trim().parse().ok()?
+    };
+    (start <= end && end < size).then_some((start, end))
+}
+
+pub(crate) async fn get(app: &Shared, name: &str, d: &str, req: &Req) -> Result<Response, ApiError> {
+    let digest = parse_digest(d)?;
+    let (repo, ds) = (name.to_string(), digest.to_string());
+    if !app.db(move |s| s.reg_has_blob(&repo, &ds)).await? {
+        return Err(ApiError::blob_unknown(d));
+    }
+    let path = app.blobs.path(&digest);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return Err(ApiError::blob_unknown(d)),
+    };
+    let size = file.metadata().await.map_err(ApiError::internal)?.len();
+    let head = req.method == axum::http::Method::HEAD;
+    let requested = req.headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, end) = match requested {
+        None => (StatusCode::OK, 0, size.saturating_sub(1)),
+        Some(r) => match range(r, size) {
+            Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e),
+            None => {
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                )
+                    .into_response())
+            }
+        },
+    };
+    let len = if size == 0 { 0 } else { end - start + 1 };
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header("docker-content-digest", digest.to_string());
+    if status == StatusCode::PARTIAL_CONTENT {
+        resp = resp.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+    }
+    let body = if head {
+        Body::empty()
+    } else {
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(ApiError::internal)?;
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20))
+    };
+    resp.body(body).map_err(ApiError::internal)
+}
+
+pub(crate) async fn delete(app: &Shared, name: &str, d: &str) -> Result<Response, ApiError> {
+    let digest = parse_digest(d)?;
+    let (repo, ds) = (name.to_string(), digest.to_string());
+    if !app.db(move |s| s.reg_unlink_blob(&repo, &ds)).await? {
+        return Err(ApiError::blob_unknown(d));
+    }
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ranges() {
+        assert_eq!(super::range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(super::range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(super::range("bytes=50-200", 100), None);
+        assert_eq!(super::range("bytes=9-0", 100), None);
+        assert_eq!(super::range("items=0-1", 100), None);
+    }
+}

@@ -1,0 +1,272 @@
+//! Blob uploads: POST (monolithic with `?digest=`, cross-repository
+//! `?mount=&from=`, or a new session), PATCH chunks (in order: an
+//! out-of-order Content-Range is 416), PUT `?digest=` to finish, GET status,
+//! DELETE to cancel. A session's bytes go to `<root>/uploads/<uuid>` and are
+//! hashed as they arrive; a finished upload whose digest matches is renamed
+//! into the blob store and linked to the repository.
+
+use std::path::{Path, PathBuf};
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use ingot_oci::{Algorithm, Digest};
+use tokio::io::AsyncWriteExt;
+
+use super::blobs::parse_digest;
+use super::{Req, Shared, Upload};
+use crate::error::ApiError;
+
+fn location(name: &str, uuid: &str) -> String {
+    format!("/v2/{name}/blobs/uploads/{uuid}")
+}
+
+fn created(name: &str, digest: &Digest) -> Response {
+    (
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, format!("/v2/{name}/blobs/{digest}")),
+            (
+                header::HeaderName::from_static("docker-content-digest"),
+                digest.to_string(),
+            ),
+            (header::CONTENT_LENGTH, "0".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+fn session(status: StatusCode, name: &str, uuid: &str, offset: u64) -> Response {
+    let range = format!("0-{}", offset.saturating_sub(1));
+    (
+        status,
+        [
+            (header::LOCATION, location(name, uuid)),
+            (header::RANGE, range),
+            (header::HeaderName::from_static("docker-upload-uuid"), uuid.to_string()),
+            (header::CONTENT_LENGTH, "0".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+/// Appends the request body to `path`, hashing it; bytes written.
+async fn append(path: &Path, body: Body, hasher: &mut ingot_oci::digest::Hasher) -> Result<u64, ApiError> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut stream = body.into_data_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BLOB_UPLOAD_INVALID",
+                format!("reading the upload: {e}"),
+            )
+        })?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(ApiError::internal)?;
+        n += chunk.len() as u64;
+    }
+    file.flush().await.map_err(ApiError::internal)?;
+    Ok(n)
+}
+
+/// Verifies `file` against `digest` (the running sha256 when it applies,
+/// else a fresh hash), installs it as a blob and links it to `name`.
+async fn complete(
+    app: &Shared,
+    name: &str,
+    file: PathBuf,
+    hasher: ingot_oci::digest::Hasher,
+    digest: &Digest,
+) -> Result<(), ApiError> {
+    let actual = if digest.algorithm() == Algorithm::Sha256 {
+        hasher.finish()
+    } else {
+        let f = file.clone();
+        let alg = digest.algorithm();
+        tokio::task::spawn_blocking(move || ingot_store::hash_file(&f, alg))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+    };
+    if actual != *digest {
+        let _ = tokio::fs::remove_file(&file).await;
+        return Err(ApiError::digest_invalid(format!(
+            "content hashes to {actual}, not {digest}"
+        )));
+    }
+    let blobs = app.blobs.clone();
+    let d = digest.clone();
+    tokio::task::spawn_blocking(move || blobs.install(&file, &d))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let (repo, ds) = (name.to_string(), digest.to_string());
+    app.db(move |s| s.reg_link_blob(&repo, &ds)).await
+}
+
+pub(crate) async fn start(app: &Shared, name: &str, req: &Req, body: Body) -> Result<Response, ApiError> {
+    if let (Some(m), Some(from)) = (req.query.get("mount"), req.query.get("from")) {
+        let digest = parse_digest(m)?;
+        let (from, repo, ds) = (from.clone(), name.to_string(), digest.to_string());
+        let mounted = app
+            .db(move |s| {
+                let ok = crate::names::valid_repo(&from)
+                    && s.reg_has_blob(&from, &ds)?
+                    && s.blobs().exists(&ds.parse().expect("valid"));
+                if ok {
+                    s.reg_link_blob(&repo, &ds)?;
+                }
+                Ok(ok)
+            })
+            .await?;
+        if mounted {
+            return Ok(created(name, &digest));
+        }
+        // Not mountable: an ordinary session, as the spec asks.
+    }
+    if let Some(d) = req.query.get("digest") {
+        let digest = parse_digest(d)?;
+        let file = app.uploads_dir.join(uuid::Uuid::new_v4().to_string());
+        let mut hasher = Algorithm::Sha256.hasher();
+        if let Err(e) = append(&file, body, &mut hasher).await {
+            let _ = tokio::fs::remove_file(&file).await;
+            return Err(e);
+        }
+        complete(app, name, file, hasher, &digest).await?;
+        return Ok(created(name, &digest));
+    }
+    let uuid = uuid::Uuid::new_v4().to_string();
+    tokio::fs::File::create(app.uploads_dir.join(&uuid))
+        .await
+        .map_err(ApiError::internal)?;
+    let (u, repo) = (uuid.clone(), name.to_string());
+    app.db(move |s| s.reg_upload_start(&u, &repo)).await?;
+    app.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        uuid.clone(),
+        Upload {
+            hasher: Algorithm::Sha256.hasher(),
+            offset: 0,
+        },
+    );
+    Ok(session(StatusCode::ACCEPTED, name, &uuid, 0))
+}
+
+/// Takes the session's state out of the map (rebuilding it from the file
+/// after a restart), checking it belongs to `name`.
+async fn take(app: &Shared, name: &str, uuid: &str) -> Result<Upload, ApiError> {
+    if uuid.contains(['/', '.']) || uuid.is_empty() {
+        return Err(ApiError::upload_unknown(uuid));
+    }
+    let u = uuid.to_string();
+    match app.db(move |s| s.reg_upload(&u)).await? {
+        Some(repo) if repo == name => {}
+        _ => return Err(ApiError::upload_unknown(uuid)),
+    }
+    if let Some(up) = app.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(uuid) {
+        return Ok(up);
+    }
+    let path = app.uploads_dir.join(uuid);
+    let data = tokio::fs::read(&path)
+        .await
+        .map_err(|_| ApiError::upload_unknown(uuid))?;
+    let mut hasher = Algorithm::Sha256.hasher();
+    hasher.update(&data);
+    Ok(Upload {
+        hasher,
+        offset: data.len() as u64,
+    })
+}
+
+fn put_back(app: &Shared, uuid: &str, up: Upload) {
+    app.uploads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(uuid.to_string(), up);
+}
+
+/// A chunk must start where the upload stands.
+fn check_range(req: &Req, offset: u64) -> Result<(), ApiError> {
+    let Some(v) = req.headers.get(header::CONTENT_RANGE).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let start = v
+        .trim()
+        .trim_start_matches("bytes ")
+        .split('-')
+        .next()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if start != Some(offset) {
+        return Err(ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            format!("chunk {v:?} does not start at the upload's offset {offset}"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) async fn patch(app: &Shared, name: &str, uuid: &str, req: &Req, body: Body) -> Result<Response, ApiError> {
+    let mut up = take(app, name, uuid).await?;
+    if let Err(e) = check_range(req, up.offset) {
+        put_back(app, uuid, up);
+        return Err(e);
+    }
+    let path = app.uploads_dir.join(uuid);
+    match append(&path, body, &mut up.hasher).await {
+        Ok(n) => {
+            up.offset += n;
+            let offset = up.offset;
+            put_back(app, uuid, up);
+            Ok(session(StatusCode::ACCEPTED, name, uuid, offset))
+        }
+        Err(e) => {
+            // The file may hold part of the chunk now: the session is spoilt.
+            let _ = cancel(app, name, uuid).await;
+            Err(e)
+        }
+    }
+}
+
+pub(crate) async fn finish(app: &Shared, name: &str, uuid: &str, req: &Req, body: Body) -> Result<Response, ApiError> {
+    let Some(d) = req.query.get("digest").cloned() else {
+        return Err(ApiError::digest_invalid("PUT to finish an upload needs ?digest="));
+    };
+    let digest = parse_digest(&d)?;
+    let mut up = take(app, name, uuid).await?;
+    if let Err(e) = check_range(req, up.offset) {
+        put_back(app, uuid, up);
+        return Err(e);
+    }
+    let path = app.uploads_dir.join(uuid);
+    let result = match append(&path, body, &mut up.hasher).await {
+        Ok(_) => complete(app, name, path.clone(), up.hasher, &digest).await,
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&path).await;
+    let u = uuid.to_string();
+    app.db(move |s| s.reg_upload_end(&u)).await?;
+    result.map(|()| created(name, &digest))
+}
+
+pub(crate) async fn status(app: &Shared, name: &str, uuid: &str) -> Result<Response, ApiError> {
+    let up = take(app, name, uuid).await?;
+    let offset = up.offset;
+    put_back(app, uuid, up);
+    Ok(session(StatusCode::NO_CONTENT, name, uuid, offset))
+}
+
+pub(crate) async fn cancel(app: &Shared, name: &str, uuid: &str) -> Result<Response, ApiError> {
+    let _ = take(app, name, uuid).await?;
+    let _ = tokio::fs::remove_file(app.uploads_dir.join(uuid)).await;
+    let u = uuid.to_string();
+    app.db(move |s| s.reg_upload_end(&u)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
