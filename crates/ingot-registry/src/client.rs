@@ -1,1 +1,496 @@
-pub fn todo() {}
+//! The registry client: `ingot push` and `ingot pull` against any
+//! conformant registry (ingot's own, the distribution registry, ...).
+//!
+//! Blobs move in parallel (up to [`PARALLEL`] at once), each streamed from
+//! or into the blob store; a blob the other side already has is skipped
+//! (HEAD before push, the store's own check before pull), so an interrupted
+//! transfer resumes where it stopped, blob by blob. Pulled blobs are
+//! verified against their digest before they become visible, and an image
+//! is registered (and tagged) only once all its blobs are in.
+//! Bearer-token challenges (`WWW-Authenticate: Bearer realm=...`) are
+//! answered with an anonymous token request.
+
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ingot_oci::manifest::{Content, Role};
+use ingot_oci::{media, Digest, Manifest, Reference};
+use ingot_store::{Blobs, Store};
+
+use crate::error::ClientError;
+
+/// Blobs in flight at once.
+pub const PARALLEL: usize = 4;
+
+const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// `REGISTRY/REPO[:TAG|@DIGEST]`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// `scheme://host[:port]`
+    pub base: String,
+    pub host: String,
+    pub repo: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+impl Remote {
+    /// `insecure` (or a loopback host) means plain HTTP, as Docker treats
+    /// localhost registries.
+    pub fn parse(s: &str, insecure: bool) -> Result<Remote, ClientError> {
+        let bad = |why: &str| ClientError::Invalid(format!("{s:?}: {why}"));
+        let (host, rest) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected REGISTRY/REPOSITORY[:TAG|@DIGEST]"))?;
+        if !(host.contains('.') || host.contains(':') || host == "localhost") {
+            return Err(bad(
+                "the first component must be a registry host (with a '.' or a ':port')",
+            ));
+        }
+        let (path, digest) = match rest.split_once('@') {
+            Some((p, d)) => (p, Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?)),
+            None => (rest, None),
+        };
+        let (repo, tag) = match path.rsplit_once(':') {
+            Some((r, t)) if !t.contains('/') => (r, Some(t.to_string())),
+            _ => (path, None),
+        };
+        if !crate::names::valid_repo(repo) {
+            return Err(bad("invalid repository name"));
+        }
+        if let Some(t) = &tag {
+            if !crate::names::valid_tag(t) {
+                return Err(bad("invalid tag"));
+            }
+        }
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let loopback = name == "localhost" || name.starts_with("127.") || name == "[::1]";
+        let scheme = if insecure || loopback { "http" } else { "https" };
+        Ok(Remote {
+            base: format!("{scheme}://{host}"),
+            host: host.to_string(),
+            repo: repo.to_string(),
+            tag,
+            digest,
+        })
+    }
+
+    /// The tag, digest or `latest`.
+    pub fn reference(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".into(),
+        }
+    }
+
+    fn url(&self, tail: &str) -> String {
+        format!("{}/v2/{}/{tail}", self.base, self.repo)
+    }
+}
+
+/// An HTTP session with one registry.
+pub struct Client {
+    agent: ureq::Agent,
+    token: Mutex<Option<String>>,
+}
+
+type Resp = ureq::http::Response<ureq::Body>;
+
+fn http_err(url: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Http {
+        url: url.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// The spec error's message in a response body, or the status line.
+fn explain(mut r: Resp) -> String {
+    let status = r.status();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    let msg = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let e = &v["errors"][0];
+            Some(format!(
+                "{}: {}",
+                e["code"].as_str()?,
+                e["message"].as_str().unwrap_or("")
+            ))
+        })
+        .unwrap_or(body);
+    format!("{status} {msg}").trim().to_string()
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Client {
+    pub fn new() -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .max_redirects(5)
+            .build()
+            .into();
+        Client {
+            agent,
+            token: Mutex::new(None),
+        }
+    }
+
+    /// Sends a request; on a Bearer challenge fetches a token and retries.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&dyn Fn() -> Result<ureq::SendBody<'static>, ClientError>>,
+    ) -> Result<Resp, ClientError> {
+        for attempt in 0..2 {
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(t) = self.token.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let resp = match body {
+                Some(make) => {
+                    let req = req.body(make()?).map_err(|e| http_err(url, e))?;
+                    self.agent.run(req)
+                }
+                None => {
+                    let req = req.body(()).map_err(|e| http_err(url, e))?;
+                    self.agent.run(req)
+                }
+            }
+            .map_err(|e| http_err(url, e))?;
+            if resp.status() == 401 && attempt == 0 {
+                if let Some(challenge) = resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()) {
+                    let challenge = challenge.to_string();
+                    self.authenticate(&challenge, url)?;
+                    continue;
+                }
+            }
+            return Ok(resp);
+        }
+        Err(http_err(url, "unauthorized"))
+    }
+
+    /// Answers `Bearer realm="..",service="..",scope=".."` anonymously.
+    fn authenticate(&self, challenge: &str, url: &str) -> Result<(), ClientError> {
+        let Some(params) = challenge.strip_prefix("Bearer ") else {
+            return Err(http_err(url, format!("unsupported authentication {challenge:?}")));
+        };
+        let mut realm = None;
+        let mut query = Vec::new();
+        for part in params.split(',') {
+            if let Some((k, v)) = part.trim().split_once('=') {
+                let v = v.trim_matches('"');
+                match k {
+                    "realm" => realm = Some(v.to_string()),
+                    "service" | "scope" => query.push(format!("{k}={v}")),
+                    _ => {}
+                }
+            }
+        }
+        let realm = realm.ok_or_else(|| http_err(url, "Bearer challenge without realm"))?;
+        let token_url = format!("{realm}?{}", query.join("&"));
+        let mut resp = self.agent.get(&token_url).call().map_err(|e| http_err(&token_url, e))?;
+        if resp.status() != 200 {
+            return Err(http_err(&token_url, explain(resp)));
+        }
+        let text = resp.body_mut().read_to_string().map_err(|e| http_err(&token_url, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| http_err(&token_url, e))?;
+        let token = v["token"]
+            .as_str()
+            .or_else(|| v["access_token"].as_str())
+            .ok_or_else(|| http_err(&token_url, "no token in the answer"))?;
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.to_string());
+        Ok(())
+    }
+
+    /// Fetches a manifest by tag or digest: its bytes and media type.
+    pub fn get_manifest(&self, remote: &Remote, reference: &str) -> Result<(Vec<u8>, String), ClientError> {
+        let url = remote.url(&format!("manifests/{reference}"));
+        let mut resp = self.send("GET", &url, &[("accept", ACCEPT)], None)?;
+        if resp.status() != 200 {
+            return Err(http_err(&url, explain(resp)));
+        }
+        let media_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(media::OCI_MANIFEST)
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(4 << 20)
+            .read_to_vec()
+            .map_err(|e| http_err(&url, e))?;
+        Ok((bytes, media_type))
+    }
+
+    fn has_blob(&self, remote: &Remote, d: &Digest) -> Result<bool, ClientError> {
+        let url = remote.url(&format!("blobs/{d}"));
+        Ok(self.send("HEAD", &url, &[], None)?.status() == 200)
+    }
+
+    /// Uploads one blob (POST, then PUT with the whole content).
+    fn push_blob(&self, remote: &Remote, blobs: &Blobs, d: &Digest) -> Result<bool, ClientError> {
+        if self.has_blob(remote, d)? {
+            return Ok(false);
+        }
+        let url = remote.url("blobs/uploads/");
+        let resp = self.send("POST", &url, &[("content-length", "0")], None)?;
+        if resp.status() != 202 {
+            return Err(http_err(&url, explain(resp)));
+        }
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| http_err(&url, "upload started without a Location"))?;
+        let mut put = if location.starts_with("http") {
+            location.to_string()
+        } else {
+            format!("{}{location}", remote.base)
+        };
+        put.push(if put.contains('?') { '&' } else { '?' });
+        put.push_str(&format!("digest={d}"));
+        let path = blobs.path(d);
+        let len = std::fs::metadata(&path)
+            .map_err(|e| http_err(&put, format!("{}: {e}", path.display())))?
+            .len()
+            .to_string();
+        let open = || -> Result<ureq::SendBody<'static>, ClientError> {
+            let f = std::fs::File::open(&path).map_err(|e| http_err("blob", e))?;
+            Ok(ureq::SendBody::from_owned_reader(f))
+        };
+        let resp = self.send(
+            "PUT",
+            &put,
+            &[("content-type", "application/octet-stream"), ("content-length", &len)],
+            Some(&open),
+        )?;
+        if resp.status() != 201 {
+            return Err(http_err(&put, explain(resp)));
+        }
+        Ok(true)
+    }
+
+    fn put_manifest(&self, remote: &Remote, reference: &str, m: &Manifest) -> Result<(), ClientError> {
+        let url = remote.url(&format!("manifests/{reference}"));
+        let bytes = m.bytes.clone();
+        let body = move || Ok(ureq::SendBody::from_owned_reader(std::io::Cursor::new(bytes.clone())));
+        let resp = self.send("PUT", &url, &[("content-type", &m.media_type)], Some(&body))?;
+        if resp.status() != 201 {
+            return Err(http_err(&url, explain(resp)));
+        }
+        Ok(())
+    }
+
+    /// Downloads one blob into the store, verified.
+    fn pull_blob(&self, remote: &Remote, blobs: &Blobs, d: &Digest) -> Result<bool, ClientError> {
+        if blobs.exists(d) {
+            return Ok(false);
+        }
+        let url = remote.url(&format!("blobs/{d}"));
+        let mut resp = self.send("GET", &url, &[], None)?;
+        if resp.status() != 200 {
+            return Err(http_err(&url, explain(resp)));
+        }
+        let mut w = blobs.writer(Some(d.clone()))?;
+        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = reader.read(&mut buf).map_err(|e| http_err(&url, e))?;
+            if n == 0 {
+                break;
+            }
+            std::io::Write::write_all(&mut w, &buf[..n]).map_err(|e| http_err(&url, e))?;
+        }
+        w.commit()?;
+        Ok(true)
+    }
+}
+
+/// Runs `f` over `items`, at most [`PARALLEL`] at once; the first error wins.
+fn parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<bool, ClientError> + Sync) -> Result<usize, ClientError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let moved = std::sync::atomic::AtomicUsize::new(0);
+    let first_error: Mutex<Option<ClientError>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL.min(items.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(item) = items.get(i) else { break };
+                if first_error.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                    break;
+                }
+                match f(item) {
+                    Ok(true) => {
+                        moved.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(moved.into_inner()),
+    }
+}
+
+/// What a push or pull moved.
+#[derive(Debug, Clone, Default)]
+pub struct Transfer {
+    pub digest: Option<Digest>,
+    pub blobs_moved: usize,
+    pub blobs_skipped: usize,
+}
+
+/// Pushes local `image` to `remote` (its tag, else `latest`).
+pub fn push(store: &Store, image: &str, remote: &Remote) -> Result<Transfer, ClientError> {
+    let img = store.resolve(image)?;
+    let client = Client::new();
+    let mut t = Transfer::default();
+    push_manifest(store, &client, remote, &img.manifest, &mut t)?;
+    client.put_manifest(remote, &remote.reference(), &img.manifest)?;
+    t.digest = Some(img.manifest.digest.clone());
+    Ok(t)
+}
+
+fn push_manifest(
+    store: &Store,
+    client: &Client,
+    remote: &Remote,
+    m: &Manifest,
+    t: &mut Transfer,
+) -> Result<(), ClientError> {
+    let refs = m.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let children: Vec<_> = refs.iter().filter(|r| r.role == Role::Manifest).collect();
+    for c in children {
+        let child = store.manifest(&c.digest, Some(&c.media_type))?;
+        push_manifest(store, client, remote, &child, t)?;
+        client.put_manifest(remote, &child.digest.to_string(), &child)?;
+    }
+    let blobs: Vec<Digest> = refs
+        .iter()
+        .filter(|r| matches!(r.role, Role::Config | Role::Layer))
+        .map(|r| r.digest.clone())
+        .collect();
+    let store_blobs = store.blobs().clone();
+    let moved = parallel(&blobs, |d| client.push_blob(remote, &store_blobs, d))?;
+    t.blobs_moved += moved;
+    t.blobs_skipped += blobs.len() - moved;
+    Ok(())
+}
+
+/// Pulls `remote` into the store and tags it as `host/repo:tag`. An index
+/// is resolved to this machine's platform.
+pub fn pull(store: &mut Store, remote: &Remote) -> Result<Transfer, ClientError> {
+    let _lease = store.lease()?;
+    let client = Client::new();
+    let reference = remote.reference();
+    let (bytes, media_type) = client.get_manifest(remote, &reference)?;
+    let mut manifest =
+        Manifest::parse(bytes, Some(&media_type)).map_err(|e| ClientError::Invalid(format!("{reference}: {e}")))?;
+    if let Some(d) = &remote.digest {
+        let actual = Digest::of(d.algorithm(), &manifest.bytes);
+        if actual != *d {
+            return Err(ClientError::Invalid(format!("manifest hashes to {actual}, not {d}")));
+        }
+    }
+    if let Content::Index(ix) = &manifest.content {
+        let arch = ingot_oci::config::host_architecture();
+        let child = ix
+            .manifests()
+            .iter()
+            .find(|m| {
+                m.platform()
+                    .as_ref()
+                    .is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+            })
+            .ok_or_else(|| ClientError::Invalid(format!("{reference}: no linux/{arch} image in the index")))?;
+        let d = child.digest().to_string();
+        let (bytes, media_type) = client.get_manifest(remote, &d)?;
+        manifest = Manifest::parse(bytes, Some(&media_type)).map_err(|e| ClientError::Invalid(format!("{d}: {e}")))?;
+        if manifest.digest.to_string() != d {
+            return Err(ClientError::Invalid(format!(
+                "manifest {d} hashes to {}",
+                manifest.digest
+            )));
+        }
+    }
+    let refs = manifest.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let blobs: Vec<Digest> = refs
+        .iter()
+        .filter(|r| matches!(r.role, Role::Config | Role::Layer))
+        .map(|r| r.digest.clone())
+        .collect();
+    let store_blobs = store.blobs().clone();
+    let moved = parallel(&blobs, |d| client.pull_blob(remote, &store_blobs, d))?;
+    if !store.blobs().exists(&manifest.digest) {
+        let mut w = store.blobs().writer(Some(manifest.digest.clone()))?;
+        std::io::Write::write_all(&mut w, &manifest.bytes).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        w.commit()?;
+    }
+    let name = format!(
+        "{}/{}:{}",
+        remote.host,
+        remote.repo,
+        remote.tag.as_deref().unwrap_or("latest")
+    );
+    let tags: Vec<Reference> = if remote.digest.is_some() && remote.tag.is_none() {
+        Vec::new()
+    } else {
+        vec![name.parse().map_err(|e| ClientError::Invalid(format!("{name}: {e}")))?]
+    };
+    store.register(&manifest, &tags)?;
+    Ok(Transfer {
+        digest: Some(manifest.digest.clone()),
+        blobs_moved: moved,
+        blobs_skipped: blobs.len() - moved,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remotes() {
+        let r = Remote::parse("127.0.0.1:5000/team/app:1", false).unwrap();
+        assert_eq!(
+            (r.base.as_str(), r.repo.as_str(), r.tag.as_deref()),
+            ("http://127.0.0.1:5000", "team/app", Some("1"))
+        );
+        let r = Remote::parse("registry.example.com/app", false).unwrap();
+        assert_eq!(
+            (r.base.as_str(), r.reference().as_str()),
+            ("https://registry.example.com", "latest")
+        );
+        let d = format!("sha256:{}", "a".repeat(64));
+        let r = Remote::parse(&format!("localhost:5000/app@{d}"), false).unwrap();
+        assert_eq!(r.reference(), d);
+        for bad in ["app:1", "ubuntu/app", "host.io/../x", "host.io/App", "host.io/a:b/c"] {
+            assert!(Remote::parse(bad, false).is_err(), "{bad}");
+        }
+    }
+}

@@ -144,6 +144,24 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Push an image to a registry
+    Push {
+        /// A local image
+        image: String,
+        /// REGISTRY/REPOSITORY[:TAG] (default: the image's own name)
+        destination: Option<String>,
+        /// Plain HTTP (loopback registries always are)
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Pull an image from a registry
+    Pull {
+        /// REGISTRY/REPOSITORY[:TAG|@DIGEST]
+        source: String,
+        /// Plain HTTP (loopback registries always are)
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Serve the store as an OCI distribution-spec 1.1 registry
     Serve {
         /// Address to listen on

@@ -63,6 +63,41 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => containers::kill(&open()?, &cli, containers, signal),
         Command::Rm { force, ref containers } => containers::rm(&open()?, &cli, containers, force),
         Command::Monitor { ref id } => containers::monitor(&open()?, id),
+        Command::Push {
+            ref image,
+            ref destination,
+            insecure,
+        } => {
+            let store = open()?;
+            let dest = destination.as_deref().unwrap_or(image);
+            let remote = ingot_registry::client::Remote::parse(dest, insecure)?;
+            let t = ingot_registry::client::push(&store, image, &remote)?;
+            let digest = t.digest.map(|d| d.to_string()).unwrap_or_default();
+            if cli.quiet {
+                println!("{digest}");
+            } else {
+                println!(
+                    "Pushed {dest} {digest} ({} blobs sent, {} already there)",
+                    t.blobs_moved, t.blobs_skipped
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull { ref source, insecure } => {
+            let mut store = open()?;
+            let remote = ingot_registry::client::Remote::parse(source, insecure)?;
+            let t = ingot_registry::client::pull(&mut store, &remote)?;
+            let digest = t.digest.map(|d| d.to_string()).unwrap_or_default();
+            if cli.quiet {
+                println!("{digest}");
+            } else {
+                println!(
+                    "Pulled {source} {digest} ({} blobs fetched, {} already here)",
+                    t.blobs_moved, t.blobs_skipped
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             addr,
             tag_immutability,
