@@ -1,0 +1,678 @@
+//! The registry: a conformance suite over every endpoint of the OCI
+//! distribution spec 1.1 against a real `ingot serve`, and interop with real
+//! clients and servers (skopeo both ways, docker where an engine answers,
+//! ingot's client against Debian's distribution registry).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ingot_testsupport::{have, sample_rootfs, skip, Ingot};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ingot");
+
+/// A running `ingot serve`, stopped when dropped.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(ingot: &Ingot, extra: &[&str]) -> Server {
+    let mut child = ingot
+        .command()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    err.read_line(&mut line).unwrap();
+    // Keep reading, so the server never writes to a closed pipe.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while err.read_line(&mut rest).is_ok_and(|n| n > 0) {
+            eprint!("[ingot serve] {rest}");
+            rest.clear();
+        }
+    });
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Server {
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+struct Resp {
+    status: u16,
+    headers: ureq::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, k: &str) -> &str {
+        self.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+    fn code(&self) -> String {
+        self.json()["errors"][0]["code"].as_str().unwrap_or("").to_string()
+    }
+}
+
+fn call(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let mut r = agent().run(req.body(body.to_vec()).unwrap()).unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let body = if method == "HEAD" {
+        Vec::new()
+    } else {
+        r.body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap_or_default()
+    };
+    Resp { status, headers, body }
+}
+
+fn sha256(data: &[u8]) -> String {
+    ingot_oci::Digest::sha256(data).to_string()
+}
+
+fn push_blob(base: &str, repo: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    let r = call(
+        "POST",
+        &format!("{base}/v2/{repo}/blobs/uploads/?digest={d}"),
+        &[],
+        data,
+    );
+    assert_eq!(
+        r.status,
+        201,
+        "monolithic upload of {d}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    d
+}
+
+fn manifest(config: &str, config_size: usize, layers: &[(String, usize)], extra: Value) -> Vec<u8> {
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": layers.iter().map(|(d, s)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s})).collect::<Vec<_>>(),
+    });
+    if let (Some(o), Some(e)) = (m.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            o.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[test]
+fn conformance_every_endpoint_status_and_header() {
+    let ingot = Ingot::new(BIN);
+    let srv = serve(&ingot, &[]);
+    let b = srv.base.as_str();
+
+    // Base.
+    let r = call("GET", &format!("{b}/v2/"), &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("docker-distribution-api-version"), "registry/2.0");
+
+    // Monolithic upload; GET, HEAD, ranges.
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let d = push_blob(b, "conf/a", &data);
+    let r = call("HEAD", &format!("{b}/v2/conf/a/blobs/{d}"), &[], b"");
+    assert_eq!(
+        (r.status, r.header("content-length"), r.header("docker-content-digest")),
+        (200, "100000", d.as_str())
+    );
+    let r = call("GET", &format!("{b}/v2/conf/a/blobs/{d}"), &[], b"");
+    assert_eq!((r.status, r.body == data), (200, true));
+    let r = call(
+        "GET",
+        &format!("{b}/v2/conf/a/blobs/{d}"),
+        &[("range", "bytes=10-19")],
+        b"",
+    );
+    assert_eq!(
+        (r.status, &r.body[..], r.header("content-range")),
+        (206, &data[10..20], "bytes 10-19/100000")
+    );
+    let r = call(
+        "GET",
+        &format!("{b}/v2/conf/a/blobs/{d}"),
+        &[("range", "bytes=200000-")],
+        b"",
+    );
+    assert_eq!(r.status, 416);
+    // Not in another repository.
+    let r = call("GET", &format!("{b}/v2/conf/other/blobs/{d}"), &[], b"");
+    assert_eq!((r.status, r.code().as_str()), (404, "BLOB_UNKNOWN"));
+    // A wrong digest is refused and nothing is stored.
+    let wrong = sha256(b"something else");
+    let r = call(
+        "POST",
+        &format!("{b}/v2/conf/a/blobs/uploads/?digest={wrong}"),
+        &[],
+        b"payload",
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+    let r = call(
+        "POST",
+        &format!("{b}/v2/conf/a/blobs/uploads/?digest=sha256:nothex"),
+        &[],
+        b"x",
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "DIGEST_INVALID"));
+
+    // Chunked upload: in-order chunks, status, an out-of-order chunk is 416.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let r = call("POST", &format!("{b}/v2/conf/a/blobs/uploads/"), &[], b"");
+    assert_eq!(r.status, 202);
+    let loc = format!("{b}{}", r.header("location"));
+    assert!(!r.header("docker-upload-uuid").is_empty());
+    let r = call(
+        "PATCH",
+        &loc,
+        &[
+            ("content-range", "0-99999"),
+            ("content-type", "application/octet-stream"),
+        ],
+        &big[..100_000],
+    );
+    assert_eq!((r.status, r.header("range")), (202, "0-99999"));
+    let r = call("PATCH", &loc, &[("content-range", "200000-299999")], &big[200_000..]);
+    assert_eq!(r.status, 416, "out-of-order chunk");
+    let r = call("GET", &loc, &[], b"");
+    assert_eq!((r.status, r.header("range")), (204, "0-99999"));
+    let r = call(
+        "PATCH",
+        &loc,
+        &[("content-range", "100000-199999")],
+        &big[100_000..200_000],
+    );
+    assert_eq!(r.status, 202);
+    let bd = sha256(&big);
+    let r = call(
+        "PUT",
+        &format!("{loc}?digest={bd}"),
+        &[("content-range", "200000-299999")],
+        &big[200_000..],
+    );
+    assert_eq!((r.status, r.header("docker-content-digest")), (201, bd.as_str()));
+    assert_eq!(call("GET", &format!("{b}/v2/conf/a/blobs/{bd}"), &[], b"").body, big);
+    // The finished session is gone; a cancelled one too.
+    assert_eq!(call("GET", &loc, &[], b"").code(), "BLOB_UPLOAD_UNKNOWN");
+    let r = call("POST", &format!("{b}/v2/conf/a/blobs/uploads/"), &[], b"");
+    let loc2 = format!("{b}{}", r.header("location"));
+    assert_eq!(call("DELETE", &loc2, &[], b"").status, 204);
+    assert_eq!(call("PATCH", &loc2, &[], b"x").status, 404);
+
+    // sha512 digests.
+    let d512 = ingot_oci::Digest::of(ingot_oci::Algorithm::Sha512, b"sha512 content").to_string();
+    let r = call(
+        "POST",
+        &format!("{b}/v2/conf/a/blobs/uploads/?digest={d512}"),
+        &[],
+        b"sha512 content",
+    );
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        call("GET", &format!("{b}/v2/conf/a/blobs/{d512}"), &[], b"").body,
+        b"sha512 content"
+    );
+
+    // Cross-repository mount; an unknown source falls back to a session.
+    let r = call(
+        "POST",
+        &format!("{b}/v2/conf/b/blobs/uploads/?mount={d}&from=conf/a"),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        (r.status, r.header("location")),
+        (201, format!("/v2/conf/b/blobs/{d}").as_str())
+    );
+    let r = call(
+        "POST",
+        &format!("{b}/v2/conf/b/blobs/uploads/?mount={wrong}&from=conf/a"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 202);
+
+    // Manifests: by tag and digest, byte-exact, digest headers.
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = push_blob(b, "conf/a", config);
+    let m = manifest(&cd, config.len(), &[(d.clone(), data.len())], json!({}));
+    let md = sha256(&m);
+    let r = call(
+        "PUT",
+        &format!("{b}/v2/conf/a/manifests/v1"),
+        &[("content-type", OCI_MANIFEST)],
+        &m,
+    );
+    assert_eq!((r.status, r.header("docker-content-digest")), (201, md.as_str()));
+    assert_eq!(r.header("location"), format!("/v2/conf/a/manifests/{md}"));
+    for reference in ["v1", md.as_str()] {
+        let r = call(
+            "GET",
+            &format!("{b}/v2/conf/a/manifests/{reference}"),
+            &[("accept", OCI_MANIFEST)],
+            b"",
+        );
+        assert_eq!(
+            (r.status, r.body == m, r.header("content-type")),
+            (200, true, OCI_MANIFEST)
+        );
+        assert_eq!(r.header("docker-content-digest"), md);
+        let r = call("HEAD", &format!("{b}/v2/conf/a/manifests/{reference}"), &[], b"");
+        assert_eq!(
+            (r.status, r.header("content-length")),
+            (200, m.len().to_string().as_str())
+        );
+    }
+    let r = call(
+        "PUT",
+        &format!("{b}/v2/conf/a/manifests/{md}"),
+        &[("content-type", OCI_MANIFEST)],
+        &m,
+    );
+    assert_eq!(r.status, 201, "put by digest");
+    let r = call(
+        "PUT",
+        &format!("{b}/v2/conf/a/manifests/{}", sha256(b"x")),
+        &[("content-type", OCI_MANIFEST)],
+        &m,
+    );
+    assert_eq!(r.code(), "DIGEST_INVALID");
+    // A manifest whose blob the repository lacks; garbage; too large.
+    let missing = manifest(&cd, config.len(), &[(sha256(b"absent"), 6)], json!({}));
+    let r = call(
+        "PUT",
+        &format!("{b}/v2/conf/a/manifests/v2"),
+        &[("content-type", OCI_MANIFEST)],
+        &missing,
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    let r = call(
+        "PUT",
+        &format!("{b}/v2/conf/a/manifests/v2"),
+        &[("content-type", OCI_MANIFEST)],
+        b"{not json",
+    );
+    assert_eq!((r.status, r.code().as_str()), (400, "MANIFEST_INVALID"));
+    let huge = vec![b' '; 5 << 20];
+    let r = call(
+        "PUT",
+        &format!("{b}/v2/conf/a/manifests/v2"),
+        &[("content-type", OCI_MANIFEST)],
+        &huge,
+    );
+    assert_eq!(r.status, 413);
+    let r = call("GET", &format!("{b}/v2/conf/a/manifests/nope"), &[], b"");
+    assert_eq!((r.status, r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+
+    // Tags: lexical order, pagination with Link.
+    for t in ["b", "a", "c", "10", "1"] {
+        let r = call(
+            "PUT",
+            &format!("{b}/v2/conf/a/manifests/{t}"),
+            &[("content-type", OCI_MANIFEST)],
+            &m,
+        );
+        assert_eq!(r.status, 201);
+    }
+    let r = call("GET", &format!("{b}/v2/conf/a/tags/list"), &[], b"");
+    assert_eq!(
+        r.json(),
+        json!({"name": "conf/a", "tags": ["1", "10", "a", "b", "c", "v1"]})
+    );
+    let r = call("GET", &format!("{b}/v2/conf/a/tags/list?n=2"), &[], b"");
+    assert_eq!(r.json()["tags"], json!(["1", "10"]));
+    assert_eq!(r.header("link"), "</v2/conf/a/tags/list?n=2&last=10>; rel=\"next\"");
+    let r = call("GET", &format!("{b}/v2/conf/a/tags/list?n=2&last=10"), &[], b"");
+    assert_eq!(r.json()["tags"], json!(["a", "b"]));
+    let r = call("GET", &format!("{b}/v2/conf/a/tags/list?n=10&last=c"), &[], b"");
+    assert_eq!((r.json()["tags"].clone(), r.header("link")), (json!(["v1"]), ""));
+    assert_eq!(
+        call("GET", &format!("{b}/v2/conf/nothing/tags/list"), &[], b"").code(),
+        "NAME_UNKNOWN"
+    );
+    let r = call("GET", &format!("{b}/v2/_catalog"), &[], b"");
+    assert_eq!(r.json()["repositories"], json!(["conf/a", "conf/b"]));
+    let r = call("GET", &format!("{b}/v2/_catalog?n=1"), &[], b"");
+    assert_eq!(r.json()["repositories"], json!(["conf/a"]));
+    assert!(r.header("link").contains("last=conf/a"));
+
+    // Referrers: an artifact with a subject; artifactType filter.
+    let empty = push_blob(b, "conf/a", b"{}");
+    let sig = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": md, "size": m.len()},
+        "annotations": {"org.example.k": "v"},
+    }))
+    .unwrap();
+    let sd = sha256(&sig);
+    let r = call(
+        "PUT",
+        &format!("{b}/v2/conf/a/manifests/{sd}"),
+        &[("content-type", OCI_MANIFEST)],
+        &sig,
+    );
+    assert_eq!((r.status, r.header("oci-subject")), (201, md.as_str()));
+    let r = call("GET", &format!("{b}/v2/conf/a/referrers/{md}"), &[], b"");
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, "application/vnd.oci.image.index.v1+json")
+    );
+    let list = r.json()["manifests"].clone();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (list[0]["digest"].as_str(), list[0]["artifactType"].as_str()),
+        (Some(sd.as_str()), Some("application/vnd.example.sig"))
+    );
+    assert_eq!(list[0]["annotations"]["org.example.k"], "v");
+    let r = call(
+        "GET",
+        &format!("{b}/v2/conf/a/referrers/{md}?artifactType=application/vnd.other"),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        (
+            r.json()["manifests"].as_array().unwrap().len(),
+            r.header("oci-filters-applied")
+        ),
+        (0, "artifactType")
+    );
+    let r = call("GET", &format!("{b}/v2/conf/a/referrers/{}", sha256(b"none")), &[], b"");
+    assert_eq!((r.status, r.json()["manifests"].clone()), (200, json!([])));
+
+    // Deletes.
+    assert_eq!(
+        call("DELETE", &format!("{b}/v2/conf/a/manifests/a"), &[], b"").status,
+        202
+    );
+    assert_eq!(call("GET", &format!("{b}/v2/conf/a/manifests/a"), &[], b"").status, 404);
+    assert_eq!(
+        call("DELETE", &format!("{b}/v2/conf/a/manifests/{sd}"), &[], b"").status,
+        202
+    );
+    assert_eq!(
+        call("GET", &format!("{b}/v2/conf/a/manifests/{sd}"), &[], b"").status,
+        404
+    );
+    assert_eq!(
+        call("DELETE", &format!("{b}/v2/conf/b/blobs/{d}"), &[], b"").status,
+        202
+    );
+    assert_eq!(call("GET", &format!("{b}/v2/conf/b/blobs/{d}"), &[], b"").status, 404);
+
+    // Hostile names never reach the file system.
+    for path in [
+        "/v2/../../etc/manifests/x",
+        "/v2/A/manifests/x",
+        "/v2/a//b/tags/list",
+        "/v2/a/blobs/uploads/..%2f..%2fx",
+    ] {
+        let r = call("GET", &format!("{b}{path}"), &[], b"");
+        assert!(matches!(r.status, 400 | 404), "{path}: {}", r.status);
+    }
+    drop(srv);
+    assert_eq!(
+        ingot.json(&["fsck"])["problems"],
+        json!([]),
+        "store consistent after the suite"
+    );
+}
+
+#[test]
+fn tag_immutability_refuses_moving_a_tag() {
+    let ingot = Ingot::new(BIN);
+    let srv = serve(&ingot, &["--tag-immutability"]);
+    let b = srv.base.as_str();
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = push_blob(b, "imm", config);
+    let l1 = push_blob(b, "imm", b"one");
+    let l2 = push_blob(b, "imm", b"two");
+    let m1 = manifest(&cd, config.len(), &[(l1, 3)], json!({}));
+    let m2 = manifest(&cd, config.len(), &[(l2, 3)], json!({}));
+    let put = |m: &[u8]| {
+        call(
+            "PUT",
+            &format!("{b}/v2/imm/manifests/v1"),
+            &[("content-type", OCI_MANIFEST)],
+            m,
+        )
+    };
+    assert_eq!(put(&m1).status, 201);
+    assert_eq!(put(&m1).status, 201, "the same digest again is fine");
+    let r = put(&m2);
+    assert_eq!((r.status, r.code().as_str()), (403, "DENIED"));
+    assert_eq!(call("GET", &format!("{b}/v2/imm/manifests/v1"), &[], b"").body, m1);
+}
+
+/// A local image to push: an imported sample rootfs.
+fn sample_image(ingot: &Ingot, name: &str) -> String {
+    let tar = ingot.write("rootfs.tar", &sample_rootfs(300_000, 9));
+    ingot
+        .ok(&["import", "-q", tar.to_str().unwrap(), name])
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn ingot_push_pull_round_trip_and_skopeo_both_ways() {
+    let src = Ingot::new(BIN);
+    let digest = sample_image(&src, "app:1");
+    let server_root = Ingot::new(BIN);
+    let srv = serve(&server_root, &[]);
+    let host = srv.base.trim_start_matches("http://").to_string();
+    let out = src.ok(&["push", "app:1", &format!("{host}/team/app:1")]);
+    assert!(
+        out.contains(&digest) && out.contains("2 blobs sent"),
+        "config and layer sent: {out}"
+    );
+    let again = src.ok(&["push", "app:1", &format!("{host}/team/app:1")]);
+    assert!(again.contains("0 blobs sent"), "existing blobs skipped: {again}");
+    let dst = Ingot::new(BIN);
+    let out = dst.ok(&["pull", &format!("{host}/team/app:1")]);
+    assert!(out.contains(&digest), "{out}");
+    assert_eq!(
+        dst.json(&["inspect", &format!("{host}/team/app:1")])[0]["digest"],
+        digest.as_str()
+    );
+    assert_eq!(dst.json(&["fsck"])["problems"], json!([]));
+    // By digest, and errors.
+    dst.ok(&["pull", &format!("{host}/team/app@{digest}")]);
+    assert!(dst
+        .fails(&["pull", &format!("{host}/team/nope:1")])
+        .contains("MANIFEST_UNKNOWN"));
+    assert!(dst
+        .fails(&["pull", "no-registry-here"])
+        .contains("expected REGISTRY/REPOSITORY"));
+    assert!(dst.fails(&["pull", "library/ubuntu"]).contains("registry host"));
+
+    if !have("skopeo") {
+        skip(
+            "ingot_push_pull_round_trip_and_skopeo_both_ways (skopeo part)",
+            "skopeo is not installed",
+        );
+        return;
+    }
+    // skopeo pulls what ingot serves, and pushes into it; digests unchanged.
+    let layout = src.path("oci-out");
+    let st = Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{host}/team/app:1"),
+            &format!("oci:{}:x", layout.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+    let st = Command::new("skopeo")
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:x", layout.display()),
+            &format!("docker://{host}/from/skopeo:2"),
+        ])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let r = call("HEAD", &format!("{}/v2/from/skopeo/manifests/2", srv.base), &[], b"");
+    assert_eq!(r.header("docker-content-digest"), digest);
+}
+
+#[test]
+fn docker_pulls_and_pushes_through_ingot_serve() {
+    let docker_ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !docker_ok {
+        skip(
+            "docker_pulls_and_pushes_through_ingot_serve",
+            "no Docker engine answers",
+        );
+        return;
+    }
+    let src = Ingot::new(BIN);
+    let digest = sample_image(&src, "dk:1");
+    let server_root = Ingot::new(BIN);
+    let srv = serve(&server_root, &[]);
+    let host = srv.base.trim_start_matches("http://").to_string();
+    src.ok(&["push", "dk:1", &format!("{host}/dk/app:1")]);
+    let tag = format!("{host}/dk/app:1");
+    let out = Command::new("docker").args(["pull", &tag]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&digest),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let moved = format!("{host}/dk/moved:2");
+    assert!(Command::new("docker")
+        .args(["tag", &tag, &moved])
+        .status()
+        .unwrap()
+        .success());
+    let out = Command::new("docker").args(["push", &moved]).output().unwrap();
+    let _ = Command::new("docker").args(["rmi", &tag, &moved]).output();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = call("GET", &format!("{}/v2/dk/moved/tags/list", srv.base), &[], b"");
+    assert_eq!(r.json()["tags"], json!(["2"]));
+}
+
+/// Debian's distribution registry on a free loopback port, stopped on drop.
+struct Distribution {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn distribution() -> Option<Distribution> {
+    let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .args(["serve", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let host = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&host).is_err() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Distribution { child, host, _dir: dir })
+}
+
+#[test]
+fn ingot_client_against_the_distribution_registry() {
+    let Some(reg) = distribution() else {
+        skip(
+            "ingot_client_against_the_distribution_registry",
+            "Debian's docker-registry is not installed",
+        );
+        return;
+    };
+    let src = Ingot::new(BIN);
+    let digest = sample_image(&src, "dist:1");
+    let out = src.ok(&["push", "dist:1", &format!("{}/interop/app:1", reg.host)]);
+    assert!(out.contains(&digest), "{out}");
+    let dst = Ingot::new(BIN);
+    let out = dst.ok(&["pull", &format!("{}/interop/app:1", reg.host)]);
+    assert!(out.contains(&digest), "{out}");
+    assert_eq!(dst.json(&["fsck"])["problems"], json!([]));
+    assert!(dst
+        .fails(&["pull", &format!("{}/interop/app:nope", reg.host)])
+        .contains("MANIFEST_UNKNOWN"));
+}
