@@ -53,12 +53,15 @@ fn session(status: StatusCode, name: &str, uuid: &str, offset: u64) -> Response 
 
 /// Appends the request body to `path`, hashing it; bytes written.
 async fn append(path: &Path, body: Body, hasher: &mut ingot_oci::digest::Hasher) -> Result<u64, ApiError> {
-    let mut file = tokio::fs::OpenOptions::new()
+    let file = tokio::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(path)
         .await
         .map_err(ApiError::internal)?;
+    // Body frames are small; each write to a tokio file is a trip to the
+    // blocking pool, so batch them.
+    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut stream = body.into_data_stream();
     let mut n = 0u64;
     while let Some(chunk) = stream.next().await {
