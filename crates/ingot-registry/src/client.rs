@@ -31,6 +31,8 @@ application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.dis
 pub struct Remote {
     /// `scheme://host[:port]`
     pub base: String,
+    /// Skip certificate verification (`--insecure` with HTTPS).
+    pub insecure: bool,
     pub host: String,
     pub repo: String,
     pub tag: Option<String>,
@@ -39,9 +41,16 @@ pub struct Remote {
 
 impl Remote {
     /// `insecure` (or a loopback host) means plain HTTP, as Docker treats
-    /// localhost registries.
-    pub fn parse(s: &str, insecure: bool) -> Result<Remote, ClientError> {
-        let bad = |why: &str| ClientError::Invalid(format!("{s:?}: {why}"));
+    /// localhost registries; an explicit `https://` or `http://` prefix
+    /// chooses the scheme (with `insecure`, an HTTPS certificate is not
+    /// verified).
+    pub fn parse(input: &str, insecure: bool) -> Result<Remote, ClientError> {
+        let bad = |why: &str| ClientError::Invalid(format!("{input:?}: {why}"));
+        let (forced, s) = match (input.strip_prefix("https://"), input.strip_prefix("http://")) {
+            (Some(rest), _) => (Some("https"), rest),
+            (_, Some(rest)) => (Some("http"), rest),
+            _ => (None, input),
+        };
         let (host, rest) = s
             .split_once('/')
             .ok_or_else(|| bad("expected REGISTRY/REPOSITORY[:TAG|@DIGEST]"))?;
@@ -68,9 +77,10 @@ impl Remote {
         }
         let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
         let loopback = name == "localhost" || name.starts_with("127.") || name == "[::1]";
-        let scheme = if insecure || loopback { "http" } else { "https" };
+        let scheme = forced.unwrap_or(if insecure || loopback { "http" } else { "https" });
         Ok(Remote {
             base: format!("{scheme}://{host}"),
+            insecure,
             host: host.to_string(),
             repo: repo.to_string(),
             tag,
@@ -125,18 +135,18 @@ fn explain(mut r: Resp) -> String {
     format!("{status} {msg}").trim().to_string()
 }
 
-impl Default for Client {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// The environment variable holding a registry access token's secret.
+pub const TOKEN_ENV: &str = "INGOT_REGISTRY_TOKEN";
 
 impl Client {
-    pub fn new() -> Client {
+    /// `insecure`: do not verify HTTPS certificates.
+    pub fn new(insecure: bool) -> Client {
+        let tls = ureq::tls::TlsConfig::builder().disable_verification(insecure).build();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(10)))
             .max_redirects(5)
+            .tls_config(tls)
             .build()
             .into();
         Client {
@@ -191,19 +201,22 @@ impl Client {
         };
         let mut realm = None;
         let mut query = Vec::new();
-        for part in params.split(',') {
-            if let Some((k, v)) = part.trim().split_once('=') {
-                let v = v.trim_matches('"');
-                match k {
-                    "realm" => realm = Some(v.to_string()),
-                    "service" | "scope" => query.push(format!("{k}={v}")),
-                    _ => {}
-                }
+        for (k, v) in challenge_params(params) {
+            match k.as_str() {
+                "realm" => realm = Some(v),
+                "service" | "scope" => query.push(format!("{k}={v}")),
+                _ => {}
             }
         }
         let realm = realm.ok_or_else(|| http_err(url, "Bearer challenge without realm"))?;
         let token_url = format!("{realm}?{}", query.join("&"));
-        let mut resp = self.agent.get(&token_url).call().map_err(|e| http_err(&token_url, e))?;
+        let mut req = self.agent.get(&token_url);
+        if let Ok(secret) = std::env::var(TOKEN_ENV) {
+            use base64::Engine;
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("ingot:{secret}"));
+            req = req.header("authorization", format!("Basic {basic}"));
+        }
+        let mut resp = req.call().map_err(|e| http_err(&token_url, e))?;
         if resp.status() != 200 {
             return Err(http_err(&token_url, explain(resp)));
         }
@@ -326,6 +339,31 @@ impl Client {
     }
 }
 
+/// `key="value", key=value` pairs of a challenge; commas inside quotes
+/// (`scope="repository:a:pull,push"`) belong to the value.
+fn challenge_params(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some(eq) = rest.find('=') else { break };
+        let key = rest[..eq].trim().trim_start_matches(',').trim().to_string();
+        rest = rest[eq + 1..].trim_start();
+        let value;
+        if let Some(q) = rest.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            value = q[..end].to_string();
+            rest = q.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(',').unwrap_or(rest.len());
+            value = rest[..end].trim().to_string();
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start().trim_start_matches(',').trim_start();
+        out.push((key, value));
+    }
+    out
+}
+
 /// Runs `f` over `items`, at most [`PARALLEL`] at once; the first error wins.
 fn parallel<T: Sync>(items: &[T], f: impl Fn(&T) -> Result<bool, ClientError> + Sync) -> Result<usize, ClientError> {
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -368,7 +406,7 @@ pub struct Transfer {
 /// Pushes local `image` to `remote` (its tag, else `latest`).
 pub fn push(store: &Store, image: &str, remote: &Remote) -> Result<Transfer, ClientError> {
     let img = store.resolve(image)?;
-    let client = Client::new();
+    let client = Client::new(remote.insecure);
     let mut t = Transfer::default();
     push_manifest(store, &client, remote, &img.manifest, &mut t)?;
     client.put_manifest(remote, &remote.reference(), &img.manifest)?;
@@ -406,7 +444,7 @@ fn push_manifest(
 /// is resolved to this machine's platform.
 pub fn pull(store: &mut Store, remote: &Remote) -> Result<Transfer, ClientError> {
     let _lease = store.lease()?;
-    let client = Client::new();
+    let client = Client::new(remote.insecure);
     let reference = remote.reference();
     let (bytes, media_type) = client.get_manifest(remote, &reference)?;
     let mut manifest =
@@ -473,6 +511,22 @@ pub fn pull(store: &mut Store, remote: &Remote) -> Result<Transfer, ClientError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenges_keep_quoted_commas() {
+        let p = challenge_params(
+            r#"realm="https://r/token",service="reg",scope="repository:a/b:pull,push",error=insufficient_scope"#,
+        );
+        assert_eq!(
+            p,
+            [
+                ("realm".to_string(), "https://r/token".to_string()),
+                ("service".to_string(), "reg".to_string()),
+                ("scope".to_string(), "repository:a/b:pull,push".to_string()),
+                ("error".to_string(), "insufficient_scope".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn remotes() {

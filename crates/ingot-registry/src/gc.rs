@@ -60,6 +60,7 @@ pub(crate) async fn run(app: Shared) {
     let every = (app.opts.grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(300));
     loop {
         tokio::time::sleep(every).await;
+        crate::server::auth::expire(&mut app.grants.lock().unwrap_or_else(|p| p.into_inner()));
         let a = app.clone();
         let result = tokio::task::spawn_blocking(move || {
             let s = a.store.lock().unwrap_or_else(|p| p.into_inner());

@@ -80,6 +80,14 @@ const MIGRATIONS: &[&str] = &[
         repo    TEXT NOT NULL,
         started INTEGER NOT NULL
      );",
+    // 5: registry access tokens (only their sha256 is kept)
+    "CREATE TABLE reg_tokens (
+        hash    TEXT PRIMARY KEY,
+        pattern TEXT NOT NULL,
+        pull    INTEGER NOT NULL,
+        push    INTEGER NOT NULL,
+        created TEXT NOT NULL
+     );",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

@@ -228,11 +228,45 @@ impl Store {
             .map_err(self.db_err())
     }
 
+    /// Records an access token by the sha256 of its secret.
+    pub fn reg_token_create(&self, hash: &str, pattern: &str, pull: bool, push: bool) -> Result<()> {
+        self.db
+            .execute(
+                "INSERT INTO reg_tokens (hash, pattern, pull, push, created) VALUES (?1, ?2, ?3, ?4, datetime('now'))",
+                params![hash, pattern, pull, push],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// The repository pattern and rights (pull, push) of a token.
+    pub fn reg_token(&self, hash: &str) -> Result<Option<(String, bool, bool)>> {
+        self.db
+            .query_row(
+                "SELECT pattern, pull, push FROM reg_tokens WHERE hash = ?1",
+                [hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(self.db_err())
+    }
+
     pub fn reg_upload_start(&self, uuid: &str, repo: &str) -> Result<()> {
         self.db
             .execute(
                 "INSERT INTO reg_uploads (uuid, repo, started) VALUES (?1, ?2, ?3)",
                 params![uuid, repo, now()],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Marks upload `uuid` active now (idle time counts from here).
+    pub fn reg_upload_touch(&self, uuid: &str) -> Result<()> {
+        self.db
+            .execute(
+                "UPDATE reg_uploads SET started = ?2 WHERE uuid = ?1",
+                params![uuid, now()],
             )
             .map_err(self.db_err())?;
         Ok(())
@@ -253,7 +287,7 @@ impl Store {
         Ok(())
     }
 
-    /// Uploads started more than `secs` seconds ago.
+    /// Uploads idle (no chunk) for more than `secs` seconds.
     pub fn reg_stale_uploads(&self, secs: i64) -> Result<Vec<String>> {
         let mut st = self
             .db

@@ -173,10 +173,44 @@ pub enum Command {
         /// Seconds before idle uploads and unreferenced blobs are collected
         #[arg(long, default_value_t = 3600)]
         grace: u64,
+        /// Authentication: none, or tokens (bearer tokens from `ingot token create`)
+        #[arg(long, default_value = "none")]
+        auth: String,
+        /// With --auth tokens: allow pulling without a token
+        #[arg(long = "anonymous-pull")]
+        anonymous_pull: bool,
+        /// TLS certificate chain (PEM)
+        #[arg(long = "tls-cert", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM)
+        #[arg(long = "tls-key", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Registry access tokens
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// (internal) the per-container monitor process of `run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; prints its secret once (give it to clients as INGOT_REGISTRY_TOKEN,
+    /// or as the password of `skopeo --creds` / `docker login`)
+    Create {
+        /// Repositories it covers: a name, `team/*`, or `*`
+        #[arg(long)]
+        repo: String,
+        /// May pull
+        #[arg(long)]
+        pull: bool,
+        /// May push
+        #[arg(long)]
+        push: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]

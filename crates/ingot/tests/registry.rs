@@ -46,7 +46,7 @@ fn serve(ingot: &Ingot, extra: &[&str]) -> Server {
         }
     });
     let addr = line
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|r| r.split('/').next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
@@ -675,4 +675,218 @@ fn ingot_client_against_the_distribution_registry() {
     assert!(dst
         .fails(&["pull", &format!("{}/interop/app:nope", reg.host)])
         .contains("MANIFEST_UNKNOWN"));
+}
+
+#[test]
+fn token_auth_scopes_and_anonymous_pull() {
+    let server_root = Ingot::new(BIN);
+    let rw = server_root
+        .ok(&["token", "create", "--repo", "team/*", "--pull", "--push"])
+        .trim()
+        .to_string();
+    let ro = server_root
+        .ok(&["token", "create", "--repo", "*", "--pull"])
+        .trim()
+        .to_string();
+    assert!(server_root
+        .fails(&["token", "create", "--repo", "x"])
+        .contains("--pull"));
+    let srv = serve(&server_root, &["--auth", "tokens"]);
+    let host = srv.base.trim_start_matches("http://").to_string();
+    let src = Ingot::new(BIN);
+    let digest = sample_image(&src, "sec:1");
+    let with = |secret: &str, args: &[&str]| {
+        let mut c = src.command();
+        c.env("INGOT_REGISTRY_TOKEN", secret).args(args);
+        c.output().unwrap()
+    };
+    // No credentials: refused with the token challenge.
+    let r = call("GET", &format!("{}/v2/team/app/tags/list", srv.base), &[], b"");
+    assert_eq!((r.status, r.code().as_str()), (401, "UNAUTHORIZED"));
+    assert!(
+        r.header("www-authenticate").contains("realm=")
+            && r.header("www-authenticate").contains("repository:team/app:pull")
+    );
+    assert!(!src
+        .run(&["push", "sec:1", &format!("{host}/team/app:1")])
+        .status
+        .success());
+    // The read-write token pushes inside its pattern only.
+    let ok = with(&rw, &["push", "sec:1", &format!("{host}/team/app:1")]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let outside = with(&rw, &["push", "sec:1", &format!("{host}/other/app:1")]);
+    assert!(!outside.status.success());
+    // The read-only token pulls but cannot push a manifest.
+    let dst = Ingot::new(BIN);
+    let mut pull = dst.command();
+    let out = pull
+        .env("INGOT_REGISTRY_TOKEN", &ro)
+        .args(["pull", &format!("{host}/team/app:1")])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&digest));
+    assert!(!with(&ro, &["push", "sec:1", &format!("{host}/team/app:2")])
+        .status
+        .success());
+    // A wrong secret gets no token.
+    assert!(!with("not-a-token", &["push", "sec:1", &format!("{host}/team/app:3")])
+        .status
+        .success());
+    if have("skopeo") {
+        let out = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--tls-verify=false",
+                "--creds",
+                &format!("any:{ro}"),
+                &format!("docker://{host}/team/app:1"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&digest),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(srv);
+    // Anonymous pull, when allowed, is pull only.
+    let srv = serve(&server_root, &["--auth", "tokens", "--anonymous-pull"]);
+    let host = srv.base.trim_start_matches("http://").to_string();
+    let anon = Ingot::new(BIN);
+    anon.ok(&["pull", &format!("{host}/team/app:1")]);
+    assert!(!anon
+        .run(&["push", &format!("{host}/team/app:1"), &format!("{host}/team/app:9")])
+        .status
+        .success());
+}
+
+#[test]
+fn tls_serves_https_and_clients_verify_certificates() {
+    if !have("openssl") {
+        skip(
+            "tls_serves_https_and_clients_verify_certificates",
+            "openssl (to make a test certificate) is not installed",
+        );
+        return;
+    }
+    let server_root = Ingot::new(BIN);
+    let (cert, key) = (server_root.path("cert.pem"), server_root.path("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let srv = serve(
+        &server_root,
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
+    let host = srv.base.trim_start_matches("http://").to_string();
+    let src = Ingot::new(BIN);
+    let digest = sample_image(&src, "tls:1");
+    // A self-signed certificate is refused unless --insecure.
+    let err = src.fails(&["push", "tls:1", &format!("https://{host}/tls/app:1")]);
+    assert!(err.contains("certificate"), "{err}");
+    src.ok(&["push", "--insecure", "tls:1", &format!("https://{host}/tls/app:1")]);
+    // Plain HTTP to a TLS port gets nowhere.
+    assert!(!src.run(&["pull", &format!("{host}/tls/app:1")]).status.success());
+    if have("skopeo") {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false", &format!("docker://{host}/tls/app:1")])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&digest),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bad = server_root.run(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent.pem",
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.pem"));
+}
+
+#[test]
+fn online_gc_drops_idle_uploads_and_unreferenced_blobs_but_not_live_ones() {
+    let server_root = Ingot::new(BIN);
+    let srv = serve(&server_root, &["--grace", "2"]);
+    let b = srv.base.as_str();
+    // Referenced: a manifest's config and layer. Unreferenced: a lone blob.
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = push_blob(b, "gc/app", config);
+    let ld = push_blob(b, "gc/app", b"layer bytes");
+    let m = manifest(&cd, config.len(), &[(ld.clone(), 11)], json!({}));
+    assert_eq!(
+        call(
+            "PUT",
+            &format!("{b}/v2/gc/app/manifests/v1"),
+            &[("content-type", OCI_MANIFEST)],
+            &m
+        )
+        .status,
+        201
+    );
+    let lone = push_blob(b, "gc/app", b"nobody references me");
+    // An abandoned upload, and a slow one that keeps sending chunks.
+    let abandoned = format!(
+        "{b}{}",
+        call("POST", &format!("{b}/v2/gc/app/blobs/uploads/"), &[], b"").header("location")
+    );
+    call("PATCH", &abandoned, &[], b"half");
+    let slow = format!(
+        "{b}{}",
+        call("POST", &format!("{b}/v2/gc/app/blobs/uploads/"), &[], b"").header("location")
+    );
+    let mut sent = Vec::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        let chunk = vec![b'x'; 1000];
+        let r = call("PATCH", &slow, &[], &chunk);
+        assert_eq!(r.status, 202, "a live upload must survive GC passes");
+        sent.extend(chunk);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let r = call("PUT", &format!("{slow}?digest={}", sha256(&sent)), &[], b"");
+    assert_eq!(r.status, 201);
+    assert_eq!(call("GET", &abandoned, &[], b"").code(), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(
+        call("GET", &format!("{b}/v2/gc/app/blobs/{lone}"), &[], b"").status,
+        404
+    );
+    let lone_file = server_root.root().join("blobs/sha256").join(&lone[7..]);
+    assert!(!lone_file.exists(), "swept from the store");
+    assert_eq!(
+        call("GET", &format!("{b}/v2/gc/app/blobs/{ld}"), &[], b"").body,
+        b"layer bytes"
+    );
+    assert_eq!(call("GET", &format!("{b}/v2/gc/app/manifests/v1"), &[], b"").body, m);
+    assert_eq!(
+        std::fs::read_dir(server_root.root().join("uploads")).unwrap().count(),
+        0
+    );
+    drop(srv);
+    assert_eq!(server_root.json(&["fsck"])["problems"], json!([]));
 }

@@ -8,9 +8,11 @@
 //! `<root>/uploads/<uuid>` while hashing, and a finished upload is renamed
 //! into the blob store.
 
+pub mod auth;
 mod blobs;
 mod listing;
 mod manifests;
+pub mod tls;
 mod uploads;
 
 use std::collections::HashMap;
@@ -38,6 +40,16 @@ pub struct ServeOptions {
     /// Upload sessions idle longer than this are dropped, and blobs linked
     /// but unreferenced for longer are unlinked by the online GC.
     pub grace: Duration,
+    /// Token auth (`--auth tokens`); `None`: open.
+    pub auth: Option<AuthOptions>,
+    /// Certificate chain and key (PEM) for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuthOptions {
+    /// Pull without credentials (push still needs a token).
+    pub anonymous_pull: bool,
 }
 
 impl Default for ServeOptions {
@@ -46,6 +58,8 @@ impl Default for ServeOptions {
             addr: "127.0.0.1:5000".parse().expect("literal address"),
             tag_immutability: false,
             grace: Duration::from_secs(3600),
+            auth: None,
+            tls: None,
         }
     }
 }
@@ -61,6 +75,7 @@ pub(crate) struct App {
     pub blobs: Blobs,
     pub uploads_dir: PathBuf,
     pub uploads: Mutex<HashMap<String, Upload>>,
+    pub grants: Mutex<HashMap<String, auth::Grant>>,
     pub opts: ServeOptions,
 }
 
@@ -150,10 +165,16 @@ async fn dispatch(State(app): State<Shared>, method: Method, uri: Uri, headers: 
     let query = Query::<HashMap<String, String>>::try_from_uri(&uri)
         .map(|q| q.0)
         .unwrap_or_default();
+    if uri.path() == "/token" && method == Method::GET {
+        return auth::token(&app, &uri, &headers).await;
+    }
     let req = Req { method, query, headers };
     let result = match route(uri.path()) {
         Err(e) => Err(e),
-        Ok(r) => handle(&app, r, req, body).await,
+        Ok(r) => match auth::check(&app, &r, &req) {
+            Ok(()) => handle(&app, r, req, body).await,
+            Err(denied) => return denied,
+        },
     };
     let mut resp = result.unwrap_or_else(|e| e.into_response());
     resp.headers_mut().insert(
@@ -196,6 +217,7 @@ pub fn router(root: &std::path::Path, opts: ServeOptions) -> ingot_store::Result
         store: Arc::new(Mutex::new(store)),
         uploads_dir,
         uploads: Mutex::new(HashMap::new()),
+        grants: Mutex::new(HashMap::new()),
         opts,
     });
     let gc_app = app.clone();
@@ -205,19 +227,29 @@ pub fn router(root: &std::path::Path, opts: ServeOptions) -> ingot_store::Result
 
 /// Serves until SIGINT or SIGTERM; `ready` hears the bound address.
 pub async fn serve(root: &std::path::Path, opts: ServeOptions, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+    let acceptor = match &opts.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(opts.addr).await?;
     let addr = listener.local_addr()?;
     let app = router(root, opts).map_err(std::io::Error::other)?;
     ready(addr);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
-            }
-        })
-        .await
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+        }
+    };
+    match acceptor {
+        Some(a) => {
+            axum::serve(tls::TlsListener::new(listener, a), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+    }
 }
 
 #[cfg(test)]

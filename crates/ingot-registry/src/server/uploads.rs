@@ -228,6 +228,8 @@ pub(crate) async fn patch(app: &Shared, name: &str, uuid: &str, req: &Req, body:
             up.offset += n;
             let offset = up.offset;
             put_back(app, uuid, up);
+            let u = uuid.to_string();
+            app.db(move |s| s.reg_upload_touch(&u)).await?;
             Ok(session(StatusCode::ACCEPTED, name, uuid, offset))
         }
         Err(e) => {

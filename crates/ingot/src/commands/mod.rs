@@ -62,6 +62,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref containers,
         } => containers::kill(&open()?, &cli, containers, signal),
         Command::Rm { force, ref containers } => containers::rm(&open()?, &cli, containers, force),
+        Command::Token {
+            command: crate::cli::TokenCommand::Create { ref repo, pull, push },
+        } => {
+            if !pull && !push {
+                anyhow::bail!("a token needs --pull, --push or both");
+            }
+            if repo.is_empty() || repo.contains(char::is_whitespace) {
+                anyhow::bail!("invalid --repo {repo:?}: expected a name, PREFIX/* or *");
+            }
+            let secret = ingot_registry::server::auth::new_secret();
+            open()?.reg_token_create(&ingot_registry::server::auth::hash_secret(&secret), repo, pull, push)?;
+            println!("{secret}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Monitor { ref id } => containers::monitor(&open()?, id),
         Command::Push {
             ref image,
@@ -102,16 +116,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             addr,
             tag_immutability,
             grace,
+            ref auth,
+            anonymous_pull,
+            ref tls_cert,
+            ref tls_key,
         } => {
+            let auth = match auth.as_str() {
+                "none" if !anonymous_pull => None,
+                "none" => anyhow::bail!("--anonymous-pull needs --auth tokens"),
+                "tokens" => Some(ingot_registry::server::AuthOptions { anonymous_pull }),
+                other => anyhow::bail!("invalid --auth {other:?}: expected none or tokens"),
+            };
             let opts = ingot_registry::ServeOptions {
                 addr,
                 tag_immutability,
                 grace: std::time::Duration::from_secs(grace),
+                auth,
+                tls: tls_cert.clone().zip(tls_key.clone()),
             };
+            let scheme = if opts.tls.is_some() { "https" } else { "http" };
             let quiet = cli.quiet;
             tokio::runtime::Runtime::new()?.block_on(ingot_registry::serve(&root, opts, |a| {
                 if !quiet {
-                    eprintln!("ingot: serving the OCI distribution API on http://{a}/v2/");
+                    eprintln!("ingot: serving the OCI distribution API on {scheme}://{a}/v2/");
                 }
             }))?;
             Ok(ExitCode::SUCCESS)
