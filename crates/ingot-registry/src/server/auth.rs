@@ -88,11 +88,9 @@ fn challenge(req_headers: &HeaderMap, tls: bool, scope: Option<String>, error: O
     resp
 }
 
-/// `Ok(())` if the request may go on, else the 401 to send.
-pub(crate) fn check(app: &Shared, route: &Route, req: &Req) -> Result<(), Response> {
-    if app.opts.auth.is_none() {
-        return Ok(());
-    }
+/// `None` if the request may go on, else the 401 to send.
+pub(crate) fn denial(app: &Shared, route: &Route, req: &Req) -> Option<Response> {
+    app.opts.auth.as_ref()?;
     let tls = app.opts.tls.is_some();
     let need = needs(route, req);
     let scope = match &need {
@@ -113,11 +111,11 @@ pub(crate) fn check(app: &Shared, route: &Route, req: &Req) -> Result<(), Respon
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let Some(token) = bearer else {
-        return Err(challenge(&req.headers, tls, scope, None));
+        return Some(challenge(&req.headers, tls, scope, None));
     };
     let grants = app.grants.lock().unwrap_or_else(|p| p.into_inner());
     let Some(grant) = grants.get(&token).filter(|g| g.expires > Instant::now()) else {
-        return Err(challenge(&req.headers, tls, scope, Some("invalid_token")));
+        return Some(challenge(&req.headers, tls, scope, Some("invalid_token")));
     };
     let allowed = match &need {
         Some((r, _, _)) if r.is_empty() => true,
@@ -127,11 +125,7 @@ pub(crate) fn check(app: &Shared, route: &Route, req: &Req) -> Result<(), Respon
             .any(|(repo, p, w)| repo == r && (!pull || *p) && (!push || *w)),
         None => grant.all,
     };
-    if allowed {
-        Ok(())
-    } else {
-        Err(challenge(&req.headers, tls, scope, Some("insufficient_scope")))
-    }
+    (!allowed).then(|| challenge(&req.headers, tls, scope, Some("insufficient_scope")))
 }
 
 /// GET /token?service=ingot&scope=repository:NAME:pull,push[&scope=...]

@@ -171,9 +171,9 @@ async fn dispatch(State(app): State<Shared>, method: Method, uri: Uri, headers: 
     let req = Req { method, query, headers };
     let result = match route(uri.path()) {
         Err(e) => Err(e),
-        Ok(r) => match auth::check(&app, &r, &req) {
-            Ok(()) => handle(&app, r, req, body).await,
-            Err(denied) => return denied,
+        Ok(r) => match auth::denial(&app, &r, &req) {
+            None => handle(&app, r, req, body).await,
+            Some(denied) => return denied,
         },
     };
     let mut resp = result.unwrap_or_else(|e| e.into_response());
