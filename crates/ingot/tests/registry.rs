@@ -890,3 +890,56 @@ fn online_gc_drops_idle_uploads_and_unreferenced_blobs_but_not_live_ones() {
     drop(srv);
     assert_eq!(server_root.json(&["fsck"])["problems"], json!([]));
 }
+
+#[test]
+fn podman_and_buildah_pull_and_push_through_ingot_serve() {
+    let tools: Vec<&str> = ["podman", "buildah"].into_iter().filter(|t| have(t)).collect();
+    for missing in ["podman", "buildah"].iter().filter(|t| !tools.contains(t)) {
+        skip(
+            "podman_and_buildah_pull_and_push_through_ingot_serve",
+            &format!("{missing} is not installed"),
+        );
+    }
+    if tools.is_empty() {
+        return;
+    }
+    let src = Ingot::new(BIN);
+    sample_image(&src, "pb:1");
+    let server_root = Ingot::new(BIN);
+    let srv = serve(&server_root, &[]);
+    let host = srv.base.trim_start_matches("http://").to_string();
+    src.ok(&["push", "pb:1", &format!("{host}/pb/app:1")]);
+    for tool in tools {
+        let storage = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new(tool)
+                .arg("--root")
+                .arg(storage.path().join("root"))
+                .arg("--runroot")
+                .arg(storage.path().join("run"))
+                .args(["--storage-driver", "vfs"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{tool} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run(&["pull", "--tls-verify=false", &format!("docker://{host}/pb/app:1")]);
+        run(&[
+            "push",
+            "--tls-verify=false",
+            &format!("{host}/pb/app:1"),
+            &format!("docker://{host}/pb/{tool}:2"),
+        ]);
+        let r = call("GET", &format!("{}/v2/pb/{tool}/tags/list", srv.base), &[], b"");
+        assert_eq!(r.json()["tags"], json!(["2"]), "{tool} pushed");
+        // Pulled back by ingot, it is a complete image again.
+        let back = Ingot::new(BIN);
+        back.ok(&["pull", &format!("{host}/pb/{tool}:2")]);
+        assert_eq!(back.json(&["fsck"])["problems"], json!([]));
+    }
+}
