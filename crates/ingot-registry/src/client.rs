@@ -23,6 +23,49 @@ use crate::error::ClientError;
 /// Blobs in flight at once.
 pub const PARALLEL: usize = 4;
 
+/// What a transfer reports as it goes (the CLI draws progress bars).
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A blob starts moving.
+    Start { digest: &'a Digest, size: u64 },
+    /// `n` more bytes of it moved.
+    Bytes { digest: &'a Digest, n: u64 },
+    /// It is done (`skipped`: the other side had it already).
+    Done { digest: &'a Digest, skipped: bool },
+}
+
+/// Hears transfer events, from several threads at once.
+pub trait Observer: Send + Sync {
+    fn event(&self, e: Event<'_>);
+}
+
+/// Hears nothing.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: Event<'_>) {}
+}
+
+type Obs = std::sync::Arc<dyn Observer>;
+
+/// Reports bytes as they are read (for uploads).
+struct Counting {
+    inner: std::fs::File,
+    digest: Digest,
+    obs: Obs,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.obs.event(Event::Bytes {
+            digest: &self.digest,
+            n: n as u64,
+        });
+        Ok(n)
+    }
+}
+
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -261,8 +304,12 @@ impl Client {
     }
 
     /// Uploads one blob (POST, then PUT with the whole content).
-    fn push_blob(&self, remote: &Remote, blobs: &Blobs, d: &Digest) -> Result<bool, ClientError> {
+    fn push_blob(&self, remote: &Remote, blobs: &Blobs, d: &Digest, obs: &Obs) -> Result<bool, ClientError> {
         if self.has_blob(remote, d)? {
+            obs.event(Event::Done {
+                digest: d,
+                skipped: true,
+            });
             return Ok(false);
         }
         let url = remote.url("blobs/uploads/");
@@ -283,13 +330,18 @@ impl Client {
         put.push(if put.contains('?') { '&' } else { '?' });
         put.push_str(&format!("digest={d}"));
         let path = blobs.path(d);
-        let len = std::fs::metadata(&path)
+        let size = std::fs::metadata(&path)
             .map_err(|e| http_err(&put, format!("{}: {e}", path.display())))?
-            .len()
-            .to_string();
+            .len();
+        let len = size.to_string();
+        obs.event(Event::Start { digest: d, size });
         let open = || -> Result<ureq::SendBody<'static>, ClientError> {
             let f = std::fs::File::open(&path).map_err(|e| http_err("blob", e))?;
-            Ok(ureq::SendBody::from_owned_reader(f))
+            Ok(ureq::SendBody::from_owned_reader(Counting {
+                inner: f,
+                digest: d.clone(),
+                obs: obs.clone(),
+            }))
         };
         let resp = self.send(
             "PUT",
@@ -300,6 +352,10 @@ impl Client {
         if resp.status() != 201 {
             return Err(http_err(&put, explain(resp)));
         }
+        obs.event(Event::Done {
+            digest: d,
+            skipped: false,
+        });
         Ok(true)
     }
 
@@ -315,8 +371,12 @@ impl Client {
     }
 
     /// Downloads one blob into the store, verified.
-    fn pull_blob(&self, remote: &Remote, blobs: &Blobs, d: &Digest) -> Result<bool, ClientError> {
+    fn pull_blob(&self, remote: &Remote, blobs: &Blobs, d: &Digest, size: u64, obs: &Obs) -> Result<bool, ClientError> {
         if blobs.exists(d) {
+            obs.event(Event::Done {
+                digest: d,
+                skipped: true,
+            });
             return Ok(false);
         }
         let url = remote.url(&format!("blobs/{d}"));
@@ -324,6 +384,7 @@ impl Client {
         if resp.status() != 200 {
             return Err(http_err(&url, explain(resp)));
         }
+        obs.event(Event::Start { digest: d, size });
         let mut w = blobs.writer(Some(d.clone()))?;
         let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
         let mut buf = vec![0u8; 1 << 20];
@@ -333,15 +394,20 @@ impl Client {
                 break;
             }
             std::io::Write::write_all(&mut w, &buf[..n]).map_err(|e| http_err(&url, e))?;
+            obs.event(Event::Bytes { digest: d, n: n as u64 });
         }
         w.commit()?;
+        obs.event(Event::Done {
+            digest: d,
+            skipped: false,
+        });
         Ok(true)
     }
 }
 
 /// `key="value", key=value` pairs of a challenge; commas inside quotes
 /// (`scope="repository:a:pull,push"`) belong to the value.
-fn challenge_params(s: &str) -> Vec<(String, String)> {
+pub fn challenge_params(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = s.trim();
     while !rest.is_empty() {
@@ -404,11 +470,11 @@ pub struct Transfer {
 }
 
 /// Pushes local `image` to `remote` (its tag, else `latest`).
-pub fn push(store: &Store, image: &str, remote: &Remote) -> Result<Transfer, ClientError> {
+pub fn push(store: &Store, image: &str, remote: &Remote, obs: Obs) -> Result<Transfer, ClientError> {
     let img = store.resolve(image)?;
     let client = Client::new(remote.insecure);
     let mut t = Transfer::default();
-    push_manifest(store, &client, remote, &img.manifest, &mut t)?;
+    push_manifest(store, &client, remote, &img.manifest, &mut t, &obs)?;
     client.put_manifest(remote, &remote.reference(), &img.manifest)?;
     t.digest = Some(img.manifest.digest.clone());
     Ok(t)
@@ -420,12 +486,13 @@ fn push_manifest(
     remote: &Remote,
     m: &Manifest,
     t: &mut Transfer,
+    obs: &Obs,
 ) -> Result<(), ClientError> {
     let refs = m.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
     let children: Vec<_> = refs.iter().filter(|r| r.role == Role::Manifest).collect();
     for c in children {
         let child = store.manifest(&c.digest, Some(&c.media_type))?;
-        push_manifest(store, client, remote, &child, t)?;
+        push_manifest(store, client, remote, &child, t, obs)?;
         client.put_manifest(remote, &child.digest.to_string(), &child)?;
     }
     let blobs: Vec<Digest> = refs
@@ -434,7 +501,7 @@ fn push_manifest(
         .map(|r| r.digest.clone())
         .collect();
     let store_blobs = store.blobs().clone();
-    let moved = parallel(&blobs, |d| client.push_blob(remote, &store_blobs, d))?;
+    let moved = parallel(&blobs, |d| client.push_blob(remote, &store_blobs, d, obs))?;
     t.blobs_moved += moved;
     t.blobs_skipped += blobs.len() - moved;
     Ok(())
@@ -442,7 +509,7 @@ fn push_manifest(
 
 /// Pulls `remote` into the store and tags it as `host/repo:tag`. An index
 /// is resolved to this machine's platform.
-pub fn pull(store: &mut Store, remote: &Remote) -> Result<Transfer, ClientError> {
+pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, ClientError> {
     let _lease = store.lease()?;
     let client = Client::new(remote.insecure);
     let reference = remote.reference();
@@ -477,13 +544,15 @@ pub fn pull(store: &mut Store, remote: &Remote) -> Result<Transfer, ClientError>
         }
     }
     let refs = manifest.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
-    let blobs: Vec<Digest> = refs
+    let blobs: Vec<(Digest, u64)> = refs
         .iter()
         .filter(|r| matches!(r.role, Role::Config | Role::Layer))
-        .map(|r| r.digest.clone())
+        .map(|r| (r.digest.clone(), r.size))
         .collect();
     let store_blobs = store.blobs().clone();
-    let moved = parallel(&blobs, |d| client.pull_blob(remote, &store_blobs, d))?;
+    let moved = parallel(&blobs, |(d, size)| {
+        client.pull_blob(remote, &store_blobs, d, *size, &obs)
+    })?;
     if !store.blobs().exists(&manifest.digest) {
         let mut w = store.blobs().writer(Some(manifest.digest.clone()))?;
         std::io::Write::write_all(&mut w, &manifest.bytes).map_err(|e| ClientError::Invalid(e.to_string()))?;

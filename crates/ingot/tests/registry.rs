@@ -943,3 +943,47 @@ fn podman_and_buildah_pull_and_push_through_ingot_serve() {
         assert_eq!(back.json(&["fsck"])["problems"], json!([]));
     }
 }
+
+#[test]
+fn concurrent_pushes_of_one_tag_leave_a_consistent_registry() {
+    let server_root = Ingot::new(BIN);
+    let srv = serve(&server_root, &[]);
+    let b = srv.base.clone();
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let cd = push_blob(&b, "race/app", config);
+    let manifests: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let payload = format!("layer {i}");
+            let ld = push_blob(&b, "race/app", payload.as_bytes());
+            manifest(&cd, config.len(), &[(ld, payload.len())], json!({}))
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for m in &manifests {
+            let b = b.clone();
+            s.spawn(move || {
+                for _ in 0..15 {
+                    let r = call(
+                        "PUT",
+                        &format!("{b}/v2/race/app/manifests/latest"),
+                        &[("content-type", OCI_MANIFEST)],
+                        m,
+                    );
+                    assert_eq!(r.status, 201);
+                }
+            });
+        }
+    });
+    // The tag names exactly one of them, whole, and its digest header fits.
+    let r = call("GET", &format!("{b}/v2/race/app/manifests/latest"), &[], b"");
+    assert!(manifests.contains(&r.body), "the tag must name one pushed manifest");
+    assert_eq!(r.header("docker-content-digest"), sha256(&r.body));
+    for m in &manifests {
+        assert_eq!(
+            call("HEAD", &format!("{b}/v2/race/app/manifests/{}", sha256(m)), &[], b"").status,
+            200
+        );
+    }
+    drop(srv);
+    assert_eq!(server_root.json(&["fsck"])["problems"], json!([]));
+}

@@ -100,7 +100,7 @@ impl App {
 
 /// What a request path names.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Route {
+pub enum Route {
     Base,
     Catalog,
     Tags(String),
@@ -111,7 +111,8 @@ pub(crate) enum Route {
     Referrers(String, String),
 }
 
-pub(crate) fn route(path: &str) -> Result<Route, ApiError> {
+/// Parses a request path; the repository name is validated here, once.
+pub fn route(path: &str) -> Result<Route, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no route for {path}"));
     if path == "/v2/" || path == "/v2" {
         return Ok(Route::Base);

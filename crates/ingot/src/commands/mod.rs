@@ -85,7 +85,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let store = open()?;
             let dest = destination.as_deref().unwrap_or(image);
             let remote = ingot_registry::client::Remote::parse(dest, insecure)?;
-            let t = ingot_registry::client::push(&store, image, &remote)?;
+            let t = ingot_registry::client::push(&store, image, &remote, crate::progress::observer(cli.quiet))?;
             let digest = t.digest.map(|d| d.to_string()).unwrap_or_default();
             if cli.quiet {
                 println!("{digest}");
@@ -100,7 +100,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pull { ref source, insecure } => {
             let mut store = open()?;
             let remote = ingot_registry::client::Remote::parse(source, insecure)?;
-            let t = ingot_registry::client::pull(&mut store, &remote)?;
+            let t = ingot_registry::client::pull(&mut store, &remote, crate::progress::observer(cli.quiet))?;
             let digest = t.digest.map(|d| d.to_string()).unwrap_or_default();
             if cli.quiet {
                 println!("{digest}");
