@@ -467,6 +467,8 @@ pub struct Transfer {
     pub digest: Option<Digest>,
     pub blobs_moved: usize,
     pub blobs_skipped: usize,
+    /// Referrers (signatures, SBOMs, ...) copied along.
+    pub referrers: usize,
 }
 
 /// Pushes local `image` to `remote` (its tag, else `latest`).
@@ -476,6 +478,13 @@ pub fn push(store: &Store, image: &str, remote: &Remote, obs: Obs) -> Result<Tra
     let mut t = Transfer::default();
     push_manifest(store, &client, remote, &img.manifest, &mut t, &obs)?;
     client.put_manifest(remote, &remote.reference(), &img.manifest)?;
+    // Then what refers to it: the subject exists on the other side now.
+    for r in store.referrers(&img.manifest.digest)? {
+        let m = store.manifest(&r, None)?;
+        push_manifest(store, &client, remote, &m, &mut t, &obs)?;
+        client.put_manifest(remote, &r.to_string(), &m)?;
+        t.referrers += 1;
+    }
     t.digest = Some(img.manifest.digest.clone());
     Ok(t)
 }
@@ -570,11 +579,70 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
         vec![name.parse().map_err(|e| ClientError::Invalid(format!("{name}: {e}")))?]
     };
     store.register(&manifest, &tags)?;
+    let referrers = pull_referrers(store, &client, remote, &manifest.digest, &obs)?;
     Ok(Transfer {
         digest: Some(manifest.digest.clone()),
         blobs_moved: moved,
         blobs_skipped: blobs.len() - moved,
+        referrers,
     })
+}
+
+/// Copies the referrers of `subject` (through the referrers API) into the
+/// store; a registry without that API has none to give.
+fn pull_referrers(
+    store: &mut Store,
+    client: &Client,
+    remote: &Remote,
+    subject: &Digest,
+    obs: &Obs,
+) -> Result<usize, ClientError> {
+    let url = remote.url(&format!("referrers/{subject}"));
+    let mut resp = client.send("GET", &url, &[("accept", media::OCI_INDEX)], None)?;
+    if resp.status() != 200 {
+        tracing::debug!(%url, status = %resp.status(), "no referrers API");
+        return Ok(0);
+    }
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(4 << 20)
+        .read_to_string()
+        .map_err(|e| http_err(&url, e))?;
+    let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| http_err(&url, e))?;
+    let mut copied = 0;
+    for desc in index["manifests"].as_array().cloned().unwrap_or_default() {
+        let Some(d) = desc["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) else {
+            continue;
+        };
+        if store.image(&d).is_ok() {
+            continue;
+        }
+        let (bytes, media_type) = client.get_manifest(remote, &d.to_string())?;
+        let m = Manifest::parse(bytes, Some(&media_type))
+            .map_err(|e| ClientError::Invalid(format!("referrer {d}: {e}")))?;
+        if m.digest != d {
+            return Err(ClientError::Invalid(format!("referrer {d} hashes to {}", m.digest)));
+        }
+        let refs = m.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
+        let blobs: Vec<(Digest, u64)> = refs
+            .iter()
+            .filter(|r| matches!(r.role, Role::Config | Role::Layer))
+            .map(|r| (r.digest.clone(), r.size))
+            .collect();
+        let store_blobs = store.blobs().clone();
+        parallel(&blobs, |(b, size)| {
+            client.pull_blob(remote, &store_blobs, b, *size, obs)
+        })?;
+        if !store.blobs().exists(&m.digest) {
+            let mut w = store.blobs().writer(Some(m.digest.clone()))?;
+            std::io::Write::write_all(&mut w, &m.bytes).map_err(|e| ClientError::Invalid(e.to_string()))?;
+            w.commit()?;
+        }
+        store.register(&m, &[])?;
+        copied += 1;
+    }
+    Ok(copied)
 }
 
 #[cfg(test)]

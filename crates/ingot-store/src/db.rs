@@ -88,6 +88,9 @@ const MIGRATIONS: &[&str] = &[
         push    INTEGER NOT NULL,
         created TEXT NOT NULL
      );",
+    // 6: referrers (signatures, SBOMs, ...) know their subject
+    "ALTER TABLE images ADD COLUMN subject TEXT;
+     CREATE INDEX images_subject ON images(subject);",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

@@ -100,7 +100,15 @@ fn check_manifest(
         }
     }
     if let Content::Image(m) = &manifest.content {
-        if let Some(cfg) = refs.iter().find(|r| r.role == Role::Config) {
+        // Artifacts (signatures, SBOMs) carry other kinds of config.
+        let image_config = |r: &&ingot_oci::manifest::Reference| {
+            r.role == Role::Config
+                && matches!(
+                    r.media_type.as_str(),
+                    ingot_oci::media::OCI_CONFIG | ingot_oci::media::DOCKER_CONFIG
+                )
+        };
+        if let Some(cfg) = refs.iter().find(image_config) {
             if !bad.contains(&cfg.digest) {
                 match store.blobs().read(&cfg.digest).map(|b| ImageConfig::parse(&b)) {
                     Ok(Ok(c)) if c.rootfs.diff_ids.len() != m.layers().len() => report(

@@ -178,6 +178,7 @@ impl Store {
             .prepare(
                 "SELECT COALESCE(t.name, '<none>'), COALESCE(t.tag, '<none>'), i.digest, i.size, i.created, i.media_type
                  FROM images i LEFT JOIN tags t ON t.digest = i.digest
+                 WHERE i.subject IS NULL OR t.name IS NOT NULL
                  ORDER BY t.name IS NULL, t.name, t.tag, i.added_at DESC",
             )
             .map_err(self.db_err())?;
@@ -209,6 +210,20 @@ impl Store {
     }
 
     /// Every image digest (the GC roots).
+    /// Manifests in the store whose subject is `subject` (its signatures,
+    /// SBOMs, ...), by digest.
+    pub fn referrers(&self, subject: &Digest) -> Result<Vec<Digest>> {
+        let mut st = self
+            .db
+            .prepare("SELECT digest FROM images WHERE subject = ?1 ORDER BY digest")
+            .map_err(self.db_err())?;
+        let rows: Vec<String> = st
+            .query_map([subject.to_string()], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(self.db_err())?;
+        rows.iter().map(|d| parse_db_digest(d)).collect()
+    }
+
     pub fn image_digests(&self) -> Result<Vec<Digest>> {
         let mut st = self.db.prepare("SELECT digest FROM images").map_err(self.db_err())?;
         let rows: Vec<String> = st
@@ -316,10 +331,27 @@ impl Store {
     /// points at missing content.
     pub fn register(&mut self, manifest: &Manifest, tags: &[Reference]) -> Result<()> {
         let size = self.check_complete(manifest)?;
-        let created = match self.config(manifest)? {
-            Some((_, cfg)) => cfg.created,
-            None => None,
+        // Artifacts (signatures, SBOMs) have configs that are not image configs.
+        let image_config = match &manifest.content {
+            Content::Image(m) => matches!(
+                m.config().media_type().to_string().as_str(),
+                ingot_oci::media::OCI_CONFIG | ingot_oci::media::DOCKER_CONFIG
+            ),
+            Content::Index(_) => false,
         };
+        let created = match image_config {
+            true => self.config(manifest)?.and_then(|(_, cfg)| cfg.created),
+            false => None,
+        };
+        let subject = manifest
+            .references()
+            .map_err(|source| StoreError::Manifest {
+                digest: manifest.digest.clone(),
+                source,
+            })?
+            .into_iter()
+            .find(|r| r.role == ingot_oci::manifest::Role::Subject)
+            .map(|r| r.digest.to_string());
         let now = crate::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
         let path = self.root.join("ingot.db");
         let db_err = |source| StoreError::Db {
@@ -328,14 +360,15 @@ impl Store {
         };
         let tx = self.db.transaction().map_err(db_err)?;
         tx.execute(
-            "INSERT INTO images (digest, media_type, size, created, added_at) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO images (digest, media_type, size, created, added_at, subject) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (digest) DO NOTHING",
             params![
                 manifest.digest.to_string(),
                 manifest.media_type,
                 size as i64,
                 created,
-                now
+                now,
+                subject
             ],
         )
         .map_err(db_err)?;

@@ -987,3 +987,68 @@ fn concurrent_pushes_of_one_tag_leave_a_consistent_registry() {
     drop(srv);
     assert_eq!(server_root.json(&["fsck"])["problems"], json!([]));
 }
+
+#[test]
+fn referrers_travel_with_pull_and_push() {
+    let a_root = Ingot::new(BIN);
+    let a = serve(&a_root, &[]);
+    let b_root = Ingot::new(BIN);
+    let b = serve(&b_root, &[]);
+    let (ha, hb) = (
+        a.base.trim_start_matches("http://").to_string(),
+        b.base.trim_start_matches("http://").to_string(),
+    );
+    let src = Ingot::new(BIN);
+    let digest = sample_image(&src, "ref:1");
+    src.ok(&["push", "ref:1", &format!("{ha}/team/app:1")]);
+    // A signature-like artifact refers to the image on registry A.
+    let size = call("HEAD", &format!("{}/v2/team/app/manifests/1", a.base), &[], b"")
+        .header("content-length")
+        .parse::<usize>()
+        .unwrap();
+    let empty = push_blob(&a.base, "team/app", b"{}");
+    let payload = push_blob(&a.base, "team/app", b"signature payload");
+    let sig = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.dev.ingot.test.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": payload, "size": 17}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": digest, "size": size},
+    }))
+    .unwrap();
+    let sd = sha256(&sig);
+    assert_eq!(
+        call(
+            "PUT",
+            &format!("{}/v2/team/app/manifests/{sd}", a.base),
+            &[("content-type", OCI_MANIFEST)],
+            &sig
+        )
+        .status,
+        201
+    );
+    // Pulled along; not listed as an image of its own.
+    let mid = Ingot::new(BIN);
+    let out = mid.ok(&["pull", &format!("{ha}/team/app:1")]);
+    assert!(out.contains("1 referrers"), "{out}");
+    let names: Vec<String> = mid
+        .json(&["images"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["tag"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["1"], "referrers are not images of their own");
+    // Pushed along to registry B.
+    let out = mid.ok(&["push", &format!("{ha}/team/app:1"), &format!("{hb}/copy/app:1")]);
+    assert!(out.contains("1 referrers"), "{out}");
+    let r = call("GET", &format!("{}/v2/copy/app/referrers/{digest}", b.base), &[], b"");
+    assert_eq!(r.json()["manifests"][0]["digest"], sd.as_str());
+    assert_eq!(
+        call("GET", &format!("{}/v2/copy/app/blobs/{payload}", b.base), &[], b"").body,
+        b"signature payload"
+    );
+    assert_eq!(mid.json(&["fsck"])["problems"], json!([]));
+    // GC keeps a referrer while it exists in the store.
+    mid.ok(&["gc"]);
+    assert_eq!(mid.json(&["fsck"])["problems"], json!([]));
+}

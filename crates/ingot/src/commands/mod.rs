@@ -91,8 +91,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{digest}");
             } else {
                 println!(
-                    "Pushed {dest} {digest} ({} blobs sent, {} already there)",
-                    t.blobs_moved, t.blobs_skipped
+                    "Pushed {dest} {digest} ({} blobs sent, {} already there, {} referrers)",
+                    t.blobs_moved, t.blobs_skipped, t.referrers
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -106,8 +106,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{digest}");
             } else {
                 println!(
-                    "Pulled {source} {digest} ({} blobs fetched, {} already here)",
-                    t.blobs_moved, t.blobs_skipped
+                    "Pulled {source} {digest} ({} blobs fetched, {} already here, {} referrers)",
+                    t.blobs_moved, t.blobs_skipped, t.referrers
                 );
             }
             Ok(ExitCode::SUCCESS)
