@@ -186,6 +186,25 @@ pub enum Command {
         #[arg(long = "tls-key", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    /// Signing keys
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Sign an image (cosign format; stored as its referrer and under its sha256-<hex>.sig tag)
+    Sign {
+        image: String,
+        /// Private key (PEM); encrypted keys take INGOT_KEY_PASSWORD
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Verify an image's signatures against a public key
+    Verify {
+        image: String,
+        /// Public key (PEM)
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Registry access tokens
     Token {
         #[command(subcommand)]
@@ -194,6 +213,18 @@ pub enum Command {
     /// (internal) the per-container monitor process of `run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeyCommand {
+    /// Write PATH.key (private, PKCS#8 PEM; encrypted with INGOT_KEY_PASSWORD when set) and PATH.pub
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        /// Ed25519 instead of ECDSA P-256
+        #[arg(long)]
+        ed25519: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -3,6 +3,7 @@
 mod build;
 mod containers;
 mod images;
+mod trust;
 
 use std::process::ExitCode;
 
@@ -62,6 +63,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref containers,
         } => containers::kill(&open()?, &cli, containers, signal),
         Command::Rm { force, ref containers } => containers::rm(&open()?, &cli, containers, force),
+        Command::Key {
+            command: crate::cli::KeyCommand::Generate { ref out, ed25519 },
+        } => trust::generate(&cli, out, ed25519),
+        Command::Sign { ref image, ref key } => trust::sign(&mut open()?, &cli, image, key),
+        Command::Verify { ref image, ref key } => trust::verify(&open()?, &cli, image, key),
         Command::Token {
             command: crate::cli::TokenCommand::Create { ref repo, pull, push },
         } => {

@@ -1,0 +1,96 @@
+//! `ingot key generate`, `ingot sign`, `ingot verify`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use ingot_store::Store;
+use ingot_trust::keys::{KeyKind, SigningKey, VerifyingKey};
+
+use crate::cli::{Cli, Format};
+use crate::output;
+
+const PASSWORD_ENV: &str = "INGOT_KEY_PASSWORD";
+
+fn password() -> Option<String> {
+    std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty())
+}
+
+/// Writes `text` to a new file (never over an existing key), mode `mode`.
+fn write_new(path: &Path, text: &str, mode: u32) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+pub fn generate(cli: &Cli, out: &Path, ed25519: bool) -> Result<ExitCode> {
+    let kind = if ed25519 { KeyKind::Ed25519 } else { KeyKind::EcdsaP256 };
+    let key = SigningKey::generate(kind);
+    let private = out.with_extension("key");
+    let public = out.with_extension("pub");
+    for p in [&private, &public] {
+        if p.exists() {
+            bail!("{} exists; not overwriting a key", p.display());
+        }
+    }
+    write_new(&private, &key.to_pem(password().as_deref())?, 0o600)?;
+    if let Err(e) = write_new(&public, &key.verifying_key().to_pem()?, 0o644) {
+        let _ = fs::remove_file(&private);
+        return Err(e);
+    }
+    if !cli.quiet {
+        println!(
+            "Wrote {} ({}{}) and {}",
+            private.display(),
+            if ed25519 { "Ed25519" } else { "ECDSA P-256" },
+            if password().is_some() { ", encrypted" } else { "" },
+            public.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sign(store: &mut Store, cli: &Cli, image: &str, key: &Path) -> Result<ExitCode> {
+    let text = fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
+    let key = SigningKey::from_pem(&text, password().as_deref())?;
+    let signed = ingot_trust::signature::sign(store, image, &key)?;
+    if cli.quiet {
+        println!("{}", signed.signature);
+    } else {
+        println!(
+            "Signed {} with signature {}{}",
+            signed.image,
+            signed.signature,
+            signed.tag.map(|t| format!(" (tag {t})")).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(store: &Store, cli: &Cli, image: &str, key: &Path) -> Result<ExitCode> {
+    let text = fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
+    let key = VerifyingKey::from_pem(&text)?;
+    let good = ingot_trust::signature::verify(store, image, &key)?;
+    match cli.format {
+        Format::Json => output::json(&good)?,
+        Format::Table if !cli.quiet => {
+            for v in &good {
+                println!(
+                    "Verified {} : signature {} by this key ({})",
+                    v.image, v.signature, v.identity
+                );
+            }
+        }
+        Format::Table => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
