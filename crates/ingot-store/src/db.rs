@@ -91,6 +91,18 @@ const MIGRATIONS: &[&str] = &[
     // 6: referrers (signatures, SBOMs, ...) know their subject
     "ALTER TABLE images ADD COLUMN subject TEXT;
      CREATE INDEX images_subject ON images(subject);",
+    // 7: vulnerability advisories (OSV JSON), by the packages they affect
+    "CREATE TABLE osv_advisories (
+        id       TEXT PRIMARY KEY,
+        modified TEXT,
+        json     TEXT NOT NULL
+     );
+     CREATE TABLE osv_affected (
+        id        TEXT NOT NULL REFERENCES osv_advisories(id) ON DELETE CASCADE,
+        ecosystem TEXT NOT NULL,
+        package   TEXT NOT NULL
+     );
+     CREATE INDEX osv_affected_package ON osv_affected(ecosystem, package);",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

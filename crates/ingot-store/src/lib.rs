@@ -14,6 +14,7 @@
 //! transaction with its tags; GC never runs while a writer holds a lease.
 //! Several processes may open one root at once (SQLite WAL + file locks).
 
+mod advisories;
 mod archive;
 mod blobs;
 mod containers;
@@ -29,6 +30,7 @@ mod unpack;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+pub use advisories::AdvisoryRow;
 pub use archive::{load, save, LoadedImage};
 pub use blobs::{hash_file, BlobWriter, Blobs};
 pub use containers::{ContainerRecord, ContainerState};

@@ -1,0 +1,344 @@
+//! ingot's package catalogers: what is installed in an image, read from its
+//! layers' own package databases.
+//!
+//! Each layer is streamed once, bottom to top; the files catalogers read
+//! (dpkg's `var/lib/dpkg/status` and `status.d/`, apk's
+//! `lib/apk/db/installed`, Python's `*.dist-info/METADATA` and
+//! `*.egg-info/PKG-INFO`, npm's `node_modules/**/package.json`) are kept by
+//! path, a higher layer's copy replacing a lower one's, and whiteouts
+//! (`.wh.NAME`, `.wh..wh..opq`) removing what they hide: the result is what
+//! the merged file system holds. Every package names the layer (diff ID)
+//! and path its record came from.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use ingot_oci::manifest::Role;
+use ingot_oci::media::{self, Compression};
+use ingot_oci::Digest;
+use ingot_store::Store;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Store(#[from] ingot_store::StoreError),
+    #[error("layer {layer}: {message}")]
+    Layer { layer: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Ecosystem {
+    Debian,
+    Alpine,
+    PyPI,
+    #[serde(rename = "npm")]
+    Npm,
+}
+
+impl Ecosystem {
+    /// The OSV ecosystem name.
+    pub fn osv(self) -> &'static str {
+        match self {
+            Ecosystem::Debian => "Debian",
+            Ecosystem::Alpine => "Alpine",
+            Ecosystem::PyPI => "PyPI",
+            Ecosystem::Npm => "npm",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub ecosystem: Ecosystem,
+    pub purl: String,
+    pub license: Option<String>,
+    /// Diff ID of the layer the record came from.
+    pub layer: Digest,
+    /// Path of the record in the image.
+    pub path: String,
+}
+
+/// The most a cataloged file may hold.
+const MAX_FILE: u64 = 32 << 20;
+
+fn interesting(path: &str) -> bool {
+    path == "var/lib/dpkg/status"
+        || path.starts_with("var/lib/dpkg/status.d/")
+        || path == "lib/apk/db/installed"
+        || path.ends_with(".dist-info/METADATA")
+        || path.ends_with(".egg-info/PKG-INFO")
+        || (path.ends_with("/package.json") && is_npm_manifest(path))
+}
+
+/// `.../node_modules/NAME/package.json` or `.../node_modules/@SCOPE/NAME/package.json`.
+fn is_npm_manifest(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let n = parts.len();
+    (n >= 3 && parts[n - 3] == "node_modules")
+        || (n >= 4 && parts[n - 4] == "node_modules" && parts[n - 3].starts_with('@'))
+}
+
+/// PEP 503: lowercase, runs of `-`, `_`, `.` become one `-`.
+pub fn normalize_pypi(name: &str) -> String {
+    let mut out = String::new();
+    let mut sep = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+            continue;
+        }
+        if sep && !out.is_empty() {
+            out.push('-');
+        }
+        sep = false;
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// The packages installed in `image`.
+pub fn catalog(store: &Store, image: &str) -> Result<Vec<Package>> {
+    let img = store.resolve(image)?;
+    let (_, config) = store
+        .config(&img.manifest)?
+        .ok_or_else(|| CatalogError::Invalid(format!("{image} is an index; catalog one platform's image")))?;
+    let refs = img
+        .manifest
+        .references()
+        .map_err(|e| CatalogError::Invalid(e.to_string()))?;
+    let layers: Vec<_> = refs.into_iter().filter(|r| r.role == Role::Layer).collect();
+    // path -> (layer index, content)
+    let mut files: BTreeMap<String, (usize, Vec<u8>)> = BTreeMap::new();
+    for (i, l) in layers.iter().enumerate() {
+        let err = |m: String| CatalogError::Layer {
+            layer: l.digest.to_string(),
+            message: m,
+        };
+        let blob = std::io::BufReader::new(store.blobs().open(&l.digest)?);
+        let reader: Box<dyn Read> = match media::layer_compression(&l.media_type) {
+            Some(Compression::None) => Box::new(blob),
+            Some(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+            _ => return Err(err(format!("media type {} cannot be read", l.media_type))),
+        };
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(|e| err(e.to_string()))? {
+            let mut entry = entry.map_err(|e| err(e.to_string()))?;
+            let raw = entry
+                .path()
+                .map_err(|e| err(e.to_string()))?
+                .to_string_lossy()
+                .into_owned();
+            let path = raw
+                .trim_start_matches("./")
+                .trim_start_matches('/')
+                .trim_end_matches('/')
+                .to_string();
+            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            if name == ".wh..wh..opq" {
+                let prefix = format!("{dir}/");
+                files.retain(|p, (layer, _)| *layer == i || !p.starts_with(&prefix));
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                let gone = if dir.is_empty() {
+                    hidden.to_string()
+                } else {
+                    format!("{dir}/{hidden}")
+                };
+                let prefix = format!("{gone}/");
+                files.retain(|p, _| *p != gone && !p.starts_with(&prefix));
+                continue;
+            }
+            if !entry.header().entry_type().is_file() || !interesting(&path) {
+                continue;
+            }
+            if entry.size() > MAX_FILE {
+                return Err(err(format!("{path}: {} bytes is too large to catalog", entry.size())));
+            }
+            let mut buf = Vec::new();
+            entry.read_to_end(&mut buf).map_err(|e| err(format!("{path}: {e}")))?;
+            files.insert(path, (i, buf));
+        }
+    }
+    let mut packages = Vec::new();
+    for (path, (i, content)) in &files {
+        let layer = config
+            .rootfs
+            .diff_ids
+            .get(*i)
+            .cloned()
+            .unwrap_or_else(|| layers[*i].digest.clone());
+        let text = String::from_utf8_lossy(content);
+        let found = if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
+            dpkg(&text)
+        } else if path == "lib/apk/db/installed" {
+            apk(&text)
+        } else if path.ends_with("/package.json") {
+            npm(&text).into_iter().collect()
+        } else {
+            python(&text).into_iter().collect()
+        };
+        packages.extend(found.into_iter().map(|(name, version, ecosystem, license)| Package {
+            purl: purl(ecosystem, &name, &version),
+            name,
+            version,
+            ecosystem,
+            license,
+            layer: layer.clone(),
+            path: format!("/{path}"),
+        }));
+    }
+    packages
+        .sort_by(|a, b| (a.ecosystem, &a.name, &a.version, &a.path).cmp(&(b.ecosystem, &b.name, &b.version, &b.path)));
+    Ok(packages)
+}
+
+type Found = (String, String, Ecosystem, Option<String>);
+
+/// `Key: value` paragraphs (dpkg status, RFC 822 headers); continuation
+/// lines (leading space) are skipped.
+fn paragraphs(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut out = Vec::new();
+    let mut cur = BTreeMap::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        if line.starts_with(' ') || line.starts_with('\t') {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            cur.entry(k.trim().to_string()).or_insert_with(|| v.trim().to_string());
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn dpkg(text: &str) -> Vec<Found> {
+    paragraphs(text)
+        .into_iter()
+        .filter(|p| p.get("Status").is_none_or(|s| s == "install ok installed"))
+        .filter_map(|p| {
+            Some((
+                p.get("Package")?.clone(),
+                p.get("Version")?.clone(),
+                Ecosystem::Debian,
+                None,
+            ))
+        })
+        .collect()
+}
+
+fn apk(text: &str) -> Vec<Found> {
+    let mut out = Vec::new();
+    for record in text.split("\n\n") {
+        let mut name = None;
+        let mut version = None;
+        let mut license = None;
+        for line in record.lines() {
+            match line.split_once(':') {
+                Some(("P", v)) => name = Some(v.to_string()),
+                Some(("V", v)) => version = Some(v.to_string()),
+                Some(("L", v)) => license = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        if let (Some(n), Some(v)) = (name, version) {
+            out.push((n, v, Ecosystem::Alpine, license));
+        }
+    }
+    out
+}
+
+fn python(text: &str) -> Option<Found> {
+    // Only the header block: the description follows the first blank line.
+    let head = paragraphs(text.split("\n\n").next().unwrap_or(""));
+    let h = head.first()?;
+    let license = h
+        .get("License-Expression")
+        .or_else(|| h.get("License"))
+        .filter(|l| !l.is_empty() && l.as_str() != "UNKNOWN")
+        .cloned();
+    Some((
+        normalize_pypi(h.get("Name")?),
+        h.get("Version")?.clone(),
+        Ecosystem::PyPI,
+        license,
+    ))
+}
+
+fn npm(text: &str) -> Option<Found> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let license = match &v["license"] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o.get("type").and_then(|t| t.as_str()).map(String::from),
+        _ => None,
+    };
+    Some((
+        v["name"].as_str()?.to_string(),
+        v["version"].as_str()?.to_string(),
+        Ecosystem::Npm,
+        license,
+    ))
+}
+
+/// Package URLs as the purl spec writes them.
+pub fn purl(eco: Ecosystem, name: &str, version: &str) -> String {
+    let enc = |s: &str| s.replace('%', "%25").replace('@', "%40").replace(' ', "%20");
+    match eco {
+        Ecosystem::Debian => format!("pkg:deb/debian/{}@{}", enc(name), enc(version)),
+        Ecosystem::Alpine => format!("pkg:apk/alpine/{}@{}", enc(name), enc(version)),
+        Ecosystem::PyPI => format!("pkg:pypi/{}@{}", enc(name), enc(version)),
+        Ecosystem::Npm => match name.strip_prefix('@').and_then(|n| n.split_once('/')) {
+            Some((scope, n)) => format!("pkg:npm/%40{}/{}@{}", enc(scope), enc(n), enc(version)),
+            None => format!("pkg:npm/{}@{}", enc(name), enc(version)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsers() {
+        let status = "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9+deb12u4\nDescription: x\n continued\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b2\n";
+        let d: Vec<_> = dpkg(status).into_iter().map(|f| (f.0, f.1)).collect();
+        assert_eq!(
+            d,
+            [
+                ("libc6".into(), "2.36-9+deb12u4".into()),
+                ("bash".into(), "5.2.15-2+b2".into())
+            ]
+        );
+        let a = apk("C:Q1x=\nP:musl\nV:1.2.4-r2\nL:MIT\n\nP:busybox\nV:1.36.1-r5\n");
+        assert_eq!((a[0].0.as_str(), a[0].3.as_deref(), a.len()), ("musl", Some("MIT"), 2));
+        let p = python(
+            "Metadata-Version: 2.1\nName: Django_REST.framework\nVersion: 3.2\nLicense: BSD\n\nName: not-this\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (p.0.as_str(), p.1.as_str(), p.3.as_deref()),
+            ("django-rest-framework", "3.2", Some("BSD"))
+        );
+        let n = npm(r#"{"name":"@scope/pkg","version":"1.0.0","license":{"type":"MIT"}}"#).unwrap();
+        assert_eq!(purl(Ecosystem::Npm, &n.0, &n.1), "pkg:npm/%40scope/pkg@1.0.0");
+        assert!(is_npm_manifest("app/node_modules/left-pad/package.json"));
+        assert!(is_npm_manifest("node_modules/@a/b/package.json"));
+        assert!(!is_npm_manifest("app/package.json"));
+        assert_eq!(normalize_pypi("Foo__Bar.baz"), "foo-bar-baz");
+    }
+}
