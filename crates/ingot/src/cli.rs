@@ -186,6 +186,23 @@ pub enum Command {
         #[arg(long = "tls-key", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
     },
+    /// The vulnerability database
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Scan an image's packages against the vulnerability database
+    Scan {
+        image: String,
+        /// Exit 1 if any finding is at least this severe (critical, high, medium, low; unknown counts)
+        #[arg(long = "fail-on")]
+        fail_on: Option<String>,
+        /// Also sarif (per-command --format; overrides the global one)
+        #[arg(long = "output", value_name = "table|json|sarif")]
+        output: Option<String>,
+    },
+    /// List the packages installed in an image (the catalogers' view)
+    Packages { image: String },
     /// Signing keys
     Key {
         #[command(subcommand)]
@@ -213,6 +230,12 @@ pub enum Command {
     /// (internal) the per-container monitor process of `run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DbCommand {
+    /// Import OSV advisories (JSON or YAML; a file or a directory tree), replacing same-id ones
+    Import { path: PathBuf },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -3,6 +3,7 @@
 mod build;
 mod containers;
 mod images;
+mod scan;
 mod trust;
 
 use std::process::ExitCode;
@@ -63,6 +64,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref containers,
         } => containers::kill(&open()?, &cli, containers, signal),
         Command::Rm { force, ref containers } => containers::rm(&open()?, &cli, containers, force),
+        Command::Db {
+            command: crate::cli::DbCommand::Import { ref path },
+        } => scan::import(&mut open()?, &cli, path),
+        Command::Scan {
+            ref image,
+            ref fail_on,
+            ref output,
+        } => scan::scan(&open()?, &cli, image, fail_on.as_deref(), output.as_deref()),
+        Command::Packages { ref image } => scan::packages(&open()?, &cli, image),
         Command::Key {
             command: crate::cli::KeyCommand::Generate { ref out, ed25519 },
         } => trust::generate(&cli, out, ed25519),
