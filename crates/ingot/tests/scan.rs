@@ -21,7 +21,7 @@ fn osv_dir() -> Option<PathBuf> {
 
 /// Advisory ids whose own `versions` list names `version` of `package`
 /// (withdrawn ones left out).
-fn expected(dir: &PathBuf, package: &str, version: &str) -> BTreeSet<String> {
+fn expected(dir: &std::path::Path, package: &str, version: &str) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for e in fs::read_dir(dir.join(package)).unwrap() {
         let text = fs::read_to_string(e.unwrap().path()).unwrap();
