@@ -342,3 +342,4 @@ mod tests {
         assert_eq!(normalize_pypi("Foo__Bar.baz"), "foo-bar-baz");
     }
 }
+pub mod documents;

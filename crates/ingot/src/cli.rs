@@ -11,8 +11,13 @@ pub struct Cli {
     #[arg(long, global = true, env = "INGOT_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// Output format of listing and inspect commands
-    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    /// Output format: table or json for listing and inspect commands; also
+    /// sarif for scan, spdx-json or cyclonedx-json for sbom
+    #[arg(long = "format", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output_format: OutputFormat,
+
+    /// The table/json view of `output_format`, for commands that have only those.
+    #[arg(skip)]
     pub format: Format,
 
     /// Print only essential output (digests, IDs)
@@ -28,10 +33,20 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
+    #[default]
     Table,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Sarif,
+    SpdxJson,
+    CyclonedxJson,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,15 +206,19 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
-    /// Scan an image's packages against the vulnerability database
+    /// Scan an image's packages against the vulnerability database (--format table|json|sarif)
     Scan {
         image: String,
         /// Exit 1 if any finding is at least this severe (critical, high, medium, low; unknown counts)
         #[arg(long = "fail-on")]
         fail_on: Option<String>,
-        /// Also sarif (per-command --format; overrides the global one)
-        #[arg(long = "output", value_name = "table|json|sarif")]
-        output: Option<String>,
+    },
+    /// Write an image's SBOM (--format spdx-json|cyclonedx-json; default spdx-json)
+    Sbom {
+        image: String,
+        /// Also attach it to the image as an OCI referrer
+        #[arg(long)]
+        attach: bool,
     },
     /// List the packages installed in an image (the catalogers' view)
     Packages { image: String },
@@ -296,6 +315,9 @@ pub struct BuildArgs {
     /// Progress output: plain or tty
     #[arg(long, default_value = "plain")]
     pub progress: String,
+    /// Do not attach SPDX and CycloneDX SBOMs to the image
+    #[arg(long = "no-sbom")]
+    pub no_sbom: bool,
     /// Build twice (the second time without cache) and fail unless both give the same digest
     #[arg(long = "check-reproducible")]
     pub check_reproducible: bool,
@@ -364,4 +386,28 @@ pub struct RunArgs {
     /// Command and arguments (default: the image's ENTRYPOINT and CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// Sets the table/json view and refuses a format the command does not have.
+pub fn check_format(cli: &mut Cli) -> Result<(), String> {
+    use OutputFormat as O;
+    cli.format = if cli.output_format == O::Json {
+        Format::Json
+    } else {
+        Format::Table
+    };
+    let ok = match (&cli.command, cli.output_format) {
+        (_, O::Table | O::Json) => true,
+        (Command::Scan { .. }, O::Sarif) => true,
+        (Command::Sbom { .. }, O::SpdxJson | O::CyclonedxJson) => true,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        let name = format!("{:?}", cli.output_format).to_lowercase();
+        Err(format!(
+            "--format {name} does not apply here (sarif is for scan; spdx-json and cyclonedx-json for sbom)"
+        ))
+    }
 }

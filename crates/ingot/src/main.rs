@@ -14,8 +14,12 @@ use tracing_subscriber::EnvFilter;
 use cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Err(e) = cli::check_format(&mut cli) {
+        eprintln!("ingot: error: {e}");
+        return ExitCode::from(2);
+    }
     match commands::run(cli) {
         Ok(code) => code,
         // A reader that went away (`ingot ps | head`) is not an error.

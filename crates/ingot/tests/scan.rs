@@ -114,7 +114,7 @@ fn scan_matches_the_advisories_own_version_lists() {
         ingot.run(&["scan", "py:1", "--fail-on", "critical"]).status.code(),
         Some(1)
     );
-    let sarif: Value = serde_json::from_str(&ingot.ok(&["scan", "py:1", "--output", "sarif"])).unwrap();
+    let sarif: Value = serde_json::from_str(&ingot.ok(&["scan", "py:1", "--format", "sarif"])).unwrap();
     assert_eq!(sarif["version"], "2.1.0");
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), findings.len());
 }

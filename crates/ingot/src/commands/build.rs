@@ -128,6 +128,13 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
             eprintln!("reproducible: both builds gave {}", built.manifest.digest);
         }
     }
+    if !args.no_sbom {
+        use ingot_sbom::documents::{attach, document, Format as SbomFormat};
+        for format in [SbomFormat::Spdx, SbomFormat::CycloneDx] {
+            let (doc, digest) = document(store, &built.manifest.digest.to_string(), format)?;
+            attach(store, &digest, format, &doc)?;
+        }
+    }
     if cli.quiet {
         println!("{}", built.manifest.digest);
     } else {

@@ -88,7 +88,20 @@ pub fn inspect_image(store: &Store, input: &str) -> Result<serde_json::Value> {
     {
         let image = store.resolve(input)?;
         let refs = image.manifest.references()?;
-        let config = store.config(&image.manifest)?;
+        // Artifacts (signatures, SBOMs) have configs that are not image configs.
+        let config = store.config(&image.manifest).ok().flatten();
+        let referrers: Vec<_> = store
+            .referrers(&image.digest)?
+            .iter()
+            .map(|d| {
+                let artifact_type = store
+                    .manifest(d, None)
+                    .ok()
+                    .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.bytes).ok())
+                    .and_then(|v| v["artifactType"].as_str().map(String::from));
+                json!({"digest": d, "artifact_type": artifact_type})
+            })
+            .collect();
         let layers: Vec<_> = refs
             .iter()
             .filter(|r| r.role == Role::Layer)
@@ -119,6 +132,7 @@ pub fn inspect_image(store: &Store, input: &str) -> Result<serde_json::Value> {
             "created": image.created,
             "annotations": annotations.map(|a| a.into_iter().collect::<std::collections::BTreeMap<_, _>>()),
             "manifest": serde_json::from_slice::<serde_json::Value>(&image.manifest.bytes)?,
+            "referrers": referrers,
         });
         if let Some((cd, c)) = &config {
             v["config_digest"] = json!(cd);

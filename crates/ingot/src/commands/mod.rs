@@ -67,11 +67,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Db {
             command: crate::cli::DbCommand::Import { ref path },
         } => scan::import(&mut open()?, &cli, path),
-        Command::Scan {
-            ref image,
-            ref fail_on,
-            ref output,
-        } => scan::scan(&open()?, &cli, image, fail_on.as_deref(), output.as_deref()),
+        Command::Scan { ref image, ref fail_on } => scan::scan(&open()?, &cli, image, fail_on.as_deref()),
+        Command::Sbom { ref image, attach } => scan::sbom(&mut open()?, &cli, image, attach),
         Command::Packages { ref image } => scan::packages(&open()?, &cli, image),
         Command::Key {
             command: crate::cli::KeyCommand::Generate { ref out, ed25519 },

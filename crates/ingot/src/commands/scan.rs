@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use ingot_scan::{Finding, Severity};
 use ingot_store::Store;
 use serde_json::json;
 
-use crate::cli::{Cli, Format};
+use crate::cli::{Cli, Format, OutputFormat};
 use crate::output;
 
 pub fn import(store: &mut Store, cli: &Cli, path: &Path) -> Result<ExitCode> {
@@ -67,24 +67,13 @@ fn sarif(image: &str, findings: &[Finding]) -> serde_json::Value {
     })
 }
 
-pub fn scan(
-    store: &Store,
-    cli: &Cli,
-    image: &str,
-    fail_on: Option<&str>,
-    output_kind: Option<&str>,
-) -> Result<ExitCode> {
+pub fn scan(store: &Store, cli: &Cli, image: &str, fail_on: Option<&str>) -> Result<ExitCode> {
     let threshold: Option<Severity> = fail_on.map(str::parse).transpose()?;
     let (packages, findings) = ingot_scan::scan(store, image)?;
-    let kind = match output_kind {
-        Some(k) => k.to_string(),
-        None if cli.format == Format::Json => "json".into(),
-        None => "table".into(),
-    };
-    match kind.as_str() {
-        "json" => output::json(&json!({"image": image, "packages": packages.len(), "findings": findings}))?,
-        "sarif" => output::json(&sarif(image, &findings))?,
-        "table" if !cli.quiet => {
+    match cli.output_format {
+        OutputFormat::Json => output::json(&json!({"image": image, "packages": packages.len(), "findings": findings}))?,
+        OutputFormat::Sarif => output::json(&sarif(image, &findings))?,
+        _ if !cli.quiet => {
             let rows: Vec<Vec<String>> = findings
                 .iter()
                 .map(|f| {
@@ -105,8 +94,7 @@ pub fn scan(
             )?;
             eprintln!("{} packages, {} findings", packages.len(), findings.len());
         }
-        "table" => {}
-        other => bail!("invalid --output {other:?}: expected table, json or sarif"),
+        _ => {}
     }
     if let Some(t) = threshold {
         // Unknown severity counts: nothing is known to make it safe.
@@ -119,5 +107,24 @@ pub fn scan(
             return Ok(ExitCode::from(1));
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sbom(store: &mut Store, cli: &Cli, image: &str, attach: bool) -> Result<ExitCode> {
+    let format = match cli.output_format {
+        OutputFormat::CyclonedxJson => ingot_sbom::documents::Format::CycloneDx,
+        _ => ingot_sbom::documents::Format::Spdx,
+    };
+    let (doc, digest) = ingot_sbom::documents::document(store, image, format)?;
+    if attach {
+        let d = ingot_sbom::documents::attach(store, &digest, format, &doc)?;
+        if !cli.quiet {
+            eprintln!("attached to {digest} as referrer {d}");
+        }
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&doc)?;
+    writeln!(out)?;
     Ok(ExitCode::SUCCESS)
 }
