@@ -396,12 +396,12 @@ pub fn check_format(cli: &mut Cli) -> Result<(), String> {
     } else {
         Format::Table
     };
-    let ok = match (&cli.command, cli.output_format) {
-        (_, O::Table | O::Json) => true,
-        (Command::Scan { .. }, O::Sarif) => true,
-        (Command::Sbom { .. }, O::SpdxJson | O::CyclonedxJson) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (&cli.command, cli.output_format),
+        (_, O::Table | O::Json)
+            | (Command::Scan { .. }, O::Sarif)
+            | (Command::Sbom { .. }, O::SpdxJson | O::CyclonedxJson)
+    );
     if ok {
         Ok(())
     } else {
