@@ -68,6 +68,16 @@ pub struct Built {
     pub steps: usize,
     pub cached: usize,
     pub bom: Bom,
+    /// SLSA provenance v1 (an in-toto statement) of this build.
+    pub provenance: Value,
+}
+
+fn wall_clock() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    ingot_store::rfc3339(now)
 }
 
 /// A stage's state between steps.
@@ -254,6 +264,7 @@ fn host_name() -> String {
 /// every `opts.tags` only if the whole build succeeds.
 pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress) -> Result<Built> {
     let _lease = store.lease()?;
+    let started = wall_clock();
     let context = Context::open(&opts.context)?;
     let df_path = opts
         .dockerfile
@@ -264,6 +275,11 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
         source: e,
     })?;
     let file = df_path.display().to_string();
+    // As the provenance names it: relative to the context when inside it.
+    let env_file = df_path
+        .strip_prefix(context.root())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| file.clone());
     let df = dockerfile::parse(&text, &file)?;
     let target = match &opts.target {
         Some(t) => df
@@ -335,11 +351,22 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
     bom.describe_config(&state.config);
     let manifest = write(store, state, &bom, &created)?;
     store.register(&manifest, &opts.tags)?;
+    let provenance = crate::provenance::statement(&crate::provenance::Inputs {
+        image: &manifest.digest,
+        dockerfile: &env_file,
+        dockerfile_digest: &Digest::sha256(text.as_bytes()),
+        build_args: &opts.build_args,
+        target: opts.target.as_deref(),
+        bom: &bom,
+        started: &started,
+        finished: &wall_clock(),
+    });
     Ok(Built {
         manifest,
         steps: total,
         cached,
         bom,
+        provenance,
     })
 }
 

@@ -20,6 +20,7 @@ mod error;
 pub mod executor;
 pub mod git;
 pub mod layer;
+pub mod provenance;
 mod run;
 
 pub use error::{BuildError, Result};

@@ -189,6 +189,21 @@ pub fn cyclonedx(s: &Subject, packages: &[Package]) -> Value {
     })
 }
 
+/// The document (first layer) of the referrer of `image` with `artifact_type`.
+pub fn attached_document(store: &Store, image: &Digest, artifact_type: &str) -> Result<Option<Vec<u8>>> {
+    for r in store.referrers(image)? {
+        let m = store.manifest(&r, None)?;
+        let v: Value = serde_json::from_slice(&m.bytes).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+        if v["artifactType"] != artifact_type {
+            continue;
+        }
+        if let Some(d) = v["layers"][0]["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) {
+            return Ok(Some(store.blobs().read(&d)?));
+        }
+    }
+    Ok(None)
+}
+
 /// Catalogs `image` and writes its SBOM in `format`: (document bytes, image digest).
 pub fn document(store: &Store, image: &str, format: Format) -> Result<(Vec<u8>, Digest)> {
     let img = store.resolve(image)?;
@@ -213,15 +228,21 @@ pub fn document(store: &Store, image: &str, format: Format) -> Result<(Vec<u8>, 
 
 /// Stores `doc` as a referrer artifact of `image`; returns its digest.
 pub fn attach(store: &mut Store, image: &Digest, format: Format, doc: &[u8]) -> Result<Digest> {
+    attach_document(store, image, format.media_type(), doc)
+}
+
+/// Stores `doc` (of `media_type`, also the artifact type) as a referrer
+/// artifact of `image`; returns the artifact manifest's digest.
+pub fn attach_document(store: &mut Store, image: &Digest, media_type: &str, doc: &[u8]) -> Result<Digest> {
     let subject = store.manifest(image, None)?;
     let layer = store.blobs().put(doc)?;
     let empty = store.blobs().put(b"{}")?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_MANIFEST,
-        "artifactType": format.media_type(),
+        "artifactType": media_type,
         "config": {"mediaType": media::OCI_EMPTY, "digest": empty.to_string(), "size": 2},
-        "layers": [{"mediaType": format.media_type(), "digest": layer.to_string(), "size": doc.len()}],
+        "layers": [{"mediaType": media_type, "digest": layer.to_string(), "size": doc.len()}],
         "subject": {"mediaType": subject.media_type, "digest": image.to_string(), "size": subject.bytes.len()},
     });
     let bytes = canonical_json(&manifest).map_err(|e| CatalogError::Invalid(e.to_string()))?;

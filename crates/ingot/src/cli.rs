@@ -74,6 +74,9 @@ pub enum Command {
         /// Print the bill of materials an image built by ingot carries
         #[arg(long)]
         bom: bool,
+        /// Print the SLSA provenance attached to an image built by ingot (JSON)
+        #[arg(long, conflicts_with = "bom")]
+        provenance: bool,
         #[arg(required = true)]
         images: Vec<String>,
     },

@@ -140,17 +140,61 @@ fn build_attaches_valid_deterministic_sboms() {
 }
 
 #[test]
-fn no_sbom_attaches_nothing() {
+fn no_sbom_attaches_only_the_provenance() {
     let ingot = Ingot::new(BIN);
     image_with_python_packages(&ingot, &["--no-sbom"]);
-    assert_eq!(ingot.json(&["inspect", "py:1"])[0]["referrers"], serde_json::json!([]));
-    ingot.ok(&["sbom", "--attach", "py:1"]);
-    assert_eq!(
+    let count = || {
         ingot.json(&["inspect", "py:1"])[0]["referrers"]
             .as_array()
             .unwrap()
-            .len(),
-        1
-    );
+            .len()
+    };
+    assert_eq!(count(), 1, "the provenance only");
+    ingot.ok(&["sbom", "--attach", "py:1"]);
+    assert_eq!(count(), 2);
     assert_eq!(ingot.json(&["fsck"])["problems"], serde_json::json!([]));
+}
+
+#[test]
+fn every_build_carries_slsa_provenance() {
+    let ingot = Ingot::new(BIN);
+    image_with_python_packages(
+        &ingot,
+        &[
+            "--no-sbom",
+            "--build-arg",
+            "FLAVOUR=mild",
+            "--reason",
+            "provenance test",
+        ],
+    );
+    let image = ingot.json(&["inspect", "py:1"])[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let base = ingot.json(&["inspect", "base:1"])[0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = &ingot.json(&["inspect", "--provenance", "py:1"])[0];
+    assert_eq!(p["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(p["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(p["subject"][0]["digest"]["sha256"], image[7..]);
+    let def = &p["predicate"]["buildDefinition"];
+    let dockerfile = fs::read(ingot.path("ctx/Dockerfile")).unwrap();
+    assert_eq!(
+        def["externalParameters"]["dockerfile"]["digest"]["sha256"],
+        ingot_oci::Digest::sha256(&dockerfile).hex()
+    );
+    assert_eq!(def["externalParameters"]["buildArgs"]["FLAVOUR"], "mild");
+    assert_eq!(def["externalParameters"]["reason"], "provenance test");
+    assert_eq!(def["resolvedDependencies"][0]["digest"]["sha256"], base[7..]);
+    assert_eq!(def["resolvedDependencies"][0]["uri"], "oci://base:1");
+    let run = &p["predicate"]["runDetails"];
+    assert!(run["builder"]["id"].as_str().unwrap().contains("ingot"));
+    assert!(run["metadata"]["startedOn"].as_str().unwrap() <= run["metadata"]["finishedOn"].as_str().unwrap());
+    // With --no-sbom only the provenance is attached.
+    let referrers = ingot.json(&["inspect", "py:1"])[0]["referrers"].clone();
+    assert_eq!(referrers.as_array().unwrap().len(), 1);
+    assert_eq!(referrers[0]["artifact_type"], "application/vnd.in-toto+json");
 }

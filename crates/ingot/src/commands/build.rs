@@ -128,6 +128,13 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
             eprintln!("reproducible: both builds gave {}", built.manifest.digest);
         }
     }
+    let statement = ingot_oci::config::canonical_json(&built.provenance)?;
+    ingot_sbom::documents::attach_document(
+        store,
+        &built.manifest.digest,
+        ingot_build::provenance::MEDIA_TYPE,
+        &statement,
+    )?;
     if !args.no_sbom {
         use ingot_sbom::documents::{attach, document, Format as SbomFormat};
         for format in [SbomFormat::Spdx, SbomFormat::CycloneDx] {
@@ -229,4 +236,17 @@ fn print_bom(image: &str, b: &Bom) {
     println!("Which tags?              {}", b.tags.join(" "));
     println!("Which project?           {}", b.project);
     println!("What else?               {:?}", b.labels);
+}
+
+pub fn inspect_provenance(store: &Store, images: &[String]) -> Result<ExitCode> {
+    let mut all = Vec::new();
+    for image in images {
+        let img = store.resolve(image)?;
+        match ingot_sbom::documents::attached_document(store, &img.digest, ingot_build::provenance::MEDIA_TYPE)? {
+            Some(doc) => all.push(serde_json::from_slice::<serde_json::Value>(&doc)?),
+            None => bail!("{image} has no provenance attached (it was not built by ingot build)"),
+        }
+    }
+    output::json(&all)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -27,8 +27,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             images::import(&mut store, &cli, file, reference, compression)
         }
         Command::Images => images::images(&open()?, &cli),
-        Command::Inspect { ref images, bom: true } => build::inspect_bom(&open()?, &cli, images),
-        Command::Inspect { ref images, bom: false } => inspect(&open()?, &cli, images),
+        Command::Inspect {
+            ref images,
+            provenance: true,
+            ..
+        } => build::inspect_provenance(&open()?, images),
+        Command::Inspect {
+            ref images, bom: true, ..
+        } => build::inspect_bom(&open()?, &cli, images),
+        Command::Inspect { ref images, .. } => inspect(&open()?, &cli, images),
         Command::Build(ref args) => build::build(&mut open()?, &cli, args),
         Command::Tag { ref source, ref target } => {
             let r = open()?.tag(source, target)?;
