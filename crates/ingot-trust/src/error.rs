@@ -12,6 +12,8 @@ pub enum TrustError {
         checked: usize,
         reasons: Vec<String>,
     },
+    #[error("policy: {0}")]
+    Policy(String),
     #[error("{0}")]
     Invalid(String),
 }

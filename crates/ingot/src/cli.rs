@@ -237,12 +237,15 @@ pub enum Command {
         #[arg(long)]
         key: PathBuf,
     },
-    /// Verify an image's signatures against a public key
+    /// Verify an image's signatures against a public key, and/or evaluate a deploy policy
     Verify {
         image: String,
         /// Public key (PEM)
+        #[arg(long, required_unless_present = "policy")]
+        key: Option<PathBuf>,
+        /// Policy file (TOML): trusted_keys, max_severity, allow, allowed_bases, require
         #[arg(long)]
-        key: PathBuf,
+        policy: Option<PathBuf>,
     },
     /// Registry access tokens
     Token {

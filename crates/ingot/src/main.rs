@@ -44,7 +44,11 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("ingot: error: {line}");
-            ExitCode::from(1)
+            // A broken policy file is a usage error (2), distinct from a refusal (1).
+            let usage = e
+                .chain()
+                .any(|c| matches!(c.downcast_ref(), Some(ingot_trust::TrustError::Policy(_))));
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

@@ -81,7 +81,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             command: crate::cli::KeyCommand::Generate { ref out, ed25519 },
         } => trust::generate(&cli, out, ed25519),
         Command::Sign { ref image, ref key } => trust::sign(&mut open()?, &cli, image, key),
-        Command::Verify { ref image, ref key } => trust::verify(&open()?, &cli, image, key),
+        Command::Verify {
+            ref image,
+            ref key,
+            ref policy,
+        } => trust::verify(&open()?, &cli, image, key.as_deref(), policy.as_deref()),
         Command::Token {
             command: crate::cli::TokenCommand::Create { ref repo, pull, push },
         } => {

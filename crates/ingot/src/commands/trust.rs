@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use ingot_store::Store;
 use ingot_trust::keys::{KeyKind, SigningKey, VerifyingKey};
+use ingot_trust::policy::Policy;
 
 use crate::cli::{Cli, Format};
 use crate::output;
@@ -76,12 +77,27 @@ pub fn sign(store: &mut Store, cli: &Cli, image: &str, key: &Path) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn verify(store: &Store, cli: &Cli, image: &str, key: &Path) -> Result<ExitCode> {
-    let text = fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
-    let key = VerifyingKey::from_pem(&text)?;
-    let good = ingot_trust::signature::verify(store, image, &key)?;
+pub fn verify(store: &Store, cli: &Cli, image: &str, key: Option<&Path>, policy: Option<&Path>) -> Result<ExitCode> {
+    let mut good = Vec::new();
+    if let Some(key) = key {
+        let text = fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
+        let key = VerifyingKey::from_pem(&text)?;
+        good = ingot_trust::signature::verify(store, image, &key)?;
+    }
+    let decision = match policy {
+        Some(p) => {
+            let policy = Policy::load(p)?;
+            Some(ingot_trust::policy::evaluate(
+                store,
+                image,
+                &policy,
+                time::OffsetDateTime::now_utc().date(),
+            )?)
+        }
+        None => None,
+    };
     match cli.format {
-        Format::Json => output::json(&good)?,
+        Format::Json => output::json(&serde_json::json!({"signatures": good, "policy": decision}))?,
         Format::Table if !cli.quiet => {
             for v in &good {
                 println!(
@@ -89,8 +105,22 @@ pub fn verify(store: &Store, cli: &Cli, image: &str, key: &Path) -> Result<ExitC
                     v.image, v.signature, v.identity
                 );
             }
+            if let Some(d) = &decision {
+                for a in &d.allowed {
+                    println!("Allowed by exception: {a}");
+                }
+                if d.passed() {
+                    println!("Policy passed for {} ({})", d.image, d.digest);
+                }
+            }
         }
         Format::Table => {}
+    }
+    if let Some(d) = decision.filter(|d| !d.passed()) {
+        for r in &d.refusals {
+            eprintln!("ingot: policy refused {}: {r}", d.image);
+        }
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }
