@@ -7,8 +7,13 @@
 //! `*.egg-info/PKG-INFO`, npm's `node_modules/**/package.json`) are kept by
 //! path, a higher layer's copy replacing a lower one's, and whiteouts
 //! (`.wh.NAME`, `.wh..wh..opq`) removing what they hide: the result is what
-//! the merged file system holds. Every package names the layer (diff ID)
-//! and path its record came from.
+//! the merged file system holds. Executables are examined for Go build
+//! info and cargo-auditable dependency lists ([`binaries`]). Every package
+//! names the layer (diff ID) and path its record came from.
+//!
+//! What a layer contributes depends only on its bytes, so it is cached in
+//! the store by layer digest: a re-scan, or a new image on known base
+//! layers, reads only its new layers.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -17,7 +22,7 @@ use ingot_oci::manifest::Role;
 use ingot_oci::media::{self, Compression};
 use ingot_oci::Digest;
 use ingot_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -31,13 +36,16 @@ pub enum CatalogError {
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Ecosystem {
     Debian,
     Alpine,
     PyPI,
     #[serde(rename = "npm")]
     Npm,
+    Go,
+    #[serde(rename = "crates.io")]
+    Cargo,
 }
 
 impl Ecosystem {
@@ -48,6 +56,8 @@ impl Ecosystem {
             Ecosystem::Alpine => "Alpine",
             Ecosystem::PyPI => "PyPI",
             Ecosystem::Npm => "npm",
+            Ecosystem::Go => "Go",
+            Ecosystem::Cargo => "crates.io",
         }
     }
 }
@@ -103,6 +113,24 @@ pub fn normalize_pypi(name: &str) -> String {
     out
 }
 
+/// Bumped whenever what the catalogers find changes: cached layer catalogs
+/// of another version are recomputed.
+const CATALOG_VERSION: i64 = 2;
+
+/// The most an executable may hold to be examined for build info.
+const MAX_BINARY: u64 = 512 << 20;
+
+/// What one layer contributes: package records by path, and whiteouts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Entry {
+    /// `.wh..wh..opq` in this directory: hides lower layers' content.
+    Opaque(String),
+    /// `.wh.NAME`: hides this path (and what is under it).
+    Whiteout(String),
+    /// A package database file or an executable, and what it records.
+    File(String, Vec<Found>),
+}
+
 /// The packages installed in `image`.
 pub fn catalog(store: &Store, image: &str) -> Result<Vec<Package>> {
     let img = store.resolve(image)?;
@@ -114,77 +142,48 @@ pub fn catalog(store: &Store, image: &str) -> Result<Vec<Package>> {
         .references()
         .map_err(|e| CatalogError::Invalid(e.to_string()))?;
     let layers: Vec<_> = refs.into_iter().filter(|r| r.role == Role::Layer).collect();
-    // path -> (layer index, content)
-    let mut files: BTreeMap<String, (usize, Vec<u8>)> = BTreeMap::new();
+    // path -> (layer index, packages)
+    let mut files: BTreeMap<String, (usize, Vec<Found>)> = BTreeMap::new();
     for (i, l) in layers.iter().enumerate() {
-        let err = |m: String| CatalogError::Layer {
-            layer: l.digest.to_string(),
-            message: m,
+        let entries = match store
+            .layer_catalog(&l.digest, CATALOG_VERSION)?
+            .and_then(|j| serde_json::from_str::<Vec<Entry>>(&j).ok())
+        {
+            Some(e) => e,
+            None => {
+                let e = layer_entries(store, &l.digest, &l.media_type)?;
+                let json = serde_json::to_string(&e).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+                // A read-only or busy store still catalogs; it just does not remember.
+                if let Err(err) = store.set_layer_catalog(&l.digest, CATALOG_VERSION, &json) {
+                    tracing::debug!("layer catalog of {} not cached: {err}", l.digest);
+                }
+                e
+            }
         };
-        let blob = std::io::BufReader::new(store.blobs().open(&l.digest)?);
-        let reader: Box<dyn Read> = match media::layer_compression(&l.media_type) {
-            Some(Compression::None) => Box::new(blob),
-            Some(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
-            _ => return Err(err(format!("media type {} cannot be read", l.media_type))),
-        };
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(|e| err(e.to_string()))? {
-            let mut entry = entry.map_err(|e| err(e.to_string()))?;
-            let raw = entry
-                .path()
-                .map_err(|e| err(e.to_string()))?
-                .to_string_lossy()
-                .into_owned();
-            let path = raw
-                .trim_start_matches("./")
-                .trim_start_matches('/')
-                .trim_end_matches('/')
-                .to_string();
-            let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
-            if name == ".wh..wh..opq" {
-                let prefix = format!("{dir}/");
-                files.retain(|p, (layer, _)| *layer == i || !p.starts_with(&prefix));
-                continue;
+        for e in entries {
+            match e {
+                Entry::Opaque(dir) => {
+                    let prefix = format!("{dir}/");
+                    files.retain(|p, (layer, _)| *layer == i || !p.starts_with(&prefix));
+                }
+                Entry::Whiteout(gone) => {
+                    let prefix = format!("{gone}/");
+                    files.retain(|p, _| *p != gone && !p.starts_with(&prefix));
+                }
+                Entry::File(path, found) => {
+                    files.insert(path, (i, found));
+                }
             }
-            if let Some(hidden) = name.strip_prefix(".wh.") {
-                let gone = if dir.is_empty() {
-                    hidden.to_string()
-                } else {
-                    format!("{dir}/{hidden}")
-                };
-                let prefix = format!("{gone}/");
-                files.retain(|p, _| *p != gone && !p.starts_with(&prefix));
-                continue;
-            }
-            if !entry.header().entry_type().is_file() || !interesting(&path) {
-                continue;
-            }
-            if entry.size() > MAX_FILE {
-                return Err(err(format!("{path}: {} bytes is too large to catalog", entry.size())));
-            }
-            let mut buf = Vec::new();
-            entry.read_to_end(&mut buf).map_err(|e| err(format!("{path}: {e}")))?;
-            files.insert(path, (i, buf));
         }
     }
     let mut packages = Vec::new();
-    for (path, (i, content)) in &files {
+    for (path, (i, found)) in files {
         let layer = config
             .rootfs
             .diff_ids
-            .get(*i)
+            .get(i)
             .cloned()
-            .unwrap_or_else(|| layers[*i].digest.clone());
-        let text = String::from_utf8_lossy(content);
-        let found = if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
-            dpkg(&text)
-        } else if path == "lib/apk/db/installed" {
-            apk(&text)
-        } else if path.ends_with("/package.json") {
-            npm(&text).into_iter().collect()
-        } else {
-            python(&text).into_iter().collect()
-        };
+            .unwrap_or_else(|| layers[i].digest.clone());
         packages.extend(found.into_iter().map(|(name, version, ecosystem, license)| Package {
             purl: purl(ecosystem, &name, &version),
             name,
@@ -198,6 +197,87 @@ pub fn catalog(store: &Store, image: &str) -> Result<Vec<Package>> {
     packages
         .sort_by(|a, b| (a.ecosystem, &a.name, &a.version, &a.path).cmp(&(b.ecosystem, &b.name, &b.version, &b.path)));
     Ok(packages)
+}
+
+/// Streams one layer and parses every package record in it.
+fn layer_entries(store: &Store, digest: &Digest, media_type: &str) -> Result<Vec<Entry>> {
+    let err = |m: String| CatalogError::Layer {
+        layer: digest.to_string(),
+        message: m,
+    };
+    let blob = std::io::BufReader::new(store.blobs().open(digest)?);
+    let reader: Box<dyn Read> = match media::layer_compression(media_type) {
+        Some(Compression::None) => Box::new(blob),
+        Some(Compression::Gzip) => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+        _ => return Err(err(format!("media type {media_type} cannot be read"))),
+    };
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(|e| err(e.to_string()))? {
+        let mut entry = entry.map_err(|e| err(e.to_string()))?;
+        let raw = entry
+            .path()
+            .map_err(|e| err(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        let path = raw
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string();
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+        if name == ".wh..wh..opq" {
+            out.push(Entry::Opaque(dir.to_string()));
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            out.push(Entry::Whiteout(if dir.is_empty() {
+                hidden.to_string()
+            } else {
+                format!("{dir}/{hidden}")
+            }));
+            continue;
+        }
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
+        if interesting(&path) {
+            if entry.size() > MAX_FILE {
+                return Err(err(format!("{path}: {} bytes is too large to catalog", entry.size())));
+            }
+            let mut buf = Vec::new();
+            entry.read_to_end(&mut buf).map_err(|e| err(format!("{path}: {e}")))?;
+            let found = parse(&path, &String::from_utf8_lossy(&buf));
+            out.push(Entry::File(path, found));
+        } else if executable && entry.size() >= 64 && entry.size() <= MAX_BINARY {
+            let mut magic = [0u8; 4];
+            if entry.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
+                continue;
+            }
+            let mut buf = magic.to_vec();
+            buf.reserve(entry.size() as usize);
+            entry.read_to_end(&mut buf).map_err(|e| err(format!("{path}: {e}")))?;
+            let found = binaries::packages(&buf);
+            if !found.is_empty() {
+                out.push(Entry::File(path, found));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses one package-database file by its path.
+fn parse(path: &str, text: &str) -> Vec<Found> {
+    if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
+        dpkg(text)
+    } else if path == "lib/apk/db/installed" {
+        apk(text)
+    } else if path.ends_with("/package.json") {
+        npm(text).into_iter().collect()
+    } else {
+        python(text).into_iter().collect()
+    }
 }
 
 type Found = (String, String, Ecosystem, Option<String>);
@@ -306,6 +386,12 @@ pub fn purl(eco: Ecosystem, name: &str, version: &str) -> String {
             Some((scope, n)) => format!("pkg:npm/%40{}/{}@{}", enc(scope), enc(n), enc(version)),
             None => format!("pkg:npm/{}@{}", enc(name), enc(version)),
         },
+        Ecosystem::Go => format!(
+            "pkg:golang/{}@{}",
+            name.split('/').map(enc).collect::<Vec<_>>().join("/"),
+            enc(version)
+        ),
+        Ecosystem::Cargo => format!("pkg:cargo/{}@{}", enc(name), enc(version)),
     }
 }
 
@@ -342,4 +428,5 @@ mod tests {
         assert_eq!(normalize_pypi("Foo__Bar.baz"), "foo-bar-baz");
     }
 }
+mod binaries;
 pub mod documents;

@@ -114,8 +114,8 @@ pub fn normalize(ecosystem: &str, name: &str) -> String {
     }
 }
 
-/// Reads every `.json`, `.yaml` and `.yml` advisory under `path` (a file or
-/// a directory tree) and imports them into the store in one transaction.
+/// Reads every `.json`, `.yaml` and `.yml` advisory under `path` (a file,
+/// a directory tree or a zip archive) and imports them into the store in one transaction.
 /// Returns (advisories read, advisories in the database).
 pub fn import(store: &mut Store, path: &Path) -> Result<(usize, u64)> {
     let mut files = Vec::new();
@@ -127,16 +127,15 @@ pub fn import(store: &mut Store, path: &Path) -> Result<(usize, u64)> {
         });
     }
     let mut rows = Vec::new();
-    for f in &files {
+    for (name, text) in &files {
         let file_err = |m: String| ScanError::File {
-            path: f.display().to_string(),
+            path: name.clone(),
             message: m,
         };
-        let text = std::fs::read_to_string(f).map_err(|e| file_err(e.to_string()))?;
-        let v: Value = if f.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| file_err(format!("invalid JSON: {e}")))?
+        let v: Value = if name.ends_with(".json") {
+            serde_json::from_str(text).map_err(|e| file_err(format!("invalid JSON: {e}")))?
         } else {
-            serde_yaml_ng::from_str(&text).map_err(|e| file_err(format!("invalid YAML: {e}")))?
+            serde_yaml_ng::from_str(text).map_err(|e| file_err(format!("invalid YAML: {e}")))?
         };
         let id = v["id"]
             .as_str()
@@ -163,36 +162,92 @@ pub fn import(store: &mut Store, path: &Path) -> Result<(usize, u64)> {
     Ok((rows.len(), total))
 }
 
-fn collect(path: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
-    let md = std::fs::metadata(path).map_err(|e| ScanError::File {
+/// The most one advisory file may hold.
+const MAX_ADVISORY: u64 = 16 << 20;
+
+fn is_advisory(name: &str) -> bool {
+    name.ends_with(".json") || name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+/// Reads at most [`MAX_ADVISORY`] bytes of UTF-8 from `r`.
+fn read_limited(r: impl std::io::Read, name: &str) -> Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    r.take(MAX_ADVISORY + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| ScanError::File {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+    if buf.len() as u64 > MAX_ADVISORY {
+        return Err(ScanError::File {
+            path: name.to_string(),
+            message: format!("larger than {MAX_ADVISORY} bytes"),
+        });
+    }
+    String::from_utf8(buf).map_err(|_| ScanError::File {
+        path: name.to_string(),
+        message: "not UTF-8".into(),
+    })
+}
+
+/// Every advisory under `path` (a file, a directory tree or a zip archive,
+/// as osv.dev's `all.zip`), as (name, text), in name order.
+fn collect(path: &Path, out: &mut Vec<(String, String)>) -> Result<()> {
+    let io_err = |e: std::io::Error| ScanError::File {
         path: path.display().to_string(),
         message: e.to_string(),
-    })?;
+    };
+    let md = std::fs::metadata(path).map_err(io_err)?;
     if md.is_file() {
+        let name = path.display().to_string();
         if path.extension().is_some_and(|e| e == "zip") {
-            return Err(ScanError::File {
-                path: path.display().to_string(),
-                message: "zip archives are not supported yet; unpack it and import the directory".into(),
-            });
+            return collect_zip(path, out);
         }
-        out.push(path.to_path_buf());
+        let text = read_limited(std::fs::File::open(path).map_err(io_err)?, &name)?;
+        out.push((name, text));
         return Ok(());
     }
     let mut entries: Vec<_> = std::fs::read_dir(path)
-        .map_err(|e| ScanError::File {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?
+        .map_err(io_err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .collect();
     entries.sort();
     for p in entries {
-        if p.is_dir() {
+        if p.is_dir() || is_advisory(&p.to_string_lossy()) || p.extension().is_some_and(|e| e == "zip") {
             collect(&p, out)?;
-        } else if p.extension().is_some_and(|e| e == "json" || e == "yaml" || e == "yml") {
-            out.push(p);
         }
     }
+    Ok(())
+}
+
+fn collect_zip(path: &Path, out: &mut Vec<(String, String)>) -> Result<()> {
+    let zip_err = |m: String| ScanError::File {
+        path: path.display().to_string(),
+        message: m,
+    };
+    let file = std::fs::File::open(path).map_err(|e| zip_err(e.to_string()))?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| zip_err(format!("not a readable zip archive: {e}")))?;
+    let mut found = Vec::new();
+    for i in 0..zip.len() {
+        let entry = zip.by_index(i).map_err(|e| zip_err(e.to_string()))?;
+        let inner = entry.name().map_err(|e| zip_err(e.to_string()))?.into_owned();
+        if !entry.is_file() || !is_advisory(&inner) {
+            continue;
+        }
+        let name = format!("{}:{inner}", path.display());
+        if entry.size() > MAX_ADVISORY {
+            return Err(ScanError::File {
+                path: name,
+                message: format!("{} bytes is larger than {MAX_ADVISORY}", entry.size()),
+            });
+        }
+        let text = read_limited(entry, &name)?;
+        found.push((name, text));
+    }
+    found.sort();
+    out.extend(found);
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Version order per ecosystem: PyPI by PEP 440 (`pep440_rs`, so 3.2 ==
 //! 3.2.0 and 1.0rc1 < 1.0), Debian by dpkg's rules (epoch, upstream,
-//! revision; `~` before everything, letters before other characters), and
+//! revision; `~` before everything, letters before other characters),
+//! Alpine by apk's rules (numbers, a letter, `_alpha` < `_beta` < `_pre` <
+//! `_rc` < none < `_cvs` < `_svn` < `_git` < `_hg` < `_p`, then `-rN`), and
 //! semver precedence for npm, crates.io, Go and the rest.
 
 use std::cmp::Ordering;
@@ -14,7 +16,8 @@ pub fn compare(ecosystem: &str, a: &str, b: &str) -> Option<Ordering> {
             let b = pep440_rs::Version::from_str(b.trim()).ok()?;
             Some(a.cmp(&b))
         }
-        "Debian" | "Ubuntu" | "Alpine" => Some(dpkg(a, b)),
+        "Debian" | "Ubuntu" => Some(dpkg(a, b)),
+        "Alpine" => apk(a, b),
         _ => semver(a, b),
     }
 }
@@ -83,6 +86,56 @@ fn part(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// apk's comparison of `1.2.3[a][_suffix[N]...][-rN]`; `None` if either
+/// does not parse.
+pub fn apk(a: &str, b: &str) -> Option<Ordering> {
+    // (numbers, letter, suffixes as (rank, number), revision)
+    type Key = (Vec<u64>, Option<char>, Vec<(u8, u64)>, u64);
+    const NONE_RANK: u8 = 4;
+    fn parse(v: &str) -> Option<Key> {
+        let v = v.trim();
+        let (main, rev) = match v.rsplit_once("-r") {
+            Some((m, r)) if !r.is_empty() && r.bytes().all(|c| c.is_ascii_digit()) => (m, r.parse().ok()?),
+            _ => (v, 0),
+        };
+        let mut parts = main.split('_');
+        let head = parts.next()?;
+        let (nums, letter) = match head.chars().last() {
+            Some(c) if c.is_ascii_lowercase() => (&head[..head.len() - 1], Some(c)),
+            _ => (head, None),
+        };
+        let nums: Vec<u64> = nums.split('.').map(|n| n.parse().ok()).collect::<Option<_>>()?;
+        let mut suffixes = Vec::new();
+        for s in parts {
+            let digits = s.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+            let name = &s[..s.len() - digits.len()];
+            let rank = match name {
+                "alpha" => 0,
+                "beta" => 1,
+                "pre" => 2,
+                "rc" => 3,
+                "cvs" => 5,
+                "svn" => 6,
+                "git" => 7,
+                "hg" => 8,
+                "p" => 9,
+                _ => return None,
+            };
+            let n = if digits.is_empty() { 0 } else { digits.parse().ok()? };
+            suffixes.push((rank, n));
+        }
+        Some((nums, letter, suffixes, rev))
+    }
+    let (na, la, sa, ra) = parse(a)?;
+    let (nb, lb, sb, rb) = parse(b)?;
+    let suffix = |s: &[(u8, u64)], i: usize| s.get(i).copied().unwrap_or((NONE_RANK, 0));
+    let suffixes = (0..sa.len().max(sb.len()))
+        .map(|i| suffix(&sa, i).cmp(&suffix(&sb, i)))
+        .find(|o| *o != Ordering::Equal)
+        .unwrap_or(Ordering::Equal);
+    Some(na.cmp(&nb).then(la.cmp(&lb)).then(suffixes).then(ra.cmp(&rb)))
+}
+
 /// Semver precedence (a leading `v` allowed; build metadata ignored;
 /// missing minor/patch are zero).
 pub fn semver(a: &str, b: &str) -> Option<Ordering> {
@@ -132,6 +185,36 @@ mod tests {
         assert_eq!(compare("PyPI", "1.0.post1", "1.0"), Some(Greater));
         assert_eq!(compare("PyPI", "1!0.1", "2.0"), Some(Greater));
         assert_eq!(compare("PyPI", "1.0.dev1", "1.0a1"), Some(Less));
+    }
+
+    #[test]
+    fn apk_rules() {
+        let order = [
+            "1.2_alpha",
+            "1.2_alpha2",
+            "1.2_beta",
+            "1.2_pre1",
+            "1.2_rc1",
+            "1.2",
+            "1.2-r1",
+            "1.2-r10",
+            "1.2_p1",
+            "1.2a",
+            "1.2.1",
+            "1.10",
+        ];
+        for w in order.windows(2) {
+            assert_eq!(apk(w[0], w[1]), Some(Less), "{} < {}", w[0], w[1]);
+            assert_eq!(apk(w[1], w[0]), Some(Greater), "{} > {}", w[1], w[0]);
+        }
+        assert_eq!(compare("Alpine", "1.36.1-r5", "1.36.1-r5"), Some(Equal));
+        assert_eq!(
+            compare("Alpine", "3.0.8-r0", "3.0.10-r0"),
+            Some(Less),
+            "numeric, not dpkg-textual"
+        );
+        assert_eq!(apk("1.0_bogus", "1.0"), None);
+        assert_eq!(apk("x.y", "1.0"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The vulnerability database: OSV advisories kept as their JSON, indexed
 //! by (ecosystem, package) of everything they affect. An import is one
 //! transaction: the database holds the old set or the new one, never half.
+//! Also the per-layer catalog cache of ingot-sbom (keyed by layer blob).
 
 use rusqlite::params;
 
@@ -66,5 +67,40 @@ impl Store {
         st.query_map([ecosystem, package], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(self.db_err())
+    }
+
+    /// The cached catalog entries of layer blob `digest`, if computed by
+    /// cataloger `version`.
+    pub fn layer_catalog(&self, digest: &ingot_oci::Digest, version: i64) -> Result<Option<String>> {
+        use rusqlite::OptionalExtension;
+        self.db
+            .query_row(
+                "SELECT entries FROM layer_catalog WHERE digest = ?1 AND version = ?2",
+                params![digest.to_string(), version],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db_err())
+    }
+
+    /// Remembers what layer blob `digest` contributes to a catalog.
+    pub fn set_layer_catalog(&self, digest: &ingot_oci::Digest, version: i64, entries: &str) -> Result<()> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO layer_catalog (digest, version, entries) VALUES (?1, ?2, ?3)",
+                params![digest.to_string(), version, entries],
+            )
+            .map(drop)
+            .map_err(self.db_err())
+    }
+
+    /// Forgets the cached catalogs of blobs that are gone.
+    pub(crate) fn forget_layer_catalogs(&self, digests: &[ingot_oci::Digest]) -> Result<()> {
+        for d in digests {
+            self.db
+                .execute("DELETE FROM layer_catalog WHERE digest = ?1", [d.to_string()])
+                .map_err(self.db_err())?;
+        }
+        Ok(())
     }
 }

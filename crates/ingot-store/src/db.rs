@@ -103,6 +103,12 @@ const MIGRATIONS: &[&str] = &[
         package   TEXT NOT NULL
      );
      CREATE INDEX osv_affected_package ON osv_affected(ecosystem, package);",
+    // 8: what each layer blob contributes to a package catalog (a cache)
+    "CREATE TABLE layer_catalog (
+        digest  TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        entries TEXT NOT NULL
+     );",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

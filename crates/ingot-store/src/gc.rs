@@ -45,6 +45,9 @@ pub fn gc(store: &Store, dry_run: bool, wait: bool) -> Result<Option<GcReport>> 
         report.removed.push(d);
     }
     report.removed.sort();
+    if !dry_run {
+        store.forget_layer_catalogs(&report.removed)?;
+    }
     let tmp = store.blobs().tmp_dir();
     for e in fs::read_dir(tmp).map_err(StoreError::io(tmp))? {
         let e = e.map_err(StoreError::io(tmp))?;

@@ -191,10 +191,7 @@ pub fn evaluate(store: &Store, image: &str, policy: &Policy, today: time::Date) 
         let (_, findings) =
             ingot_scan::scan(store, &img.digest.to_string()).map_err(|e| TrustError::Invalid(e.to_string()))?;
         for f in findings {
-            let entry = policy
-                .allow
-                .iter()
-                .find(|a| a.id == f.id || f.aliases.contains(&a.id));
+            let entry = policy.allow.iter().find(|a| a.id == f.id || f.aliases.contains(&a.id));
             if let Some(a) = entry {
                 let until = a.until.as_ref().and_then(|u| until_date(u).ok());
                 match until {

@@ -162,4 +162,39 @@ fn db_import_refuses_bad_input_and_keeps_the_old_database() {
     assert!(ingot
         .fails(&["scan", "f:1", "--fail-on", "severe"])
         .contains("invalid severity"));
+
+    // A zip archive (as osv.dev's all.zip): read like a tree; a corrupt one
+    // or one with a broken member is refused, naming it, and changes nothing.
+    fs::remove_file(dir.join("B-1.yaml")).unwrap();
+    let zip = ingot.path("osv.zip");
+    let py = format!(
+        "import zipfile\nz = zipfile.ZipFile({:?}, 'w', zipfile.ZIP_DEFLATED)\nz.writestr('x/Z-1.json', '{{\"id\":\"Z-1\",\"affected\":[{{\"package\":{{\"ecosystem\":\"PyPI\",\"name\":\"foo-bar\"}},\"versions\":[\"1.0\"]}}]}}')\nz.writestr('x/README', 'ignored')\nz.close()\n",
+        zip.to_str().unwrap()
+    );
+    let st = std::process::Command::new("python3")
+        .args(["-c", &py])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(ingot.ok(&["db", "import", zip.to_str().unwrap()]).contains("holds 3"));
+    let ids = ingot.json(&["scan", "f:1"])["findings"].as_array().unwrap().len();
+    assert_eq!(ids, 2, "A-1 and Z-1");
+    let bad = ingot.write("bad.zip", b"PK\x03\x04 this is not a zip");
+    let err = ingot.fails(&["db", "import", bad.to_str().unwrap()]);
+    assert!(err.contains("bad.zip") && err.contains("zip"), "{err}");
+    let py = format!(
+        "import zipfile\nz = zipfile.ZipFile({:?}, 'w')\nz.writestr('ok/Y-1.json', '{{\"id\":\"Y-1\"}}')\nz.writestr('bad/Y-2.json', '{{nope')\nz.close()\n",
+        zip.to_str().unwrap()
+    );
+    assert!(std::process::Command::new("python3")
+        .args(["-c", &py])
+        .status()
+        .unwrap()
+        .success());
+    let err = ingot.fails(&["db", "import", zip.to_str().unwrap()]);
+    assert!(err.contains("osv.zip:bad/Y-2.json") && err.contains("JSON"), "{err}");
+    assert!(
+        ingot.ok(&["db", "import", dir.to_str().unwrap()]).contains("holds 3"),
+        "Y-1 was not imported"
+    );
 }
