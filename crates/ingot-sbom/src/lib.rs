@@ -267,6 +267,15 @@ fn layer_entries(store: &Store, digest: &Digest, media_type: &str) -> Result<Vec
     Ok(out)
 }
 
+/// The packages an executable's own records name (Go build info,
+/// cargo-auditable), as (name, version, ecosystem); for the fuzzers.
+pub fn binary_packages(data: &[u8]) -> Vec<(String, String, Ecosystem)> {
+    binaries::packages(data)
+        .into_iter()
+        .map(|(n, v, e, _)| (n, v, e))
+        .collect()
+}
+
 /// Parses one package-database file by its path.
 fn parse(path: &str, text: &str) -> Vec<Found> {
     if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
