@@ -97,6 +97,8 @@ pub fn verify(store: &Store, cli: &Cli, image: &str, key: Option<&Path>, policy:
         None => None,
     };
     match cli.format {
+        // Without a policy, the list of verified signatures (as before).
+        Format::Json if decision.is_none() => output::json(&good)?,
         Format::Json => output::json(&serde_json::json!({"signatures": good, "policy": decision}))?,
         Format::Table if !cli.quiet => {
             for v in &good {
