@@ -109,6 +109,20 @@ const MIGRATIONS: &[&str] = &[
         version INTEGER NOT NULL,
         entries TEXT NOT NULL
      );",
+    // 9: the deploy ledger: every change, hash-chained
+    "CREATE TABLE ledger (
+        seq     INTEGER PRIMARY KEY,
+        time    TEXT NOT NULL,
+        actor   TEXT NOT NULL,
+        reason  TEXT,
+        kind    TEXT NOT NULL,
+        stack   TEXT NOT NULL,
+        digest  TEXT NOT NULL,
+        body    TEXT NOT NULL,
+        prev    TEXT NOT NULL,
+        hash    TEXT NOT NULL,
+        outcome TEXT NOT NULL
+     );",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

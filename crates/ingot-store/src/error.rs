@@ -67,6 +67,8 @@ pub enum StoreError {
     },
     #[error("archive {what}: {why}")]
     Archive { what: String, why: String },
+    #[error("{0}")]
+    Ledger(String),
 }
 
 impl StoreError {

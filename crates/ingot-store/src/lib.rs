@@ -24,6 +24,7 @@ mod fsck;
 mod gc;
 mod images;
 mod import;
+mod ledger;
 mod registry;
 mod unpack;
 
@@ -39,6 +40,7 @@ pub use fsck::{fsck, Problem};
 pub use gc::{gc, GcReport};
 pub use images::{Image, ImageSummary, Removed};
 pub use import::{import_rootfs, write_image, ImportOptions, Imported, LayerCompression};
+pub use ledger::LedgerRow;
 pub use registry::{RegManifest, TagTaken};
 pub use unpack::unpack_image;
 

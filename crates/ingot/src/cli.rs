@@ -252,9 +252,79 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run the deploy daemon: HTTP+JSON API on <root>/ingot.sock, the reconciler and the routing mesh
+    Daemon {
+        /// Unix socket path [default: <root>/ingot.sock]
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Deploy policy (TOML) every deployed image must pass
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Deploy a stack (Compose file): blocks until it converged or rolled back (exit 1)
+    Deploy {
+        /// The Compose file
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Stack name
+        #[arg(long)]
+        name: String,
+        /// Why (recorded in the ledger)
+        #[arg(long)]
+        reason: Option<String>,
+        /// Return at once instead of waiting for the rollout
+        #[arg(long, short = 'd')]
+        detach: bool,
+    },
+    /// List deployed services
+    Services,
+    /// Service commands: ps, scale
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Roll a service back to its previous version
+    Rollback { service: String },
+    /// Stack commands: rm
+    Stack {
+        #[command(subcommand)]
+        command: StackCommand,
+    },
+    /// The deploy ledger: list entries, verify the chain, replay into another root
+    Ledger {
+        #[command(subcommand)]
+        command: Option<LedgerCommand>,
+    },
+    /// Compare running replicas with the ledger's desired state (exit 1 on any difference)
+    Drift,
     /// (internal) the per-container monitor process of `run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ServiceCommand {
+    /// The replicas of a service: state, image digest, health
+    Ps { service: String },
+    /// Set a service's replica count: SERVICE=N
+    Scale { spec: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StackCommand {
+    /// Remove a stack: its services and replicas
+    Rm { stack: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every hash; exit 1 naming the first bad entry
+    Verify,
+    /// Append this root's entries to another root's ledger (which must hold a prefix of them)
+    Replay {
+        #[arg(long = "to-root")]
+        to_root: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

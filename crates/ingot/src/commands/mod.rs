@@ -2,6 +2,7 @@
 
 mod build;
 mod containers;
+mod deploy;
 mod images;
 mod scan;
 mod trust;
@@ -167,6 +168,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Daemon { ref socket, ref policy } => deploy::daemon(&root, &cli, socket.as_deref(), policy.as_deref()),
+        Command::Deploy {
+            ref file,
+            ref name,
+            ref reason,
+            detach,
+        } => deploy::deploy(&root, &cli, file, name, reason.as_deref(), detach),
+        Command::Services => deploy::services(&root, &cli),
+        Command::Service {
+            command: crate::cli::ServiceCommand::Ps { ref service },
+        } => deploy::service_ps(&root, &cli, service),
+        Command::Service {
+            command: crate::cli::ServiceCommand::Scale { ref spec },
+        } => deploy::scale(&root, &cli, spec),
+        Command::Rollback { ref service } => deploy::rollback(&root, &cli, service),
+        Command::Stack {
+            command: crate::cli::StackCommand::Rm { ref stack },
+        } => deploy::stack_rm(&root, &cli, stack),
+        Command::Ledger { ref command } => deploy::ledger(&root, &cli, command.as_ref()),
+        Command::Drift => deploy::drift(&root, &cli),
     }
 }
 

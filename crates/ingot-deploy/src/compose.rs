@@ -1,0 +1,682 @@
+//! Stacks in the Compose format: the subset a Swarm stack uses, parsed
+//! strictly. An unknown field is an error naming it (a typo must not be
+//! silently ignored); `x-*` extension fields are allowed anywhere Compose
+//! allows them. Errors carry the file, line and column.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DeployError, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeFile {
+    /// Obsolete in the Compose spec; accepted and ignored.
+    #[serde(default)]
+    pub version: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub services: BTreeMap<String, Service>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, ConfigDef>,
+    #[serde(flatten)]
+    pub extensions: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub image: String,
+    #[serde(default)]
+    pub command: Option<StringOrList>,
+    #[serde(default)]
+    pub entrypoint: Option<StringOrList>,
+    #[serde(default)]
+    pub environment: Option<Environment>,
+    #[serde(default)]
+    pub ports: Vec<PortDef>,
+    #[serde(default)]
+    pub healthcheck: Option<HealthcheckDef>,
+    #[serde(default)]
+    pub deploy: Option<DeployDef>,
+    #[serde(default)]
+    pub configs: Vec<ServiceConfigDef>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub stop_grace_period: Option<String>,
+    #[serde(default)]
+    pub depends_on: Option<serde_yaml_ng::Value>,
+    #[serde(flatten)]
+    pub extensions: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    String(String),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Environment {
+    Map(BTreeMap<String, Option<serde_yaml_ng::Value>>),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortDef {
+    Short(serde_yaml_ng::Value),
+    Long(LongPort),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongPort {
+    pub target: u16,
+    pub published: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub host_ip: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthcheckDef {
+    #[serde(default)]
+    pub test: Option<StringOrList>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub start_period: Option<String>,
+    #[serde(default)]
+    pub start_interval: Option<String>,
+    #[serde(default)]
+    pub disable: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployDef {
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    #[serde(default)]
+    pub update_config: Option<UpdateDef>,
+    #[serde(default)]
+    pub rollback_config: Option<UpdateDef>,
+    #[serde(default)]
+    pub restart_policy: Option<RestartDef>,
+    #[serde(default)]
+    pub labels: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub resources: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDef {
+    #[serde(default)]
+    pub parallelism: Option<u32>,
+    #[serde(default)]
+    pub delay: Option<String>,
+    #[serde(default)]
+    pub failure_action: Option<String>,
+    #[serde(default)]
+    pub monitor: Option<String>,
+    #[serde(default)]
+    pub max_failure_ratio: Option<f64>,
+    #[serde(default)]
+    pub order: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartDef {
+    #[serde(default)]
+    pub condition: Option<String>,
+    #[serde(default)]
+    pub delay: Option<String>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub window: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ServiceConfigDef {
+    Short(String),
+    Long(LongConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongConfig {
+    pub source: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub uid: Option<String>,
+    #[serde(default)]
+    pub gid: Option<String>,
+    #[serde(default)]
+    pub mode: Option<serde_yaml_ng::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDef {
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub external: Option<bool>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A published port: host address and port, the replicas' target port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Port {
+    pub host_ip: String,
+    pub published: u16,
+    pub target: u16,
+}
+
+/// What to do when an update fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    Rollback,
+    Pause,
+    Continue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Order {
+    StartFirst,
+    StopFirst,
+}
+
+/// update_config / rollback_config, with Swarm's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdatePolicy {
+    pub parallelism: u32,
+    pub delay_ms: u64,
+    pub failure_action: FailureAction,
+    pub monitor_ms: u64,
+    pub max_failure_ratio: f64,
+    pub order: Order,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay_ms: u64,
+    pub max_attempts: Option<u32>,
+}
+
+/// A health check, resolved: the command (exec form) and its timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub test: Vec<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub start_period_ms: u64,
+}
+
+/// One service, checked and with defaults applied (images not yet pinned).
+#[derive(Debug, Clone)]
+pub struct ServiceDef {
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub ports: Vec<Port>,
+    /// `None`: the image's HEALTHCHECK (if any); `Some(None)`: disabled.
+    pub health: Option<Option<Health>>,
+    pub replicas: u32,
+    pub update: UpdatePolicy,
+    pub rollback: UpdatePolicy,
+    pub restart: RestartPolicy,
+    /// (config name, target path)
+    pub configs: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub stop_grace_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StackDef {
+    pub services: Vec<ServiceDef>,
+    /// Config name -> its content source.
+    pub configs: BTreeMap<String, ConfigSource>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(String),
+    Content(String),
+}
+
+/// Parses a Compose file; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<StackDef> {
+    let invalid = |m: String| DeployError::Compose {
+        file: file.to_string(),
+        message: m,
+    };
+    let raw: ComposeFile = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    check_extensions(&raw.extensions, "top level").map_err(invalid)?;
+    if raw.services.is_empty() {
+        return Err(invalid("services: a stack needs at least one service".into()));
+    }
+    let mut configs = BTreeMap::new();
+    for (name, c) in &raw.configs {
+        let src = match (&c.file, &c.content, c.external) {
+            (Some(f), None, None | Some(false)) => ConfigSource::File(f.clone()),
+            (None, Some(t), None | Some(false)) => ConfigSource::Content(t.clone()),
+            (_, _, Some(true)) => {
+                return Err(invalid(format!(
+                    "configs.{name}: external configs are not supported; give file or content"
+                )))
+            }
+            _ => return Err(invalid(format!("configs.{name}: give exactly one of file or content"))),
+        };
+        configs.insert(name.clone(), src);
+    }
+    let mut services = Vec::new();
+    let mut published = BTreeMap::new();
+    for (name, s) in &raw.services {
+        let at = |m: String| invalid(format!("services.{name}.{m}"));
+        if !valid_name(name) {
+            return Err(invalid(format!(
+                "services.{name}: a service name is letters, digits, '-' and '_', starting with a letter or digit"
+            )));
+        }
+        check_extensions(&s.extensions, &format!("services.{name}")).map_err(invalid)?;
+        if s.image.trim().is_empty() {
+            return Err(at("image: empty".into()));
+        }
+        let deploy = s.deploy.clone().unwrap_or_default();
+        if let Some(m) = &deploy.mode {
+            if m != "replicated" {
+                return Err(at(format!("deploy.mode: {m:?} is not supported (only \"replicated\")")));
+            }
+        }
+        let mut ports = Vec::new();
+        for p in &s.ports {
+            let port = parse_port(p).map_err(|e| at(format!("ports: {e}")))?;
+            if let Some(other) = published.insert(port.published, name.clone()) {
+                return Err(at(format!(
+                    "ports: host port {} is already published by service {other}",
+                    port.published
+                )));
+            }
+            ports.push(port);
+        }
+        let health = match &s.healthcheck {
+            None => None,
+            Some(h) => Some(parse_health(h).map_err(|e| at(format!("healthcheck.{e}")))?),
+        };
+        let mut service_configs = Vec::new();
+        for c in &s.configs {
+            let (source, target) = match c {
+                ServiceConfigDef::Short(n) => (n.clone(), format!("/{n}")),
+                ServiceConfigDef::Long(l) => (l.source.clone(), l.target.clone().unwrap_or(format!("/{}", l.source))),
+            };
+            if !configs.contains_key(&source) {
+                return Err(at(format!(
+                    "configs: {source:?} is not defined in the top-level configs"
+                )));
+            }
+            if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
+                return Err(at(format!(
+                    "configs: target {target:?} must be an absolute path without '..'"
+                )));
+            }
+            service_configs.push((source, target));
+        }
+        let update = update_policy(deploy.update_config.as_ref(), FailureAction::Pause, Order::StopFirst)
+            .map_err(|e| at(format!("deploy.update_config.{e}")))?;
+        let rollback = update_policy(deploy.rollback_config.as_ref(), FailureAction::Pause, Order::StopFirst)
+            .map_err(|e| at(format!("deploy.rollback_config.{e}")))?;
+        let restart =
+            restart_policy(deploy.restart_policy.as_ref()).map_err(|e| at(format!("deploy.restart_policy.{e}")))?;
+        services.push(ServiceDef {
+            name: name.clone(),
+            image: s.image.clone(),
+            command: s.command.as_ref().map(shell_words),
+            entrypoint: s.entrypoint.as_ref().map(shell_words),
+            env: environment(s.environment.as_ref()).map_err(|e| at(format!("environment: {e}")))?,
+            ports,
+            health,
+            replicas: deploy.replicas.unwrap_or(1),
+            update,
+            rollback,
+            restart,
+            configs: service_configs,
+            user: s.user.clone(),
+            workdir: s.working_dir.clone(),
+            stop_grace_ms: s
+                .stop_grace_period
+                .as_deref()
+                .map(duration)
+                .transpose()
+                .map_err(|e| at(format!("stop_grace_period: {e}")))?
+                .unwrap_or(10_000),
+        });
+    }
+    Ok(StackDef { services, configs })
+}
+
+pub(crate) fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+}
+
+fn check_extensions(ext: &BTreeMap<String, serde_yaml_ng::Value>, at: &str) -> std::result::Result<(), String> {
+    match ext.keys().find(|k| !k.starts_with("x-")) {
+        Some(k) => Err(format!("{at}: unknown field `{k}`")),
+        None => Ok(()),
+    }
+}
+
+fn shell_words(v: &StringOrList) -> Vec<String> {
+    match v {
+        StringOrList::List(l) => l.clone(),
+        StringOrList::String(s) => s.split_whitespace().map(String::from).collect(),
+    }
+}
+
+fn environment(env: Option<&Environment>) -> std::result::Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    match env {
+        None => {}
+        Some(Environment::List(l)) => {
+            for e in l {
+                if e.split('=').next().is_none_or(str::is_empty) {
+                    return Err(format!("{e:?} is not NAME=value"));
+                }
+                out.push(e.clone());
+            }
+        }
+        Some(Environment::Map(m)) => {
+            for (k, v) in m {
+                let v = match v {
+                    None => String::new(),
+                    Some(serde_yaml_ng::Value::String(s)) => s.clone(),
+                    Some(serde_yaml_ng::Value::Number(n)) => n.to_string(),
+                    Some(serde_yaml_ng::Value::Bool(b)) => b.to_string(),
+                    Some(other) => return Err(format!("{k}: {other:?} is not a string, number or boolean")),
+                };
+                out.push(format!("{k}={v}"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_port(p: &PortDef) -> std::result::Result<Port, String> {
+    let num = |s: &str| -> std::result::Result<u16, String> {
+        s.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{s:?} is not a port number (1-65535)"))
+    };
+    match p {
+        PortDef::Long(l) => {
+            if l.protocol.as_deref().is_some_and(|p| p != "tcp") {
+                return Err("only tcp ports are supported".into());
+            }
+            let published = match &l.published {
+                Some(serde_yaml_ng::Value::Number(n)) => num(&n.to_string())?,
+                Some(serde_yaml_ng::Value::String(s)) => num(s)?,
+                _ => return Err("published: a host port is required (no random ports)".into()),
+            };
+            if l.target == 0 {
+                return Err("target: 0 is not a port".into());
+            }
+            Ok(Port {
+                host_ip: l.host_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                published,
+                target: l.target,
+            })
+        }
+        PortDef::Short(v) => {
+            let s = match v {
+                serde_yaml_ng::Value::String(s) => s.clone(),
+                serde_yaml_ng::Value::Number(n) => n.to_string(),
+                other => return Err(format!("{other:?} is not a port mapping")),
+            };
+            let s = s.strip_suffix("/tcp").unwrap_or(&s);
+            if s.ends_with("/udp") {
+                return Err("only tcp ports are supported".into());
+            }
+            let parts: Vec<&str> = s.rsplitn(3, ':').collect();
+            match parts.as_slice() {
+                [target, published] => Ok(Port {
+                    host_ip: "127.0.0.1".into(),
+                    published: num(published)?,
+                    target: num(target)?,
+                }),
+                [target, published, ip] => Ok(Port {
+                    host_ip: ip.trim_matches(|c| c == '[' || c == ']').to_string(),
+                    published: num(published)?,
+                    target: num(target)?,
+                }),
+                _ => Err(format!("{s:?}: give HOST:CONTAINER (a published port is required)")),
+            }
+        }
+    }
+}
+
+fn parse_health(h: &HealthcheckDef) -> std::result::Result<Option<Health>, String> {
+    if h.disable {
+        return Ok(None);
+    }
+    let test = match &h.test {
+        None => return Err("test: required unless disable: true".into()),
+        Some(StringOrList::String(s)) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        Some(StringOrList::List(l)) => match l.first().map(String::as_str) {
+            Some("NONE") => return Ok(None),
+            Some("CMD") if l.len() > 1 => l[1..].to_vec(),
+            Some("CMD-SHELL") if l.len() == 2 => vec!["/bin/sh".into(), "-c".into(), l[1].clone()],
+            _ => {
+                return Err(format!(
+                    "test: {l:?}: use [\"CMD\", ...], [\"CMD-SHELL\", \"...\"] or [\"NONE\"]"
+                ))
+            }
+        },
+    };
+    let d = |v: &Option<String>, field: &str, default: u64| -> std::result::Result<u64, String> {
+        v.as_deref()
+            .map(duration)
+            .transpose()
+            .map_err(|e| format!("{field}: {e}"))
+            .map(|x| x.unwrap_or(default))
+    };
+    Ok(Some(Health {
+        test,
+        interval_ms: d(&h.interval, "interval", 30_000)?.max(1),
+        timeout_ms: d(&h.timeout, "timeout", 30_000)?.max(1),
+        retries: h.retries.unwrap_or(3).max(1),
+        start_period_ms: d(&h.start_period, "start_period", 0)?,
+    }))
+}
+
+fn update_policy(
+    u: Option<&UpdateDef>,
+    default_action: FailureAction,
+    default_order: Order,
+) -> std::result::Result<UpdatePolicy, String> {
+    let u = u.cloned().unwrap_or_default();
+    let failure_action = match u.failure_action.as_deref() {
+        None => default_action,
+        Some("rollback") => FailureAction::Rollback,
+        Some("pause") => FailureAction::Pause,
+        Some("continue") => FailureAction::Continue,
+        Some(o) => return Err(format!("failure_action: {o:?} is not rollback, pause or continue")),
+    };
+    let order = match u.order.as_deref() {
+        None => default_order,
+        Some("start-first") => Order::StartFirst,
+        Some("stop-first") => Order::StopFirst,
+        Some(o) => return Err(format!("order: {o:?} is not start-first or stop-first")),
+    };
+    let ratio = u.max_failure_ratio.unwrap_or(0.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!("max_failure_ratio: {ratio} is not between 0 and 1"));
+    }
+    Ok(UpdatePolicy {
+        parallelism: u.parallelism.unwrap_or(1),
+        delay_ms: u
+            .delay
+            .as_deref()
+            .map(duration)
+            .transpose()
+            .map_err(|e| format!("delay: {e}"))?
+            .unwrap_or(0),
+        failure_action,
+        monitor_ms: u
+            .monitor
+            .as_deref()
+            .map(duration)
+            .transpose()
+            .map_err(|e| format!("monitor: {e}"))?
+            .unwrap_or(5_000),
+        max_failure_ratio: ratio,
+        order,
+    })
+}
+
+fn restart_policy(r: Option<&RestartDef>) -> std::result::Result<RestartPolicy, String> {
+    let r = r.cloned().unwrap_or_default();
+    Ok(RestartPolicy {
+        condition: match r.condition.as_deref() {
+            None | Some("any") => RestartCondition::Any,
+            Some("on-failure") => RestartCondition::OnFailure,
+            Some("none") => RestartCondition::None,
+            Some(o) => return Err(format!("condition: {o:?} is not none, on-failure or any")),
+        },
+        delay_ms: r
+            .delay
+            .as_deref()
+            .map(duration)
+            .transpose()
+            .map_err(|e| format!("delay: {e}"))?
+            .unwrap_or(0),
+        max_attempts: r.max_attempts,
+    })
+}
+
+/// A Compose duration (`1m30s`, `500ms`, `2h`, `10s`, `1.5s`) in milliseconds.
+pub fn duration(s: &str) -> std::result::Result<u64, String> {
+    let bad = || format!("{s:?} is not a duration (like 10s, 500ms, 1m30s)");
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let value: f64 = rest[..n].parse().map_err(|_| bad())?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1_000.0,
+            "ms" => 1.0,
+            "us" | "µs" => 0.001,
+            "ns" => 0.000_001,
+            _ => return Err(bad()),
+        };
+        total += value * unit;
+        rest = &rest[u..];
+    }
+    Ok(total.round() as u64)
+}
+
+pub fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("1m30s"), Ok(90_000));
+        assert_eq!(duration("500ms"), Ok(500));
+        assert_eq!(duration("1.5s"), Ok(1500));
+        assert!(duration("ten").is_err());
+        assert!(duration("10").is_err());
+        assert!(duration("").is_err());
+    }
+
+    #[test]
+    fn a_stack_and_its_errors() {
+        let text = "services:\n  web:\n    image: hello:1\n    ports: [\"8080:80\"]\n    environment: {A: 1, B: x}\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: 1s\n    deploy:\n      replicas: 3\n      update_config: {parallelism: 1, order: start-first, failure_action: rollback, monitor: 2s}\n    configs: [site]\n    x-note: fine\nconfigs:\n  site: {content: hi}\n";
+        let s = parse("stack.yml", text).unwrap();
+        let w = &s.services[0];
+        assert_eq!((w.replicas, w.ports[0].published, w.ports[0].target), (3, 8080, 80));
+        assert_eq!(w.env, ["A=1", "B=x"]);
+        assert_eq!(w.update.order, Order::StartFirst);
+        assert_eq!(w.update.failure_action, FailureAction::Rollback);
+        assert_eq!(w.health.as_ref().unwrap().as_ref().unwrap().test, ["true"]);
+        assert_eq!(w.configs, [("site".to_string(), "/site".to_string())]);
+
+        for (bad, want) in [
+            ("services:\n  web:\n    image: a\n    imagee: b\n", "imagee"),
+            (
+                "services:\n  web:\n    image: a\n    ports: [\"x:80\"]\n",
+                "services.web.ports",
+            ),
+            (
+                "services:\n  web:\n    image: a\n    deploy: {update_config: {order: sideways}}\n",
+                "order",
+            ),
+            ("services:\n  web:\n    image: a\n    configs: [nope]\n", "nope"),
+            (
+                "services:\n  a:\n    image: a\n    ports: [\"80:80\"]\n  b:\n    image: b\n    ports: [\"80:81\"]\n",
+                "already published",
+            ),
+            ("services: [\n", "line"),
+            ("services: {}\n", "at least one"),
+        ] {
+            let e = parse("stack.yml", bad).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("stack.yml"), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,1137 @@
+//! The engine inside `ingot daemon`: converges running replicas to the
+//! ledger's desired state.
+//!
+//! Replicas are ordinary ingot containers (`ingot run -d` on the bridge
+//! network, each with its own monitor process, so they outlive the daemon)
+//! named `STACK.SERVICE.SLOT.VERSION.RANDOM`, where VERSION identifies what
+//! the replica runs ([`PinnedService::version`]). On start the daemon adopts
+//! the containers whose names say they are its own.
+//!
+//! A rolling update goes slot by slot in batches of `parallelism`. With
+//! `start-first`, the new replica starts, must pass its health check, joins
+//! the mesh pool, and only then does the old one leave the pool; the old
+//! replicas are kept running, out of the pool ("parked"), until the whole
+//! change has succeeded, so an automatic rollback is a swap of the pool's
+//! members (no container needs to start) and then the new replicas are
+//! stopped. With `stop-first`, the old replica leaves the pool, drains and
+//! stops before the new one starts. Every replica leaves its pool and
+//! drains before it is stopped.
+//!
+//! Changes (deploy, scale, rollback, rm) are serialized by one lock; the
+//! reconcile tick (dead or unhealthy replicas replaced, counts restored)
+//! runs between changes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ingot_mesh::Pool;
+use ingot_store::{ContainerState, LedgerRow, Store};
+use serde::Serialize;
+
+use crate::compose::{FailureAction, Order, RestartCondition, UpdatePolicy};
+use crate::ledger;
+use crate::pin::{PinnedService, PinnedStack};
+use crate::{DeployError, Result};
+
+/// How often a starting replica is probed (and the reconcile tick).
+const START_PROBE: Duration = Duration::from_millis(100);
+/// How long a replica without a health check gets to accept TCP connections.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a leaving replica's in-flight requests may take.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Replica {
+    pub id: String,
+    pub name: String,
+    pub slot: u32,
+    pub version: String,
+    pub image: String,
+    pub address: Option<String>,
+    #[serde(skip)]
+    pub pid: i64,
+    /// running (not yet healthy), healthy, unhealthy, parked, exited
+    pub state: String,
+    pub health: String,
+    #[serde(skip)]
+    pub failures: u32,
+    #[serde(skip)]
+    pub last_check: Option<Instant>,
+}
+
+struct Service {
+    stack: String,
+    name: String,
+    spec: PinnedService,
+    pool: Arc<Pool>,
+    replicas: Vec<Replica>,
+    restarts: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub stack: String,
+    pub service: String,
+    pub image: String,
+    pub digest: String,
+    pub version: String,
+    pub replicas: u32,
+    pub running: usize,
+    pub healthy: usize,
+    pub ports: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeResult {
+    pub entry: LedgerRow,
+    pub outcome: String,
+    pub message: String,
+}
+
+pub struct Engine {
+    pub root: PathBuf,
+    exe: PathBuf,
+    policy: Option<PathBuf>,
+    services: Mutex<BTreeMap<String, Service>>,
+    listeners: Mutex<BTreeMap<SocketAddr, (String, tokio::task::JoinHandle<()>)>>,
+    change: tokio::sync::Mutex<()>,
+}
+
+fn key(stack: &str, service: &str) -> String {
+    format!("{stack}_{service}")
+}
+
+fn random6() -> String {
+    ingot_runtime::random_id()
+        .map(|s| s[..6].to_string())
+        .unwrap_or_else(|_| "000000".into())
+}
+
+impl Engine {
+    pub fn new(root: PathBuf, exe: PathBuf, policy: Option<PathBuf>) -> Arc<Engine> {
+        Arc::new(Engine {
+            root,
+            exe,
+            policy,
+            services: Mutex::new(BTreeMap::new()),
+            listeners: Mutex::new(BTreeMap::new()),
+            change: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static) -> Result<T> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = Store::open(&root)?;
+            f(&mut store)
+        })
+        .await
+        .map_err(|e| DeployError::Daemon(e.to_string()))?
+    }
+
+    // ---------- start-up ----------
+
+    /// Adopts the replicas already running and converges to the ledger;
+    /// an entry left pending by a daemon that died is finished here.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        let _g = self.change.lock().await;
+        let rows = self.blocking(|s| Ok(s.ledger_rows()?)).await?;
+        ledger::verify(&rows)?;
+        let desired = ledger::desired(&rows)?;
+        let existing = self
+            .blocking(|s| {
+                ingot_runtime::reconcile(s)?;
+                Ok(s.containers()?)
+            })
+            .await?;
+        for (stack_name, stack) in &desired {
+            for (name, spec) in &stack.services {
+                self.ensure_service(stack_name, name, spec)?;
+                let version = spec.version();
+                let prefix = format!("{stack_name}.{name}.");
+                let mut adopted = Vec::new();
+                for c in existing.iter().filter(|c| c.name.starts_with(&prefix)) {
+                    let parts: Vec<&str> = c.name.split('.').collect();
+                    let slot = parts.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let running = c.state == ContainerState::Running;
+                    let taken = adopted.iter().any(|r: &Replica| r.slot == slot);
+                    if running
+                        && parts.get(3) == Some(&version.as_str())
+                        && slot >= 1
+                        && slot <= spec.replicas
+                        && !taken
+                    {
+                        adopted.push(Replica {
+                            id: c.id.clone(),
+                            name: c.name.clone(),
+                            slot,
+                            version: version.clone(),
+                            image: spec.digest.clone(),
+                            address: c.address.clone(),
+                            pid: c.pid.unwrap_or(0),
+                            state: "running".into(),
+                            health: "starting".into(),
+                            failures: 0,
+                            last_check: None,
+                        });
+                    } else {
+                        self.remove_container(c.id.clone(), spec.stop_grace_ms).await;
+                    }
+                }
+                for r in &mut adopted {
+                    if self.wait_healthy(spec, r).await {
+                        r.state = "healthy".into();
+                        r.health = "healthy".into();
+                        if let Some(a) = self.backend(spec, r) {
+                            self.pool(stack_name, name).add(a);
+                        }
+                    }
+                }
+                self.with_service(stack_name, name, |s| s.replicas = adopted);
+            }
+        }
+        // Containers of stacks no longer desired.
+        for c in existing.iter().filter(|c| c.name.split('.').count() == 5) {
+            let stack = c.name.split('.').next().unwrap_or_default();
+            let service = c.name.split('.').nth(1).unwrap_or_default();
+            if !desired.get(stack).is_some_and(|s| s.services.contains_key(service)) {
+                self.remove_container(c.id.clone(), 10_000).await;
+            }
+        }
+        // Converge counts, then seal an interrupted change.
+        self.reconcile_locked().await;
+        if let Some(last) = rows.last().filter(|r| r.outcome == ledger::PENDING) {
+            let ok = self.all_converged();
+            let outcome = if ok { ledger::SUCCEEDED } else { ledger::FAILED };
+            let last = last.clone();
+            self.blocking(move |s| ledger::finish(s, &last, outcome).map(drop))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn all_converged(&self) -> bool {
+        self.services
+            .lock()
+            .unwrap()
+            .values()
+            .all(|s| s.replicas.iter().filter(|r| r.state == "healthy").count() == s.spec.replicas as usize)
+    }
+
+    // ---------- services, pools and listeners ----------
+
+    fn pool(&self, stack: &str, name: &str) -> Arc<Pool> {
+        self.services.lock().unwrap()[&key(stack, name)].pool.clone()
+    }
+
+    fn with_service<T>(&self, stack: &str, name: &str, f: impl FnOnce(&mut Service) -> T) -> T {
+        let mut s = self.services.lock().unwrap();
+        f(s.get_mut(&key(stack, name)).expect("service exists"))
+    }
+
+    fn backend(&self, spec: &PinnedService, r: &Replica) -> Option<SocketAddr> {
+        let port = spec.ports.first()?.target;
+        format!("{}:{port}", r.address.as_deref()?).parse().ok()
+    }
+
+    /// Every (host address, service key) a stack would listen on.
+    fn wanted_listeners(stack: &PinnedStack) -> Result<Vec<(SocketAddr, String)>> {
+        let mut out = Vec::new();
+        for (name, s) in &stack.services {
+            for p in &s.ports {
+                let addr: SocketAddr = format!("{}:{}", p.host_ip, p.published)
+                    .parse()
+                    .map_err(|_| DeployError::Invalid(format!("service {name}: bad host address {:?}", p.host_ip)))?;
+                out.push((addr, key(&stack.name, name)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Binds the stack's published ports that are not yet bound; a port in
+    /// use by another service or process is an error naming it.
+    async fn bind_ports(&self, stack: &PinnedStack) -> Result<()> {
+        for (addr, svc) in Self::wanted_listeners(stack)? {
+            let owner = self.listeners.lock().unwrap().get(&addr).map(|(s, _)| s.clone());
+            match owner {
+                Some(o) if o == svc => continue,
+                Some(o) => {
+                    let o_stack = o.split('_').next().unwrap_or_default().to_string();
+                    if o_stack != stack.name {
+                        return Err(DeployError::Invalid(format!(
+                            "port {} is already published by service {o}",
+                            addr.port()
+                        )));
+                    }
+                    // Moving within this stack: rebound below.
+                    if let Some((_, h)) = self.listeners.lock().unwrap().remove(&addr) {
+                        h.abort();
+                    }
+                }
+                None => {}
+            }
+            let (stack_name, service) = svc
+                .split_once('_')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .unwrap_or_default();
+            self.ensure_service(&stack_name, &service, &stack.services[&service])?;
+            let pool = self.pool(&stack_name, &service);
+            let handle = ingot_mesh::listen(addr, pool)
+                .await
+                .map_err(|e| DeployError::Invalid(format!("port {} cannot be published: {e}", addr.port())))?;
+            self.listeners.lock().unwrap().insert(addr, (svc, handle));
+        }
+        Ok(())
+    }
+
+    fn unbind(&self, svc: &str, keep: &[SocketAddr]) {
+        self.listeners.lock().unwrap().retain(|addr, (s, h)| {
+            let drop_it = s == svc && !keep.contains(addr);
+            if drop_it {
+                h.abort();
+            }
+            !drop_it
+        });
+    }
+
+    fn ensure_service(&self, stack: &str, name: &str, spec: &PinnedService) -> Result<()> {
+        let mut s = self.services.lock().unwrap();
+        s.entry(key(stack, name)).or_insert_with(|| Service {
+            stack: stack.to_string(),
+            name: name.to_string(),
+            spec: spec.clone(),
+            pool: Pool::new(),
+            replicas: Vec::new(),
+            restarts: 0,
+        });
+        Ok(())
+    }
+
+    // ---------- replicas ----------
+
+    /// Starts one replica of `spec` in `slot` (not yet healthy, not in the pool).
+    async fn start_replica(&self, stack: &str, name: &str, spec: &PinnedService, slot: u32) -> Result<Replica> {
+        let version = spec.version();
+        let cname = format!("{stack}.{name}.{slot}.{version}.{}", random6());
+        let mut args: Vec<String> = vec![
+            "--root".into(),
+            self.root.display().to_string(),
+            "run".into(),
+            "-d".into(),
+            "--name".into(),
+            cname.clone(),
+            "--network".into(),
+            "bridge".into(),
+        ];
+        for e in &spec.env {
+            args.extend(["-e".into(), e.clone()]);
+        }
+        if let Some(u) = &spec.user {
+            args.extend(["--user".into(), u.clone()]);
+        }
+        if let Some(w) = &spec.workdir {
+            args.extend(["--workdir".into(), w.clone()]);
+        }
+        let configs = self.root.join("configs");
+        for c in &spec.configs {
+            let hex = c.digest.trim_start_matches("sha256:");
+            args.extend(["-v".into(), format!("{}:{}:ro", configs.join(hex).display(), c.target)]);
+        }
+        let mut command = Vec::new();
+        if let Some(ep) = &spec.entrypoint {
+            if let Some((first, rest)) = ep.split_first() {
+                args.extend(["--entrypoint".into(), first.clone()]);
+                command.extend(rest.iter().cloned());
+            }
+        }
+        command.extend(spec.command.clone().unwrap_or_default());
+        args.push(spec.digest.clone());
+        args.extend(command);
+        let out = tokio::process::Command::new(&self.exe)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|e| DeployError::Daemon(format!("cannot run {}: {e}", self.exe.display())))?;
+        if !out.status.success() {
+            return Err(DeployError::Invalid(format!(
+                "replica {cname} did not start: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let lookup = cname.clone();
+        let rec = self.blocking(move |s| Ok(s.container(&lookup)?)).await?;
+        tracing::info!(replica = %cname, "started");
+        Ok(Replica {
+            id: rec.id,
+            name: cname,
+            slot,
+            version,
+            image: spec.digest.clone(),
+            address: rec.address,
+            pid: rec.pid.unwrap_or(0),
+            state: "running".into(),
+            health: "starting".into(),
+            failures: 0,
+            last_check: None,
+        })
+    }
+
+    async fn is_running(&self, id: &str) -> bool {
+        let id = id.to_string();
+        self.blocking(move |s| Ok(ingot_runtime::is_running(s, &id).unwrap_or(false)))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// One probe: the health check, else TCP readiness, else running.
+    async fn probe(&self, spec: &PinnedService, r: &Replica) -> bool {
+        if !self.is_running(&r.id).await {
+            return false;
+        }
+        if let Some(h) = &spec.health {
+            return crate::health::check(r.pid, h).await;
+        }
+        match self.backend(spec, r) {
+            Some(a) => crate::health::tcp(a, Duration::from_millis(500)).await,
+            None => true,
+        }
+    }
+
+    /// Waits until a new replica is healthy; false if it exits or fails
+    /// its check `retries` times after the start period.
+    async fn wait_healthy(&self, spec: &PinnedService, r: &Replica) -> bool {
+        let started = Instant::now();
+        let mut failures = 0;
+        let (start_period, retries, deadline) = match &spec.health {
+            Some(h) => (
+                Duration::from_millis(h.start_period_ms),
+                h.retries,
+                Duration::from_millis(h.start_period_ms + (h.retries as u64 + 1) * (h.timeout_ms + 100)),
+            ),
+            None => (Duration::ZERO, u32::MAX, READY_TIMEOUT),
+        };
+        loop {
+            if !self.is_running(&r.id).await {
+                return false;
+            }
+            if self.probe(spec, r).await {
+                return true;
+            }
+            if started.elapsed() >= start_period {
+                failures += 1;
+                if failures >= retries {
+                    return false;
+                }
+            }
+            if started.elapsed() > deadline.max(READY_TIMEOUT) {
+                return false;
+            }
+            tokio::time::sleep(START_PROBE).await;
+        }
+    }
+
+    async fn remove_container(&self, id: String, grace_ms: u64) {
+        let _ = self
+            .blocking(move |s| {
+                let _ = ingot_runtime::stop(s, &id, Duration::from_millis(grace_ms));
+                let _ = ingot_runtime::remove(s, &id, true);
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Takes a replica out of its pool, lets it drain, stops and removes it.
+    async fn retire(&self, pool: &Pool, spec: &PinnedService, r: &Replica) {
+        if let Some(a) = self.backend(spec, r) {
+            pool.remove(a);
+            pool.drain(a, DRAIN_TIMEOUT).await;
+        }
+        self.remove_container(r.id.clone(), spec.stop_grace_ms).await;
+        tracing::info!(replica = %r.name, "stopped");
+    }
+
+    /// Writes the stack's configs where replicas mount them from.
+    async fn write_configs(&self, stack: &PinnedStack) -> Result<()> {
+        let dir = self.root.join("configs");
+        let configs = stack.configs.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            std::fs::create_dir_all(&dir).map_err(|e| DeployError::Daemon(format!("{}: {e}", dir.display())))?;
+            for c in configs.values() {
+                let path = dir.join(c.digest.trim_start_matches("sha256:"));
+                if path.exists() {
+                    continue;
+                }
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, &c.content)
+                    .and_then(|_| {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
+                    })
+                    .and_then(|_| std::fs::rename(&tmp, &path))
+                    .map_err(|e| DeployError::Daemon(format!("{}: {e}", path.display())))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| DeployError::Daemon(e.to_string()))?
+    }
+
+    // ---------- changes ----------
+
+    /// Evaluates the daemon's policy (if any) for every image of `stack`.
+    async fn check_policy(&self, stack: &PinnedStack) -> Result<()> {
+        let Some(path) = self.policy.clone() else {
+            return Ok(());
+        };
+        let digests: Vec<(String, String)> = stack
+            .services
+            .values()
+            .map(|s| (s.image.clone(), s.digest.clone()))
+            .collect();
+        self.blocking(move |store| {
+            let policy = ingot_trust::policy::Policy::load(&path).map_err(|e| DeployError::Invalid(e.to_string()))?;
+            let today = time::OffsetDateTime::now_utc().date();
+            for (image, digest) in digests {
+                let d = ingot_trust::policy::evaluate(store, &digest, &policy, today)
+                    .map_err(|e| DeployError::Invalid(e.to_string()))?;
+                if !d.passed() {
+                    return Err(DeployError::Policy {
+                        image,
+                        refusals: d
+                            .refusals
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deploys `stack` (a new version, or the same with other counts).
+    pub async fn deploy(
+        self: &Arc<Self>,
+        stack: PinnedStack,
+        kind: &str,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<ChangeResult> {
+        let _g = self.change.lock().await;
+        self.apply(stack, kind, actor, reason).await
+    }
+
+    async fn current(&self, stack: &str) -> Result<Option<PinnedStack>> {
+        let rows = self.blocking(|s| Ok(s.ledger_rows()?)).await?;
+        Ok(ledger::desired(&rows)?.remove(stack))
+    }
+
+    async fn apply(
+        self: &Arc<Self>,
+        stack: PinnedStack,
+        kind: &str,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<ChangeResult> {
+        for s in stack.services.values() {
+            let d = s.digest.clone();
+            self.blocking(move |st| st.resolve(&d).map(drop).map_err(Into::into))
+                .await
+                .map_err(|_| DeployError::NotFound(format!("image {} ({}) is not in the store", s.image, s.digest)))?;
+        }
+        self.check_policy(&stack).await?;
+        let previous = self.current(&stack.name).await?;
+        for (name, spec) in &stack.services {
+            self.ensure_service(&stack.name, name, spec)?;
+        }
+        self.bind_ports(&stack).await?;
+        self.write_configs(&stack).await?;
+        let (stack_c, kind_c, actor_c) = (stack.clone(), kind.to_string(), actor.to_string());
+        let entry = self
+            .blocking(move |s| ledger::append(s, &kind_c, &stack_c, &actor_c, reason.as_deref()))
+            .await?;
+        tracing::info!(seq = entry.seq, stack = %stack.name, kind, "change started");
+        let (outcome, message) = self.rollout(&stack, previous.as_ref()).await;
+        let e = entry.clone();
+        let out = outcome.to_string();
+        let entry = self.blocking(move |s| ledger::finish(s, &e, &out)).await?;
+        tracing::info!(seq = entry.seq, outcome, "change finished");
+        Ok(ChangeResult {
+            entry,
+            outcome: outcome.to_string(),
+            message,
+        })
+    }
+
+    /// Carries out a change; returns (outcome, message).
+    async fn rollout(self: &Arc<Self>, stack: &PinnedStack, previous: Option<&PinnedStack>) -> (&'static str, String) {
+        // Per service: replicas kept (parked) for a rollback, and new ones started.
+        let mut parked: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
+        let mut started: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
+        let mut failure = None;
+        'services: for (name, spec) in &stack.services {
+            let k = key(&stack.name, name);
+            let pool = self.pool(&stack.name, name);
+            let version = spec.version();
+            let mut current = self.with_service(&stack.name, name, |s| {
+                s.spec = spec.clone();
+                s.replicas.clone()
+            });
+            current.sort_by_key(|r| r.slot);
+            let policy: &UpdatePolicy = &spec.update;
+            let slots: Vec<u32> = (1..=spec.replicas).collect();
+            let needs: Vec<u32> = slots
+                .iter()
+                .copied()
+                .filter(|slot| {
+                    !current
+                        .iter()
+                        .any(|r| r.slot == *slot && r.version == version && r.state == "healthy")
+                })
+                .collect();
+            let mut failures = 0u32;
+            for batch in needs.chunks(policy.parallelism.max(1) as usize) {
+                let mut fresh = Vec::new();
+                for &slot in batch {
+                    let old: Vec<Replica> = current.iter().filter(|r| r.slot == slot).cloned().collect();
+                    if policy.order == Order::StopFirst {
+                        for o in &old {
+                            if let Some(a) = self.backend(spec, o) {
+                                pool.remove(a);
+                            }
+                        }
+                        // Stop-first: the old replica goes now (a rollback restarts it).
+                        for o in &old {
+                            self.retire(&pool, spec, o).await;
+                        }
+                        current.retain(|r| r.slot != slot);
+                        self.with_service(&stack.name, name, |s| s.replicas.retain(|r| r.slot != slot));
+                    }
+                    match self.start_replica(&stack.name, name, spec, slot).await {
+                        Ok(r) => fresh.push((r, old)),
+                        Err(e) => {
+                            failure = Some(format!("service {name}: {e}"));
+                            failures += 1;
+                        }
+                    }
+                }
+                // Health, then the pool: the new joins before the old leaves.
+                let checks = fresh.iter().map(|(r, _)| self.wait_healthy(spec, r));
+                let results = await_all(checks).await;
+                for ((mut r, old), healthy) in fresh.into_iter().zip(results) {
+                    if healthy {
+                        r.state = "healthy".into();
+                        r.health = "healthy".into();
+                        if let Some(a) = self.backend(spec, &r) {
+                            pool.add(a);
+                        }
+                        for o in &old {
+                            if let Some(a) = self.backend(spec, o) {
+                                pool.remove(a);
+                            }
+                            let mut o = o.clone();
+                            o.state = "parked".into();
+                            parked.entry(k.clone()).or_default().push(o);
+                        }
+                        current.retain(|x| x.slot != r.slot);
+                        current.push(r.clone());
+                        started.entry(k.clone()).or_default().push(r.clone());
+                        self.with_service(&stack.name, name, |s| {
+                            s.replicas.retain(|x| x.slot != r.slot);
+                            s.replicas.push(r);
+                        });
+                    } else {
+                        failures += 1;
+                        failure = Some(format!(
+                            "service {name}: replica {} did not become healthy{}",
+                            r.name,
+                            if spec.health.is_some() {
+                                " (health check failed)"
+                            } else {
+                                " (exited or port not reachable)"
+                            }
+                        ));
+                        started.entry(k.clone()).or_default().push(r.clone());
+                        self.remove_container(r.id.clone(), 0).await;
+                    }
+                }
+                // Monitor: the batch's new replicas must stay up.
+                let deadline = Instant::now() + Duration::from_millis(policy.monitor_ms);
+                let batch_new: Vec<Replica> = current
+                    .iter()
+                    .filter(|r| batch.contains(&r.slot) && r.version == version)
+                    .cloned()
+                    .collect();
+                while failure.is_none() && Instant::now() < deadline && !batch_new.is_empty() {
+                    for r in &batch_new {
+                        if !self.probe(spec, r).await && !self.probe(spec, r).await {
+                            failures += 1;
+                            failure = Some(format!(
+                                "service {name}: replica {} failed during the monitor period",
+                                r.name
+                            ));
+                        }
+                    }
+                    tokio::time::sleep(START_PROBE).await;
+                }
+                if failure.is_some() {
+                    let ratio = failures as f64 / spec.replicas.max(1) as f64;
+                    if ratio > policy.max_failure_ratio || policy.failure_action != FailureAction::Continue {
+                        match policy.failure_action {
+                            FailureAction::Continue if ratio <= policy.max_failure_ratio => {}
+                            FailureAction::Pause => break 'services,
+                            _ => break 'services,
+                        }
+                    }
+                    failure = None;
+                }
+                if policy.delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(policy.delay_ms)).await;
+                }
+            }
+            // Surplus slots (scale down or fewer replicas): out of the pool, parked.
+            let surplus: Vec<Replica> = current.iter().filter(|r| r.slot > spec.replicas).cloned().collect();
+            for o in surplus {
+                if let Some(a) = self.backend(spec, &o) {
+                    pool.remove(a);
+                }
+                let mut o = o.clone();
+                o.state = "parked".into();
+                parked.entry(k.clone()).or_default().push(o.clone());
+                self.with_service(&stack.name, name, |s| s.replicas.retain(|x| x.id != o.id));
+            }
+        }
+
+        let action = stack
+            .services
+            .values()
+            .map(|s| s.update.failure_action)
+            .find(|a| *a != FailureAction::Continue)
+            .unwrap_or(FailureAction::Pause);
+        if let Some(why) = failure {
+            if action == FailureAction::Rollback {
+                self.roll_back(stack, previous, parked, started).await;
+                return (ledger::ROLLED_BACK, format!("{why}; rolled back"));
+            }
+            // Pause: what started stays, the parked old replicas go.
+            self.finish_parked(stack, parked).await;
+            return (ledger::PAUSED, format!("{why}; update paused"));
+        }
+        self.finish_parked(stack, parked).await;
+        // Services dropped from the stack.
+        if let Some(prev) = previous {
+            for name in prev.services.keys().filter(|n| !stack.services.contains_key(*n)) {
+                self.remove_service(&stack.name, name).await;
+            }
+        }
+        (ledger::SUCCEEDED, "converged".into())
+    }
+
+    async fn finish_parked(&self, stack: &PinnedStack, parked: BTreeMap<String, Vec<Replica>>) {
+        for (k, olds) in parked {
+            let (pool, spec) = {
+                let s = self.services.lock().unwrap();
+                (s[&k].pool.clone(), s[&k].spec.clone())
+            };
+            let _ = stack;
+            for o in olds {
+                self.retire(&pool, &spec, &o).await;
+            }
+        }
+    }
+
+    /// The automatic rollback: parked old replicas back into the pools at
+    /// once (one swap per service), then the new replicas leave and stop;
+    /// slots whose old replica is gone (stop-first) get one started again.
+    async fn roll_back(
+        &self,
+        stack: &PinnedStack,
+        previous: Option<&PinnedStack>,
+        parked: BTreeMap<String, Vec<Replica>>,
+        started: BTreeMap<String, Vec<Replica>>,
+    ) {
+        let t = Instant::now();
+        for name in stack.services.keys() {
+            let k = key(&stack.name, name);
+            let Some(prev_spec) = previous.and_then(|p| p.services.get(name)) else {
+                continue;
+            };
+            let pool = self.pool(&stack.name, name);
+            let olds = parked.get(&k).cloned().unwrap_or_default();
+            let new_ids: Vec<String> = started
+                .get(&k)
+                .map(|v| v.iter().map(|r| r.id.clone()).collect())
+                .unwrap_or_default();
+            let kept: Vec<Replica> = self.with_service(&stack.name, name, |s| {
+                s.replicas
+                    .iter()
+                    .filter(|r| !new_ids.contains(&r.id))
+                    .cloned()
+                    .collect()
+            });
+            let members: Vec<SocketAddr> = kept
+                .iter()
+                .chain(&olds)
+                .filter_map(|r| self.backend(prev_spec, r))
+                .collect();
+            if !members.is_empty() {
+                pool.set(&members);
+            }
+            let mut restored: Vec<Replica> = kept
+                .into_iter()
+                .chain(olds.into_iter().map(|mut o| {
+                    o.state = "healthy".into();
+                    o
+                }))
+                .collect();
+            tracing::info!(service = %k, elapsed_ms = t.elapsed().as_millis() as u64, "old version serving again");
+            self.with_service(&stack.name, name, |s| {
+                s.spec = prev_spec.clone();
+                s.replicas = restored.clone();
+            });
+            for r in started.get(&k).into_iter().flatten() {
+                self.retire(&pool, prev_spec, r).await;
+            }
+            // Slots left empty (stop-first) get an old-version replica.
+            for slot in 1..=prev_spec.replicas {
+                if restored.iter().any(|r| r.slot == slot) {
+                    continue;
+                }
+                if let Ok(mut r) = self.start_replica(&stack.name, name, prev_spec, slot).await {
+                    if self.wait_healthy(prev_spec, &r).await {
+                        r.state = "healthy".into();
+                        r.health = "healthy".into();
+                        if let Some(a) = self.backend(prev_spec, &r) {
+                            pool.add(a);
+                        }
+                        restored.push(r.clone());
+                        self.with_service(&stack.name, name, |s| s.replicas.push(r));
+                    }
+                }
+            }
+        }
+        // Services the failed change added: gone again.
+        for name in stack.services.keys() {
+            if previous.is_none_or(|p| !p.services.contains_key(name)) {
+                self.remove_service(&stack.name, name).await;
+            }
+        }
+    }
+
+    async fn remove_service(&self, stack: &str, name: &str) {
+        let k = key(stack, name);
+        let Some(svc) = self.services.lock().unwrap().remove(&k) else {
+            return;
+        };
+        self.unbind(&k, &[]);
+        for r in &svc.replicas {
+            self.retire(&svc.pool, &svc.spec, r).await;
+        }
+    }
+
+    fn find(&self, service: &str) -> Result<(String, String)> {
+        let s = self.services.lock().unwrap();
+        if let Some(sv) = s.get(service) {
+            return Ok((sv.stack.clone(), sv.name.clone()));
+        }
+        let hits: Vec<&Service> = s.values().filter(|sv| sv.name == service).collect();
+        match hits.as_slice() {
+            [one] => Ok((one.stack.clone(), one.name.clone())),
+            [] => Err(DeployError::NotFound(format!("service {service:?} not found"))),
+            _ => Err(DeployError::Invalid(format!(
+                "service {service:?} is ambiguous; use STACK_SERVICE"
+            ))),
+        }
+    }
+
+    pub async fn scale(self: &Arc<Self>, service: &str, replicas: u32, actor: &str) -> Result<ChangeResult> {
+        let _g = self.change.lock().await;
+        let (stack, name) = self.find(service)?;
+        let mut pinned = self
+            .current(&stack)
+            .await?
+            .ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+        pinned.services.get_mut(&name).expect("service in stack").replicas = replicas;
+        self.apply(
+            pinned,
+            ledger::SCALE,
+            actor,
+            Some(format!("scale {service}={replicas}")),
+        )
+        .await
+    }
+
+    /// Rolls `service`'s stack back to the version before its current one.
+    pub async fn rollback(self: &Arc<Self>, service: &str, actor: &str) -> Result<ChangeResult> {
+        let _g = self.change.lock().await;
+        let (stack, name) = self.find(service)?;
+        let rows = self.blocking(|s| Ok(s.ledger_rows()?)).await?;
+        let current = ledger::desired(&rows)?.remove(&stack);
+        let cur_version = current
+            .as_ref()
+            .and_then(|c| c.services.get(&name))
+            .map(PinnedService::version);
+        // The latest earlier state of the stack in which this service ran another version.
+        let mut target = None;
+        let mut state: BTreeMap<String, PinnedStack> = BTreeMap::new();
+        for r in rows.iter().filter(|r| ledger::applies(r)) {
+            if r.kind == ledger::RM {
+                state.remove(&r.stack);
+            } else if let Ok(s) = serde_json::from_str::<PinnedStack>(&r.body) {
+                state.insert(r.stack.clone(), s);
+            }
+            if let Some(s) = state.get(&stack) {
+                if s.services.get(&name).map(PinnedService::version) != cur_version && s.services.contains_key(&name) {
+                    target = Some(s.clone());
+                }
+            }
+        }
+        let Some(prev) = target else {
+            return Err(DeployError::Invalid(format!(
+                "service {service} has no previous version to roll back to"
+            )));
+        };
+        let mut pinned = current.ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+        let mut svc = prev.services[&name].clone();
+        svc.replicas = pinned.services[&name].replicas;
+        svc.update = svc.rollback.clone();
+        pinned.services.insert(name.clone(), svc);
+        for c in &pinned.services[&name].configs {
+            if let Some(pc) = prev.configs.get(&c.name) {
+                pinned.configs.insert(c.name.clone(), pc.clone());
+            }
+        }
+        self.apply(pinned, ledger::ROLLBACK, actor, Some(format!("rollback {service}")))
+            .await
+    }
+
+    pub async fn remove_stack(self: &Arc<Self>, stack: &str, actor: &str) -> Result<ChangeResult> {
+        let _g = self.change.lock().await;
+        let pinned = self
+            .current(stack)
+            .await?
+            .ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+        let p = pinned.clone();
+        let actor = actor.to_string();
+        let entry = self
+            .blocking(move |s| ledger::append(s, ledger::RM, &p, &actor, Some("stack rm")))
+            .await?;
+        for name in pinned.services.keys() {
+            self.remove_service(stack, name).await;
+        }
+        let e = entry.clone();
+        let entry = self.blocking(move |s| ledger::finish(s, &e, ledger::SUCCEEDED)).await?;
+        Ok(ChangeResult {
+            entry,
+            outcome: ledger::SUCCEEDED.into(),
+            message: format!("stack {stack} removed"),
+        })
+    }
+
+    // ---------- reconcile ----------
+
+    /// One reconcile pass, unless a change is in progress.
+    pub async fn tick(self: &Arc<Self>) {
+        let Ok(_g) = self.change.try_lock() else { return };
+        self.reconcile_locked().await;
+    }
+
+    async fn reconcile_locked(&self) {
+        let keys: Vec<String> = self.services.lock().unwrap().keys().cloned().collect();
+        for k in keys {
+            let Some((stack, name, spec, pool, replicas, restarts)) = self.services.lock().unwrap().get(&k).map(|s| {
+                (
+                    s.stack.clone(),
+                    s.name.clone(),
+                    s.spec.clone(),
+                    s.pool.clone(),
+                    s.replicas.clone(),
+                    s.restarts,
+                )
+            }) else {
+                continue;
+            };
+            let mut keep = Vec::new();
+            for mut r in replicas {
+                let running = self.is_running(&r.id).await;
+                let mut failed = !running;
+                if let (true, Some(h), "healthy") = (running, spec.health.as_ref(), r.state.as_str()) {
+                    let due = r
+                        .last_check
+                        .is_none_or(|t| t.elapsed() >= Duration::from_millis(h.interval_ms));
+                    if due {
+                        r.last_check = Some(Instant::now());
+                        if crate::health::check(r.pid, h).await {
+                            r.failures = 0;
+                        } else {
+                            r.failures += 1;
+                            if r.failures >= h.retries {
+                                r.health = "unhealthy".into();
+                                failed = true;
+                            }
+                        }
+                    }
+                }
+                if failed {
+                    let exit = self.exit_code(&r.id).await;
+                    tracing::warn!(replica = %r.name, ?exit, "replica failed; replacing");
+                    if let Some(a) = self.backend(&spec, &r) {
+                        pool.remove(a);
+                    }
+                    self.remove_container(r.id.clone(), spec.stop_grace_ms).await;
+                    let replace = match spec.restart.condition {
+                        RestartCondition::Any => true,
+                        RestartCondition::OnFailure => exit != Some(0),
+                        RestartCondition::None => false,
+                    } && spec.restart.max_attempts.is_none_or(|m| restarts < m);
+                    if !replace {
+                        continue;
+                    }
+                    self.with_service(&stack, &name, |s| s.restarts += 1);
+                    if spec.restart.delay_ms > 0 {
+                        tokio::time::sleep(Duration::from_millis(spec.restart.delay_ms)).await;
+                    }
+                    continue; // the slot is refilled below
+                }
+                keep.push(r);
+            }
+            // Fill empty slots, drop surplus.
+            for slot in 1..=spec.replicas {
+                if keep.iter().any(|r| r.slot == slot) {
+                    continue;
+                }
+                if let Ok(mut r) = self.start_replica(&stack, &name, &spec, slot).await {
+                    if self.wait_healthy(&spec, &r).await {
+                        r.state = "healthy".into();
+                        r.health = "healthy".into();
+                        if let Some(a) = self.backend(&spec, &r) {
+                            pool.add(a);
+                        }
+                        keep.push(r);
+                    } else {
+                        self.remove_container(r.id.clone(), 0).await;
+                    }
+                }
+            }
+            let (stay, surplus): (Vec<Replica>, Vec<Replica>) = keep.into_iter().partition(|r| r.slot <= spec.replicas);
+            for r in &surplus {
+                self.retire(&pool, &spec, r).await;
+            }
+            self.with_service(&stack, &name, |s| s.replicas = stay);
+        }
+    }
+
+    async fn exit_code(&self, id: &str) -> Option<i64> {
+        let id = id.to_string();
+        self.blocking(move |s| Ok(s.container(&id).ok().and_then(|c| c.exit_code)))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    // ---------- reports ----------
+
+    pub fn services(&self) -> Vec<ServiceStatus> {
+        self.services
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| ServiceStatus {
+                name: key(&s.stack, &s.name),
+                stack: s.stack.clone(),
+                service: s.name.clone(),
+                image: s.spec.image.clone(),
+                digest: s.spec.digest.clone(),
+                version: s.spec.version(),
+                replicas: s.spec.replicas,
+                running: s.replicas.len(),
+                healthy: s.replicas.iter().filter(|r| r.state == "healthy").count(),
+                ports: s
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|p| format!("{}:{}->{}", p.host_ip, p.published, p.target))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub fn replicas(&self, service: &str) -> Result<Vec<Replica>> {
+        let (stack, name) = self.find(service)?;
+        let mut r = self.with_service(&stack, &name, |s| s.replicas.clone());
+        r.sort_by_key(|x| x.slot);
+        Ok(r)
+    }
+
+    /// Prometheus text exposition.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        out.push_str(
+            "# HELP ingot_service_replicas Replicas per service and state.\n# TYPE ingot_service_replicas gauge\n",
+        );
+        let s = self.services.lock().unwrap();
+        for sv in s.values() {
+            let k = key(&sv.stack, &sv.name);
+            let healthy = sv.replicas.iter().filter(|r| r.state == "healthy").count();
+            let _ = writeln!(
+                out,
+                "ingot_service_replicas{{service=\"{k}\",state=\"desired\"}} {}",
+                sv.spec.replicas
+            );
+            let _ = writeln!(
+                out,
+                "ingot_service_replicas{{service=\"{k}\",state=\"healthy\"}} {healthy}"
+            );
+        }
+        out.push_str("# HELP ingot_mesh_requests_total Requests and connections the mesh routed.\n# TYPE ingot_mesh_requests_total counter\n");
+        for sv in s.values() {
+            let k = key(&sv.stack, &sv.name);
+            let _ = writeln!(
+                out,
+                "ingot_mesh_requests_total{{service=\"{k}\"}} {}",
+                sv.pool.requests.load(Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "ingot_mesh_failures_total{{service=\"{k}\"}} {}",
+                sv.pool.failures.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP ingot_service_restarts_total Replicas replaced after dying or failing health checks.\n# TYPE ingot_service_restarts_total counter\n");
+        for sv in s.values() {
+            let _ = writeln!(
+                out,
+                "ingot_service_restarts_total{{service=\"{}\"}} {}",
+                key(&sv.stack, &sv.name),
+                sv.restarts
+            );
+        }
+        out
+    }
+
+    /// Stops the listeners (replicas keep running; a new daemon adopts them).
+    pub fn shutdown(&self) {
+        for (_, (_, h)) in std::mem::take(&mut *self.listeners.lock().unwrap()) {
+            h.abort();
+        }
+    }
+}
+
+/// Awaits the futures one after another (a batch's replicas were all
+/// started before, so their start-up overlaps; only the probing is serial).
+async fn await_all<F: std::future::Future<Output = bool>>(futs: impl Iterator<Item = F>) -> Vec<bool> {
+    let mut out = Vec::new();
+    for f in futs {
+        out.push(f.await);
+    }
+    out
+}

@@ -1,0 +1,50 @@
+//! ingot's deployer.
+//!
+//! A Compose file ([`compose`]) is pinned ([`pin`]): every image resolved
+//! to a manifest digest, every config to its content, health checks to
+//! their final form; the pinned stack is canonical JSON with a digest. Each
+//! change (deploy, scale, rollback, rm) is appended to the hash-chained
+//! [`ledger`] before it is carried out, and its outcome recorded after. The
+//! [`engine`] (inside `ingot daemon`) converges running replicas to the
+//! ledger's desired state: rolling updates in batches, health checks
+//! ([`health`]), automatic rollback, replacement of dead replicas, and the
+//! routing mesh's pools (ingot-mesh). [`api`] serves the engine over HTTP
+//! on a unix socket; [`client`] is the CLI's side of it.
+
+pub mod api;
+pub mod client;
+pub mod compose;
+pub mod drift;
+pub mod engine;
+pub mod health;
+pub mod ledger;
+pub mod pin;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{file}: {message}")]
+    Compose { file: String, message: String },
+    #[error(transparent)]
+    Store(#[from] ingot_store::StoreError),
+    #[error(transparent)]
+    Runtime(#[from] ingot_runtime::RuntimeError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("ledger entry {seq}: {why}")]
+    Ledger { seq: i64, why: String },
+    #[error("policy refused {image}: {refusals}")]
+    Policy { image: String, refusals: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("daemon: {0}")]
+    Daemon(String),
+}
+
+pub type Result<T, E = DeployError> = std::result::Result<T, E>;
+
+/// RFC 3339 UTC now.
+pub(crate) fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

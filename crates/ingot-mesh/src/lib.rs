@@ -1,0 +1,365 @@
+//! ingot's routing mesh: one proxy per published port, spreading
+//! connections and HTTP/1.1 requests over a pool of healthy replicas.
+//!
+//! A connection whose first bytes look like an HTTP/1.x request is served
+//! by hyper, and every request on it is routed on its own (so a keep-alive
+//! client moves off a replica as soon as it leaves the pool); anything else
+//! is spliced to one backend as TCP. A request that cannot reach a backend
+//! (connection refused or reset before a response) is retried on the next
+//! one, so a replica that dies between two requests costs no failure.
+//!
+//! Invariants: only backends in the pool receive new requests or
+//! connections; a backend's in-flight count ([`Pool::active`]) covers every
+//! request and TCP connection using it, so the deployer can drain it
+//! (remove, wait for zero, stop).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request body the mesh buffers (it buffers to be able to retry).
+pub const MAX_BODY: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// One replica the mesh may send traffic to.
+#[derive(Debug)]
+struct Backend {
+    addr: SocketAddr,
+    active: Arc<AtomicUsize>,
+}
+
+/// The healthy replicas of one service, shared by its listeners.
+#[derive(Debug, Default)]
+pub struct Pool {
+    backends: Mutex<Vec<Backend>>,
+    /// Every backend ever seen keeps its counter, so a removed one can drain.
+    counters: Mutex<BTreeMap<SocketAddr, Arc<AtomicUsize>>>,
+    next: AtomicUsize,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+impl Pool {
+    pub fn new() -> Arc<Pool> {
+        Arc::new(Pool::default())
+    }
+
+    fn counter(&self, addr: SocketAddr) -> Arc<AtomicUsize> {
+        self.counters.lock().unwrap().entry(addr).or_default().clone()
+    }
+
+    /// Adds a replica (idempotent).
+    pub fn add(&self, addr: SocketAddr) {
+        let active = self.counter(addr);
+        let mut b = self.backends.lock().unwrap();
+        if !b.iter().any(|x| x.addr == addr) {
+            b.push(Backend { addr, active });
+        }
+    }
+
+    /// Takes a replica out: no new traffic goes to it.
+    pub fn remove(&self, addr: SocketAddr) {
+        self.backends.lock().unwrap().retain(|b| b.addr != addr);
+    }
+
+    /// Replaces the whole set at once (a rollback's swap).
+    pub fn set(&self, addrs: &[SocketAddr]) {
+        let new: Vec<Backend> = addrs
+            .iter()
+            .map(|a| Backend {
+                addr: *a,
+                active: self.counter(*a),
+            })
+            .collect();
+        *self.backends.lock().unwrap() = new;
+    }
+
+    pub fn members(&self) -> Vec<SocketAddr> {
+        self.backends.lock().unwrap().iter().map(|b| b.addr).collect()
+    }
+
+    /// Requests and connections in flight to `addr`.
+    pub fn active(&self, addr: SocketAddr) -> usize {
+        self.counters
+            .lock()
+            .unwrap()
+            .get(&addr)
+            .map_or(0, |c| c.load(Ordering::SeqCst))
+    }
+
+    /// Waits until `addr` has nothing in flight, up to `timeout`; whether it drained.
+    pub async fn drain(&self, addr: SocketAddr, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.active(addr) == 0 {
+                self.counters.lock().unwrap().remove(&addr);
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The backends in round-robin order starting at the next one.
+    fn pick(&self) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
+        let b = self.backends.lock().unwrap();
+        if b.is_empty() {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % b.len();
+        (0..b.len())
+            .map(|i| {
+                let x = &b[(start + i) % b.len()];
+                (x.addr, x.active.clone())
+            })
+            .collect()
+    }
+}
+
+/// Decrements an in-flight counter when dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(c: Arc<AtomicUsize>) -> InFlight {
+        c.fetch_add(1, Ordering::SeqCst);
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Binds `addr` and serves it from `pool` until the task is aborted.
+pub async fn listen(addr: SocketAddr, pool: Arc<Pool>) -> Result<tokio::task::JoinHandle<()>, MeshError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MeshError::Bind { addr, source })?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let pool = pool.clone();
+            tokio::spawn(async move { serve(stream, pool).await });
+        }
+    }))
+}
+
+fn looks_like_http(b: &[u8]) -> bool {
+    const METHODS: &[&[u8]] = &[
+        b"GET ",
+        b"HEAD ",
+        b"POST ",
+        b"PUT ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"TRACE ",
+        b"CONNECT ",
+    ];
+    METHODS
+        .iter()
+        .any(|m| b.starts_with(m) || (b.len() < m.len() && m.starts_with(b) && !b.is_empty()))
+}
+
+async fn serve(stream: TcpStream, pool: Arc<Pool>) {
+    let mut buf = [0u8; 8];
+    // Client-speaks-first protocols show their first bytes at once; a
+    // server-speaks-first one gets TCP after a short wait.
+    let n = match tokio::time::timeout(Duration::from_millis(300), stream.peek(&mut buf)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => return,
+        Err(_) => 0,
+    };
+    if n > 0 && looks_like_http(&buf[..n]) {
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let svc = hyper::service::service_fn(move |req| {
+            let pool = pool.clone();
+            async move { Ok::<_, std::convert::Infallible>(forward(req, &pool).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, svc)
+            .await;
+    } else {
+        splice(stream, pool).await;
+    }
+}
+
+async fn splice(mut client: TcpStream, pool: Arc<Pool>) {
+    for (addr, active) in pool.pick() {
+        let Ok(Ok(mut up)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await else {
+            continue;
+        };
+        let _guard = InFlight::new(active);
+        pool.requests.fetch_add(1, Ordering::Relaxed);
+        let _ = up.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+        return;
+    }
+    pool.failures.fetch_add(1, Ordering::Relaxed);
+}
+
+fn status(code: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
+    *r.status_mut() = code;
+    r
+}
+
+/// Sends one request to a backend, retrying on the next if it cannot be reached.
+async fn forward(req: Request<Incoming>, pool: &Pool) -> Response<Full<Bytes>> {
+    pool.requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken"),
+    };
+    let candidates = pool.pick();
+    if candidates.is_empty() {
+        pool.failures.fetch_add(1, Ordering::Relaxed);
+        return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy replica");
+    }
+    let mut last = String::new();
+    for (addr, active) in candidates {
+        let _guard = InFlight::new(active);
+        match send(addr, &parts, body.clone()).await {
+            Ok(r) => return r,
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    pool.failures.fetch_add(1, Ordering::Relaxed);
+    status(StatusCode::BAD_GATEWAY, &format!("no replica answered ({last})"))
+}
+
+async fn send(
+    addr: SocketAddr,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Full<Bytes>>, String> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(hyper::Version::HTTP_11);
+    for (k, v) in &parts.headers {
+        if k != hyper::header::CONNECTION {
+            req = req.header(k, v);
+        }
+    }
+    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let (rparts, rbody) = resp.into_parts();
+    let bytes = rbody.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let mut out = Response::from_parts(rparts, Full::new(bytes));
+    out.headers_mut().remove(hyper::header::CONNECTION);
+    out.headers_mut().remove(hyper::header::TRANSFER_ENCODING);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_sniffing() {
+        assert!(looks_like_http(b"GET / HT"));
+        assert!(looks_like_http(b"PO"));
+        assert!(!looks_like_http(b"\x16\x03\x01"));
+        assert!(!looks_like_http(b"SSH-2.0-"));
+        assert!(!looks_like_http(b""));
+    }
+
+    #[tokio::test]
+    async fn round_robin_retry_and_drain() {
+        // Two tiny HTTP backends on loopback, and one address nobody listens on.
+        async fn backend(tag: &'static str) -> SocketAddr {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            tokio::spawn(async move {
+                loop {
+                    let (s, _) = l.accept().await.unwrap();
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(tag))))
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                            .await;
+                    });
+                }
+            });
+            addr
+        }
+        let a = backend("a").await;
+        let b = backend("b").await;
+        let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let pool = Pool::new();
+        pool.set(&[dead, a, b]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let task = listen(front, pool.clone()).await.unwrap();
+        let get = || async move {
+            let s = TcpStream::connect(front).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let r = send
+                .send_request(
+                    Request::get("/")
+                        .header("host", "x")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..6 {
+            seen.insert(get().await);
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["a", "b"],
+            "spread over both; the dead one retried past"
+        );
+        pool.remove(a);
+        for _ in 0..4 {
+            assert_eq!(get().await, "b");
+        }
+        assert!(pool.drain(a, Duration::from_secs(1)).await);
+        assert_eq!(pool.failures.load(Ordering::Relaxed), 0);
+        task.abort();
+    }
+}

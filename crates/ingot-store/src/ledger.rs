@@ -1,0 +1,109 @@
+//! The deploy ledger's rows. The store keeps them and appends only at the
+//! end; what a row means and how its hash is computed is ingot-deploy's.
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::Store;
+
+/// One ledger entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRow {
+    pub seq: i64,
+    pub time: String,
+    pub actor: String,
+    pub reason: Option<String>,
+    pub kind: String,
+    pub stack: String,
+    /// Digest of `body` (the pinned stack after the change).
+    pub digest: String,
+    pub body: String,
+    pub prev: String,
+    pub hash: String,
+    pub outcome: String,
+}
+
+const COLUMNS: &str = "seq, time, actor, reason, kind, stack, digest, body, prev, hash, outcome";
+
+impl Store {
+    /// Every entry, in sequence order.
+    pub fn ledger_rows(&self) -> Result<Vec<LedgerRow>> {
+        let mut st = self
+            .db
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM ledger ORDER BY seq"))
+            .map_err(self.db_err())?;
+        st.query_map([], |r| {
+            Ok(LedgerRow {
+                seq: r.get(0)?,
+                time: r.get(1)?,
+                actor: r.get(2)?,
+                reason: r.get(3)?,
+                kind: r.get(4)?,
+                stack: r.get(5)?,
+                digest: r.get(6)?,
+                body: r.get(7)?,
+                prev: r.get(8)?,
+                hash: r.get(9)?,
+                outcome: r.get(10)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.db_err())
+    }
+
+    /// Appends `row`; its `seq` must be one more than the last (or 1).
+    pub fn ledger_append(&mut self, row: &LedgerRow) -> Result<()> {
+        let tx = self
+            .db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|source| crate::StoreError::Db {
+                path: self.root.join("ingot.db"),
+                source,
+            })?;
+        let last: i64 = tx
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM ledger", [], |r| r.get(0))
+            .map_err(|source| crate::StoreError::Db {
+                path: self.root.join("ingot.db"),
+                source,
+            })?;
+        if row.seq != last + 1 {
+            return Err(crate::StoreError::Ledger(format!(
+                "ledger: entry {} does not follow entry {last}",
+                row.seq
+            )));
+        }
+        tx.execute(
+            &format!("INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            params![
+                row.seq,
+                row.time,
+                row.actor,
+                row.reason,
+                row.kind,
+                row.stack,
+                row.digest,
+                row.body,
+                row.prev,
+                row.hash,
+                row.outcome
+            ],
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|source| crate::StoreError::Db {
+            path: self.root.join("ingot.db"),
+            source,
+        })
+    }
+
+    /// Records the outcome of the last entry (and its new hash).
+    pub fn ledger_finish(&self, seq: i64, outcome: &str, hash: &str) -> Result<()> {
+        self.db
+            .execute(
+                "UPDATE ledger SET outcome = ?2, hash = ?3 WHERE seq = ?1 AND seq = (SELECT MAX(seq) FROM ledger)",
+                params![seq, outcome, hash],
+            )
+            .map(drop)
+            .map_err(self.db_err())
+    }
+}

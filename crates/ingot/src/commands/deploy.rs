@@ -1,0 +1,311 @@
+//! `ingot daemon`, `deploy`, `services`, `service ps|scale`, `rollback`,
+//! `stack rm`, `ledger [verify|replay]`, `drift`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use ingot_deploy::{client, ledger};
+use ingot_store::Store;
+use serde_json::{json, Value};
+
+use crate::cli::{Cli, Format, LedgerCommand};
+use crate::output;
+
+fn socket(root: &Path) -> PathBuf {
+    std::env::var_os("INGOT_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("ingot.sock"))
+}
+
+fn rt() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn call(root: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+    Ok(rt()?.block_on(client::request(&socket(root), method, path, body))?)
+}
+
+fn actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{}", host.trim())
+}
+
+pub fn daemon(root: &Path, cli: &Cli, sock: Option<&Path>, policy: Option<&Path>) -> Result<ExitCode> {
+    std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+    // Open once: creates or migrates the store before anything else.
+    Store::open(root)?;
+    if let Some(p) = policy {
+        ingot_trust::policy::Policy::load(p)?;
+    }
+    let exe = std::env::current_exe().context("cannot find the ingot binary")?;
+    let sock = sock.map(Path::to_path_buf).unwrap_or_else(|| root.join("ingot.sock"));
+    let engine = ingot_deploy::engine::Engine::new(root.to_path_buf(), exe, policy.map(Path::to_path_buf));
+    let quiet = cli.quiet;
+    rt()?.block_on(async move {
+        engine.start().await?;
+        if !quiet {
+            eprintln!("ingot: daemon listening on {}", sock.display());
+        }
+        ingot_deploy::api::serve(engine, &sock).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&str>, detach: bool) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let def = ingot_deploy::compose::parse(&file.display().to_string(), &text)?;
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let store = Store::open(root)?;
+    let pinned = ingot_deploy::pin::pin(&store, name, &def, dir)?;
+    drop(store);
+    let body = json!({"stack": pinned, "actor": actor(), "reason": reason, "detach": detach});
+    let r = call(root, "POST", "/v1/deploy", Some(&body))?;
+    if detach {
+        if !cli.quiet {
+            println!("Deploying stack {name} (detached)");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    report(cli, &r, &pinned)
+}
+
+/// Prints a change's result; exit 1 unless it succeeded.
+fn report(cli: &Cli, r: &Value, pinned: &ingot_deploy::pin::PinnedStack) -> Result<ExitCode> {
+    let outcome = r["outcome"].as_str().unwrap_or_default();
+    match cli.format {
+        Format::Json => output::json(r)?,
+        Format::Table if !cli.quiet => {
+            let e = &r["entry"];
+            println!(
+                "Ledger entry #{} {} of stack {}: {} ({})",
+                e["seq"],
+                e["kind"].as_str().unwrap_or_default(),
+                e["stack"].as_str().unwrap_or_default(),
+                outcome,
+                r["message"].as_str().unwrap_or_default()
+            );
+            println!(
+                "  stack digest {}  hash {}",
+                e["digest"].as_str().unwrap_or_default(),
+                e["hash"].as_str().unwrap_or_default()
+            );
+            for (svc, s) in &pinned.services {
+                for p in &s.ports {
+                    println!(
+                        "  {}_{svc}: http://{}:{}/  ({} replicas of {})",
+                        pinned.name, p.host_ip, p.published, s.replicas, s.digest
+                    );
+                }
+            }
+        }
+        Format::Table => {}
+    }
+    if outcome != ledger::SUCCEEDED {
+        eprintln!("ingot: {}: {}", outcome, r["message"].as_str().unwrap_or_default());
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn current_stack(root: &Path, service: &str) -> Result<ingot_deploy::pin::PinnedStack> {
+    let store = Store::open(root)?;
+    let desired = ledger::desired(&store.ledger_rows()?)?;
+    let stack = service.split_once('_').map(|(s, _)| s).unwrap_or(service);
+    Ok(desired
+        .get(stack)
+        .cloned()
+        .or_else(|| desired.values().find(|s| s.services.contains_key(service)).cloned())
+        .unwrap_or(ingot_deploy::pin::PinnedStack {
+            name: stack.into(),
+            services: Default::default(),
+            configs: Default::default(),
+        }))
+}
+
+pub fn services(root: &Path, cli: &Cli) -> Result<ExitCode> {
+    let v = call(root, "GET", "/v1/services", None)?;
+    match cli.format {
+        Format::Json => output::json(&v)?,
+        Format::Table => {
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    vec![
+                        s["name"].as_str().unwrap_or_default().into(),
+                        format!("{}/{}", s["healthy"], s["replicas"]),
+                        s["image"].as_str().unwrap_or_default().into(),
+                        s["digest"].as_str().unwrap_or_default().chars().take(19).collect(),
+                        s["ports"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]
+                })
+                .collect();
+            output::table(&["NAME", "REPLICAS", "IMAGE", "DIGEST", "PORTS"], &rows)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn service_ps(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
+    let v = call(root, "GET", &format!("/v1/services/{service}/ps"), None)?;
+    match cli.format {
+        Format::Json => output::json(&v)?,
+        Format::Table => {
+            let rows: Vec<Vec<String>> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    vec![
+                        r["name"].as_str().unwrap_or_default().into(),
+                        r["slot"].to_string(),
+                        r["state"].as_str().unwrap_or_default().into(),
+                        r["health"].as_str().unwrap_or_default().into(),
+                        r["image"].as_str().unwrap_or_default().chars().take(19).collect(),
+                        r["address"].as_str().unwrap_or_default().into(),
+                    ]
+                })
+                .collect();
+            output::table(&["NAME", "SLOT", "STATE", "HEALTH", "IMAGE", "ADDRESS"], &rows)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {
+    let Some((service, n)) = spec.split_once('=') else {
+        bail!("invalid scale {spec:?}: expected SERVICE=REPLICAS");
+    };
+    let n: u32 = n.parse().with_context(|| format!("invalid replica count {n:?}"))?;
+    let r = call(
+        root,
+        "POST",
+        &format!("/v1/services/{service}/scale"),
+        Some(&json!({"replicas": n, "actor": actor()})),
+    )?;
+    report(cli, &r, &current_stack(root, service)?)
+}
+
+pub fn rollback(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
+    let r = call(root, "POST", &format!("/v1/services/{service}/rollback"), None)?;
+    report(cli, &r, &current_stack(root, service)?)
+}
+
+pub fn stack_rm(root: &Path, cli: &Cli, stack: &str) -> Result<ExitCode> {
+    let r = call(root, "DELETE", &format!("/v1/stacks/{stack}"), None)?;
+    if cli.format == Format::Json {
+        output::json(&r)?;
+    } else if !cli.quiet {
+        println!("Removed stack {stack} (ledger entry #{})", r["entry"]["seq"]);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn ledger(root: &Path, cli: &Cli, command: Option<&LedgerCommand>) -> Result<ExitCode> {
+    let store = Store::open(root)?;
+    let rows = store.ledger_rows()?;
+    match command {
+        None => match cli.format {
+            Format::Json => output::json(&rows)?,
+            Format::Table => {
+                let t: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.seq.to_string(),
+                            r.time.clone(),
+                            r.actor.clone(),
+                            r.kind.clone(),
+                            r.stack.clone(),
+                            r.outcome.clone(),
+                            r.digest.chars().take(19).collect(),
+                            r.hash.chars().take(12).collect(),
+                            r.reason.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "SEQ",
+                        "TIME",
+                        "ACTOR",
+                        "KIND",
+                        "STACK",
+                        "OUTCOME",
+                        "STACK DIGEST",
+                        "HASH",
+                        "REASON",
+                    ],
+                    &t,
+                )?;
+            }
+        },
+        Some(LedgerCommand::Verify) => {
+            ledger::verify(&rows)?;
+            let state = ledger::state_digest(&ledger::desired(&rows)?);
+            if cli.format == Format::Json {
+                output::json(&json!({"entries": rows.len(), "state": state}))?;
+            } else if !cli.quiet {
+                println!("Ledger intact: {} entries; desired state {state}", rows.len());
+            }
+        }
+        Some(LedgerCommand::Replay { to_root }) => {
+            let mut other = Store::open(to_root)?;
+            let n = ledger::replay(&store, &mut other)?;
+            let a = ledger::state_digest(&ledger::desired(&rows)?);
+            let b = ledger::state_digest(&ledger::desired(&other.ledger_rows()?)?);
+            if a != b {
+                bail!("replayed state {b} differs from this root's {a}");
+            }
+            if cli.format == Format::Json {
+                output::json(&json!({"appended": n, "state": a}))?;
+            } else if !cli.quiet {
+                println!(
+                    "Replayed {n} entries into {}; desired state {a} in both",
+                    to_root.display()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn drift(root: &Path, cli: &Cli) -> Result<ExitCode> {
+    let store = Store::open(root)?;
+    ingot_runtime::reconcile(&store)?;
+    let diffs = ingot_deploy::drift::drift(&store)?;
+    match cli.format {
+        Format::Json => output::json(&diffs)?,
+        Format::Table if diffs.is_empty() => {
+            if !cli.quiet {
+                println!("No drift: running replicas match the ledger");
+            }
+        }
+        Format::Table => {
+            let t: Vec<Vec<String>> = diffs
+                .iter()
+                .map(|d| vec![d.service.clone(), d.what.clone(), d.desired.clone(), d.actual.clone()])
+                .collect();
+            output::table(&["SERVICE", "WHAT", "DESIRED", "ACTUAL"], &t)?;
+        }
+    }
+    Ok(if diffs.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
