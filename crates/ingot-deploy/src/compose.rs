@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{DeployError, Result};
 
+/// Unknown fields of this and [`Service`] land in `extensions` and are
+/// refused unless they start with `x-` (serde cannot combine
+/// `deny_unknown_fields` with `flatten`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ComposeFile {
     /// Obsolete in the Compose spec; accepted and ignored.
     #[serde(default)]
@@ -26,7 +28,6 @@ pub struct ComposeFile {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Service {
     pub image: String,
     #[serde(default)]

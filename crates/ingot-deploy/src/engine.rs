@@ -194,6 +194,11 @@ impl Engine {
                 self.with_service(stack_name, name, |s| s.replicas = adopted);
             }
         }
+        for stack in desired.values() {
+            if let Err(e) = self.bind_ports(stack).await {
+                tracing::error!(stack = %stack.name, "{e}");
+            }
+        }
         // Containers of stacks no longer desired.
         for c in existing.iter().filter(|c| c.name.split('.').count() == 5) {
             let stack = c.name.split('.').next().unwrap_or_default();
@@ -576,6 +581,7 @@ impl Engine {
         let mut parked: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
         let mut started: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
         let mut failure = None;
+        let mut failed_at: Option<Instant> = None;
         'services: for (name, spec) in &stack.services {
             let k = key(&stack.name, name);
             let pool = self.pool(&stack.name, name);
@@ -617,6 +623,9 @@ impl Engine {
                     match self.start_replica(&stack.name, name, spec, slot).await {
                         Ok(r) => fresh.push((r, old)),
                         Err(e) => {
+                            {
+                                failed_at.get_or_insert_with(Instant::now);
+                            }
                             failure = Some(format!("service {name}: {e}"));
                             failures += 1;
                         }
@@ -649,6 +658,9 @@ impl Engine {
                         });
                     } else {
                         failures += 1;
+                        {
+                            failed_at.get_or_insert_with(Instant::now);
+                        }
                         failure = Some(format!(
                             "service {name}: replica {} did not become healthy{}",
                             r.name,
@@ -673,11 +685,17 @@ impl Engine {
                     for r in &batch_new {
                         if !self.probe(spec, r).await && !self.probe(spec, r).await {
                             failures += 1;
+                            {
+                                failed_at.get_or_insert_with(Instant::now);
+                            }
                             failure = Some(format!(
                                 "service {name}: replica {} failed during the monitor period",
                                 r.name
                             ));
                         }
+                    }
+                    if failure.is_some() {
+                        break;
                     }
                     tokio::time::sleep(START_PROBE).await;
                 }
@@ -717,14 +735,20 @@ impl Engine {
             .unwrap_or(FailureAction::Pause);
         if let Some(why) = failure {
             if action == FailureAction::Rollback {
-                self.roll_back(stack, previous, parked, started).await;
-                return (ledger::ROLLED_BACK, format!("{why}; rolled back"));
+                let swapped = self.roll_back(stack, previous, parked, started).await;
+                let after = failed_at
+                    .map(|t| swapped.saturating_duration_since(t).as_millis())
+                    .unwrap_or(0);
+                return (
+                    ledger::ROLLED_BACK,
+                    format!("{why}; rolled back (old version serving all traffic {after} ms after the failure)"),
+                );
             }
             // Pause: what started stays, the parked old replicas go.
-            self.finish_parked(stack, parked).await;
+            self.finish_parked(parked).await;
             return (ledger::PAUSED, format!("{why}; update paused"));
         }
-        self.finish_parked(stack, parked).await;
+        self.finish_parked(parked).await;
         // Services dropped from the stack.
         if let Some(prev) = previous {
             for name in prev.services.keys().filter(|n| !stack.services.contains_key(*n)) {
@@ -734,30 +758,43 @@ impl Engine {
         (ledger::SUCCEEDED, "converged".into())
     }
 
-    async fn finish_parked(&self, stack: &PinnedStack, parked: BTreeMap<String, Vec<Replica>>) {
+    async fn finish_parked(self: &Arc<Self>, parked: BTreeMap<String, Vec<Replica>>) {
+        let mut all = Vec::new();
         for (k, olds) in parked {
             let (pool, spec) = {
                 let s = self.services.lock().unwrap();
-                (s[&k].pool.clone(), s[&k].spec.clone())
+                match s.get(&k) {
+                    Some(sv) => (sv.pool.clone(), sv.spec.clone()),
+                    None => continue,
+                }
             };
-            let _ = stack;
-            for o in olds {
-                self.retire(&pool, &spec, &o).await;
-            }
+            all.extend(olds.into_iter().map(|o| (pool.clone(), spec.clone(), o)));
         }
+        self.retire_all(all).await;
+    }
+
+    /// Retires replicas concurrently (each drains, then stops).
+    async fn retire_all(self: &Arc<Self>, items: Vec<(Arc<Pool>, PinnedService, Replica)>) {
+        let mut set = tokio::task::JoinSet::new();
+        for (pool, spec, r) in items {
+            let me = self.clone();
+            set.spawn(async move { me.retire(&pool, &spec, &r).await });
+        }
+        while set.join_next().await.is_some() {}
     }
 
     /// The automatic rollback: parked old replicas back into the pools at
     /// once (one swap per service), then the new replicas leave and stop;
     /// slots whose old replica is gone (stop-first) get one started again.
     async fn roll_back(
-        &self,
+        self: &Arc<Self>,
         stack: &PinnedStack,
         previous: Option<&PinnedStack>,
         parked: BTreeMap<String, Vec<Replica>>,
         started: BTreeMap<String, Vec<Replica>>,
-    ) {
+    ) -> Instant {
         let t = Instant::now();
+        let mut swapped = t;
         for name in stack.services.keys() {
             let k = key(&stack.name, name);
             let Some(prev_spec) = previous.and_then(|p| p.services.get(name)) else {
@@ -791,14 +828,18 @@ impl Engine {
                     o
                 }))
                 .collect();
+            swapped = Instant::now();
             tracing::info!(service = %k, elapsed_ms = t.elapsed().as_millis() as u64, "old version serving again");
             self.with_service(&stack.name, name, |s| {
                 s.spec = prev_spec.clone();
                 s.replicas = restored.clone();
             });
-            for r in started.get(&k).into_iter().flatten() {
-                self.retire(&pool, prev_spec, r).await;
-            }
+            let leaving = started
+                .get(&k)
+                .into_iter()
+                .flatten()
+                .map(|r| (pool.clone(), prev_spec.clone(), r.clone()));
+            self.retire_all(leaving.collect()).await;
             // Slots left empty (stop-first) get an old-version replica.
             for slot in 1..=prev_spec.replicas {
                 if restored.iter().any(|r| r.slot == slot) {
@@ -823,17 +864,21 @@ impl Engine {
                 self.remove_service(&stack.name, name).await;
             }
         }
+        swapped
     }
 
-    async fn remove_service(&self, stack: &str, name: &str) {
+    async fn remove_service(self: &Arc<Self>, stack: &str, name: &str) {
         let k = key(stack, name);
         let Some(svc) = self.services.lock().unwrap().remove(&k) else {
             return;
         };
         self.unbind(&k, &[]);
-        for r in &svc.replicas {
-            self.retire(&svc.pool, &svc.spec, r).await;
-        }
+        let all = svc
+            .replicas
+            .iter()
+            .map(|r| (svc.pool.clone(), svc.spec.clone(), r.clone()))
+            .collect();
+        self.retire_all(all).await;
     }
 
     fn find(&self, service: &str) -> Result<(String, String)> {

@@ -1,0 +1,434 @@
+//! Deploy end to end: a real daemon on a real unix socket, real replicas
+//! (ingot containers on the bridge), the routing mesh on loopback, and a
+//! bounded load loop that counts every failed request. Needs root.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingot_testsupport::{skip, workspace_file, Ingot};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ingot");
+
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(ingot: &Ingot) -> Daemon {
+        let child = ingot
+            .command()
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ingot daemon");
+        let d = Daemon(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ingot.run(&["services"]).status.success() {
+            assert!(Instant::now() < deadline, "the daemon did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One keep-alive HTTP/1.1 GET; the page's <title>.
+fn get(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, String> {
+    if conn.is_none() {
+        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        *conn = Some(BufReader::new(s));
+    }
+    let r = conn.as_mut().unwrap();
+    r.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut status = String::new();
+    r.read_line(&mut status).map_err(|e| e.to_string())?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!("status {status:?}"));
+    }
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).map_err(|e| e.to_string())?;
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    let body = String::from_utf8_lossy(&body);
+    Ok(body
+        .split("<title>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap_or("")
+        .to_string())
+}
+
+/// A bounded load loop (4 keep-alive clients, at most 60 s or 200k
+/// requests) until stopped; counts requests and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let threads = (0..4)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let mut conn = None;
+                    let mut errors = Vec::new();
+                    let t = Instant::now();
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(60) && n < 50_000 {
+                        n += 1;
+                        match get(&mut conn, port) {
+                            Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                conn = None;
+                                errors.push(e);
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                    errors
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// Stops; (ok, failed, the first errors).
+    fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for t in self.threads {
+            errors.extend(t.join().unwrap());
+        }
+        errors.truncate(5);
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
+fn stack_file(ingot: &Ingot, name: &str, image: &str, port: u16, replicas: u32, monitor: &str) -> String {
+    let dir = ingot.path("stacks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("greeting.txt"), format!("config of {name}\n")).unwrap();
+    let text = format!(
+        "services:\n  web:\n    image: {image}\n    stop_grace_period: 1s\n    ports: [\"127.0.0.1:{port}:8080\"]\n    deploy:\n      replicas: {replicas}\n      update_config: {{parallelism: 1, order: start-first, failure_action: rollback, monitor: {monitor}}}\n      rollback_config: {{parallelism: 3, order: start-first}}\n    configs:\n      - source: greeting\n        target: /srv/www/greeting.txt\nconfigs:\n  greeting:\n    file: ./greeting.txt\n"
+    );
+    let path = dir.join(format!("{name}.yml"));
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn build(ingot: &Ingot, tag: &str, dockerfile: &str, title: Option<&str>) {
+    let ctx = ingot.path(&format!("ctx-{}", tag.replace([':', '/'], "-")));
+    let _ = std::fs::remove_dir_all(&ctx);
+    Command::new("cp")
+        .arg("-r")
+        .arg(workspace_file("examples/hello"))
+        .arg(&ctx)
+        .status()
+        .unwrap();
+    if let Some(t) = title {
+        let index = ctx.join("site/index.html");
+        let page = std::fs::read_to_string(&index).unwrap().replace("hello from ingot", t);
+        std::fs::write(index, page).unwrap();
+    }
+    if !dockerfile.is_empty() {
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    }
+    ingot.ok(&["build", "-q", "--no-sbom", "-t", tag, ctx.to_str().unwrap()]);
+}
+
+fn deploy(ingot: &Ingot, file: &str, reason: &str) -> (i32, Value) {
+    let out = ingot.run(&[
+        "deploy", "-f", file, "--name", "demo", "--reason", reason, "--format", "json",
+    ]);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), v)
+}
+
+fn replicas(ingot: &Ingot) -> Vec<Value> {
+    ingot
+        .json(&["service", "ps", "web"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn deploy_update_rollback_scale_replace_restart_ledger() {
+    let test = "deploy_update_rollback_scale_replace_restart_ledger";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "replicas are containers: needs root");
+        return;
+    }
+    if !Path::new("/bin/busybox").exists() || !Path::new("/usr/bin/nsenter").exists() {
+        skip(test, "needs /bin/busybox (busybox-static) and nsenter (util-linux)");
+        return;
+    }
+    let ingot = Ingot::new(BIN);
+    let tar = ingot.path("rootfs.tar");
+    assert!(Command::new(workspace_file("examples/rootfs/build.sh"))
+        .arg(&tar)
+        .status()
+        .unwrap()
+        .success());
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "example/base:latest"]);
+    build(&ingot, "hello:1", "", Some("version one"));
+    build(&ingot, "hello:2", "", Some("version two"));
+    // Never healthy.
+    build(
+        &ingot,
+        "hello:bad",
+        "FROM hello:2\nHEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD false\n",
+        None,
+    );
+    // Healthy, serving, then failing its check after 1.5 s (during the monitor period).
+    build(
+        &ingot,
+        "hello:flaky",
+        "FROM hello:2\nUSER root\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD test ! -e /tmp/broken && wget -q -O /dev/null http://127.0.0.1:8080/\nCMD [\"sh\", \"-c\", \"(sleep 1.5; touch /tmp/broken) & exec httpd -f -p 8080 -h /srv/www\"]\n",
+        Some("flaky"),
+    );
+    let port = free_port();
+    let daemon = Daemon::start(&ingot);
+
+    // Bad input: unknown image, invalid file; nothing recorded.
+    let bad = stack_file(&ingot, "missing", "nosuch:1", port, 1, "1s");
+    let (code, _) = deploy(&ingot, &bad, "x");
+    assert_ne!(code, 0);
+    assert!(ingot
+        .fails(&["deploy", "-f", &bad, "--name", "demo"])
+        .contains("nosuch:1"));
+    let typo = ingot.write("typo.yml", b"services:\n  web:\n    image: hello:1\n    replica: 3\n");
+    let err = ingot.fails(&["deploy", "-f", typo.to_str().unwrap(), "--name", "demo"]);
+    assert!(err.contains("typo.yml") && err.contains("replica"), "{err}");
+    assert_eq!(ingot.json(&["ledger"]).as_array().unwrap().len(), 0);
+
+    // v1: three healthy replicas behind the mesh; the config is mounted.
+    let v1 = stack_file(&ingot, "v1", "hello:1", port, 3, "1s");
+    let (code, r) = deploy(&ingot, &v1, "first");
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["outcome"], "succeeded");
+    let ps = replicas(&ingot);
+    assert_eq!(ps.len(), 3);
+    assert!(
+        ps.iter().all(|p| p["state"] == "healthy" && p["health"] == "healthy"),
+        "{ps:?}"
+    );
+    let mut c = None;
+    assert_eq!(get(&mut c, port).unwrap(), "version one");
+    let svc = ingot.json(&["services"]);
+    assert_eq!(svc[0]["name"], "demo_web");
+    assert_eq!(svc[0]["healthy"], 3);
+
+    // A rolling update under load: zero failed requests.
+    let load = Load::start(port);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, r) = deploy(&ingot, &stack_file(&ingot, "v2", "hello:2", port, 3, "1s"), "second");
+    assert_eq!(code, 0, "{r}");
+    let mut c = None;
+    assert_eq!(get(&mut c, port).unwrap(), "version two");
+    // A version that never becomes healthy: rolled back, exit 1.
+    let (code, r) = deploy(&ingot, &stack_file(&ingot, "bad", "hello:bad", port, 3, "1s"), "broken");
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(r["outcome"], "rolled-back");
+    // One that fails after joining the pool: rolled back by swapping the pool back.
+    let (code, r) = deploy(
+        &ingot,
+        &stack_file(&ingot, "flaky", "hello:flaky", port, 3, "3s"),
+        "flaky",
+    );
+    assert_eq!(code, 1, "{r}");
+    assert!(r["message"].as_str().unwrap().contains("serving all traffic"), "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed, errors) = load.finish();
+    assert!(ok > 500, "the load loop ran ({ok} requests)");
+    assert_eq!(failed, 0, "failed requests during update and rollbacks: {errors:?}");
+    let mut c = None;
+    for _ in 0..6 {
+        assert_eq!(
+            get(&mut c, port).unwrap(),
+            "version two",
+            "all traffic on the old version"
+        );
+    }
+    let ps = replicas(&ingot);
+    assert_eq!(ps.len(), 3);
+    let v2_digest = ingot.ok(&["inspect", "-q", "hello:2"]).trim().to_string();
+    assert!(
+        ps.iter().all(|p| p["image"] == v2_digest.as_str()),
+        "{ps:?} vs {v2_digest}"
+    );
+
+    // Scale, drift, a killed replica is replaced.
+    let out = ingot.ok(&["service", "scale", "web=2"]);
+    assert!(out.contains("succeeded"), "{out}");
+    assert_eq!(replicas(&ingot).len(), 2);
+    assert!(ingot.run(&["drift"]).status.success());
+    let victim = replicas(&ingot)[0]["name"].as_str().unwrap().to_string();
+    ingot.ok(&["kill", &victim]);
+    wait_for("the killed replica's replacement", 30, || {
+        let ps = replicas(&ingot);
+        ps.len() == 2
+            && ps
+                .iter()
+                .all(|p| p["state"] == "healthy" && p["name"] != victim.as_str())
+    });
+
+    // The daemon SIGKILLed in the middle of a rollout, then restarted: converges.
+    let v1b = stack_file(&ingot, "v1b", "hello:1", port, 2, "2s");
+    let mut deployer = ingot
+        .command()
+        .args(["deploy", "-f", &v1b, "--name", "demo"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    daemon.kill();
+    let _ = deployer.wait();
+    let rows = ingot.json(&["ledger"]);
+    assert_eq!(rows.as_array().unwrap().last().unwrap()["outcome"], "pending", "{rows}");
+    let daemon = Daemon::start(&ingot);
+    let rows = ingot.json(&["ledger"]);
+    let last = rows.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["outcome"], "succeeded", "{last}");
+    wait_for("convergence after the restart", 30, || {
+        ingot.run(&["drift"]).status.success()
+    });
+    let mut c = None;
+    assert_eq!(get(&mut c, port).unwrap(), "version one");
+    ingot.ok(&["ledger", "verify"]);
+
+    // Manual rollback to the previous version.
+    let out = ingot.ok(&["rollback", "web"]);
+    assert!(out.contains("rollback") && out.contains("succeeded"), "{out}");
+    let mut c = None;
+    assert_eq!(get(&mut c, port).unwrap(), "version two");
+
+    // Congruence: the same entries rebuild the same desired state elsewhere.
+    let other = ingot.path("other-root");
+    let out = ingot.ok(&["ledger", "replay", "--to-root", other.to_str().unwrap()]);
+    assert!(out.contains("in both"), "{out}");
+    let here = ingot.json(&["ledger", "verify"])["state"].clone();
+    let there: Value = serde_json::from_slice(
+        &Command::new(BIN)
+            .args([
+                "--root",
+                other.to_str().unwrap(),
+                "ledger",
+                "verify",
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(here, there["state"]);
+
+    // rm: replicas gone, entry recorded.
+    ingot.ok(&["stack", "rm", "demo"]);
+    assert!(ingot
+        .json(&["ps", "-a"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| !c["name"].as_str().unwrap().starts_with("demo.")));
+    let kinds: Vec<String> = ingot
+        .json(&["ledger"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["deploy", "deploy", "deploy", "deploy", "scale", "deploy", "rollback", "rm"]
+    );
+    drop(daemon);
+
+    // Tampering: an edited, a removed and a reordered entry are each named.
+    let db = ingot.root().join("ingot.db");
+    for (sql, seq) in [
+        ("UPDATE ledger SET reason = 'edited' WHERE seq = 3", "entry 3"),
+        ("DELETE FROM ledger WHERE seq = 4", "entry 5"),
+        ("UPDATE ledger SET seq = 100 WHERE seq = 1; UPDATE ledger SET seq = 1 WHERE seq = 2; UPDATE ledger SET seq = 2 WHERE seq = 100", "entry 1"),
+    ] {
+        let copy = ingot.path("tampered");
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir_all(&copy).unwrap();
+        std::fs::copy(&db, copy.join("ingot.db")).unwrap();
+        let st = Command::new("python3")
+            .args(["-c", &format!("import sqlite3; c = sqlite3.connect({:?}); c.executescript({sql:?}); c.commit()", copy.join("ingot.db").to_str().unwrap())])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = Command::new(BIN)
+            .args(["--root", copy.to_str().unwrap(), "ledger", "verify"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{sql}");
+        assert!(err.contains(seq), "{sql}: {err}");
+    }
+}
