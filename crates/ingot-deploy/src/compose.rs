@@ -287,13 +287,82 @@ pub enum ConfigSource {
     Content(String),
 }
 
-/// Parses a Compose file; `file` names it in errors.
+/// Compose's variable interpolation: `$VAR`, `${VAR}`, `${VAR:-default}`,
+/// `${VAR-default}`, `${VAR:?message}`, `${VAR?message}` and `$$` for `$`,
+/// with values from `env`.
+pub fn interpolate(text: &str, env: &dyn Fn(&str) -> Option<String>) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        if let Some(r) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix('{') {
+            let end = r.find('}').ok_or_else(|| {
+                format!(
+                    "unclosed ${{ in {:?}",
+                    &text[text.len() - rest.len() - 1..].lines().next().unwrap_or("")
+                )
+            })?;
+            let expr = &r[..end];
+            rest = &r[end + 1..];
+            let name_end = expr
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(expr.len());
+            let (name, op) = expr.split_at(name_end);
+            if name.is_empty() {
+                return Err(format!("invalid interpolation ${{{expr}}}"));
+            }
+            let value = env(name);
+            let set = value.as_deref().is_some_and(|v| !v.is_empty());
+            let v = match op {
+                "" => value.unwrap_or_default(),
+                _ if op.starts_with(":-") => {
+                    if set {
+                        value.unwrap_or_default()
+                    } else {
+                        op[2..].to_string()
+                    }
+                }
+                _ if op.starts_with('-') => value.unwrap_or_else(|| op[1..].to_string()),
+                _ if op.starts_with(":?") => {
+                    if set {
+                        value.unwrap_or_default()
+                    } else {
+                        return Err(format!("{name}: {}", &op[2..]));
+                    }
+                }
+                _ if op.starts_with('?') => value.ok_or_else(|| format!("{name}: {}", &op[1..]))?,
+                _ => return Err(format!("invalid interpolation ${{{expr}}}")),
+            };
+            out.push_str(&v);
+        } else {
+            let n = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            if n == 0 {
+                out.push('$');
+                continue;
+            }
+            out.push_str(&env(&rest[..n]).unwrap_or_default());
+            rest = &rest[n..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses a Compose file (after interpolating the process environment);
+/// `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<StackDef> {
     let invalid = |m: String| DeployError::Compose {
         file: file.to_string(),
         message: m,
     };
-    let raw: ComposeFile = serde_yaml_ng::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let text = interpolate(text, &|k| std::env::var(k).ok()).map_err(&invalid)?;
+    let raw: ComposeFile = serde_yaml_ng::from_str(&text).map_err(|e| invalid(e.to_string()))?;
     check_extensions(&raw.extensions, "top level").map_err(invalid)?;
     if raw.services.is_empty() {
         return Err(invalid("services: a stack needs at least one service".into()));
@@ -635,6 +704,25 @@ pub fn ms(ms: u64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interpolation() {
+        let env = |k: &str| match k {
+            "PORT" => Some("9090".to_string()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let i = |t: &str| interpolate(t, &env);
+        assert_eq!(i("a ${PORT} $PORT $$PORT").unwrap(), "a 9090 9090 $PORT");
+        assert_eq!(
+            i("${NOPE:-8080} ${EMPTY:-x} ${EMPTY-y} ${NOPE-z}").unwrap(),
+            "8080 x  z"
+        );
+        assert!(i("${NOPE:?set it}").unwrap_err().contains("set it"));
+        assert!(i("${PORT").is_err());
+        assert!(i("${:-x}").is_err());
+        assert_eq!(i("cost: 5$").unwrap(), "cost: 5$");
+    }
 
     #[test]
     fn durations() {
