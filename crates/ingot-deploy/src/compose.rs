@@ -628,7 +628,7 @@ fn update_policy(
         return Err(format!("max_failure_ratio: {ratio} is not between 0 and 1"));
     }
     Ok(UpdatePolicy {
-        parallelism: u.parallelism.unwrap_or(1),
+        parallelism: u.parallelism.unwrap_or(1), // 0: all at once
         delay_ms: u
             .delay
             .as_deref()

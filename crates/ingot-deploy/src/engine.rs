@@ -603,7 +603,13 @@ impl Engine {
                 })
                 .collect();
             let mut failures = 0u32;
-            for batch in needs.chunks(policy.parallelism.max(1) as usize) {
+            // Parallelism 0 means all at once, as in Swarm.
+            let width = if policy.parallelism == 0 {
+                needs.len().max(1)
+            } else {
+                policy.parallelism as usize
+            };
+            for batch in needs.chunks(width) {
                 let mut fresh = Vec::new();
                 for &slot in batch {
                     let old: Vec<Replica> = current.iter().filter(|r| r.slot == slot).cloned().collect();
