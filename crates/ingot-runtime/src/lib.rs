@@ -225,7 +225,9 @@ pub fn stop(store: &Store, key: &str, timeout: Duration) -> Result<ContainerReco
         let _ = kill(store, &rec.id, Signal::SIGKILL);
         wait_stopped(store, &rec.id, Duration::from_secs(10))?;
     }
-    // The monitor records the exit; give it a moment to do so.
+    // The monitor records the exit (and removes a --rm container); give it
+    // a moment to do so, so that what `stop` returns is what others see.
+    let auto_remove = spec_of(&rec).map(|s| s.auto_remove).unwrap_or(false);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let now = match store.container(&rec.id) {
@@ -238,7 +240,7 @@ pub fn stop(store: &Store, key: &str, timeout: Duration) -> Result<ContainerReco
             }
             Err(e) => return Err(e.into()),
         };
-        if now.state != ContainerState::Running || Instant::now() >= deadline {
+        if (now.state != ContainerState::Running && !auto_remove) || Instant::now() >= deadline {
             return Ok(now);
         }
         std::thread::sleep(Duration::from_millis(5));
