@@ -1,5 +1,6 @@
 //! The daemon's HTTP+JSON API, served on a unix socket (`<root>/ingot.sock`,
-//! mode 0660). Errors are `{"error": "..."}` with a 4xx status.
+//! mode 0660) and optionally on TCP with mutual TLS ([`crate::tls`]).
+//! Errors are `{"error": "..."}` with a 4xx status.
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
@@ -124,9 +125,14 @@ async fn metrics(State(e): State<Arc<Engine>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], e.metrics()).into_response()
 }
 
-/// Serves `engine` on the unix socket at `socket` (mode 0660) until ctrl-c
-/// or SIGTERM; the reconcile tick runs every 100 ms meanwhile.
-pub async fn serve(engine: Arc<Engine>, socket: &Path) -> crate::Result<()> {
+/// Serves `engine` on the unix socket at `socket` (mode 0660), and on
+/// `tcp` (address, TLS directory) with mutual TLS if given, until ctrl-c or
+/// SIGTERM; the reconcile tick runs every 100 ms meanwhile.
+pub async fn serve(
+    engine: Arc<Engine>,
+    socket: &Path,
+    tcp: Option<(std::net::SocketAddr, std::path::PathBuf)>,
+) -> crate::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if socket.exists() {
         // A live daemon answers; a stale socket file is replaced.
@@ -142,6 +148,20 @@ pub async fn serve(engine: Arc<Engine>, socket: &Path) -> crate::Result<()> {
         .map_err(|e| DeployError::Daemon(format!("cannot listen on {}: {e}", socket.display())))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| DeployError::Daemon(format!("{}: {e}", socket.display())))?;
+    let tcp_task = match tcp {
+        Some((addr, dir)) => {
+            let acceptor = crate::tls::acceptor(&dir)?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DeployError::Daemon(format!("cannot listen on {addr}: {e}")))?;
+            let listener = ingot_registry::server::tls::TlsListener::new(l, acceptor);
+            let app = router(engine.clone());
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }))
+        }
+        None => None,
+    };
     let ticker = {
         let e = engine.clone();
         tokio::spawn(async move {
@@ -164,6 +184,9 @@ pub async fn serve(engine: Arc<Engine>, socket: &Path) -> crate::Result<()> {
         .await
         .map_err(|e| DeployError::Daemon(e.to_string()));
     ticker.abort();
+    if let Some(t) = tcp_task {
+        t.abort();
+    }
     engine.shutdown();
     let _ = std::fs::remove_file(socket);
     result

@@ -553,11 +553,31 @@ impl Engine {
         }
         self.check_policy(&stack).await?;
         let previous = self.current(&stack.name).await?;
+        let fresh: Vec<String> = {
+            let have = self.services.lock().unwrap();
+            stack
+                .services
+                .keys()
+                .filter(|n| !have.contains_key(&key(&stack.name, n)))
+                .cloned()
+                .collect()
+        };
         for (name, spec) in &stack.services {
             self.ensure_service(&stack.name, name, spec)?;
         }
-        self.bind_ports(&stack).await?;
-        self.write_configs(&stack).await?;
+        let prepared = match self.bind_ports(&stack).await {
+            Ok(()) => self.write_configs(&stack).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = prepared {
+            // Nothing was recorded or started: forget the services this attempt added.
+            for n in &fresh {
+                let k = key(&stack.name, n);
+                self.unbind(&k, &[]);
+                self.services.lock().unwrap().remove(&k);
+            }
+            return Err(e);
+        }
         let (stack_c, kind_c, actor_c) = (stack.clone(), kind.to_string(), actor.to_string());
         let entry = self
             .blocking(move |s| ledger::append(s, &kind_c, &stack_c, &actor_c, reason.as_deref()))

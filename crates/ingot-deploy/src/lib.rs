@@ -19,6 +19,7 @@ pub mod engine;
 pub mod health;
 pub mod ledger;
 pub mod pin;
+pub mod tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {

@@ -260,6 +260,13 @@ pub enum Command {
         /// Deploy policy (TOML) every deployed image must pass
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Also listen on TCP (HOST:PORT) with mutual TLS; clients use INGOT_HOST=tcp://HOST:PORT
+        #[arg(long)]
+        tcp: Option<std::net::SocketAddr>,
+        /// TLS directory (ca.pem, server.pem, server-key.pem, client.pem, client-key.pem); a
+        /// development CA is made there if it has none [default: <root>/tls]
+        #[arg(long = "tls-dir")]
+        tls_dir: Option<PathBuf>,
     },
     /// Deploy a stack (Compose file): blocks until it converged or rolled back (exit 1)
     Deploy {

@@ -280,6 +280,15 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
     let svc = ingot.json(&["services"]);
     assert_eq!(svc[0]["name"], "demo_web");
     assert_eq!(svc[0]["healthy"], 3);
+    // Another stack on the same port: refused, naming the port and its owner; nothing recorded.
+    let clash = stack_file(&ingot, "clash", "hello:1", port, 1, "1s");
+    let err = ingot.fails(&["deploy", "-f", &clash, "--name", "other"]);
+    assert!(
+        err.contains(&format!("port {port}")) && err.contains("demo_web"),
+        "{err}"
+    );
+    assert_eq!(ingot.json(&["services"]).as_array().unwrap().len(), 1);
+    assert_eq!(ingot.json(&["ledger"]).as_array().unwrap().len(), 1);
 
     // A rolling update under load: zero failed requests.
     let load = Load::start(port);
@@ -431,4 +440,106 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
         assert_eq!(out.status.code(), Some(1), "{sql}");
         assert!(err.contains(seq), "{sql}: {err}");
     }
+}
+
+#[test]
+fn daemon_api_over_mutual_tls_and_metrics() {
+    let test = "daemon_api_over_mutual_tls_and_metrics";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "the daemon manages containers: needs root");
+        return;
+    }
+    let ingot = Ingot::new(BIN);
+    let port = free_port();
+    let tls = ingot.path("tls");
+    let child = ingot
+        .command()
+        .args([
+            "daemon",
+            "--tcp",
+            &format!("127.0.0.1:{port}"),
+            "--tls-dir",
+            tls.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon(child);
+    wait_for("the daemon", 30, || ingot.run(&["services"]).status.success());
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem"] {
+        let mode = std::fs::metadata(tls.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077 == 0, f.ends_with("-key.pem"), "{f}: {mode:o}");
+    }
+    let sock_mode = std::fs::metadata(ingot.root().join("ingot.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(sock_mode, 0o660);
+    let remote = |dir: &Path| {
+        ingot
+            .command()
+            .args(["services", "--format", "json"])
+            .env("INGOT_HOST", format!("tcp://127.0.0.1:{port}"))
+            .env("INGOT_TLS_DIR", dir)
+            .output()
+            .unwrap()
+    };
+    let out = remote(&tls);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+
+    // A client certificate from another CA is refused.
+    if ingot_testsupport::have("openssl") {
+        let other = ingot.path("other-tls");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::copy(tls.join("ca.pem"), other.join("ca.pem")).unwrap();
+        let st = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=intruder",
+            ])
+            .arg("-keyout")
+            .arg(other.join("client-key.pem"))
+            .arg("-out")
+            .arg(other.join("client.pem"))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = remote(&other);
+        assert!(!out.status.success(), "a foreign client certificate was accepted");
+    } else {
+        skip(test, "openssl missing: the foreign-certificate case is not run");
+    }
+    // Plain HTTP on the TLS port gets no answer.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /v1/ping HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+
+    // Prometheus metrics on the socket.
+    let mut u = std::os::unix::net::UnixStream::connect(ingot.root().join("ingot.sock")).unwrap();
+    u.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    u.read_to_string(&mut text).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("# TYPE ingot_service_replicas gauge"),
+        "{text}"
+    );
 }

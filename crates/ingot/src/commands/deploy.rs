@@ -12,10 +12,18 @@ use serde_json::{json, Value};
 use crate::cli::{Cli, Format, LedgerCommand};
 use crate::output;
 
-fn socket(root: &Path) -> PathBuf {
-    std::env::var_os("INGOT_SOCKET")
+/// The daemon: INGOT_HOST (tcp://HOST:PORT with mutual TLS from
+/// INGOT_TLS_DIR or <root>/tls, or unix:///PATH), else <root>/ingot.sock.
+fn endpoint(root: &Path) -> Result<client::Endpoint> {
+    let host = std::env::var("INGOT_HOST").ok().filter(|h| !h.is_empty());
+    let tls = std::env::var_os("INGOT_TLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("ingot.sock"))
+        .unwrap_or_else(|| root.join("tls"));
+    Ok(client::Endpoint::parse(
+        host.as_deref(),
+        &root.join("ingot.sock"),
+        &tls,
+    )?)
 }
 
 fn rt() -> Result<tokio::runtime::Runtime> {
@@ -26,7 +34,8 @@ fn rt() -> Result<tokio::runtime::Runtime> {
 }
 
 fn call(root: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-    Ok(rt()?.block_on(client::request(&socket(root), method, path, body))?)
+    let ep = endpoint(root)?;
+    Ok(rt()?.block_on(client::request(&ep, method, path, body))?)
 }
 
 fn actor() -> String {
@@ -37,7 +46,14 @@ fn actor() -> String {
     format!("{user}@{}", host.trim())
 }
 
-pub fn daemon(root: &Path, cli: &Cli, sock: Option<&Path>, policy: Option<&Path>) -> Result<ExitCode> {
+pub fn daemon(
+    root: &Path,
+    cli: &Cli,
+    sock: Option<&Path>,
+    policy: Option<&Path>,
+    tcp: Option<std::net::SocketAddr>,
+    tls_dir: Option<&Path>,
+) -> Result<ExitCode> {
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     // Open once: creates or migrates the store before anything else.
     Store::open(root)?;
@@ -47,13 +63,30 @@ pub fn daemon(root: &Path, cli: &Cli, sock: Option<&Path>, policy: Option<&Path>
     let exe = std::env::current_exe().context("cannot find the ingot binary")?;
     let sock = sock.map(Path::to_path_buf).unwrap_or_else(|| root.join("ingot.sock"));
     let engine = ingot_deploy::engine::Engine::new(root.to_path_buf(), exe, policy.map(Path::to_path_buf));
+    let tcp = match tcp {
+        Some(addr) => {
+            let dir = tls_dir.map(Path::to_path_buf).unwrap_or_else(|| root.join("tls"));
+            let mut hosts = vec!["localhost".to_string(), addr.ip().to_string()];
+            if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+                hosts.push(h.trim().to_string());
+            }
+            if ingot_deploy::tls::ensure_dev_ca(&dir, &hosts)? && !cli.quiet {
+                eprintln!("ingot: made a development CA and certificates in {}", dir.display());
+            }
+            Some((addr, dir))
+        }
+        None => None,
+    };
     let quiet = cli.quiet;
     rt()?.block_on(async move {
         engine.start().await?;
         if !quiet {
             eprintln!("ingot: daemon listening on {}", sock.display());
+            if let Some((addr, dir)) = &tcp {
+                eprintln!("ingot: and on tcp://{addr} (mutual TLS, {})", dir.display());
+            }
         }
-        ingot_deploy::api::serve(engine, &sock).await
+        ingot_deploy::api::serve(engine, &sock, tcp).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -168,7 +168,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Daemon { ref socket, ref policy } => deploy::daemon(&root, &cli, socket.as_deref(), policy.as_deref()),
+        Command::Daemon {
+            ref socket,
+            ref policy,
+            tcp,
+            ref tls_dir,
+        } => deploy::daemon(
+            &root,
+            &cli,
+            socket.as_deref(),
+            policy.as_deref(),
+            tcp,
+            tls_dir.as_deref(),
+        ),
         Command::Deploy {
             ref file,
             ref name,
