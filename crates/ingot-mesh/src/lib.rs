@@ -66,17 +66,20 @@ impl Pool {
         let active = self.counter(addr);
         let mut b = self.backends.lock().unwrap();
         if !b.iter().any(|x| x.addr == addr) {
+            tracing::debug!(%addr, "joins the pool");
             b.push(Backend { addr, active });
         }
     }
 
     /// Takes a replica out: no new traffic goes to it.
     pub fn remove(&self, addr: SocketAddr) {
+        tracing::debug!(%addr, "leaves the pool");
         self.backends.lock().unwrap().retain(|b| b.addr != addr);
     }
 
     /// Replaces the whole set at once (a rollback's swap).
     pub fn set(&self, addrs: &[SocketAddr]) {
+        tracing::debug!(?addrs, "pool set");
         let new: Vec<Backend> = addrs
             .iter()
             .map(|a| Backend {
@@ -244,7 +247,10 @@ async fn forward(req: Request<Incoming>, pool: &Pool) -> Response<Full<Bytes>> {
         let _guard = InFlight::new(active);
         match send(addr, &parts, body.clone()).await {
             Ok(r) => return r,
-            Err(e) => last = format!("{addr}: {e}"),
+            Err(e) => {
+                tracing::warn!(%addr, "request to replica failed, trying the next: {e}");
+                last = format!("{addr}: {e}")
+            }
         }
     }
     pool.failures.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +262,9 @@ async fn send(
     parts: &hyper::http::request::Parts,
     body: Bytes,
 ) -> Result<Response<Full<Bytes>>, String> {
-    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+    // Replicas are on a local bridge: a connect that takes long is to a
+    // replica that is gone; try the next one soon.
+    let stream = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;

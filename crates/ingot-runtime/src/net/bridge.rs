@@ -94,18 +94,30 @@ pub fn host_veth(id: &str) -> String {
     format!("ing{}", &id[..12.min(id.len())])
 }
 
+/// The MAC address of the container holding `address` (as Docker does:
+/// `02:42` and the four address bytes). A reused address keeps its MAC, so
+/// a neighbour entry the host cached for a previous holder stays right and
+/// the first packets to a new replica are not sent to a vanished one.
+pub fn mac_for(address: &str) -> Option<String> {
+    let ip: std::net::Ipv4Addr = address.parse().ok()?;
+    let o = ip.octets();
+    Some(format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]))
+}
+
 /// Joins the network namespace of process `pid` to the bridge: a veth pair
-/// with `eth0` inside carrying `address`, loopback up, default route via
-/// the bridge.
+/// with `eth0` inside carrying `address` (and [`mac_for`] it), loopback
+/// up, default route via the bridge.
 pub fn attach(id: &str, pid: i32, address: &str) -> Result<()> {
     let veth = host_veth(id);
     let pid_s = pid.to_string();
+    let mac = mac_for(address)
+        .ok_or_else(|| RuntimeError::Setup(format!("network for container {id}: bad address {address:?}")))?;
     let ns_path = format!("/proc/{pid}/ns/net");
     let run = || -> Result<(), String> {
         let ns = File::open(&ns_path).map_err(|e| format!("{ns_path}: {e}"))?;
         ip(
             &[
-                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pid_s,
+                "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "address", &mac, "netns", &pid_s,
             ],
             None,
             None,
@@ -129,6 +141,12 @@ pub fn loopback(pid: i32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_follow_addresses() {
+        assert_eq!(mac_for("10.231.0.2").as_deref(), Some("02:42:0a:e7:00:02"));
+        assert_eq!(mac_for("nope"), None);
+    }
 
     #[test]
     fn addresses_stay_in_the_subnet() {
