@@ -89,7 +89,7 @@ stack hello:flaky 3s
 HELLO_PORT=$port $I deploy --format json -f "$work/stack.yml" --name bench >"$work/rollback.json" || true
 wait $load || true
 rb_msg=$(python3 -c "import json; print(json.load(open('$work/rollback.json'))['message'])")
-rb_ms=$(echo "$rb_msg" | grep -oE '[0-9]+ ms after' | cut -d' ' -f1)
+rb_ms=$(echo "$rb_msg" | grep -oE '[0-9.]+ ms after' | cut -d' ' -f1)
 rb_req=$(grep -oE '[0-9]+ requests in' "$work/wrk-rollback.txt" | cut -d' ' -f1)
 rb_fail=$(python3 -c "import re; t=open('$work/wrk-rollback.txt').read(); print(sum(int(x) for x in re.findall(r'(?:connect|read|write|timeout) (\d+)', t)) + int((re.search(r'Non-2xx or 3xx responses: (\d+)', t) or [0,0])[1]))")
 

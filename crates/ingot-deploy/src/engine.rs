@@ -763,11 +763,14 @@ impl Engine {
             if action == FailureAction::Rollback {
                 let swapped = self.roll_back(stack, previous, parked, started).await;
                 let after = failed_at
-                    .map(|t| swapped.saturating_duration_since(t).as_millis())
+                    .map(|t| swapped.saturating_duration_since(t).as_micros())
                     .unwrap_or(0);
                 return (
                     ledger::ROLLED_BACK,
-                    format!("{why}; rolled back (old version serving all traffic {after} ms after the failure)"),
+                    format!(
+                        "{why}; rolled back (old version serving all traffic {:.1} ms after the failure)",
+                        after as f64 / 1000.0
+                    ),
                 );
             }
             // Pause: what started stays, the parked old replicas go.
