@@ -115,7 +115,7 @@ pub fn normalize_pypi(name: &str) -> String {
 
 /// Bumped whenever what the catalogers find changes: cached layer catalogs
 /// of another version are recomputed.
-const CATALOG_VERSION: i64 = 2;
+const CATALOG_VERSION: i64 = 3;
 
 /// The most an executable may hold to be examined for build info.
 const MAX_BINARY: u64 = 512 << 20;
@@ -248,7 +248,7 @@ fn layer_entries(store: &Store, digest: &Digest, media_type: &str) -> Result<Vec
             }
             let mut buf = Vec::new();
             entry.read_to_end(&mut buf).map_err(|e| err(format!("{path}: {e}")))?;
-            let found = parse(&path, &String::from_utf8_lossy(&buf));
+            let found = parse(&path, &String::from_utf8_lossy(&buf)).map_err(|e| err(format!("/{path}: {e}")))?;
             out.push(Entry::File(path, found));
         } else if executable && entry.size() >= 64 && entry.size() <= MAX_BINARY {
             let mut magic = [0u8; 4];
@@ -277,16 +277,18 @@ pub fn binary_packages(data: &[u8]) -> Vec<(String, String, Ecosystem)> {
 }
 
 /// Parses one package-database file by its path.
-fn parse(path: &str, text: &str) -> Vec<Found> {
-    if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
-        dpkg(text)
-    } else if path == "lib/apk/db/installed" {
-        apk(text)
-    } else if path.ends_with("/package.json") {
-        npm(text).into_iter().collect()
-    } else {
-        python(text).into_iter().collect()
-    }
+fn parse(path: &str, text: &str) -> Result<Vec<Found>, String> {
+    Ok(
+        if path == "var/lib/dpkg/status" || path.starts_with("var/lib/dpkg/status.d/") {
+            dpkg(text)?
+        } else if path == "lib/apk/db/installed" {
+            apk(text)
+        } else if path.ends_with("/package.json") {
+            npm(text).into_iter().collect()
+        } else {
+            python(text).into_iter().collect()
+        },
+    )
 }
 
 type Found = (String, String, Ecosystem, Option<String>);
@@ -316,19 +318,28 @@ fn paragraphs(text: &str) -> Vec<BTreeMap<String, String>> {
     out
 }
 
-fn dpkg(text: &str) -> Vec<Found> {
-    paragraphs(text)
-        .into_iter()
-        .filter(|p| p.get("Status").is_none_or(|s| s == "install ok installed"))
-        .filter_map(|p| {
-            Some((
-                p.get("Package")?.clone(),
-                p.get("Version")?.clone(),
-                Ecosystem::Debian,
-                None,
-            ))
-        })
-        .collect()
+/// dpkg's status database: every paragraph must name its package, and an
+/// installed one its version; anything else is a corrupt database, not an
+/// empty one.
+fn dpkg(text: &str) -> Result<Vec<Found>, String> {
+    let paras = paragraphs(text);
+    if paras.is_empty() && !text.trim().is_empty() {
+        return Err("no package records (not a dpkg status file)".into());
+    }
+    let mut out = Vec::new();
+    for (i, p) in paras.iter().enumerate() {
+        let Some(name) = p.get("Package") else {
+            return Err(format!("record {}: no Package field", i + 1));
+        };
+        if !p.get("Status").is_none_or(|s| s == "install ok installed") {
+            continue;
+        }
+        let Some(version) = p.get("Version") else {
+            return Err(format!("record {} ({name}): installed but no Version field", i + 1));
+        };
+        out.push((name.clone(), version.clone(), Ecosystem::Debian, None));
+    }
+    Ok(out)
 }
 
 fn apk(text: &str) -> Vec<Found> {
@@ -411,7 +422,7 @@ mod tests {
     #[test]
     fn parsers() {
         let status = "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9+deb12u4\nDescription: x\n continued\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b2\n";
-        let d: Vec<_> = dpkg(status).into_iter().map(|f| (f.0, f.1)).collect();
+        let d: Vec<_> = dpkg(status).unwrap().into_iter().map(|f| (f.0, f.1)).collect();
         assert_eq!(
             d,
             [
@@ -419,6 +430,16 @@ mod tests {
                 ("bash".into(), "5.2.15-2+b2".into())
             ]
         );
+        assert!(dpkg("\u{0}\u{1} garbage without fields")
+            .unwrap_err()
+            .contains("not a dpkg status"));
+        assert!(dpkg("Status: install ok installed\nVersion: 1\n")
+            .unwrap_err()
+            .contains("no Package"));
+        assert!(dpkg("Package: x\nStatus: install ok installed\n")
+            .unwrap_err()
+            .contains("no Version"));
+        assert_eq!(dpkg("").unwrap().len(), 0);
         let a = apk("C:Q1x=\nP:musl\nV:1.2.4-r2\nL:MIT\n\nP:busybox\nV:1.36.1-r5\n");
         assert_eq!((a[0].0.as_str(), a[0].3.as_deref(), a.len()), ("musl", Some("MIT"), 2));
         let p = python(

@@ -213,3 +213,23 @@ fn dpkg_count_equals_dpkg_query_in_a_debootstrap_rootfs() {
         .iter()
         .all(|p| p["purl"].as_str().unwrap().starts_with("pkg:deb/debian/")));
 }
+
+#[test]
+fn a_corrupt_dpkg_database_is_an_error_naming_it() {
+    let ingot = Ingot::new(BIN);
+    let ctx = ingot.path("ctx-corrupt");
+    fs::create_dir_all(ctx.join("var/lib/dpkg")).unwrap();
+    fs::write(
+        ctx.join("var/lib/dpkg/status"),
+        b"\x00\x01\x02 this is not a status file\n",
+    )
+    .unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY var/ /var/\n").unwrap();
+    ingot.ok(&["build", "-q", "--no-sbom", "-t", "corrupt:1", ctx.to_str().unwrap()]);
+    let err = ingot.fails(&["packages", "corrupt:1"]);
+    assert!(
+        err.contains("/var/lib/dpkg/status") && err.contains("not a dpkg status"),
+        "{err}"
+    );
+    assert!(ingot.fails(&["scan", "corrupt:1"]).contains("/var/lib/dpkg/status"));
+}

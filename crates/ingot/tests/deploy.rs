@@ -543,3 +543,50 @@ fn daemon_api_over_mutual_tls_and_metrics() {
         "{text}"
     );
 }
+
+#[test]
+fn the_daemon_refuses_what_its_policy_refuses() {
+    let test = "the_daemon_refuses_what_its_policy_refuses";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "the daemon manages containers: needs root");
+        return;
+    }
+    let ingot = Ingot::new(BIN);
+    let tar = ingot.write("rootfs.tar", &ingot_testsupport::sample_rootfs(20_000, 7));
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "unsigned:1"]);
+    ingot.ok(&["key", "generate", "--out", ingot.path("k").to_str().unwrap()]);
+    let policy = ingot.write("policy.toml", b"trusted_keys = [\"k.pub\"]\nrequire = [\"sbom\"]\n");
+    let child = ingot
+        .command()
+        .args(["daemon", "--policy", policy.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon(child);
+    wait_for("the daemon", 30, || ingot.run(&["services"]).status.success());
+    let stack = ingot.write(
+        "s.yml",
+        format!(
+            "services:\n  web:\n    image: unsigned:1\n    ports: [\"127.0.0.1:{}:80\"]\n",
+            free_port()
+        )
+        .as_bytes(),
+    );
+    let err = ingot.fails(&["deploy", "-f", stack.to_str().unwrap(), "--name", "p"]);
+    assert!(
+        err.contains("policy refused unsigned:1") && err.contains("trusted_keys") && err.contains("require = sbom"),
+        "{err}"
+    );
+    assert_eq!(
+        ingot.json(&["ledger"]).as_array().unwrap().len(),
+        0,
+        "a refused deploy records nothing"
+    );
+    assert_eq!(ingot.json(&["services"]).as_array().unwrap().len(), 0);
+    assert!(
+        ingot.json(&["ps", "-a"]).as_array().unwrap().is_empty(),
+        "nothing started"
+    );
+}
