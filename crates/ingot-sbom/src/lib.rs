@@ -331,7 +331,7 @@ fn dpkg(text: &str) -> Result<Vec<Found>, String> {
         let Some(name) = p.get("Package") else {
             return Err(format!("record {}: no Package field", i + 1));
         };
-        if !p.get("Status").is_none_or(|s| s == "install ok installed") {
+        if p.get("Status").is_some_and(|s| s != "install ok installed") {
             continue;
         }
         let Some(version) = p.get("Version") else {
