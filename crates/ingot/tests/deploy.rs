@@ -590,3 +590,63 @@ fn the_daemon_refuses_what_its_policy_refuses() {
         "nothing started"
     );
 }
+
+#[test]
+fn services_of_a_stack_roll_back_together() {
+    let test = "services_of_a_stack_roll_back_together";
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/bin/busybox").exists() {
+        skip(test, "replicas are containers: needs root and /bin/busybox");
+        return;
+    }
+    let ingot = Ingot::new(BIN);
+    let tar = ingot.path("rootfs.tar");
+    assert!(Command::new(workspace_file("examples/rootfs/build.sh"))
+        .arg(&tar)
+        .status()
+        .unwrap()
+        .success());
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "example/base:latest"]);
+    build(&ingot, "hello:1", "", Some("version one"));
+    build(&ingot, "hello:2", "", Some("version two"));
+    build(
+        &ingot,
+        "hello:bad",
+        "FROM hello:2\nHEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD [\"/bin/false\"]\n",
+        None,
+    );
+    let (pa, pw) = (free_port(), free_port());
+    let stack = |api: &str, web: &str| {
+        let text = format!(
+            "services:\n  api:\n    image: {api}\n    stop_grace_period: 1s\n    ports: [\"127.0.0.1:{pa}:8080\"]\n    deploy: {{replicas: 2, update_config: {{order: start-first, failure_action: rollback, monitor: 500ms}}}}\n  web:\n    image: {web}\n    stop_grace_period: 1s\n    ports: [\"127.0.0.1:{pw}:8080\"]\n    deploy: {{replicas: 2, update_config: {{order: start-first, failure_action: rollback, monitor: 500ms}}}}\n"
+        );
+        ingot
+            .write(&format!("{api}-{web}.yml").replace(':', "_"), text.as_bytes())
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let _daemon = Daemon::start(&ingot);
+    let (code, r) = deploy(&ingot, &stack("hello:1", "hello:1"), "both v1");
+    assert_eq!(code, 0, "{r}");
+    // api (first in order) updates fine, web fails: the change rolls back as a whole.
+    let (code, r) = deploy(&ingot, &stack("hello:2", "hello:bad"), "api v2, web broken");
+    assert_eq!((code, r["outcome"].as_str()), (1, Some("rolled-back")), "{r}");
+    for port in [pa, pw] {
+        let mut c = None;
+        for _ in 0..4 {
+            assert_eq!(get(&mut c, port).unwrap(), "version one", "port {port}");
+        }
+    }
+    let v1 = ingot.ok(&["inspect", "-q", "hello:1"]).trim().to_string();
+    for svc in ["demo_api", "demo_web"] {
+        let ps = ingot.json(&["service", "ps", svc]);
+        let ps = ps.as_array().unwrap();
+        assert_eq!(ps.len(), 2, "{svc}: {ps:?}");
+        assert!(
+            ps.iter().all(|p| p["image"] == v1.as_str() && p["state"] == "healthy"),
+            "{svc}: {ps:?}"
+        );
+    }
+    assert!(ingot.run(&["drift"]).status.success());
+}
