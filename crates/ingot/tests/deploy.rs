@@ -19,9 +19,15 @@ struct Daemon(Child);
 
 impl Daemon {
     fn start(ingot: &Ingot) -> Daemon {
+        Daemon::start_with(ingot, &[])
+    }
+
+    /// `ingot daemon ARGS`, once it answers.
+    fn start_with(ingot: &Ingot, args: &[&str]) -> Daemon {
         let child = ingot
             .command()
             .arg("daemon")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -213,17 +219,18 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn deploy_update_rollback_scale_replace_restart_ledger() {
-    let test = "deploy_update_rollback_scale_replace_restart_ledger";
+/// A root holding the example base and three versions of the example:
+/// `hello:1`, `hello:2` (other page titles) and `hello:bad` (never healthy);
+/// `None` (and a printed reason) where replicas cannot run.
+fn with_versions(test: &str) -> Option<Ingot> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         skip(test, "replicas are containers: needs root");
-        return;
+        return None;
     }
     if !Path::new("/bin/busybox").exists() || !Path::new("/usr/bin/nsenter").exists() {
         skip(test, "needs /bin/busybox (busybox-static) and nsenter (util-linux)");
-        return;
+        return None;
     }
     let ingot = Ingot::new(BIN);
     let tar = ingot.path("rootfs.tar");
@@ -235,13 +242,20 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
     ingot.ok(&["import", "-q", tar.to_str().unwrap(), "example/base:latest"]);
     build(&ingot, "hello:1", "", Some("version one"));
     build(&ingot, "hello:2", "", Some("version two"));
-    // Never healthy.
     build(
         &ingot,
         "hello:bad",
-        "FROM hello:2\nHEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD false\n",
+        "FROM hello:2\nHEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD [\"/bin/false\"]\n",
         None,
     );
+    Some(ingot)
+}
+
+#[test]
+fn deploy_update_rollback_scale_replace_restart_ledger() {
+    let Some(ingot) = with_versions("deploy_update_rollback_scale_replace_restart_ledger") else {
+        return;
+    };
     // Healthy, serving, then failing its check after 1.5 s (during the monitor period).
     build(
         &ingot,
@@ -442,32 +456,27 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
     }
 }
 
+/// Whether this runs as root (the daemon manages containers); says why not.
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skip(test, "the daemon manages containers: needs root");
+    }
+    root
+}
+
 #[test]
 fn daemon_api_over_mutual_tls_and_metrics() {
     let test = "daemon_api_over_mutual_tls_and_metrics";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip(test, "the daemon manages containers: needs root");
+    if !root_or_skip(test) {
         return;
     }
     let ingot = Ingot::new(BIN);
     let port = free_port();
     let tls = ingot.path("tls");
-    let child = ingot
-        .command()
-        .args([
-            "daemon",
-            "--tcp",
-            &format!("127.0.0.1:{port}"),
-            "--tls-dir",
-            tls.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Daemon(child);
-    wait_for("the daemon", 30, || ingot.run(&["services"]).status.success());
+    let addr = format!("127.0.0.1:{port}");
+    let _daemon = Daemon::start_with(&ingot, &["--tcp", &addr, "--tls-dir", tls.to_str().unwrap()]);
     use std::os::unix::fs::PermissionsExt;
     for f in ["ca.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem"] {
         let mode = std::fs::metadata(tls.join(f)).unwrap().permissions().mode() & 0o777;
@@ -546,10 +555,7 @@ fn daemon_api_over_mutual_tls_and_metrics() {
 
 #[test]
 fn the_daemon_refuses_what_its_policy_refuses() {
-    let test = "the_daemon_refuses_what_its_policy_refuses";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip(test, "the daemon manages containers: needs root");
+    if !root_or_skip("the_daemon_refuses_what_its_policy_refuses") {
         return;
     }
     let ingot = Ingot::new(BIN);
@@ -557,15 +563,7 @@ fn the_daemon_refuses_what_its_policy_refuses() {
     ingot.ok(&["import", "-q", tar.to_str().unwrap(), "unsigned:1"]);
     ingot.ok(&["key", "generate", "--out", ingot.path("k").to_str().unwrap()]);
     let policy = ingot.write("policy.toml", b"trusted_keys = [\"k.pub\"]\nrequire = [\"sbom\"]\n");
-    let child = ingot
-        .command()
-        .args(["daemon", "--policy", policy.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Daemon(child);
-    wait_for("the daemon", 30, || ingot.run(&["services"]).status.success());
+    let _daemon = Daemon::start_with(&ingot, &["--policy", policy.to_str().unwrap()]);
     let stack = ingot.write(
         "s.yml",
         format!(
@@ -593,28 +591,9 @@ fn the_daemon_refuses_what_its_policy_refuses() {
 
 #[test]
 fn services_of_a_stack_roll_back_together() {
-    let test = "services_of_a_stack_roll_back_together";
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/bin/busybox").exists() {
-        skip(test, "replicas are containers: needs root and /bin/busybox");
+    let Some(ingot) = with_versions("services_of_a_stack_roll_back_together") else {
         return;
-    }
-    let ingot = Ingot::new(BIN);
-    let tar = ingot.path("rootfs.tar");
-    assert!(Command::new(workspace_file("examples/rootfs/build.sh"))
-        .arg(&tar)
-        .status()
-        .unwrap()
-        .success());
-    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "example/base:latest"]);
-    build(&ingot, "hello:1", "", Some("version one"));
-    build(&ingot, "hello:2", "", Some("version two"));
-    build(
-        &ingot,
-        "hello:bad",
-        "FROM hello:2\nHEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD [\"/bin/false\"]\n",
-        None,
-    );
+    };
     let (pa, pw) = (free_port(), free_port());
     let stack = |api: &str, web: &str| {
         let text = format!(
