@@ -399,7 +399,7 @@ impl Engine {
             return false;
         }
         if let Some(h) = &spec.health {
-            return crate::health::check(r.pid, h).await;
+            return crate::health::check(&self.exe, &self.root, &r.id, h).await;
         }
         match self.backend(spec, r) {
             Some(a) => crate::health::tcp(a, Duration::from_millis(500)).await,
@@ -1042,7 +1042,7 @@ impl Engine {
                         .is_none_or(|t| t.elapsed() >= Duration::from_millis(h.interval_ms));
                     if due {
                         r.last_check = Some(Instant::now());
-                        if crate::health::check(r.pid, h).await {
+                        if crate::health::check(&self.exe, &self.root, &r.id, h).await {
                             r.failures = 0;
                         } else {
                             r.failures += 1;

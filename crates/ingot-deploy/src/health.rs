@@ -1,23 +1,26 @@
 //! Health and readiness probes of one replica.
 //!
-//! A health check's command runs inside the replica's namespaces and root
-//! (`nsenter --target PID --mount --uts --ipc --net --pid --root --wd`,
-//! util-linux), with the check's timeout. A replica without a health check
+//! A health check's command runs inside the replica as `ingot exec` runs
+//! it: the replica's namespaces, root, cgroup, user, capabilities,
+//! no_new_privs and seccomp filter (so a hostile image's check is as
+//! confined as the image itself), with the check's timeout. A replica without a health check
 //! that publishes ports is ready once its target port accepts a TCP
 //! connection; one with neither is ready once it runs.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::compose::Health;
 
-/// Runs `health`'s command in the container whose first process is `pid`.
-pub async fn check(pid: i64, health: &Health) -> bool {
-    let mut cmd = tokio::process::Command::new("nsenter");
-    cmd.arg("--target")
-        .arg(pid.to_string())
-        .args(["--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd", "--"])
+/// Runs `health`'s command in container `id` (`exe --root ROOT exec ID ...`).
+pub async fn check(exe: &Path, root: &Path, id: &str, health: &Health) -> bool {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("exec")
+        .arg(id)
         .args(&health.test)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -92,9 +92,40 @@ pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: Raw
     if let Err(e) = nix::unistd::sethostname(&plan.spec.hostname) {
         fail(125, format!("sethostname: {e}"));
     }
+    become_and_exec(plan.spec, &plan.spec.args, plan.seccomp, Some(err_write))
+}
+
+/// From inside the container's root: the user (looked up in its
+/// /etc/passwd and /etc/group), the bounding set, groups and ids, process
+/// capabilities, working directory, no_new_privs, seccomp, then exec of
+/// `args` with the spec's environment. Shared by a container's first
+/// process and by [`crate::exec`]. Never returns.
+/// A failure is written to `err_write` as `CODE\nMESSAGE` (else to
+/// stderr) and the process exits with CODE.
+pub(crate) fn become_and_exec(
+    spec: &ContainerSpec,
+    args: &[String],
+    seccomp: &[BpfProgram],
+    err_write: Option<RawFd>,
+) -> ! {
+    let fail = |code: i32, msg: String| -> ! {
+        match err_write {
+            Some(fd) => {
+                let text = format!("{code}\n{msg}");
+                // SAFETY: writing a buffer to a pipe we own.
+                unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+            }
+            None => eprintln!("ingot: exec: {msg}"),
+        }
+        // SAFETY: leaving without running the parent's destructors.
+        unsafe { libc::_exit(code) }
+    };
+    if args.is_empty() {
+        fail(125, "no command".into());
+    }
     let passwd = std::fs::read_to_string("/etc/passwd").ok();
     let group = std::fs::read_to_string("/etc/group").ok();
-    let id = user::resolve(&plan.spec.user, passwd.as_deref(), group.as_deref()).unwrap_or_else(|e| fail(125, e));
+    let id = user::resolve(&spec.user, passwd.as_deref(), group.as_deref()).unwrap_or_else(|e| fail(125, e));
     if let Err(e) = crate::security::drop_bounding() {
         fail(125, e);
     }
@@ -113,30 +144,30 @@ pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: Raw
             fail(125, e);
         }
     }
-    if let Err(e) = std::env::set_current_dir(&plan.spec.cwd) {
-        fail(125, format!("chdir to {}: {e}", plan.spec.cwd));
+    if let Err(e) = std::env::set_current_dir(&spec.cwd) {
+        fail(125, format!("chdir to {}: {e}", spec.cwd));
     }
     // SAFETY: prctl with constant arguments.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         fail(125, format!("no_new_privs: {}", std::io::Error::last_os_error()));
     }
-    let mut env = plan.spec.env.clone();
+    let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", if id.home.is_empty() { "/" } else { &id.home }));
     }
-    let program = find_program(&plan.spec.args[0], &env).unwrap_or_else(|(code, msg)| fail(code, msg));
+    let program = find_program(&args[0], &env).unwrap_or_else(|(code, msg)| fail(code, msg));
     let to_c = |s: &str| CString::new(s).unwrap_or_else(|_| fail(125, format!("NUL byte in {s:?}")));
-    let argv: Vec<CString> = plan.spec.args.iter().map(|a| to_c(a)).collect();
+    let argv: Vec<CString> = args.iter().map(|a| to_c(a)).collect();
     let envp: Vec<CString> = env.iter().map(|e| to_c(e)).collect();
     let path = CString::new(program.as_os_str().as_bytes()).unwrap_or_else(|_| fail(125, "NUL byte in path".into()));
-    for prog in plan.seccomp {
+    for prog in seccomp {
         if let Err(e) = seccompiler::apply_filter(prog) {
             fail(125, format!("seccomp: {e}"));
         }
     }
     let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
     let code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
-    fail(code, format!("exec {:?}: {err}", plan.spec.args[0]))
+    fail(code, format!("exec {:?}: {err}", args[0]))
 }
 
 /// Finds the command as execvp would, in the container's PATH.

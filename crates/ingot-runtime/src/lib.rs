@@ -16,6 +16,7 @@
 
 pub mod cgroups;
 mod error;
+mod exec;
 mod init;
 pub mod layers;
 pub mod monitor;
@@ -36,6 +37,7 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 
 pub use error::{Result, RuntimeError};
+pub use exec::exec;
 pub use spec::{ContainerSpec, NetworkMode, RunOptions, Runtime};
 
 /// `<root>/containers/<id>`: upper, work, merged, etc files and logs.

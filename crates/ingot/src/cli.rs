@@ -252,6 +252,13 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Run a command in a running container: its namespaces, root, user, capabilities and seccomp filter
+    Exec {
+        container: String,
+        /// The command and its arguments
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run the deploy daemon: HTTP+JSON API on <root>/ingot.sock, the reconciler and the routing mesh
     Daemon {
         /// Unix socket path [default: <root>/ingot.sock]

@@ -559,3 +559,41 @@ fn runc_backend_gives_the_same_container() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn exec_runs_inside_the_container_as_confined_as_its_first_process() {
+    let Some(ingot) = setup("exec_runs_inside_the_container_as_confined_as_its_first_process") else {
+        return;
+    };
+    let id = ingot
+        .ok(&["run", "-d", "--name", "ex", "box:1", "sleep", "30"])
+        .trim()
+        .to_string();
+    let mine = ingot.ok(&[
+        "exec",
+        "ex",
+        "sh",
+        "-c",
+        "cat /proc/self/status; hostname; cat /proc/1/cmdline",
+    ]);
+    let first = ingot.ok(&["exec", "ex", "cat", "/proc/1/status"]);
+    let field = |text: &str, k: &str| {
+        text.lines()
+            .find(|l| l.starts_with(k))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    // Same capabilities as the first process, no_new_privs, a seccomp filter.
+    assert_eq!(field(&mine, "CapEff:"), field(&first, "CapEff:"), "{mine}");
+    assert_eq!(field(&mine, "CapBnd:"), field(&first, "CapBnd:"));
+    assert_ne!(field(&mine, "CapEff:"), "000001ffffffffff", "not all capabilities");
+    assert_eq!(field(&mine, "NoNewPrivs:"), "1");
+    assert_eq!(field(&mine, "Seccomp:"), "2");
+    // Its pid namespace (pid 1 is sleep) and hostname.
+    assert!(mine.contains("sleep") && mine.contains(&id[..12]), "{mine}");
+    // Exit codes as docker exec: the command's, 127 for a missing one.
+    assert_eq!(ingot.run(&["exec", "ex", "sh", "-c", "exit 7"]).status.code(), Some(7));
+    assert_eq!(ingot.run(&["exec", "ex", "nosuchcmd"]).status.code(), Some(127));
+    ingot.ok(&["stop", "-t", "1", "ex"]);
+    assert!(ingot.fails(&["exec", "ex", "true"]).contains("not running"));
+}

@@ -188,6 +188,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             detach,
         } => deploy::deploy(&root, &cli, file, name, reason.as_deref(), detach),
         Command::Services => deploy::services(&root, &cli),
+        Command::Exec {
+            ref container,
+            ref command,
+        } => {
+            let code = ingot_runtime::exec(&open()?, container, command)?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
         Command::Service {
             command: crate::cli::ServiceCommand::Ps { ref service },
         } => deploy::service_ps(&root, &cli, service),

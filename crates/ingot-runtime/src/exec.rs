@@ -1,0 +1,74 @@
+//! `exec`: a process inside a running container, confined as its first
+//! process is (as `docker exec`): the container's namespaces (ipc, uts,
+//! net, pid, mount) and root, its cgroup, its user, Docker's capabilities,
+//! no_new_privs and the same seccomp filter. Used for health checks.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use ingot_store::{ContainerState, Store};
+use nix::sched::{setns, CloneFlags};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+
+use crate::{spec_of, Result, RuntimeError};
+
+/// Runs `args` in container `key` and returns its exit code (125 if it
+/// could not be started there, 126/127 as Docker). The calling process
+/// must be single-threaded (the `ingot __exec` helper is): it enters the
+/// container's namespaces itself.
+pub fn exec(store: &Store, key: &str, args: &[String]) -> Result<i32> {
+    let rec = store.container(key)?;
+    let pid = match (rec.state, rec.pid) {
+        (ContainerState::Running, Some(p)) if crate::alive(rec.pid) => p,
+        _ => return Err(RuntimeError::NotRunning(rec.name)),
+    };
+    let spec = spec_of(&rec)?;
+    let seccomp = crate::security::default_seccomp()?;
+    let open = |what: &str| -> Result<File> {
+        let path = format!("/proc/{pid}/{what}");
+        File::open(&path).map_err(RuntimeError::io(&path))
+    };
+    // Open everything first: after the mount namespace changes, /proc is the container's.
+    let mut namespaces = vec![
+        (open("ns/ipc")?, CloneFlags::CLONE_NEWIPC),
+        (open("ns/uts")?, CloneFlags::CLONE_NEWUTS),
+    ];
+    if spec.network != crate::spec::NetworkMode::Host {
+        namespaces.push((open("ns/net")?, CloneFlags::CLONE_NEWNET));
+    }
+    namespaces.push((open("ns/pid")?, CloneFlags::CLONE_NEWPID));
+    namespaces.push((open("ns/mnt")?, CloneFlags::CLONE_NEWNS));
+    let root = open("root")?;
+    let cgroup = crate::cgroups::Cgroup::for_container(&rec.id);
+    // Join the cgroup so the check counts against the container's limits.
+    let _ = cgroup.add(std::process::id() as i32);
+    for (f, kind) in &namespaces {
+        setns(f, *kind).map_err(|e| RuntimeError::Setup(format!("exec in {}: setns {kind:?}: {e}", rec.name)))?;
+    }
+    // SAFETY: fchdir/chroot on a descriptor we own; the process is single-threaded.
+    unsafe {
+        if libc::fchdir(root.as_raw_fd()) != 0 || libc::chroot(c".".as_ptr()) != 0 {
+            return Err(RuntimeError::Setup(format!(
+                "exec in {}: chroot: {}",
+                rec.name,
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    // The pid namespace applies to children: fork.
+    // SAFETY: single-threaded caller; the child only calls async-signal-safe
+    // functions or execs (become_and_exec) or _exits.
+    match unsafe { fork() }.map_err(|e| RuntimeError::Setup(format!("fork: {e}")))? {
+        ForkResult::Child => crate::init::become_and_exec(&spec, args, &seccomp, None),
+        ForkResult::Parent { child } => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(128 + sig as i32),
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(RuntimeError::Setup(format!("wait: {e}"))),
+            }
+        },
+    }
+}
