@@ -497,9 +497,19 @@ fn daemon_api_over_mutual_tls_and_metrics() {
             .output()
             .unwrap()
     };
+    // A client that connects and never starts its handshake delays nobody:
+    // the call below completes while that connection is still held open.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let out = remote(&tls);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    stalled.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut one = [0u8; 1];
+    let still_open = matches!(stalled.read(&mut one), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(
+        still_open,
+        "the stalled handshake was dropped before the other client got its answer"
+    );
 
     // A client certificate from another CA is refused.
     if ingot_testsupport::have("openssl") {
