@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::git::GitInfo;
 
 /// The label/annotation holding the whole record.
-pub const BOM_KEY: &str = "dev.ingot.bom";
+pub const BOM_KEY: &str = ingot_oci::media::BOM_LABEL;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ancestor {

@@ -517,33 +517,20 @@ fn apply(
             state.config.insert("User".into(), json!(expand(u)?));
         }
         Instruction::Expose(ports) => {
-            let mut map = state
-                .config
-                .get("ExposedPorts")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
+            let mut keys = Vec::new();
             for p in ports {
                 let p = expand(p)?;
                 let (num, proto) = p.split_once('/').unwrap_or((&p, "tcp"));
                 if num.parse::<u16>().is_err() || !matches!(proto, "tcp" | "udp" | "sctp") {
                     return Err(env.step_error(step, format!("invalid port {p:?}")));
                 }
-                map.insert(format!("{num}/{proto}"), json!({}));
+                keys.push(format!("{num}/{proto}"));
             }
-            state.config.insert("ExposedPorts".into(), Value::Object(map));
+            add_keys(&mut state.config, "ExposedPorts", keys);
         }
         Instruction::Volume(vols) => {
-            let mut map = state
-                .config
-                .get("Volumes")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            for v in vols {
-                map.insert(expand(v)?, json!({}));
-            }
-            state.config.insert("Volumes".into(), Value::Object(map));
+            let keys = vols.iter().map(|v| expand(v)).collect::<Result<Vec<_>, _>>()?;
+            add_keys(&mut state.config, "Volumes", keys);
         }
         Instruction::StopSignal(s) => {
             let s = expand(s)?;
@@ -721,6 +708,20 @@ pub fn read_bom(store: &Store, image: &str) -> Result<Option<Bom>> {
         .and_then(|c| c.get("Labels"))
         .and_then(Value::as_object)
         .and_then(Bom::from_labels))
+}
+
+/// Adds `keys` (each mapping to `{}`) to the config's object `field`
+/// (ExposedPorts, Volumes), keeping what earlier instructions put there.
+fn add_keys(config: &mut serde_json::Map<String, Value>, field: &str, keys: Vec<String>) {
+    let mut map = config
+        .get(field)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for k in keys {
+        map.insert(k, json!({}));
+    }
+    config.insert(field.into(), Value::Object(map));
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::bom::Bom;
 
-pub const MEDIA_TYPE: &str = "application/vnd.in-toto+json";
+pub const MEDIA_TYPE: &str = ingot_oci::media::IN_TOTO;
 pub const BUILD_TYPE: &str = "https://ingot.invalid/buildtypes/dockerfile/v1";
 pub const BUILDER_ID: &str = "https://ingot.invalid/builder/ingot";
 

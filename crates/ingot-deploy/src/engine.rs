@@ -602,6 +602,8 @@ impl Engine {
         let mut started: BTreeMap<String, Vec<Replica>> = BTreeMap::new();
         let mut failure = None;
         let mut failed_at: Option<Instant> = None;
+        // The failure action of the service whose failures stopped the change.
+        let mut stopped_by: Option<FailureAction> = None;
         'services: for (name, spec) in &stack.services {
             let k = key(&stack.name, name);
             let pool = self.pool(&stack.name, name);
@@ -726,15 +728,15 @@ impl Engine {
                     tokio::time::sleep(START_PROBE).await;
                 }
                 if failure.is_some() {
+                    // As Swarm: failures up to max_failure_ratio are tolerated;
+                    // beyond it the failure action applies (continue goes on).
                     let ratio = failures as f64 / spec.replicas.max(1) as f64;
-                    if ratio > policy.max_failure_ratio || policy.failure_action != FailureAction::Continue {
-                        match policy.failure_action {
-                            FailureAction::Continue if ratio <= policy.max_failure_ratio => {}
-                            FailureAction::Pause => break 'services,
-                            _ => break 'services,
-                        }
+                    if ratio > policy.max_failure_ratio && policy.failure_action != FailureAction::Continue {
+                        stopped_by = Some(policy.failure_action);
+                        break 'services;
                     }
-                    failure = None;
+                    tracing::warn!(service = %k, "{}; tolerated", failure.take().unwrap_or_default());
+                    failed_at = None;
                 }
                 if policy.delay_ms > 0 {
                     tokio::time::sleep(Duration::from_millis(policy.delay_ms)).await;
@@ -753,13 +755,7 @@ impl Engine {
             }
         }
 
-        let action = stack
-            .services
-            .values()
-            .map(|s| s.update.failure_action)
-            .find(|a| *a != FailureAction::Continue)
-            .unwrap_or(FailureAction::Pause);
-        if let Some(why) = failure {
+        if let (Some(action), Some(why)) = (stopped_by, failure) {
             if action == FailureAction::Rollback {
                 let swapped = self.roll_back(stack, previous, parked, started).await;
                 let after = failed_at

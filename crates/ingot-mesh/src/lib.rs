@@ -243,13 +243,27 @@ async fn forward(req: Request<Incoming>, pool: &Pool) -> Response<Full<Bytes>> {
         return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy replica");
     }
     let mut last = String::new();
+    // A request the replica may have received is retried only if repeating
+    // it is harmless (RFC 9110 idempotent methods).
+    let idempotent = matches!(
+        parts.method,
+        hyper::Method::GET
+            | hyper::Method::HEAD
+            | hyper::Method::OPTIONS
+            | hyper::Method::TRACE
+            | hyper::Method::PUT
+            | hyper::Method::DELETE
+    );
     for (addr, active) in candidates {
         let _guard = InFlight::new(active);
         match send(addr, &parts, body.clone()).await {
             Ok(r) => return r,
             Err(e) => {
-                tracing::warn!(%addr, "request to replica failed, trying the next: {e}");
-                last = format!("{addr}: {e}")
+                last = format!("{addr}: {}", e.message);
+                if e.sent && !idempotent {
+                    break;
+                }
+                tracing::warn!(%addr, "request to replica failed, trying the next: {}", e.message);
             }
         }
     }
@@ -257,21 +271,34 @@ async fn forward(req: Request<Incoming>, pool: &Pool) -> Response<Full<Bytes>> {
     status(StatusCode::BAD_GATEWAY, &format!("no replica answered ({last})"))
 }
 
+/// Why a request to one replica failed, and whether it may have reached it.
+struct SendError {
+    sent: bool,
+    message: String,
+}
+
+fn unsent(e: impl std::fmt::Display) -> SendError {
+    SendError {
+        sent: false,
+        message: e.to_string(),
+    }
+}
+
 async fn send(
     addr: SocketAddr,
     parts: &hyper::http::request::Parts,
     body: Bytes,
-) -> Result<Response<Full<Bytes>>, String> {
+) -> Result<Response<Full<Bytes>>, SendError> {
     // Replicas are on a local bridge: a connect that takes long is to a
     // replica that is gone; try the next one soon.
     let stream = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| unsent("connect timed out"))?
+        .map_err(unsent)?;
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(unsent)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -284,10 +311,14 @@ async fn send(
             req = req.header(k, v);
         }
     }
-    let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(body)).map_err(unsent)?;
+    let sent = |e: hyper::Error| SendError {
+        sent: true,
+        message: e.to_string(),
+    };
+    let resp = sender.send_request(req).await.map_err(sent)?;
     let (rparts, rbody) = resp.into_parts();
-    let bytes = rbody.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let bytes = rbody.collect().await.map_err(sent)?.to_bytes();
     let mut out = Response::from_parts(rparts, Full::new(bytes));
     out.headers_mut().remove(hyper::header::CONNECTION);
     out.headers_mut().remove(hyper::header::TRANSFER_ENCODING);
@@ -368,6 +399,49 @@ mod tests {
         }
         assert!(pool.drain(a, Duration::from_secs(1)).await);
         assert_eq!(pool.failures.load(Ordering::Relaxed), 0);
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_request_that_reached_a_replica_is_repeated_only_if_idempotent() {
+        use tokio::io::AsyncReadExt;
+        // A replica that reads each request, counts it, and hangs up without answering.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dropper = l.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let seen2 = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    if s.read(&mut buf).await.unwrap_or(0) > 0 {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let pool = Pool::new();
+        pool.set(&[dropper, dropper]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let task = listen(front, pool.clone()).await.unwrap();
+        let request = |method: &'static str| async move {
+            let s = TcpStream::connect(front).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = Request::builder().method(method).uri("/").header("host", "x");
+            send.send_request(req.body(Full::new(Bytes::from("x"))).unwrap())
+                .await
+                .unwrap()
+                .status()
+        };
+        assert_eq!(request("POST").await, StatusCode::BAD_GATEWAY);
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "a POST is sent once");
+        assert_eq!(request("GET").await, StatusCode::BAD_GATEWAY);
+        assert_eq!(seen.load(Ordering::SeqCst), 3, "a GET is tried on each replica");
         task.abort();
     }
 }

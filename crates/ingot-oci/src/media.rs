@@ -3,6 +3,12 @@
 //! OCI types are written; Docker schema2 types are accepted on read so that
 //! `docker save` archives and Docker registries interoperate.
 
+/// An in-toto statement (SLSA provenance) stored as a referrer artifact.
+pub const IN_TOTO: &str = "application/vnd.in-toto+json";
+/// The config label and manifest annotation holding an image's bill of
+/// materials (written by ingot-build, read by the deploy policy).
+pub const BOM_LABEL: &str = "dev.ingot.bom";
+
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";

@@ -206,8 +206,9 @@ fn valid_host(part: &str) -> bool {
         })
 }
 
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
-fn valid_component(part: &str) -> bool {
+/// One path component of a repository name:
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`.
+pub fn valid_component(part: &str) -> bool {
     let b = part.as_bytes();
     if b.is_empty() || !is_alnum(b[0]) || !is_alnum(b[b.len() - 1]) {
         return false;

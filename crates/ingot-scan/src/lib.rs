@@ -330,6 +330,8 @@ fn fixed_above(eco: &str, version: &str, entry: &Value) -> Option<String> {
         .as_array()
         .into_iter()
         .flatten()
+        // GIT ranges name commits, not versions.
+        .filter(|r| matches!(r["type"].as_str(), Some("ECOSYSTEM") | Some("SEMVER")))
         .flat_map(|r| r["events"].as_array().cloned().unwrap_or_default())
         .filter_map(|e| e["fixed"].as_str().map(String::from))
         .filter(|f| version::compare(eco, f, version) == Some(Ordering::Greater))

@@ -98,12 +98,18 @@ impl Store {
 
     /// Records the outcome of the last entry (and its new hash).
     pub fn ledger_finish(&self, seq: i64, outcome: &str, hash: &str) -> Result<()> {
-        self.db
+        let changed = self
+            .db
             .execute(
                 "UPDATE ledger SET outcome = ?2, hash = ?3 WHERE seq = ?1 AND seq = (SELECT MAX(seq) FROM ledger)",
                 params![seq, outcome, hash],
             )
-            .map(drop)
-            .map_err(self.db_err())
+            .map_err(self.db_err())?;
+        if changed != 1 {
+            return Err(crate::StoreError::Ledger(format!(
+                "ledger: entry {seq} is not the last entry; only the last one's outcome can be recorded"
+            )));
+        }
+        Ok(())
     }
 }

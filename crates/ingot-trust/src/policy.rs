@@ -24,11 +24,8 @@ use serde_json::Value;
 use crate::keys::VerifyingKey;
 use crate::{Result, TrustError};
 
-/// The config label holding the bill of materials (see ingot-build's bom).
-const BOM_LABEL: &str = "dev.ingot.bom";
-const SPDX: &str = "application/spdx+json";
-const CYCLONEDX: &str = "application/vnd.cyclonedx+json";
-const IN_TOTO: &str = "application/vnd.in-toto+json";
+use ingot_oci::media::{BOM_LABEL, IN_TOTO};
+use ingot_sbom::documents::{CYCLONEDX_MEDIA_TYPE as CYCLONEDX, SPDX_MEDIA_TYPE as SPDX};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +116,12 @@ impl Policy {
         for r in &p.require {
             if r.is_empty() || r.split('.').any(str::is_empty) {
                 return Err(format!("require: {r:?} is not {REQUIRABLE}"));
+            }
+            if r == "signature" && p.trusted_keys.is_empty() {
+                return Err(
+                    "require: \"signature\" needs trusted_keys (a signature counts only if a trusted key verifies it)"
+                        .into(),
+                );
             }
         }
         Ok(p)
@@ -268,9 +271,8 @@ pub fn evaluate(store: &Store, image: &str, policy: &Policy, today: time::Date) 
                 (!artifacts.iter().any(|t| t == SPDX || t == CYCLONEDX)).then(|| "no SBOM is attached".to_string())
             }
             "provenance" => (!artifacts.iter().any(|t| t == IN_TOTO)).then(|| "no provenance is attached".to_string()),
-            "signature" => (signed_by.is_none()
-                && !artifacts.iter().any(|t| t == crate::signature::SIGNATURE_ARTIFACT))
-            .then(|| "the image is not signed".to_string()),
+            // Only a signature that verified with a trusted key counts.
+            "signature" => signed_by.is_none().then(|| "no signature by a trusted key".to_string()),
             _ => match &bom {
                 None => Some("the image has no bill of materials".to_string()),
                 Some(b) if r == "git.clean" => match b["git"]["dirty"].as_bool() {

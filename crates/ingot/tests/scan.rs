@@ -110,9 +110,11 @@ fn scan_matches_the_advisories_own_version_lists() {
         .expect("requests CVE-2018-18074");
     assert_eq!(f["fixed"], "2.20.0");
     assert!(f["aliases"].as_array().unwrap().iter().any(|a| a == "CVE-2018-18074"));
-    assert_eq!(
-        ingot.run(&["scan", "py:1", "--fail-on", "critical"]).status.code(),
-        Some(1)
+    let out = ingot.run(&["scan", "py:1", "--fail-on", "critical"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at or above critical"),
+        "a refusal, not an error"
     );
     let sarif: Value = serde_json::from_str(&ingot.ok(&["scan", "py:1", "--format", "sarif"])).unwrap();
     assert_eq!(sarif["version"], "2.1.0");

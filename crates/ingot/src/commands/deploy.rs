@@ -162,61 +162,58 @@ fn current_stack(root: &Path, service: &str) -> Result<ingot_deploy::pin::Pinned
         }))
 }
 
-pub fn services(root: &Path, cli: &Cli) -> Result<ExitCode> {
-    let v = call(root, "GET", "/v1/services", None)?;
+/// Prints the daemon's JSON answer `v` as JSON, or as a table of `header`
+/// with one row per array element.
+fn json_or_table(cli: &Cli, v: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) -> Result<ExitCode> {
     match cli.format {
-        Format::Json => output::json(&v)?,
+        Format::Json => output::json(v)?,
         Format::Table => {
-            let rows: Vec<Vec<String>> = v
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    vec![
-                        s["name"].as_str().unwrap_or_default().into(),
-                        format!("{}/{}", s["healthy"], s["replicas"]),
-                        s["image"].as_str().unwrap_or_default().into(),
-                        s["digest"].as_str().unwrap_or_default().chars().take(19).collect(),
-                        s["ports"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(","),
-                    ]
-                })
-                .collect();
-            output::table(&["NAME", "REPLICAS", "IMAGE", "DIGEST", "PORTS"], &rows)?;
+            let rows: Vec<Vec<String>> = v.as_array().into_iter().flatten().map(row).collect();
+            output::table(header, &rows)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
+fn text(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_string()
+}
+
+fn short(v: &Value) -> String {
+    v.as_str().unwrap_or_default().chars().take(19).collect()
+}
+
+pub fn services(root: &Path, cli: &Cli) -> Result<ExitCode> {
+    let v = call(root, "GET", "/v1/services", None)?;
+    json_or_table(cli, &v, &["NAME", "REPLICAS", "IMAGE", "DIGEST", "PORTS"], |s| {
+        let ports: Vec<&str> = s["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        vec![
+            text(&s["name"]),
+            format!("{}/{}", s["healthy"], s["replicas"]),
+            text(&s["image"]),
+            short(&s["digest"]),
+            ports.join(","),
+        ]
+    })
+}
+
 pub fn service_ps(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
     let v = call(root, "GET", &format!("/v1/services/{service}/ps"), None)?;
-    match cli.format {
-        Format::Json => output::json(&v)?,
-        Format::Table => {
-            let rows: Vec<Vec<String>> = v
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    vec![
-                        r["name"].as_str().unwrap_or_default().into(),
-                        r["slot"].to_string(),
-                        r["state"].as_str().unwrap_or_default().into(),
-                        r["health"].as_str().unwrap_or_default().into(),
-                        r["image"].as_str().unwrap_or_default().chars().take(19).collect(),
-                        r["address"].as_str().unwrap_or_default().into(),
-                    ]
-                })
-                .collect();
-            output::table(&["NAME", "SLOT", "STATE", "HEALTH", "IMAGE", "ADDRESS"], &rows)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    json_or_table(cli, &v, &["NAME", "SLOT", "STATE", "HEALTH", "IMAGE", "ADDRESS"], |r| {
+        vec![
+            text(&r["name"]),
+            r["slot"].to_string(),
+            text(&r["state"]),
+            text(&r["health"]),
+            short(&r["image"]),
+            text(&r["address"]),
+        ]
+    })
 }
 
 pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {

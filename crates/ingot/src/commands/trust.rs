@@ -62,7 +62,7 @@ pub fn generate(cli: &Cli, out: &Path, ed25519: bool) -> Result<ExitCode> {
 
 pub fn sign(store: &mut Store, cli: &Cli, image: &str, key: &Path) -> Result<ExitCode> {
     let text = fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
-    let key = SigningKey::from_pem(&text, password().as_deref())?;
+    let key = SigningKey::from_pem(&text, password().as_deref()).with_context(|| format!("key {}", key.display()))?;
     let signed = ingot_trust::signature::sign(store, image, &key)?;
     if cli.quiet {
         println!("{}", signed.signature);
@@ -81,7 +81,7 @@ pub fn verify(store: &Store, cli: &Cli, image: &str, key: Option<&Path>, policy:
     let mut good = Vec::new();
     if let Some(key) = key {
         let text = fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
-        let key = VerifyingKey::from_pem(&text)?;
+        let key = VerifyingKey::from_pem(&text).with_context(|| format!("key {}", key.display()))?;
         good = ingot_trust::signature::verify(store, image, &key)?;
     }
     let decision = match policy {
