@@ -26,14 +26,16 @@ pub fn drift(store: &Store) -> Result<Vec<Difference>> {
     type Running = Vec<(String, String, String)>;
     let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();
     for c in store.containers()? {
-        let parts: Vec<&str> = c.name.split('.').collect();
-        if parts.len() != 5 || c.state != ContainerState::Running {
+        let Some(n) = crate::engine::ReplicaName::parse(&c.name) else {
+            continue;
+        };
+        if c.state != ContainerState::Running {
             continue;
         }
         running
-            .entry((parts[0].to_string(), parts[1].to_string()))
+            .entry((n.stack.to_string(), n.service.to_string()))
             .or_default()
-            .push((parts[2].to_string(), parts[3].to_string(), c.image.to_string()));
+            .push((n.slot.to_string(), n.version.to_string(), c.image.to_string()));
     }
     let mut out = Vec::new();
     for (stack, pinned) in &desired {

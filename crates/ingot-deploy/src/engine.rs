@@ -69,6 +69,10 @@ struct Service {
     pool: Arc<Pool>,
     replicas: Vec<Replica>,
     restarts: u32,
+    /// Slots whose replica ended and that the restart policy leaves empty
+    /// (condition none or on-failure after exit 0, or max_attempts spent);
+    /// the next change of the service refills them.
+    held: std::collections::BTreeSet<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +103,38 @@ pub struct Engine {
     services: Mutex<BTreeMap<String, Service>>,
     listeners: Mutex<BTreeMap<SocketAddr, (String, tokio::task::JoinHandle<()>)>>,
     change: tokio::sync::Mutex<()>,
+}
+
+/// A replica's container name, `STACK.SERVICE.SLOT.VERSION.RANDOM`, parsed;
+/// `None` for any other container (which the engine never touches).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaName<'a> {
+    pub stack: &'a str,
+    pub service: &'a str,
+    pub slot: u32,
+    pub version: &'a str,
+}
+
+impl<'a> ReplicaName<'a> {
+    pub fn parse(name: &'a str) -> Option<ReplicaName<'a>> {
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        match name.split('.').collect::<Vec<_>>().as_slice() {
+            [stack, service, slot, version, rand]
+                if crate::compose::valid_name(stack)
+                    && crate::compose::valid_name(service)
+                    && hex(version, 12)
+                    && hex(rand, 6) =>
+            {
+                Some(ReplicaName {
+                    stack,
+                    service,
+                    slot: slot.parse().ok().filter(|s| *s >= 1)?,
+                    version,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 fn key(stack: &str, service: &str) -> String {
@@ -152,19 +188,13 @@ impl Engine {
             for (name, spec) in &stack.services {
                 self.ensure_service(stack_name, name, spec)?;
                 let version = spec.version();
-                let prefix = format!("{stack_name}.{name}.");
                 let mut adopted = Vec::new();
-                for c in existing.iter().filter(|c| c.name.starts_with(&prefix)) {
-                    let parts: Vec<&str> = c.name.split('.').collect();
-                    let slot = parts.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let mine = existing.iter().filter_map(|c| Some((c, ReplicaName::parse(&c.name)?)));
+                for (c, n) in mine.filter(|(_, n)| n.stack == stack_name && n.service == name) {
+                    let slot = n.slot;
                     let running = c.state == ContainerState::Running;
                     let taken = adopted.iter().any(|r: &Replica| r.slot == slot);
-                    if running
-                        && parts.get(3) == Some(&version.as_str())
-                        && slot >= 1
-                        && slot <= spec.replicas
-                        && !taken
-                    {
+                    if running && n.version == version && slot <= spec.replicas && !taken {
                         adopted.push(Replica {
                             id: c.id.clone(),
                             name: c.name.clone(),
@@ -182,15 +212,21 @@ impl Engine {
                         self.remove_container(c.id.clone(), spec.stop_grace_ms).await;
                     }
                 }
-                for r in &mut adopted {
-                    if self.wait_healthy(spec, r).await {
+                let mut healthy = Vec::new();
+                for mut r in adopted {
+                    if self.wait_healthy(spec, &r).await {
                         r.state = "healthy".into();
                         r.health = "healthy".into();
-                        if let Some(a) = self.backend(spec, r) {
+                        if let Some(a) = self.backend(spec, &r) {
                             self.pool(stack_name, name).add(a);
                         }
+                        healthy.push(r);
+                    } else {
+                        // Not healthy now: replaced by the reconcile pass below.
+                        self.remove_container(r.id.clone(), spec.stop_grace_ms).await;
                     }
                 }
+                let adopted = healthy;
                 self.with_service(stack_name, name, |s| s.replicas = adopted);
             }
         }
@@ -200,10 +236,8 @@ impl Engine {
             }
         }
         // Containers of stacks no longer desired.
-        for c in existing.iter().filter(|c| c.name.split('.').count() == 5) {
-            let stack = c.name.split('.').next().unwrap_or_default();
-            let service = c.name.split('.').nth(1).unwrap_or_default();
-            if !desired.get(stack).is_some_and(|s| s.services.contains_key(service)) {
+        for (c, n) in existing.iter().filter_map(|c| Some((c, ReplicaName::parse(&c.name)?))) {
+            if !desired.get(n.stack).is_some_and(|s| s.services.contains_key(n.service)) {
                 self.remove_container(c.id.clone(), 10_000).await;
             }
         }
@@ -312,6 +346,7 @@ impl Engine {
             pool: Pool::new(),
             replicas: Vec::new(),
             restarts: 0,
+            held: Default::default(),
         });
         Ok(())
     }
@@ -604,12 +639,16 @@ impl Engine {
         let mut failed_at: Option<Instant> = None;
         // The failure action of the service whose failures stopped the change.
         let mut stopped_by: Option<FailureAction> = None;
+        // Failures within max_failure_ratio or under failure_action continue.
+        let mut tolerated: Vec<String> = Vec::new();
         'services: for (name, spec) in &stack.services {
             let k = key(&stack.name, name);
             let pool = self.pool(&stack.name, name);
             let version = spec.version();
             let mut current = self.with_service(&stack.name, name, |s| {
                 s.spec = spec.clone();
+                s.held.clear();
+                s.restarts = 0;
                 s.replicas.clone()
             });
             current.sort_by_key(|r| r.slot);
@@ -735,7 +774,9 @@ impl Engine {
                         stopped_by = Some(policy.failure_action);
                         break 'services;
                     }
-                    tracing::warn!(service = %k, "{}; tolerated", failure.take().unwrap_or_default());
+                    let why = failure.take().unwrap_or_default();
+                    tracing::warn!(service = %k, "{why}; tolerated");
+                    tolerated.push(why);
                     failed_at = None;
                 }
                 if policy.delay_ms > 0 {
@@ -774,13 +815,27 @@ impl Engine {
             return (ledger::PAUSED, format!("{why}; update paused"));
         }
         self.finish_parked(parked).await;
-        // Services dropped from the stack.
+        // Services dropped from the stack, and ports it no longer publishes.
         if let Some(prev) = previous {
             for name in prev.services.keys().filter(|n| !stack.services.contains_key(*n)) {
                 self.remove_service(&stack.name, name).await;
             }
         }
-        (ledger::SUCCEEDED, "converged".into())
+        if let Ok(wanted) = Self::wanted_listeners(stack) {
+            for name in stack.services.keys() {
+                let k = key(&stack.name, name);
+                let keep: Vec<SocketAddr> = wanted.iter().filter(|(_, s)| *s == k).map(|(a, _)| *a).collect();
+                self.unbind(&k, &keep);
+            }
+        }
+        if tolerated.is_empty() {
+            (ledger::SUCCEEDED, "converged".into())
+        } else {
+            (
+                ledger::SUCCEEDED,
+                format!("converged; tolerated: {}", tolerated.join("; ")),
+            )
+        }
     }
 
     async fn finish_parked(self: &Arc<Self>, parked: BTreeMap<String, Vec<Replica>>) {
@@ -853,19 +908,12 @@ impl Engine {
                     o
                 }))
                 .collect();
-            swapped = Instant::now();
-            tracing::info!(service = %k, elapsed_ms = t.elapsed().as_millis() as u64, "old version serving again");
             self.with_service(&stack.name, name, |s| {
                 s.spec = prev_spec.clone();
                 s.replicas = restored.clone();
             });
-            let leaving = started
-                .get(&k)
-                .into_iter()
-                .flatten()
-                .map(|r| (pool.clone(), prev_spec.clone(), r.clone()));
-            self.retire_all(leaving.collect()).await;
-            // Slots left empty (stop-first) get an old-version replica.
+            // Slots left empty (stop-first) get an old-version replica before
+            // the new replicas leave, so some replica keeps serving.
             for slot in 1..=prev_spec.replicas {
                 if restored.iter().any(|r| r.slot == slot) {
                     continue;
@@ -882,6 +930,15 @@ impl Engine {
                     }
                 }
             }
+            // The old version now serves all of this service's traffic.
+            swapped = Instant::now();
+            tracing::info!(service = %k, elapsed_ms = t.elapsed().as_millis() as u64, "old version serving again");
+            let leaving = started
+                .get(&k)
+                .into_iter()
+                .flatten()
+                .map(|r| (pool.clone(), prev_spec.clone(), r.clone()));
+            self.retire_all(leaving.collect()).await;
         }
         // Services the failed change added: gone again.
         for name in stack.services.keys() {
@@ -1062,6 +1119,7 @@ impl Engine {
                         RestartCondition::None => false,
                     } && spec.restart.max_attempts.is_none_or(|m| restarts < m);
                     if !replace {
+                        self.with_service(&stack, &name, |s| s.held.insert(r.slot));
                         continue;
                     }
                     self.with_service(&stack, &name, |s| s.restarts += 1);
@@ -1072,9 +1130,10 @@ impl Engine {
                 }
                 keep.push(r);
             }
-            // Fill empty slots, drop surplus.
+            // Fill empty slots (but those the restart policy holds), drop surplus.
+            let held = self.with_service(&stack, &name, |s| s.held.clone());
             for slot in 1..=spec.replicas {
-                if keep.iter().any(|r| r.slot == slot) {
+                if keep.iter().any(|r| r.slot == slot) || held.contains(&slot) {
                     continue;
                 }
                 if let Ok(mut r) = self.start_replica(&stack, &name, &spec, slot).await {
@@ -1204,4 +1263,27 @@ async fn await_all<F: std::future::Future<Output = bool>>(futs: impl Iterator<It
         out.push(f.await);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_names() {
+        let n = ReplicaName::parse("demo.web.2.15bb4f4ac4e2.dd00a2").unwrap();
+        assert_eq!(
+            (n.stack, n.service, n.slot, n.version),
+            ("demo", "web", 2, "15bb4f4ac4e2")
+        );
+        for other in [
+            "a.b.c.d.e",
+            "web",
+            "demo.web.0.15bb4f4ac4e2.dd00a2",
+            "demo.web.1.xyz.dd00a2",
+            "my.app.1.15bb4f4ac4e2.dd00a2x",
+        ] {
+            assert!(ReplicaName::parse(other).is_none(), "{other}");
+        }
+    }
 }

@@ -83,9 +83,10 @@ impl PinnedStack {
 
 /// Pins `def` as stack `name`; config files are read relative to `dir`.
 pub fn pin(store: &Store, name: &str, def: &StackDef, dir: &Path) -> Result<PinnedStack> {
-    if !crate::compose::valid_name(name) {
+    // Services are named STACK_SERVICE, so a stack name has no '_'.
+    if !crate::compose::valid_name(name) || name.contains('_') {
         return Err(DeployError::Invalid(format!(
-            "stack name {name:?}: letters, digits, '-' and '_', starting with a letter or digit"
+            "stack name {name:?}: letters, digits and '-', starting with a letter or digit"
         )));
     }
     let mut configs = BTreeMap::new();

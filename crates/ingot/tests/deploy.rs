@@ -639,3 +639,35 @@ fn services_of_a_stack_roll_back_together() {
     }
     assert!(ingot.run(&["drift"]).status.success());
 }
+
+#[test]
+fn restart_policy_none_leaves_a_dead_replica_dead() {
+    let Some(ingot) = with_versions("restart_policy_none_leaves_a_dead_replica_dead") else {
+        return;
+    };
+    let port = free_port();
+    let stack = ingot.write(
+        "once.yml",
+        format!(
+            "services:\n  web:\n    image: hello:1\n    stop_grace_period: 1s\n    ports: [\"127.0.0.1:{port}:8080\"]\n    deploy:\n      replicas: 2\n      restart_policy: {{condition: none}}\n"
+        )
+        .as_bytes(),
+    );
+    let _daemon = Daemon::start(&ingot);
+    // Service names are STACK_SERVICE: a stack name with '_' is refused.
+    let err = ingot.fails(&["deploy", "-f", stack.to_str().unwrap(), "--name", "my_app"]);
+    assert!(err.contains("\"my_app\""), "{err}");
+    ingot.ok(&["deploy", "-f", stack.to_str().unwrap(), "--name", "once"]);
+    let victim = replicas(&ingot)[0]["name"].as_str().unwrap().to_string();
+    ingot.ok(&["kill", &victim]);
+    wait_for("the dead replica to leave the service", 30, || {
+        replicas(&ingot).len() == 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(replicas(&ingot).len(), 1, "condition none: not replaced");
+    let mut c = None;
+    assert_eq!(get(&mut c, port).unwrap(), "version one", "the other replica serves");
+    let drift = ingot.run(&["drift"]);
+    assert_eq!(drift.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&drift.stdout).contains("once_web"));
+}
