@@ -15,7 +15,7 @@ use crate::{spec_of, Result, RuntimeError};
 
 /// Runs `args` in container `key` and returns its exit code (125 if it
 /// could not be started there, 126/127 as Docker). The calling process
-/// must be single-threaded (the `ingot __exec` helper is): it enters the
+/// must be single-threaded (the `ingot exec` command is): it enters the
 /// container's namespaces itself.
 pub fn exec(store: &Store, key: &str, args: &[String]) -> Result<i32> {
     let rec = store.container(key)?;

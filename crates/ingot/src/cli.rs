@@ -343,7 +343,7 @@ pub enum LedgerCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DbCommand {
-    /// Import OSV advisories (JSON or YAML; a file or a directory tree), replacing same-id ones
+    /// Import OSV advisories (JSON or YAML; a file, a directory tree or a zip archive), replacing same-id ones
     Import { path: PathBuf },
 }
 
