@@ -1,47 +1,113 @@
 //! The daemon's HTTP+JSON API, served on a unix socket (`<root>/ingot.sock`,
 //! mode 0660) and optionally on TCP with mutual TLS ([`crate::tls`]).
-//! Errors are `{"error": "..."}` with a 4xx status.
+//! Errors are `{"error": "..."}` with a 4xx status; a request that fails
+//! validation is a 400 naming the field, and nothing is recorded or started.
+//!
+//! The ledger's actor is the connection's identity ([`Peer`]), never part
+//! of a body. A change answers 202 with its pending ledger entry as soon as
+//! it is recorded and goes on in the daemon whatever the client does;
+//! `GET /v1/ledger/{seq}/wait` follows it to its outcome.
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | GET | /v1/ping | | `{"version"}` |
-//! | POST | /v1/deploy | `{stack, actor, reason, detach}` | [`ChangeResult`] |
-//! | GET | /v1/services | | [`ServiceStatus`] list |
-//! | GET | /v1/services/{name}/ps | | [`Replica`] list |
-//! | POST | /v1/services/{name}/scale | `{replicas}` | [`ChangeResult`] |
-//! | POST | /v1/services/{name}/rollback | | [`ChangeResult`] |
-//! | DELETE | /v1/stacks/{name} | | [`ChangeResult`] |
+//! | POST | /v1/deploy | `{stack, reason?}` ([`DeployRequest`]) | 202 `{entry}` |
+//! | GET | /v1/services | | [`ServiceStatus`](crate::engine::ServiceStatus) list |
+//! | GET | /v1/services/{name}/ps | | [`Replica`](crate::engine::Replica) list |
+//! | POST | /v1/services/{name}/scale | `{replicas, reason?}` | 202 `{entry}` |
+//! | POST | /v1/services/{name}/rollback | `{reason?}` or none | 202 `{entry}` |
+//! | DELETE | /v1/stacks/{name} | | 202 `{entry}` |
+//! | GET | /v1/ledger/{seq}/wait | | [`ChangeResult`](crate::engine::ChangeResult) once sealed |
 //! | GET | /metrics | | Prometheus text |
 
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Path as UrlPath, State};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::engine::Engine;
+use crate::engine::{Change, Engine};
+use crate::peer::Peer;
 use crate::pin::PinnedStack;
-use crate::{ledger, DeployError};
+use crate::DeployError;
 
+/// The most a request body may hold (a stack with its configs).
+pub const MAX_BODY: usize = 16 << 20;
+/// The longest free-text reason.
+pub const MAX_REASON: usize = 4096;
+
+/// `POST /v1/deploy`: a pinned stack (as `ingot_deploy::pin` makes it)
+/// and why. Unknown fields are refused (an `actor` among them).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
-    pub stack: PinnedStack,
-    pub actor: String,
-    pub reason: Option<String>,
+    pub stack: serde_json::Value,
     #[serde(default)]
-    pub detach: bool,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
     pub replicas: u32,
     #[serde(default)]
-    pub actor: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Parses a request body; errors name the field (`stack.services.web.digest: ...`).
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DeployError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let v: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        DeployError::Field {
+            field: if field == "." { "body".into() } else { field },
+            why: e.into_inner().to_string(),
+        }
+    })?;
+    de.end().map_err(|e| DeployError::Field {
+        field: "body".into(),
+        why: e.to_string(),
+    })?;
+    Ok(v)
+}
+
+fn check_reason(reason: &Option<String>) -> Result<(), DeployError> {
+    match reason {
+        Some(r) if r.len() > MAX_REASON || r.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+            Err(DeployError::Field {
+                field: "reason".into(),
+                why: format!("at most {MAX_REASON} bytes of text without control characters"),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A deploy request, fully parsed: the stack typed (digests as
+/// `ingot_oci::Digest`, unknown fields refused) and the reason checked.
+/// The store-dependent checks follow when the change is prepared.
+pub fn parse_deploy(body: &[u8]) -> Result<(PinnedStack, Option<String>), DeployError> {
+    let req: DeployRequest = parse_body(body)?;
+    check_reason(&req.reason)?;
+    let stack: PinnedStack = serde_path_to_error::deserialize(req.stack).map_err(|e| DeployError::Field {
+        field: format!("stack.{}", e.path()).trim_end_matches('.').to_string(),
+        why: e.into_inner().to_string(),
+    })?;
+    Ok((stack, req.reason))
 }
 
 struct ApiError(DeployError);
@@ -58,6 +124,12 @@ impl IntoResponse for ApiError {
             _ => StatusCode::BAD_REQUEST,
         };
         (code, Json(json!({"error": self.0.to_string()}))).into_response()
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> ApiError {
+        ApiError(e)
     }
 }
 
@@ -79,25 +151,21 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/services/{name}/scale", post(scale))
         .route("/v1/services/{name}/rollback", post(rollback))
         .route("/v1/stacks/{name}", delete(remove_stack))
+        .route("/v1/ledger/{seq}/wait", get(wait))
         .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)
 }
 
-async fn deploy(State(e): State<Arc<Engine>>, Json(req): Json<DeployRequest>) -> Answer {
-    if req.detach {
-        let e2 = e.clone();
-        tokio::spawn(async move {
-            if let Err(err) = e2.deploy(req.stack, ledger::DEPLOY, &req.actor, req.reason).await {
-                tracing::warn!("detached deploy failed: {err}");
-            }
-        });
-        return Ok((StatusCode::ACCEPTED, Json(json!({"outcome": ledger::PENDING}))).into_response());
-    }
-    let r = e
-        .deploy(req.stack, ledger::DEPLOY, &req.actor, req.reason)
-        .await
-        .map_err(ApiError)?;
-    ok(&r)
+/// Records the change and answers 202 with the pending entry.
+async fn submit(e: &Arc<Engine>, change: Change, peer: Peer, reason: Option<String>) -> Answer {
+    let entry = e.submit(change, peer.0, reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"entry": entry}))).into_response())
+}
+
+async fn deploy(State(e): State<Arc<Engine>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Answer {
+    let (stack, reason) = parse_deploy(&body)?;
+    submit(&e, Change::Deploy(stack), peer, reason).await
 }
 
 async fn services(State(e): State<Arc<Engine>>) -> Answer {
@@ -105,20 +173,53 @@ async fn services(State(e): State<Arc<Engine>>) -> Answer {
 }
 
 async fn ps(State(e): State<Arc<Engine>>, UrlPath(name): UrlPath<String>) -> Answer {
-    ok(&e.replicas(&name).map_err(ApiError)?)
+    ok(&e.replicas(&name)?)
 }
 
-async fn scale(State(e): State<Arc<Engine>>, UrlPath(name): UrlPath<String>, Json(req): Json<ScaleRequest>) -> Answer {
-    let actor = req.actor.unwrap_or_else(|| "api".into());
-    ok(&e.scale(&name, req.replicas, &actor).await.map_err(ApiError)?)
+async fn scale(
+    State(e): State<Arc<Engine>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Answer {
+    let req: ScaleRequest = parse_body(&body)?;
+    check_reason(&req.reason)?;
+    let change = Change::Scale {
+        service: name,
+        replicas: req.replicas,
+    };
+    submit(&e, change, peer, req.reason).await
 }
 
-async fn rollback(State(e): State<Arc<Engine>>, UrlPath(name): UrlPath<String>) -> Answer {
-    ok(&e.rollback(&name, "api").await.map_err(ApiError)?)
+async fn rollback(
+    State(e): State<Arc<Engine>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Answer {
+    let req: ReasonRequest = if body.is_empty() {
+        ReasonRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    check_reason(&req.reason)?;
+    submit(&e, Change::Rollback { service: name }, peer, req.reason).await
 }
 
-async fn remove_stack(State(e): State<Arc<Engine>>, UrlPath(name): UrlPath<String>) -> Answer {
-    ok(&e.remove_stack(&name, "api").await.map_err(ApiError)?)
+async fn remove_stack(
+    State(e): State<Arc<Engine>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    UrlPath(name): UrlPath<String>,
+) -> Answer {
+    crate::pin::check_stack_name(&name).map_err(|why| DeployError::Field {
+        field: "stack".into(),
+        why,
+    })?;
+    submit(&e, Change::Remove { stack: name }, peer, None).await
+}
+
+async fn wait(State(e): State<Arc<Engine>>, UrlPath(seq): UrlPath<i64>) -> Answer {
+    ok(&e.wait(seq).await?)
 }
 
 async fn metrics(State(e): State<Arc<Engine>>) -> Response {
@@ -155,7 +256,7 @@ pub async fn serve(
                 .await
                 .map_err(|e| DeployError::Daemon(format!("cannot listen on {addr}: {e}")))?;
             let listener = ingot_registry::server::tls::TlsListener::new(l, acceptor);
-            let app = router(engine.clone());
+            let app = router(engine.clone()).into_make_service_with_connect_info::<Peer>();
             Some(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             }))
@@ -167,27 +268,56 @@ pub async fn serve(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                e.tick().await;
+                e.tick();
             }
         })
     };
-    let shutdown = async {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
+    // Start-up (adoption, a pending entry) runs while the socket already
+    // answers; a ledger that does not verify stops the daemon.
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<DeployError>();
+    let starting = {
+        let e = engine.clone();
+        tokio::spawn(async move {
+            if let Err(err) = e.start().await {
+                let _ = failed_tx.send(err);
+            }
+        })
+    };
+    let start_error = Arc::new(std::sync::Mutex::new(None));
+    let shutdown = {
+        let start_error = start_error.clone();
+        async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+                Ok(err) = failed_rx => {
+                    *start_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err);
+                },
+            }
         }
     };
-    let result = axum::serve(listener, router(engine.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| DeployError::Daemon(e.to_string()));
+    let result = axum::serve(
+        listener,
+        router(engine.clone()).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| DeployError::Daemon(e.to_string()));
     ticker.abort();
+    starting.abort();
     if let Some(t) = tcp_task {
         t.abort();
     }
     engine.shutdown();
     let _ = std::fs::remove_file(socket);
+    if let Some(err) = start_error
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
+        return Err(err);
+    }
     result
 }

@@ -426,11 +426,14 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
                     "configs: {source:?} is not defined in the top-level configs"
                 )));
             }
-            if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
-                return Err(at(format!(
-                    "configs: target {target:?} must be an absolute path without '..'"
-                )));
-            }
+            let target = ingot_runtime::spec::clean_target(&target, "configs target")
+                .ok()
+                .filter(|t| t != "/")
+                .ok_or_else(|| {
+                    at(format!(
+                        "configs: target {target:?} must be an absolute path without '..'"
+                    ))
+                })?;
             service_configs.push((source, target));
         }
         let update = update_policy(deploy.update_config.as_ref(), FailureAction::Pause, Order::StopFirst)
@@ -453,7 +456,13 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             restart,
             configs: service_configs,
             user: s.user.clone(),
-            workdir: s.working_dir.clone(),
+            workdir: match &s.working_dir {
+                Some(w) => Some(
+                    ingot_runtime::spec::clean_target(w, "working_dir")
+                        .map_err(|_| at(format!("working_dir: {w:?} must be an absolute path without '..'")))?,
+                ),
+                None => None,
+            },
             stop_grace_ms: s
                 .stop_grace_period
                 .as_deref()

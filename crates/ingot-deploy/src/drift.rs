@@ -52,11 +52,11 @@ pub fn drift(store: &Store) -> Result<Vec<Difference>> {
             }
             let version = spec.version();
             for (slot, v, image) in &have {
-                if image != &spec.digest {
+                if *image != spec.digest.to_string() {
                     out.push(Difference {
                         service: svc.clone(),
                         what: format!("replica {slot} image"),
-                        desired: spec.digest.clone(),
+                        desired: spec.digest.to_string(),
                         actual: image.clone(),
                     });
                 } else if v != &version {

@@ -53,13 +53,56 @@ pub struct Replica {
     pub address: Option<String>,
     #[serde(skip)]
     pub pid: i64,
-    /// running (not yet healthy), healthy, unhealthy, parked, exited
-    pub state: String,
-    pub health: String,
+    /// The task state, as Docker's: starting, running, shutdown, failed.
+    pub state: TaskState,
+    /// Health beside it: starting, healthy, unhealthy (for a replica
+    /// without a health check: whether its port accepts connections).
+    pub health: HealthState,
     #[serde(skip)]
     pub failures: u32,
     #[serde(skip)]
     pub last_check: Option<Instant>,
+}
+
+/// A replica's task state, named as Docker's task states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Started, its first health check not passed yet.
+    Starting,
+    Running,
+    /// Stopped by the engine (retired, replaced or removed).
+    Shutdown,
+    /// Exited or failed its health checks.
+    Failed,
+}
+
+/// A replica's health, beside its task state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Replica {
+    /// Running and healthy: may serve traffic.
+    pub fn serving(&self) -> bool {
+        self.state == TaskState::Running && self.health == HealthState::Healthy
+    }
+
+    fn mark_healthy(&mut self) {
+        self.state = TaskState::Running;
+        self.health = HealthState::Healthy;
+    }
+}
+
+/// Locks a std mutex of engine state; a panic elsewhere while it was held
+/// does not disable the daemon (the state is plain data, always consistent
+/// between statements).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Service {
@@ -102,7 +145,42 @@ pub struct Engine {
     policy: Option<PathBuf>,
     services: Mutex<BTreeMap<String, Service>>,
     listeners: Mutex<BTreeMap<SocketAddr, (String, tokio::task::JoinHandle<()>)>>,
+    /// One change at a time: the ledger's only pending entry is its last.
     change: tokio::sync::Mutex<()>,
+    /// Per stack: held by a change of the stack and by its reconcile pass,
+    /// so one stack's rollout never stalls another stack's reconcile.
+    stacks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The messages of the changes this daemon finished, by entry.
+    messages: Mutex<BTreeMap<i64, String>>,
+    /// The last entry sealed; `wait` watches it.
+    sealed: tokio::sync::watch::Sender<i64>,
+    /// Set once start-up adopted the replicas (the reconcile tick waits for it).
+    ready: std::sync::atomic::AtomicBool,
+}
+
+/// A change the API asks for; carried out by a task of its own, so a
+/// client that goes away never leaves it half done.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A pinned stack, already parsed (validated against the store when prepared).
+    Deploy(PinnedStack),
+    Scale {
+        service: String,
+        replicas: u32,
+    },
+    Rollback {
+        service: String,
+    },
+    Remove {
+        stack: String,
+    },
+}
+
+/// A change recorded in the ledger and about to be carried out.
+struct Prepared {
+    entry: LedgerRow,
+    stack: PinnedStack,
+    previous: Option<PinnedStack>,
 }
 
 /// A replica's container name, `STACK.SERVICE.SLOT.VERSION.RANDOM`, parsed;
@@ -156,7 +234,15 @@ impl Engine {
             services: Mutex::new(BTreeMap::new()),
             listeners: Mutex::new(BTreeMap::new()),
             change: tokio::sync::Mutex::new(()),
+            stacks: Mutex::new(BTreeMap::new()),
+            messages: Mutex::new(BTreeMap::new()),
+            sealed: tokio::sync::watch::channel(0).0,
+            ready: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    fn stack_lock(&self, stack: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.stacks).entry(stack.to_string()).or_default().clone()
     }
 
     async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&mut Store) -> Result<T> + Send + 'static) -> Result<T> {
@@ -171,104 +257,93 @@ impl Engine {
 
     // ---------- start-up ----------
 
-    /// Adopts the replicas already running and converges to the ledger;
-    /// an entry left pending by a daemon that died is finished here.
+    /// Adopts the replicas already running, straight into their pools (they
+    /// served before the restart; the reconcile tick re-checks them), binds
+    /// the published ports, and then carries out an entry a dead daemon
+    /// left pending: converged to it, or rolled back as any change.
     pub async fn start(self: &Arc<Self>) -> Result<()> {
         let _g = self.change.lock().await;
         let rows = self.blocking(|s| Ok(s.ledger_rows()?)).await?;
         ledger::verify(&rows)?;
-        let desired = ledger::desired(&rows)?;
+        let pending = rows.last().filter(|r| r.outcome == ledger::PENDING).cloned();
+        let settled = &rows[..rows.len() - usize::from(pending.is_some())];
+        let desired = ledger::desired(settled)?;
         let existing = self
             .blocking(|s| {
                 ingot_runtime::reconcile(s)?;
                 Ok(s.containers()?)
             })
             .await?;
-        for (stack_name, stack) in &desired {
-            for (name, spec) in &stack.services {
-                self.ensure_service(stack_name, name, spec)?;
-                let version = spec.version();
-                let mut adopted = Vec::new();
-                let mine = existing.iter().filter_map(|c| Some((c, ReplicaName::parse(&c.name)?)));
-                for (c, n) in mine.filter(|(_, n)| n.stack == stack_name && n.service == name) {
-                    let slot = n.slot;
-                    let running = c.state == ContainerState::Running;
-                    let taken = adopted.iter().any(|r: &Replica| r.slot == slot);
-                    if running && n.version == version && slot <= spec.replicas && !taken {
-                        adopted.push(Replica {
-                            id: c.id.clone(),
-                            name: c.name.clone(),
-                            slot,
-                            version: version.clone(),
-                            image: spec.digest.clone(),
-                            address: c.address.clone(),
-                            pid: c.pid.unwrap_or(0),
-                            state: "running".into(),
-                            health: "starting".into(),
-                            failures: 0,
-                            last_check: None,
-                        });
-                    } else {
-                        self.remove_container(c.id.clone(), spec.stop_grace_ms).await;
-                    }
-                }
-                let mut healthy = Vec::new();
-                for mut r in adopted {
-                    if self.wait_healthy(spec, &r).await {
-                        r.state = "healthy".into();
-                        r.health = "healthy".into();
-                        if let Some(a) = self.backend(spec, &r) {
-                            self.pool(stack_name, name).add(a);
-                        }
-                        healthy.push(r);
-                    } else {
-                        // Not healthy now: replaced by the reconcile pass below.
-                        self.remove_container(r.id.clone(), spec.stop_grace_ms).await;
-                    }
-                }
-                let adopted = healthy;
-                self.with_service(stack_name, name, |s| s.replicas = adopted);
+        let mut strays = Vec::new();
+        for (c, n) in existing.iter().filter_map(|c| Some((c, ReplicaName::parse(&c.name)?))) {
+            let spec = desired.get(n.stack).and_then(|s| s.services.get(n.service));
+            let Some(spec) = spec else {
+                strays.push((c.id.clone(), 10_000));
+                continue;
+            };
+            self.ensure_service(n.stack, n.service, spec)?;
+            let fits = c.state == ContainerState::Running && n.version == spec.version() && n.slot <= spec.replicas;
+            let taken = self.with_service(n.stack, n.service, |s| s.replicas.iter().any(|r| r.slot == n.slot));
+            if !fits || taken {
+                strays.push((c.id.clone(), spec.stop_grace_ms));
+                continue;
             }
+            let r = Replica {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                slot: n.slot,
+                version: n.version.to_string(),
+                image: spec.digest.to_string(),
+                address: c.address.clone(),
+                pid: c.pid.unwrap_or(0),
+                state: TaskState::Running,
+                health: HealthState::Healthy,
+                failures: 0,
+                last_check: None,
+            };
+            if let Some(a) = self.backend(spec, &r) {
+                self.pool(n.stack, n.service).add(a);
+            }
+            self.with_service(n.stack, n.service, |s| s.replicas.push(r));
         }
         for stack in desired.values() {
             if let Err(e) = self.bind_ports(stack).await {
                 tracing::error!(stack = %stack.name, "{e}");
             }
         }
-        // Containers of stacks no longer desired.
-        for (c, n) in existing.iter().filter_map(|c| Some((c, ReplicaName::parse(&c.name)?))) {
-            if !desired.get(n.stack).is_some_and(|s| s.services.contains_key(n.service)) {
-                self.remove_container(c.id.clone(), 10_000).await;
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("replicas adopted; serving");
+        let me = self.clone();
+        tokio::spawn(async move {
+            for (id, grace) in strays {
+                me.remove_container(id, grace).await;
             }
-        }
-        // Converge counts, then seal an interrupted change.
-        self.reconcile_locked().await;
-        if let Some(last) = rows.last().filter(|r| r.outcome == ledger::PENDING) {
-            let ok = self.all_converged();
-            let outcome = if ok { ledger::SUCCEEDED } else { ledger::FAILED };
-            let last = last.clone();
-            self.blocking(move |s| ledger::finish(s, &last, outcome).map(drop))
-                .await?;
+        });
+        if let Some(entry) = pending {
+            let stack: PinnedStack = serde_json::from_str(&entry.body).map_err(|e| DeployError::Ledger {
+                seq: entry.seq,
+                why: format!("its stack does not parse: {e}"),
+            })?;
+            tracing::warn!(seq = entry.seq, stack = %entry.stack, "carrying out the change a previous daemon left pending");
+            let previous = desired.get(&stack.name).cloned();
+            if entry.kind != ledger::RM {
+                if let Err(e) = self.stage(&stack).await {
+                    tracing::error!(seq = entry.seq, "{e}");
+                }
+            }
+            self.carry_out(Prepared { entry, stack, previous }).await;
         }
         Ok(())
-    }
-
-    fn all_converged(&self) -> bool {
-        self.services
-            .lock()
-            .unwrap()
-            .values()
-            .all(|s| s.replicas.iter().filter(|r| r.state == "healthy").count() == s.spec.replicas as usize)
     }
 
     // ---------- services, pools and listeners ----------
 
     fn pool(&self, stack: &str, name: &str) -> Arc<Pool> {
-        self.services.lock().unwrap()[&key(stack, name)].pool.clone()
+        lock(&self.services)[&key(stack, name)].pool.clone()
     }
 
     fn with_service<T>(&self, stack: &str, name: &str, f: impl FnOnce(&mut Service) -> T) -> T {
-        let mut s = self.services.lock().unwrap();
+        let mut s = lock(&self.services);
         f(s.get_mut(&key(stack, name)).expect("service exists"))
     }
 
@@ -295,7 +370,7 @@ impl Engine {
     /// use by another service or process is an error naming it.
     async fn bind_ports(&self, stack: &PinnedStack) -> Result<()> {
         for (addr, svc) in Self::wanted_listeners(stack)? {
-            let owner = self.listeners.lock().unwrap().get(&addr).map(|(s, _)| s.clone());
+            let owner = lock(&self.listeners).get(&addr).map(|(s, _)| s.clone());
             match owner {
                 Some(o) if o == svc => continue,
                 Some(o) => {
@@ -307,7 +382,7 @@ impl Engine {
                         )));
                     }
                     // Moving within this stack: rebound below.
-                    if let Some((_, h)) = self.listeners.lock().unwrap().remove(&addr) {
+                    if let Some((_, h)) = lock(&self.listeners).remove(&addr) {
                         h.abort();
                     }
                 }
@@ -322,13 +397,13 @@ impl Engine {
             let handle = ingot_mesh::listen(addr, pool)
                 .await
                 .map_err(|e| DeployError::Invalid(format!("port {} cannot be published: {e}", addr.port())))?;
-            self.listeners.lock().unwrap().insert(addr, (svc, handle));
+            lock(&self.listeners).insert(addr, (svc, handle));
         }
         Ok(())
     }
 
     fn unbind(&self, svc: &str, keep: &[SocketAddr]) {
-        self.listeners.lock().unwrap().retain(|addr, (s, h)| {
+        lock(&self.listeners).retain(|addr, (s, h)| {
             let drop_it = s == svc && !keep.contains(addr);
             if drop_it {
                 h.abort();
@@ -338,7 +413,7 @@ impl Engine {
     }
 
     fn ensure_service(&self, stack: &str, name: &str, spec: &PinnedService) -> Result<()> {
-        let mut s = self.services.lock().unwrap();
+        let mut s = lock(&self.services);
         s.entry(key(stack, name)).or_insert_with(|| Service {
             stack: stack.to_string(),
             name: name.to_string(),
@@ -378,7 +453,7 @@ impl Engine {
         }
         let configs = self.root.join("configs");
         for c in &spec.configs {
-            let hex = c.digest.trim_start_matches("sha256:");
+            let hex = c.digest.hex();
             args.extend(["-v".into(), format!("{}:{}:ro", configs.join(hex).display(), c.target)]);
         }
         let mut command = Vec::new();
@@ -389,7 +464,7 @@ impl Engine {
             }
         }
         command.extend(spec.command.clone().unwrap_or_default());
-        args.push(spec.digest.clone());
+        args.push(spec.digest.to_string());
         args.extend(command);
         let out = tokio::process::Command::new(&self.exe)
             .args(&args)
@@ -411,11 +486,11 @@ impl Engine {
             name: cname,
             slot,
             version,
-            image: spec.digest.clone(),
+            image: spec.digest.to_string(),
             address: rec.address,
             pid: rec.pid.unwrap_or(0),
-            state: "running".into(),
-            health: "starting".into(),
+            state: TaskState::Starting,
+            health: HealthState::Starting,
             failures: 0,
             last_check: None,
         })
@@ -502,7 +577,7 @@ impl Engine {
         tokio::task::spawn_blocking(move || -> Result<()> {
             std::fs::create_dir_all(&dir).map_err(|e| DeployError::Daemon(format!("{}: {e}", dir.display())))?;
             for c in configs.values() {
-                let path = dir.join(c.digest.trim_start_matches("sha256:"));
+                let path = dir.join(c.digest.hex());
                 if path.exists() {
                     continue;
                 }
@@ -531,7 +606,7 @@ impl Engine {
         let digests: Vec<(String, String)> = stack
             .services
             .values()
-            .map(|s| (s.image.clone(), s.digest.clone()))
+            .map(|s| (s.image.clone(), s.digest.to_string()))
             .collect();
         self.blocking(move |store| {
             let policy = ingot_trust::policy::Policy::load(&path).map_err(|e| DeployError::Invalid(e.to_string()))?;
@@ -556,16 +631,63 @@ impl Engine {
         .await
     }
 
-    /// Deploys `stack` (a new version, or the same with other counts).
+    /// Records `change` in the ledger and carries it out in a task of its
+    /// own; returns the pending entry as soon as it is recorded (or the
+    /// reason nothing was recorded). The change goes on whatever happens to
+    /// the caller; [`Engine::wait`] follows it.
+    pub async fn submit(self: &Arc<Self>, change: Change, actor: String, reason: Option<String>) -> Result<LedgerRow> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _g = me.change.lock().await;
+            match me.prepare(change, &actor, reason).await {
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+                Ok(p) => {
+                    let _ = tx.send(Ok(p.entry.clone()));
+                    me.carry_out(p).await;
+                }
+            }
+        });
+        rx.await
+            .map_err(|_| DeployError::Daemon("the change ended before it was recorded".into()))?
+    }
+
+    /// Waits until ledger entry `seq` is sealed; its outcome and message.
+    pub async fn wait(&self, seq: i64) -> Result<ChangeResult> {
+        let mut sealed = self.sealed.subscribe();
+        loop {
+            let row = self
+                .blocking(move |s| Ok(s.ledger_rows()?.into_iter().find(|r| r.seq == seq)))
+                .await?
+                .ok_or_else(|| DeployError::NotFound(format!("ledger entry {seq} does not exist")))?;
+            if row.outcome != ledger::PENDING {
+                let message = lock(&self.messages)
+                    .get(&seq)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{} before this daemon started", row.outcome));
+                return Ok(ChangeResult {
+                    outcome: row.outcome.clone(),
+                    entry: row,
+                    message,
+                });
+            }
+            if sealed.changed().await.is_err() {
+                return Err(DeployError::Daemon("the daemon is shutting down".into()));
+            }
+        }
+    }
+
+    /// Deploys `stack` and waits for the outcome.
     pub async fn deploy(
         self: &Arc<Self>,
         stack: PinnedStack,
-        kind: &str,
         actor: &str,
         reason: Option<String>,
     ) -> Result<ChangeResult> {
-        let _g = self.change.lock().await;
-        self.apply(stack, kind, actor, reason).await
+        let entry = self.submit(Change::Deploy(stack), actor.to_string(), reason).await?;
+        self.wait(entry.seq).await
     }
 
     async fn current(&self, stack: &str) -> Result<Option<PinnedStack>> {
@@ -573,61 +695,121 @@ impl Engine {
         Ok(ledger::desired(&rows)?.remove(stack))
     }
 
-    async fn apply(
-        self: &Arc<Self>,
-        stack: PinnedStack,
-        kind: &str,
-        actor: &str,
-        reason: Option<String>,
-    ) -> Result<ChangeResult> {
-        for s in stack.services.values() {
-            let d = s.digest.clone();
-            self.blocking(move |st| st.resolve(&d).map(drop).map_err(Into::into))
-                .await
-                .map_err(|_| DeployError::NotFound(format!("image {} ({}) is not in the store", s.image, s.digest)))?;
-        }
-        self.check_policy(&stack).await?;
-        let previous = self.current(&stack.name).await?;
-        let fresh: Vec<String> = {
-            let have = self.services.lock().unwrap();
-            stack
-                .services
-                .keys()
-                .filter(|n| !have.contains_key(&key(&stack.name, n)))
-                .cloned()
-                .collect()
+    /// Turns a change into the stack it leads to, checks it (store, policy),
+    /// binds its ports and writes its configs, and appends the pending
+    /// entry. Nothing is recorded or started when this fails.
+    async fn prepare(self: &Arc<Self>, change: Change, actor: &str, reason: Option<String>) -> Result<Prepared> {
+        let (kind, stack, reason) = match change {
+            Change::Deploy(stack) => {
+                let s = stack.clone();
+                self.blocking(move |store| s.validate(store)).await?;
+                (ledger::DEPLOY, stack, reason)
+            }
+            Change::Scale { service, replicas } => {
+                if replicas > crate::pin::MAX_REPLICAS {
+                    return Err(DeployError::Field {
+                        field: "replicas".into(),
+                        why: format!("{replicas} is more than {}", crate::pin::MAX_REPLICAS),
+                    });
+                }
+                let (stack, name) = self.find(&service)?;
+                let mut pinned = self
+                    .current(&stack)
+                    .await?
+                    .ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+                let svc = pinned
+                    .services
+                    .get_mut(&name)
+                    .ok_or_else(|| DeployError::NotFound(format!("service {service:?} not found")))?;
+                svc.replicas = replicas;
+                let reason = reason.or(Some(format!("scale {service}={replicas}")));
+                (ledger::SCALE, pinned, reason)
+            }
+            Change::Rollback { service } => {
+                let pinned = self.rollback_target(&service).await?;
+                (ledger::ROLLBACK, pinned, reason.or(Some(format!("rollback {service}"))))
+            }
+            Change::Remove { stack } => {
+                let pinned = self
+                    .current(&stack)
+                    .await?
+                    .ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+                (ledger::RM, pinned, reason.or(Some("stack rm".into())))
+            }
         };
+        let previous = self.current(&stack.name).await?;
+        if kind != ledger::RM {
+            self.check_policy(&stack).await?;
+            let fresh: Vec<String> = {
+                let have = lock(&self.services);
+                stack
+                    .services
+                    .keys()
+                    .filter(|n| !have.contains_key(&key(&stack.name, n)))
+                    .cloned()
+                    .collect()
+            };
+            if let Err(e) = self.stage(&stack).await {
+                // Nothing was recorded or started: forget the services this attempt added.
+                for n in &fresh {
+                    let k = key(&stack.name, n);
+                    self.unbind(&k, &[]);
+                    lock(&self.services).remove(&k);
+                }
+                return Err(e);
+            }
+        }
+        let (stack_c, actor_c) = (stack.clone(), actor.to_string());
+        let entry = self
+            .blocking(move |s| ledger::append(s, kind, &stack_c, &actor_c, reason.as_deref()))
+            .await?;
+        tracing::info!(seq = entry.seq, stack = %stack.name, kind, actor, "change recorded");
+        Ok(Prepared { entry, stack, previous })
+    }
+
+    /// What a change needs before its replicas start: the services known,
+    /// the published ports bound, the configs written.
+    async fn stage(&self, stack: &PinnedStack) -> Result<()> {
         for (name, spec) in &stack.services {
             self.ensure_service(&stack.name, name, spec)?;
         }
-        let prepared = match self.bind_ports(&stack).await {
-            Ok(()) => self.write_configs(&stack).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = prepared {
-            // Nothing was recorded or started: forget the services this attempt added.
-            for n in &fresh {
-                let k = key(&stack.name, n);
-                self.unbind(&k, &[]);
-                self.services.lock().unwrap().remove(&k);
+        self.bind_ports(stack).await?;
+        self.write_configs(stack).await
+    }
+
+    /// Carries out a recorded change under its stack's lock and seals its
+    /// entry with the outcome, whatever happens (a panic in the rollout
+    /// seals it "failed").
+    async fn carry_out(self: &Arc<Self>, p: Prepared) {
+        let stack_lock = self.stack_lock(&p.stack.name);
+        let _s = stack_lock.lock().await;
+        let seq = p.entry.seq;
+        let me = self.clone();
+        let (entry, stack, previous) = (p.entry.clone(), p.stack, p.previous);
+        let work = tokio::spawn(async move {
+            if entry.kind == ledger::RM {
+                for name in stack.services.keys() {
+                    me.remove_service(&stack.name, name).await;
+                }
+                (ledger::SUCCEEDED, format!("stack {} removed", stack.name))
+            } else {
+                me.rollout(&stack, previous.as_ref()).await
             }
-            return Err(e);
+        });
+        let (outcome, message) = match work.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(seq, "the change failed: {e}");
+                (ledger::FAILED, format!("the change failed inside the daemon: {e}"))
+            }
+        };
+        let e = p.entry.clone();
+        match self.blocking(move |s| ledger::finish(s, &e, outcome)).await {
+            Ok(_) => tracing::info!(seq, outcome, "change finished"),
+            Err(e) => tracing::error!(seq, "cannot seal the entry: {e}"),
         }
-        let (stack_c, kind_c, actor_c) = (stack.clone(), kind.to_string(), actor.to_string());
-        let entry = self
-            .blocking(move |s| ledger::append(s, &kind_c, &stack_c, &actor_c, reason.as_deref()))
-            .await?;
-        tracing::info!(seq = entry.seq, stack = %stack.name, kind, "change started");
-        let (outcome, message) = self.rollout(&stack, previous.as_ref()).await;
-        let e = entry.clone();
-        let out = outcome.to_string();
-        let entry = self.blocking(move |s| ledger::finish(s, &e, &out)).await?;
-        tracing::info!(seq = entry.seq, outcome, "change finished");
-        Ok(ChangeResult {
-            entry,
-            outcome: outcome.to_string(),
-            message,
-        })
+        lock(&self.messages).insert(seq, message);
+        self.sealed.send_replace(seq);
     }
 
     /// Carries out a change; returns (outcome, message).
@@ -660,7 +842,7 @@ impl Engine {
                 .filter(|slot| {
                     !current
                         .iter()
-                        .any(|r| r.slot == *slot && r.version == version && r.state == "healthy")
+                        .any(|r| r.slot == *slot && r.version == version && r.serving())
                 })
                 .collect();
             let mut failures = 0u32;
@@ -699,12 +881,11 @@ impl Engine {
                     }
                 }
                 // Health, then the pool: the new joins before the old leaves.
-                let checks = fresh.iter().map(|(r, _)| self.wait_healthy(spec, r));
-                let results = await_all(checks).await;
-                for ((mut r, old), healthy) in fresh.into_iter().zip(results) {
+                let (news, olds): (Vec<Replica>, Vec<Vec<Replica>>) = fresh.into_iter().unzip();
+                let results = self.wait_all_healthy(spec, news).await;
+                for ((mut r, healthy), old) in results.into_iter().zip(olds) {
                     if healthy {
-                        r.state = "healthy".into();
-                        r.health = "healthy".into();
+                        r.mark_healthy();
                         if let Some(a) = self.backend(spec, &r) {
                             pool.add(a);
                         }
@@ -712,8 +893,7 @@ impl Engine {
                             if let Some(a) = self.backend(spec, o) {
                                 pool.remove(a);
                             }
-                            let mut o = o.clone();
-                            o.state = "parked".into();
+                            let o = o.clone();
                             parked.entry(k.clone()).or_default().push(o);
                         }
                         current.retain(|x| x.slot != r.slot);
@@ -789,8 +969,7 @@ impl Engine {
                 if let Some(a) = self.backend(spec, &o) {
                     pool.remove(a);
                 }
-                let mut o = o.clone();
-                o.state = "parked".into();
+                let o = o.clone();
                 parked.entry(k.clone()).or_default().push(o.clone());
                 self.with_service(&stack.name, name, |s| s.replicas.retain(|x| x.id != o.id));
             }
@@ -842,7 +1021,7 @@ impl Engine {
         let mut all = Vec::new();
         for (k, olds) in parked {
             let (pool, spec) = {
-                let s = self.services.lock().unwrap();
+                let s = lock(&self.services);
                 match s.get(&k) {
                     Some(sv) => (sv.pool.clone(), sv.spec.clone()),
                     None => continue,
@@ -904,7 +1083,7 @@ impl Engine {
             let mut restored: Vec<Replica> = kept
                 .into_iter()
                 .chain(olds.into_iter().map(|mut o| {
-                    o.state = "healthy".into();
+                    o.mark_healthy();
                     o
                 }))
                 .collect();
@@ -920,8 +1099,7 @@ impl Engine {
                 }
                 if let Ok(mut r) = self.start_replica(&stack.name, name, prev_spec, slot).await {
                     if self.wait_healthy(prev_spec, &r).await {
-                        r.state = "healthy".into();
-                        r.health = "healthy".into();
+                        r.mark_healthy();
                         if let Some(a) = self.backend(prev_spec, &r) {
                             pool.add(a);
                         }
@@ -951,7 +1129,7 @@ impl Engine {
 
     async fn remove_service(self: &Arc<Self>, stack: &str, name: &str) {
         let k = key(stack, name);
-        let Some(svc) = self.services.lock().unwrap().remove(&k) else {
+        let Some(svc) = lock(&self.services).remove(&k) else {
             return;
         };
         self.unbind(&k, &[]);
@@ -964,7 +1142,7 @@ impl Engine {
     }
 
     fn find(&self, service: &str) -> Result<(String, String)> {
-        let s = self.services.lock().unwrap();
+        let s = lock(&self.services);
         if let Some(sv) = s.get(service) {
             return Ok((sv.stack.clone(), sv.name.clone()));
         }
@@ -978,26 +1156,9 @@ impl Engine {
         }
     }
 
-    pub async fn scale(self: &Arc<Self>, service: &str, replicas: u32, actor: &str) -> Result<ChangeResult> {
-        let _g = self.change.lock().await;
-        let (stack, name) = self.find(service)?;
-        let mut pinned = self
-            .current(&stack)
-            .await?
-            .ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
-        pinned.services.get_mut(&name).expect("service in stack").replicas = replicas;
-        self.apply(
-            pinned,
-            ledger::SCALE,
-            actor,
-            Some(format!("scale {service}={replicas}")),
-        )
-        .await
-    }
-
-    /// Rolls `service`'s stack back to the version before its current one.
-    pub async fn rollback(self: &Arc<Self>, service: &str, actor: &str) -> Result<ChangeResult> {
-        let _g = self.change.lock().await;
+    /// The stack that rolls `service` back to the version before its
+    /// current one (its rollback_config as the update policy).
+    async fn rollback_target(&self, service: &str) -> Result<PinnedStack> {
         let (stack, name) = self.find(service)?;
         let rows = self.blocking(|s| Ok(s.ledger_rows()?)).await?;
         let current = ledger::desired(&rows)?.remove(&stack);
@@ -1027,134 +1188,173 @@ impl Engine {
         };
         let mut pinned = current.ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
         let mut svc = prev.services[&name].clone();
-        svc.replicas = pinned.services[&name].replicas;
+        svc.replicas = pinned.services.get(&name).map_or(svc.replicas, |s| s.replicas);
         svc.update = svc.rollback.clone();
-        pinned.services.insert(name.clone(), svc);
-        for c in &pinned.services[&name].configs {
+        for c in &svc.configs {
             if let Some(pc) = prev.configs.get(&c.name) {
                 pinned.configs.insert(c.name.clone(), pc.clone());
             }
         }
-        self.apply(pinned, ledger::ROLLBACK, actor, Some(format!("rollback {service}")))
-            .await
-    }
-
-    pub async fn remove_stack(self: &Arc<Self>, stack: &str, actor: &str) -> Result<ChangeResult> {
-        let _g = self.change.lock().await;
-        let pinned = self
-            .current(stack)
-            .await?
-            .ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
-        let p = pinned.clone();
-        let actor = actor.to_string();
-        let entry = self
-            .blocking(move |s| ledger::append(s, ledger::RM, &p, &actor, Some("stack rm")))
-            .await?;
-        for name in pinned.services.keys() {
-            self.remove_service(stack, name).await;
-        }
-        let e = entry.clone();
-        let entry = self.blocking(move |s| ledger::finish(s, &e, ledger::SUCCEEDED)).await?;
-        Ok(ChangeResult {
-            entry,
-            outcome: ledger::SUCCEEDED.into(),
-            message: format!("stack {stack} removed"),
-        })
+        pinned.services.insert(name.clone(), svc);
+        Ok(pinned)
     }
 
     // ---------- reconcile ----------
 
-    /// One reconcile pass, unless a change is in progress.
-    pub async fn tick(self: &Arc<Self>) {
-        let Ok(_g) = self.change.try_lock() else { return };
-        self.reconcile_locked().await;
-    }
-
-    async fn reconcile_locked(&self) {
-        let keys: Vec<String> = self.services.lock().unwrap().keys().cloned().collect();
-        for k in keys {
-            let Some((stack, name, spec, pool, replicas, restarts)) = self.services.lock().unwrap().get(&k).map(|s| {
-                (
-                    s.stack.clone(),
-                    s.name.clone(),
-                    s.spec.clone(),
-                    s.pool.clone(),
-                    s.replicas.clone(),
-                    s.restarts,
-                )
-            }) else {
+    /// One reconcile pass per stack whose lock is free (a stack with a
+    /// change in progress is skipped; the others go on), each in a task of
+    /// its own.
+    pub fn tick(self: &Arc<Self>) {
+        if !self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let stacks: std::collections::BTreeSet<String> =
+            lock(&self.services).values().map(|s| s.stack.clone()).collect();
+        for stack in stacks {
+            let Ok(guard) = self.stack_lock(&stack).try_lock_owned() else {
                 continue;
             };
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.reconcile_stack(&stack).await;
+                drop(guard);
+            });
+        }
+    }
+
+    /// Every replica of the stack's services checked at once (liveness; a
+    /// due health check, each on its own interval and timeout); failed ones
+    /// replaced per restart policy, counts restored.
+    async fn reconcile_stack(self: &Arc<Self>, stack: &str) {
+        let keys: Vec<String> = lock(&self.services)
+            .iter()
+            .filter(|(_, s)| s.stack == stack)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            let Some((name, spec, pool, replicas)) = lock(&self.services)
+                .get(&k)
+                .map(|s| (s.name.clone(), s.spec.clone(), s.pool.clone(), s.replicas.clone()))
+            else {
+                continue;
+            };
+            let mut checks = tokio::task::JoinSet::new();
+            for r in replicas {
+                let me = self.clone();
+                let spec = spec.clone();
+                checks.spawn(async move { me.check_replica(&spec, r).await });
+            }
             let mut keep = Vec::new();
-            for mut r in replicas {
-                let running = self.is_running(&r.id).await;
-                let mut failed = !running;
-                if let (true, Some(h), "healthy") = (running, spec.health.as_ref(), r.state.as_str()) {
-                    let due = r
-                        .last_check
-                        .is_none_or(|t| t.elapsed() >= Duration::from_millis(h.interval_ms));
-                    if due {
-                        r.last_check = Some(Instant::now());
-                        if crate::health::check(&self.exe, &self.root, &r.id, h).await {
-                            r.failures = 0;
-                        } else {
-                            r.failures += 1;
-                            if r.failures >= h.retries {
-                                r.health = "unhealthy".into();
-                                failed = true;
-                            }
-                        }
-                    }
+            let mut failed = Vec::new();
+            while let Some(done) = checks.join_next().await {
+                match done {
+                    Ok((r, true)) => keep.push(r),
+                    Ok((r, false)) => failed.push(r),
+                    Err(e) => tracing::error!(service = %k, "replica check: {e}"),
                 }
-                if failed {
-                    let exit = self.exit_code(&r.id).await;
-                    tracing::warn!(replica = %r.name, ?exit, "replica failed; replacing");
-                    if let Some(a) = self.backend(&spec, &r) {
-                        pool.remove(a);
-                    }
-                    self.remove_container(r.id.clone(), spec.stop_grace_ms).await;
-                    let replace = match spec.restart.condition {
-                        RestartCondition::Any => true,
-                        RestartCondition::OnFailure => exit != Some(0),
-                        RestartCondition::None => false,
-                    } && spec.restart.max_attempts.is_none_or(|m| restarts < m);
-                    if !replace {
-                        self.with_service(&stack, &name, |s| s.held.insert(r.slot));
-                        continue;
-                    }
-                    self.with_service(&stack, &name, |s| s.restarts += 1);
-                    if spec.restart.delay_ms > 0 {
-                        tokio::time::sleep(Duration::from_millis(spec.restart.delay_ms)).await;
-                    }
-                    continue; // the slot is refilled below
+            }
+            for r in failed {
+                let exit = self.exit_code(&r.id).await;
+                tracing::warn!(replica = %r.name, ?exit, "replica failed; replacing");
+                if let Some(a) = self.backend(&spec, &r) {
+                    pool.remove(a);
                 }
-                keep.push(r);
+                self.remove_container(r.id.clone(), spec.stop_grace_ms).await;
+                let restarts = self.with_service(stack, &name, |s| s.restarts);
+                let replace = match spec.restart.condition {
+                    RestartCondition::Any => true,
+                    RestartCondition::OnFailure => exit != Some(0),
+                    RestartCondition::None => false,
+                } && spec.restart.max_attempts.is_none_or(|m| restarts < m);
+                if !replace {
+                    self.with_service(stack, &name, |s| s.held.insert(r.slot));
+                    continue;
+                }
+                self.with_service(stack, &name, |s| s.restarts += 1);
+                if spec.restart.delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(spec.restart.delay_ms)).await;
+                }
             }
             // Fill empty slots (but those the restart policy holds), drop surplus.
-            let held = self.with_service(&stack, &name, |s| s.held.clone());
+            let held = self.with_service(stack, &name, |s| s.held.clone());
+            let mut starting = Vec::new();
             for slot in 1..=spec.replicas {
                 if keep.iter().any(|r| r.slot == slot) || held.contains(&slot) {
                     continue;
                 }
-                if let Ok(mut r) = self.start_replica(&stack, &name, &spec, slot).await {
-                    if self.wait_healthy(&spec, &r).await {
-                        r.state = "healthy".into();
-                        r.health = "healthy".into();
-                        if let Some(a) = self.backend(&spec, &r) {
-                            pool.add(a);
-                        }
-                        keep.push(r);
-                    } else {
-                        self.remove_container(r.id.clone(), 0).await;
+                match self.start_replica(stack, &name, &spec, slot).await {
+                    Ok(r) => starting.push(r),
+                    Err(e) => tracing::warn!(service = %k, slot, "{e}"),
+                }
+            }
+            for (mut r, healthy) in self.wait_all_healthy(&spec, starting).await {
+                if healthy {
+                    r.mark_healthy();
+                    if let Some(a) = self.backend(&spec, &r) {
+                        pool.add(a);
                     }
+                    keep.push(r);
+                } else {
+                    self.remove_container(r.id.clone(), 0).await;
                 }
             }
             let (stay, surplus): (Vec<Replica>, Vec<Replica>) = keep.into_iter().partition(|r| r.slot <= spec.replicas);
             for r in &surplus {
                 self.retire(&pool, &spec, r).await;
             }
-            self.with_service(&stack, &name, |s| s.replicas = stay);
+            self.with_service(stack, &name, |s| s.replicas = stay);
         }
+    }
+
+    /// Whether a serving replica still runs and, when its health check is
+    /// due, passes it (`retries` failures in a row make it unhealthy).
+    async fn check_replica(&self, spec: &PinnedService, mut r: Replica) -> (Replica, bool) {
+        if !self.is_running(&r.id).await {
+            r.state = TaskState::Failed;
+            return (r, false);
+        }
+        let Some(h) = spec.health.as_ref().filter(|_| r.serving()) else {
+            return (r, true);
+        };
+        let due = r
+            .last_check
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(h.interval_ms));
+        if !due {
+            return (r, true);
+        }
+        r.last_check = Some(Instant::now());
+        if crate::health::check(&self.exe, &self.root, &r.id, h).await {
+            r.failures = 0;
+            return (r, true);
+        }
+        r.failures += 1;
+        if r.failures >= h.retries {
+            r.health = HealthState::Unhealthy;
+            r.state = TaskState::Failed;
+            return (r, false);
+        }
+        (r, true)
+    }
+
+    /// Waits for new replicas' health all at once; each with its verdict.
+    async fn wait_all_healthy(self: &Arc<Self>, spec: &PinnedService, replicas: Vec<Replica>) -> Vec<(Replica, bool)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, r) in replicas.into_iter().enumerate() {
+            let me = self.clone();
+            let spec = spec.clone();
+            set.spawn(async move {
+                let ok = me.wait_healthy(&spec, &r).await;
+                (i, r, ok)
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = set.join_next().await {
+            if let Ok(x) = done {
+                out.push(x);
+            }
+        }
+        out.sort_by_key(|(i, _, _)| *i);
+        out.into_iter().map(|(_, r, ok)| (r, ok)).collect()
     }
 
     async fn exit_code(&self, id: &str) -> Option<i64> {
@@ -1168,20 +1368,18 @@ impl Engine {
     // ---------- reports ----------
 
     pub fn services(&self) -> Vec<ServiceStatus> {
-        self.services
-            .lock()
-            .unwrap()
+        lock(&self.services)
             .values()
             .map(|s| ServiceStatus {
                 name: key(&s.stack, &s.name),
                 stack: s.stack.clone(),
                 service: s.name.clone(),
                 image: s.spec.image.clone(),
-                digest: s.spec.digest.clone(),
+                digest: s.spec.digest.to_string(),
                 version: s.spec.version(),
                 replicas: s.spec.replicas,
                 running: s.replicas.len(),
-                healthy: s.replicas.iter().filter(|r| r.state == "healthy").count(),
+                healthy: s.replicas.iter().filter(|r| r.serving()).count(),
                 ports: s
                     .spec
                     .ports
@@ -1207,10 +1405,10 @@ impl Engine {
         out.push_str(
             "# HELP ingot_service_replicas Replicas per service and state.\n# TYPE ingot_service_replicas gauge\n",
         );
-        let s = self.services.lock().unwrap();
+        let s = lock(&self.services);
         for sv in s.values() {
             let k = key(&sv.stack, &sv.name);
-            let healthy = sv.replicas.iter().filter(|r| r.state == "healthy").count();
+            let healthy = sv.replicas.iter().filter(|r| r.serving()).count();
             let _ = writeln!(
                 out,
                 "ingot_service_replicas{{service=\"{k}\",state=\"desired\"}} {}",
@@ -1249,20 +1447,10 @@ impl Engine {
 
     /// Stops the listeners (replicas keep running; a new daemon adopts them).
     pub fn shutdown(&self) {
-        for (_, (_, h)) in std::mem::take(&mut *self.listeners.lock().unwrap()) {
+        for (_, (_, h)) in std::mem::take(&mut *lock(&self.listeners)) {
             h.abort();
         }
     }
-}
-
-/// Awaits the futures one after another (a batch's replicas were all
-/// started before, so their start-up overlaps; only the probing is serial).
-async fn await_all<F: std::future::Future<Output = bool>>(futs: impl Iterator<Item = F>) -> Vec<bool> {
-    let mut out = Vec::new();
-    for f in futs {
-        out.push(f.await);
-    }
-    out
 }
 
 #[cfg(test)]

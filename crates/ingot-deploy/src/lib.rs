@@ -18,6 +18,7 @@ pub mod drift;
 pub mod engine;
 pub mod health;
 pub mod ledger;
+pub mod peer;
 pub mod pin;
 pub mod tls;
 
@@ -31,6 +32,9 @@ pub enum DeployError {
     Runtime(#[from] ingot_runtime::RuntimeError),
     #[error("{0}")]
     Invalid(String),
+    /// A field of a request (or stack) that does not pass validation.
+    #[error("{field}: {why}")]
+    Field { field: String, why: String },
     #[error("ledger entry {seq}: {why}")]
     Ledger { seq: i64, why: String },
     #[error("policy refused {image}: {refusals}")]

@@ -17,6 +17,7 @@ use crate::{DeployError, Result};
 pub const MAX_CONFIG: usize = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PinnedStack {
     pub name: String,
     pub services: BTreeMap<String, PinnedService>,
@@ -24,24 +25,27 @@ pub struct PinnedStack {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PinnedConfig {
-    pub digest: String,
+    pub digest: Digest,
     pub content: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConfigMount {
     pub name: String,
-    pub digest: String,
+    pub digest: Digest,
     pub target: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PinnedService {
     /// As written in the stack file.
     pub image: String,
     /// Its manifest digest.
-    pub digest: String,
+    pub digest: Digest,
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
     pub env: Vec<String>,
@@ -83,12 +87,7 @@ impl PinnedStack {
 
 /// Pins `def` as stack `name`; config files are read relative to `dir`.
 pub fn pin(store: &Store, name: &str, def: &StackDef, dir: &Path) -> Result<PinnedStack> {
-    // Services are named STACK_SERVICE, so a stack name has no '_'.
-    if !crate::compose::valid_name(name) || name.contains('_') {
-        return Err(DeployError::Invalid(format!(
-            "stack name {name:?}: letters, digits and '-', starting with a letter or digit"
-        )));
-    }
+    check_stack_name(name).map_err(|why| DeployError::Invalid(format!("stack name {name:?}: {why}")))?;
     let mut configs = BTreeMap::new();
     for (cname, src) in &def.configs {
         let content = match src {
@@ -112,7 +111,7 @@ pub fn pin(store: &Store, name: &str, def: &StackDef, dir: &Path) -> Result<Pinn
         configs.insert(
             cname.clone(),
             PinnedConfig {
-                digest: Digest::sha256(content.as_bytes()).to_string(),
+                digest: Digest::sha256(content.as_bytes()),
                 content,
             },
         );
@@ -134,7 +133,7 @@ pub fn pin(store: &Store, name: &str, def: &StackDef, dir: &Path) -> Result<Pinn
             s.name.clone(),
             PinnedService {
                 image: s.image.clone(),
-                digest: img.digest.to_string(),
+                digest: img.digest.clone(),
                 command: s.command.clone(),
                 entrypoint: s.entrypoint.clone(),
                 env: s.env.clone(),
@@ -195,4 +194,331 @@ fn image_health(store: &Store, img: &ingot_store::Image) -> Result<Option<Health
         retries: h["Retries"].as_u64().filter(|n| *n > 0).unwrap_or(3) as u32,
         start_period_ms: ns("StartPeriod", 0),
     }))
+}
+
+/// The most replicas one service may ask for.
+pub const MAX_REPLICAS: u32 = 1000;
+/// The longest duration a stack may give (a day), in milliseconds.
+pub const MAX_DURATION_MS: u64 = 24 * 3600 * 1000;
+
+/// Services are named `STACK_SERVICE`, so a stack name is a Compose name without '_'.
+pub fn check_stack_name(name: &str) -> std::result::Result<(), String> {
+    if crate::compose::valid_name(name) && !name.contains('_') {
+        Ok(())
+    } else {
+        Err("letters, digits and '-', starting with a letter or digit, at most 63".into())
+    }
+}
+
+fn check_name(name: &str) -> std::result::Result<(), String> {
+    if crate::compose::valid_name(name) {
+        Ok(())
+    } else {
+        Err("letters, digits, '_' and '-', starting with a letter or digit, at most 63".into())
+    }
+}
+
+/// An absolute, normalised path inside a container: `/` then components
+/// that are neither empty, `.` nor `..`, without NUL (what
+/// `ingot_runtime::spec::clean_target` makes of a user's path).
+pub fn check_container_path(p: &str) -> std::result::Result<(), String> {
+    let clean = ingot_runtime::spec::clean_target(p, "path").map_err(|e| e.to_string())?;
+    if p.contains('\0') {
+        return Err("contains NUL".into());
+    }
+    if clean != p {
+        return Err(format!("not normalised (expected {clean:?})"));
+    }
+    Ok(())
+}
+
+fn check_text(s: &str, max: usize) -> std::result::Result<(), String> {
+    if s.contains('\0') {
+        Err("contains NUL".into())
+    } else if s.len() > max {
+        Err(format!("longer than {max} bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_ms(ms: u64) -> std::result::Result<(), String> {
+    if ms > MAX_DURATION_MS {
+        Err(format!("{ms} ms is more than a day"))
+    } else {
+        Ok(())
+    }
+}
+
+impl PinnedStack {
+    /// Re-checks every field of a pinned stack that came from outside the
+    /// daemon (the API), with the parsers the CLI's path uses: names,
+    /// digests (typed on parse, here checked against the store and against
+    /// the config contents), container paths, ports, durations. The error
+    /// names the first bad field, as `stack.services.web.configs[0].target`.
+    pub fn validate(&self, store: &Store) -> Result<()> {
+        let field = |f: String| move |why: String| DeployError::Field { field: f.clone(), why };
+        check_stack_name(&self.name).map_err(field("stack.name".into()))?;
+        for (name, c) in &self.configs {
+            let at = format!("stack.configs.{name}");
+            check_name(name).map_err(field(at.clone()))?;
+            if c.content.len() > MAX_CONFIG {
+                return Err(field(format!("{at}.content"))(format!(
+                    "{} bytes, more than {MAX_CONFIG}",
+                    c.content.len()
+                )));
+            }
+            let actual = Digest::sha256(c.content.as_bytes());
+            if actual != c.digest {
+                return Err(field(format!("{at}.digest"))(format!(
+                    "{} does not match the content, which hashes to {actual}",
+                    c.digest
+                )));
+            }
+        }
+        let mut published = BTreeMap::new();
+        for (name, s) in &self.services {
+            let at = |f: &str| format!("stack.services.{name}{f}");
+            check_name(name).map_err(field(at("")))?;
+            if !crate::compose::valid_name(&format!("{}_{name}", self.name)) {
+                return Err(field(at(""))("STACK_SERVICE is longer than 63 characters".into()));
+            }
+            check_text(&s.image, 1024).map_err(field(at(".image")))?;
+            store.image(&s.digest).map_err(|_| {
+                field(at(".digest"))(format!(
+                    "{} is not an image in the daemon's store (push, pull or load it first)",
+                    s.digest
+                ))
+            })?;
+            for (i, a) in s.command.iter().flatten().enumerate() {
+                check_text(a, 64 << 10).map_err(field(at(&format!(".command[{i}]"))))?;
+            }
+            for (i, a) in s.entrypoint.iter().flatten().enumerate() {
+                check_text(a, 64 << 10).map_err(field(at(&format!(".entrypoint[{i}]"))))?;
+            }
+            for (i, e) in s.env.iter().enumerate() {
+                let f = field(at(&format!(".env[{i}]")));
+                check_text(e, 64 << 10).map_err(&f)?;
+                match e.split_once('=') {
+                    Some((k, _)) if !k.is_empty() => {}
+                    _ => return Err(f("expected NAME=VALUE".into())),
+                }
+            }
+            for (i, p) in s.ports.iter().enumerate() {
+                let f = field(at(&format!(".ports[{i}]")));
+                let ip: std::net::IpAddr = p
+                    .host_ip
+                    .parse()
+                    .map_err(|_| f(format!("host address {:?} is not an IP address", p.host_ip)))?;
+                if p.published == 0 || p.target == 0 {
+                    return Err(f("port 0".into()));
+                }
+                if let Some(other) = published.insert((ip, p.published), name) {
+                    return Err(f(format!("port {} is also published by service {other}", p.published)));
+                }
+            }
+            if let Some(h) = &s.health {
+                let f = |x: &str| field(at(&format!(".health.{x}")));
+                if h.test.is_empty() {
+                    return Err(f("test")("empty command".into()));
+                }
+                for a in &h.test {
+                    check_text(a, 64 << 10).map_err(f("test"))?;
+                }
+                for (n, v) in [("interval_ms", h.interval_ms), ("timeout_ms", h.timeout_ms)] {
+                    if v == 0 {
+                        return Err(f(n)("must be more than 0".into()));
+                    }
+                    check_ms(v).map_err(f(n))?;
+                }
+                check_ms(h.start_period_ms).map_err(f("start_period_ms"))?;
+                if h.retries == 0 || h.retries > 1000 {
+                    return Err(f("retries")(format!("{} is not in 1..=1000", h.retries)));
+                }
+            }
+            if s.replicas > MAX_REPLICAS {
+                return Err(field(at(".replicas"))(format!(
+                    "{} is more than {MAX_REPLICAS}",
+                    s.replicas
+                )));
+            }
+            for (what, u) in [("update", &s.update), ("rollback", &s.rollback)] {
+                let f = |x: &str| field(at(&format!(".{what}.{x}")));
+                check_ms(u.delay_ms).map_err(f("delay_ms"))?;
+                check_ms(u.monitor_ms).map_err(f("monitor_ms"))?;
+                if !(0.0..=1.0).contains(&u.max_failure_ratio) {
+                    return Err(f("max_failure_ratio")(format!(
+                        "{} is not in 0..=1",
+                        u.max_failure_ratio
+                    )));
+                }
+            }
+            check_ms(s.restart.delay_ms).map_err(field(at(".restart.delay_ms")))?;
+            check_ms(s.stop_grace_ms).map_err(field(at(".stop_grace_ms")))?;
+            let mut targets = std::collections::BTreeSet::new();
+            for (i, c) in s.configs.iter().enumerate() {
+                let f = |x: &str| field(at(&format!(".configs[{i}].{x}")));
+                let Some(pc) = self.configs.get(&c.name) else {
+                    return Err(f("name")(format!(
+                        "config {:?} is not one of the stack's configs",
+                        c.name
+                    )));
+                };
+                if pc.digest != c.digest {
+                    return Err(f("digest")(format!(
+                        "{} is not config {}'s digest {}",
+                        c.digest, c.name, pc.digest
+                    )));
+                }
+                check_container_path(&c.target).map_err(f("target"))?;
+                if c.target == "/" || !targets.insert(c.target.as_str()) {
+                    return Err(f("target")(format!("{:?} is / or mounted twice", c.target)));
+                }
+            }
+            if let Some(u) = &s.user {
+                let ok = !u.is_empty()
+                    && u.len() <= 256
+                    && u.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+                if !ok {
+                    return Err(field(at(".user"))(format!(
+                        "{u:?}: expected NAME or UID[:GROUP] (letters, digits, '_', '-', '.')"
+                    )));
+                }
+            }
+            if let Some(w) = &s.workdir {
+                check_container_path(w).map_err(field(at(".workdir")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses a pinned stack sent to the daemon (unknown fields refused,
+    /// digests typed) and validates it against `store`; errors name the field.
+    pub fn from_request(value: serde_json::Value, store: &Store) -> Result<PinnedStack> {
+        let stack: PinnedStack = serde_path_to_error::deserialize(value).map_err(|e| DeployError::Field {
+            field: format!("stack.{}", e.path()),
+            why: e.into_inner().to_string(),
+        })?;
+        stack.validate(store)?;
+        Ok(stack)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose;
+
+    /// A store holding one image, and a stack pinned to it the CLI's way.
+    fn fixture() -> (tempfile::TempDir, Store, serde_json::Value) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let tar = ingot_testsupport::sample_rootfs(4096, 1);
+        let r: ingot_oci::reference::Reference = "app:1".parse().unwrap();
+        ingot_store::import_rootfs(&mut store, &tar[..], "t.tar", &r, &Default::default()).unwrap();
+        std::fs::write(dir.path().join("g.txt"), "hello\n").unwrap();
+        let def = compose::parse(
+            "s.yml",
+            "services:\n  web:\n    image: app:1\n    working_dir: /srv\n    ports: [\"127.0.0.1:8080:80\"]\n    configs:\n      - source: g\n        target: /etc/g.txt\nconfigs:\n  g:\n    file: ./g.txt\n",
+        )
+        .unwrap();
+        let pinned = pin(&store, "demo", &def, dir.path()).unwrap();
+        let v = serde_json::to_value(&pinned).unwrap();
+        (dir, store, v)
+    }
+
+    /// Parses and validates `v` as the daemon does; the error text.
+    fn refused(store: &Store, v: serde_json::Value) -> String {
+        match PinnedStack::from_request(v, store) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn edit(v: &serde_json::Value, path: &str, to: serde_json::Value) -> serde_json::Value {
+        let mut v = v.clone();
+        *v.pointer_mut(path).unwrap_or_else(|| panic!("{path}")) = to;
+        v
+    }
+
+    #[test]
+    fn what_the_cli_pins_passes() {
+        let (_d, store, v) = fixture();
+        let s = PinnedStack::from_request(v.clone(), &store).unwrap();
+        assert_eq!(serde_json::to_value(&s).unwrap(), v, "a round trip changes nothing");
+    }
+
+    #[test]
+    fn hostile_fields_are_refused_by_name() {
+        let (_d, store, v) = fixture();
+        let cfg = v["configs"]["g"]["digest"].clone();
+        let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+            (
+                "/configs/g/digest",
+                "sha256:../../../../tmp/x".into(),
+                "configs.g.digest",
+            ),
+            (
+                "/services/web/configs/0/digest",
+                "sha256:../../../../tmp/x".into(),
+                "configs[0].digest",
+            ),
+            ("/services/web/digest", "app:1".into(), "services.web.digest"),
+            (
+                "/services/web/digest",
+                format!("sha256:{}", "ab".repeat(32)).into(),
+                "not an image in the daemon's store",
+            ),
+            ("/configs/g/content", "other\n".into(), "does not match the content"),
+            (
+                "/services/web/configs/0/target",
+                "/etc/../../x".into(),
+                "configs[0].target",
+            ),
+            ("/services/web/configs/0/target", "etc/g".into(), "configs[0].target"),
+            ("/services/web/configs/0/target", "/etc//g".into(), "not normalised"),
+            ("/services/web/configs/0/name", "nope".into(), "configs[0].name"),
+            ("/services/web/workdir", "/srv/../..".into(), "services.web.workdir"),
+            ("/services/web/ports/0/host_ip", "localhost; rm".into(), "ports[0]"),
+            ("/services/web/env", serde_json::json!(["=x"]), "env[0]"),
+            ("/services/web/user", "root\nx".into(), "services.web.user"),
+            (
+                "/services/web/replicas",
+                4_000_000_000u32.into(),
+                "services.web.replicas",
+            ),
+            ("/services/web/update/max_failure_ratio", 7.into(), "max_failure_ratio"),
+            ("/name", "../../etc".into(), "stack.name"),
+            ("/name", "a_b".into(), "stack.name"),
+        ];
+        for (path, to, expect) in cases {
+            let e = refused(&store, edit(&v, path, to.clone()));
+            assert!(e.contains(expect), "{path} = {to}: {e}");
+        }
+        // Digests are typed: a tag or a traversal fails to parse, naming the field.
+        let e = refused(&store, edit(&v, "/configs/g/digest", "sha256:../../../../tmp/x".into()));
+        assert!(e.starts_with("stack.configs.g.digest"), "{e}");
+        // Unknown fields (an actor among them) are refused.
+        let mut extra = v.clone();
+        extra["services"]["web"]["privileged"] = true.into();
+        assert!(refused(&store, extra).contains("privileged"));
+        // A mount must carry its config's digest, not another valid one.
+        let other = Digest::sha256(b"x").to_string();
+        let e = refused(&store, edit(&v, "/services/web/configs/0/digest", other.into()));
+        assert!(
+            e.contains("configs[0].digest") && e.contains(cfg.as_str().unwrap()),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn container_paths() {
+        for ok in ["/a", "/a/b", "/etc/x.conf"] {
+            check_container_path(ok).unwrap();
+        }
+        for bad in ["", "a", "/a/", "/a//b", "/a/./b", "/a/../b", "/..", "/a\0"] {
+            assert!(check_container_path(bad).is_err(), "{bad:?}");
+        }
+    }
 }

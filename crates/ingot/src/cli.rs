@@ -275,7 +275,8 @@ pub enum Command {
         #[arg(long = "tls-dir")]
         tls_dir: Option<PathBuf>,
     },
-    /// Deploy a stack (Compose file): blocks until it converged or rolled back (exit 1)
+    /// Deploy a stack (Compose file): follows the change until it converged or rolled back (exit 1);
+    /// Ctrl-C stops following, not the change (`ingot ledger wait N` follows it again)
     Deploy {
         /// The Compose file
         #[arg(short = 'f', long = "file")]
@@ -332,6 +333,8 @@ pub enum StackCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LedgerCommand {
+    /// Follow ledger entry N until its change ends; exit 1 unless it succeeded
+    Wait { seq: i64 },
     /// Recompute every hash; exit 1 naming the first bad entry
     Verify,
     /// Append this root's entries to another root's ledger (which must hold a prefix of them)

@@ -286,7 +286,7 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
     let ps = replicas(&ingot);
     assert_eq!(ps.len(), 3);
     assert!(
-        ps.iter().all(|p| p["state"] == "healthy" && p["health"] == "healthy"),
+        ps.iter().all(|p| p["state"] == "running" && p["health"] == "healthy"),
         "{ps:?}"
     );
     let mut c = None;
@@ -355,7 +355,7 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
         ps.len() == 2
             && ps
                 .iter()
-                .all(|p| p["state"] == "healthy" && p["name"] != victim.as_str())
+                .all(|p| p["state"] == "running" && p["health"] == "healthy" && p["name"] != victim.as_str())
     });
 
     // The daemon SIGKILLed in the middle of a rollout, then restarted: converges.
@@ -371,6 +371,10 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
     let rows = ingot.json(&["ledger"]);
     assert_eq!(rows.as_array().unwrap().last().unwrap()["outcome"], "pending", "{rows}");
     let daemon = Daemon::start(&ingot);
+    // The new daemon carries the pending change out; `ledger wait` follows it.
+    let seq = rows.as_array().unwrap().last().unwrap()["seq"].to_string();
+    let out = ingot.ok(&["ledger", "wait", &seq]);
+    assert!(out.contains("succeeded"), "{out}");
     let rows = ingot.json(&["ledger"]);
     let last = rows.as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["outcome"], "succeeded", "{last}");
@@ -633,7 +637,8 @@ fn services_of_a_stack_roll_back_together() {
         let ps = ps.as_array().unwrap();
         assert_eq!(ps.len(), 2, "{svc}: {ps:?}");
         assert!(
-            ps.iter().all(|p| p["image"] == v1.as_str() && p["state"] == "healthy"),
+            ps.iter()
+                .all(|p| p["image"] == v1.as_str() && p["state"] == "running" && p["health"] == "healthy"),
             "{svc}: {ps:?}"
         );
     }
@@ -670,4 +675,188 @@ fn restart_policy_none_leaves_a_dead_replica_dead() {
     let drift = ingot.run(&["drift"]);
     assert_eq!(drift.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&drift.stdout).contains("once_web"));
+}
+
+/// One request to the daemon's unix socket; (status, JSON body).
+fn api(ingot: &Ingot, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let mut u = std::os::unix::net::UnixStream::connect(ingot.root().join("ingot.sock")).unwrap();
+    let b = body.to_string();
+    write!(
+        u,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+        b.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    u.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let json = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+#[test]
+fn the_api_trusts_nothing_its_clients_send() {
+    if !root_or_skip("the_api_trusts_nothing_its_clients_send") {
+        return;
+    }
+    let ingot = Ingot::new(BIN);
+    let tar = ingot.write("rootfs.tar", &ingot_testsupport::sample_rootfs(20_000, 7));
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "app:1"]);
+    let digest = ingot.ok(&["inspect", "-q", "app:1"]).trim().to_string();
+    let _daemon = Daemon::start(&ingot);
+    let content = "hello\n";
+    let cfg = format!("sha256:{}", sha256_hex(content.as_bytes()));
+    let stack = |svc_digest: &str, cfg_digest: &str, target: &str| {
+        serde_json::json!({
+            "name": "t",
+            "services": {"web": {
+                "image": "app:1", "digest": svc_digest, "command": ["/nothing"], "entrypoint": null,
+                "env": [], "ports": [], "health": null, "replicas": 1,
+                "update": {"parallelism": 1, "delay_ms": 0, "failure_action": "pause", "monitor_ms": 0, "max_failure_ratio": 0.0, "order": "stop-first"},
+                "rollback": {"parallelism": 1, "delay_ms": 0, "failure_action": "pause", "monitor_ms": 0, "max_failure_ratio": 0.0, "order": "stop-first"},
+                "restart": {"condition": "none", "delay_ms": 0, "max_attempts": null},
+                "configs": [{"name": "g", "digest": cfg_digest, "target": target}],
+                "user": null, "workdir": null, "stop_grace_ms": 0
+            }},
+            "configs": {"g": {"digest": cfg_digest, "content": content}}
+        })
+    };
+    let escape = "/tmp/ingot-escape-test";
+    let _ = std::fs::remove_file(escape);
+    let traversal = format!("sha256:../../../..{escape}");
+    for (body, field) in [
+        (
+            serde_json::json!({"stack": stack(&digest, &traversal, "/etc/g")}),
+            "stack.configs.g.digest",
+        ),
+        (
+            serde_json::json!({"stack": stack("app:1", &cfg, "/etc/g")}),
+            "stack.services.web.digest",
+        ),
+        (
+            serde_json::json!({"stack": stack(&format!("sha256:{}", "ab".repeat(32)), &cfg, "/etc/g")}),
+            "not an image in the daemon's store",
+        ),
+        (
+            serde_json::json!({"stack": stack(&digest, &cfg, "/etc/../../host")}),
+            "stack.services.web.configs[0].target",
+        ),
+        (
+            serde_json::json!({"stack": stack(&digest, &cfg, "/etc/g"), "actor": "somebody else entirely"}),
+            "actor",
+        ),
+    ] {
+        let (status, v) = api(&ingot, "POST", "/v1/deploy", &body);
+        assert_eq!(status, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(field), "{field}: {v}");
+    }
+    assert!(
+        !Path::new(escape).exists(),
+        "a traversal digest wrote outside the store"
+    );
+    assert!(
+        ingot.json(&["ledger"]).as_array().unwrap().is_empty(),
+        "nothing recorded"
+    );
+    assert!(
+        ingot.json(&["ps", "-a"]).as_array().unwrap().is_empty(),
+        "nothing started"
+    );
+
+    // A valid request: the actor is the socket peer (root here), not anything the client says.
+    let (status, v) = api(
+        &ingot,
+        "POST",
+        "/v1/deploy",
+        &serde_json::json!({"stack": stack(&digest, &cfg, "/etc/g"), "reason": "api test"}),
+    );
+    assert_eq!(status, 202, "{v}");
+    assert_eq!(v["entry"]["actor"], "root (uid 0)", "{v}");
+    assert_eq!(v["entry"]["outcome"], "pending", "{v}");
+    let seq = v["entry"]["seq"].to_string();
+    // The replica cannot start (/nothing): the change ends, sealed, whoever waits.
+    let out = ingot.run(&["ledger", "wait", &seq, "--format", "json"]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(r["outcome"], "pending", "{r}");
+    assert_eq!(ingot.json(&["ledger"])[0]["reason"], "api test");
+    ingot.ok(&["ledger", "verify"]);
+    assert!(ingot.fails(&["ledger", "wait", "99"]).contains("99"));
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_client_that_goes_away_leaves_no_change_pending() {
+    let Some(ingot) = with_versions("a_client_that_goes_away_leaves_no_change_pending") else {
+        return;
+    };
+    let port = free_port();
+    let daemon = Daemon::start(&ingot);
+    let (code, r) = deploy(&ingot, &stack_file(&ingot, "v1", "hello:1", port, 2, "500ms"), "first");
+    assert_eq!(code, 0, "{r}");
+    // Ctrl-C on `ingot deploy` while its rollout waits on the monitor period.
+    let v2 = stack_file(&ingot, "v2", "hello:2", port, 2, "3s");
+    let client = ingot
+        .command()
+        .args(["deploy", "-f", &v2, "--name", "demo"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(client.id() as i32, libc::SIGINT) };
+    let out = client.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("ledger entry #2"), "the client named its entry: {said}");
+    // The change goes on in the daemon and ends; `ledger wait` re-attaches.
+    let out = ingot.ok(&["ledger", "wait", "2"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let mut c = None;
+    assert_eq!(get(&mut c, port).unwrap(), "version two");
+
+    // A `stack rm` sent during a rollout waits for it, then removes the stack.
+    let out = ingot.ok(&[
+        "deploy",
+        "-d",
+        "-f",
+        &stack_file(&ingot, "v1b", "hello:1", port, 2, "2s"),
+        "--name",
+        "demo",
+    ]);
+    assert!(out.contains("#3") && out.contains("pending"), "{out}");
+    let out = ingot.ok(&["stack", "rm", "demo"]);
+    assert!(out.contains("rm of stack demo: succeeded"), "{out}");
+    let rows = ingot.json(&["ledger"]);
+    let outcomes: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["succeeded", "succeeded", "succeeded", "succeeded"], "{rows}");
+    assert!(
+        ingot.json(&["ps", "-a"]).as_array().unwrap().is_empty(),
+        "the stack's replicas are gone"
+    );
+
+    // A restarted daemon serves adopted replicas' published port as soon as it answers.
+    let (code, r) = deploy(&ingot, &stack_file(&ingot, "v1c", "hello:1", port, 2, "500ms"), "again");
+    assert_eq!(code, 0, "{r}");
+    drop(daemon);
+    let _daemon = Daemon::start(&ingot);
+    let mut c = None;
+    assert_eq!(
+        get(&mut c, port).unwrap(),
+        "version one",
+        "served right after the restart"
+    );
+    let ps = replicas(&ingot);
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    ingot.ok(&["stack", "rm", "demo"]);
 }

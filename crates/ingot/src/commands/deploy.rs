@@ -38,14 +38,6 @@ fn call(root: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<V
     Ok(rt()?.block_on(client::request(&ep, method, path, body))?)
 }
 
-fn actor() -> String {
-    let user = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| format!("uid {}", unsafe { libc::getuid() }));
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{user}@{}", host.trim())
-}
-
 pub fn daemon(
     root: &Path,
     cli: &Cli,
@@ -79,7 +71,6 @@ pub fn daemon(
     };
     let quiet = cli.quiet;
     rt()?.block_on(async move {
-        engine.start().await?;
         if !quiet {
             eprintln!("ingot: daemon listening on {}", sock.display());
             if let Some((addr, dir)) = &tcp {
@@ -98,24 +89,49 @@ pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&s
     let store = Store::open(root)?;
     let pinned = ingot_deploy::pin::pin(&store, name, &def, dir)?;
     drop(store);
-    let body = json!({"stack": pinned, "actor": actor(), "reason": reason, "detach": detach});
-    let r = call(root, "POST", "/v1/deploy", Some(&body))?;
+    let body = json!({"stack": pinned, "reason": reason});
+    change(root, cli, "POST", "/v1/deploy", Some(&body), detach)
+}
+
+/// Submits a change; unless `detach`, follows it to its outcome (Ctrl-C
+/// stops following, never the change: the daemon carries it out).
+fn change(root: &Path, cli: &Cli, method: &str, path: &str, body: Option<&Value>, detach: bool) -> Result<ExitCode> {
+    let ep = endpoint(root)?;
+    let rt = rt()?;
+    let r = rt.block_on(client::request(&ep, method, path, body))?;
+    let e = &r["entry"];
+    let seq = e["seq"].as_i64().context("the daemon's answer names no ledger entry")?;
+    let (kind, stack) = (text(&e["kind"]), text(&e["stack"]));
     if detach {
-        if !cli.quiet {
-            println!("Deploying stack {name} (detached)");
+        match cli.format {
+            Format::Json => output::json(&r)?,
+            Format::Table if !cli.quiet => {
+                println!(
+                    "Ledger entry #{seq} {kind} of stack {stack}: pending (follow it with `ingot ledger wait {seq}`)"
+                )
+            }
+            Format::Table => {}
         }
         return Ok(ExitCode::SUCCESS);
     }
-    report(cli, &r, &pinned)
+    if cli.format == Format::Table && !cli.quiet {
+        eprintln!("ingot: ledger entry #{seq}: {kind} of stack {stack} in progress (Ctrl-C stops waiting, not the change; `ingot ledger wait {seq}` follows it)");
+    }
+    wait(&ep, &rt, cli, seq)
+}
+
+fn wait(ep: &client::Endpoint, rt: &tokio::runtime::Runtime, cli: &Cli, seq: i64) -> Result<ExitCode> {
+    let done = rt.block_on(client::request(ep, "GET", &format!("/v1/ledger/{seq}/wait"), None))?;
+    report(cli, &done)
 }
 
 /// Prints a change's result; exit 1 unless it succeeded.
-fn report(cli: &Cli, r: &Value, pinned: &ingot_deploy::pin::PinnedStack) -> Result<ExitCode> {
+fn report(cli: &Cli, r: &Value) -> Result<ExitCode> {
     let outcome = r["outcome"].as_str().unwrap_or_default();
+    let e = &r["entry"];
     match cli.format {
         Format::Json => output::json(r)?,
         Format::Table if !cli.quiet => {
-            let e = &r["entry"];
             println!(
                 "Ledger entry #{} {} of stack {}: {} ({})",
                 e["seq"],
@@ -129,11 +145,18 @@ fn report(cli: &Cli, r: &Value, pinned: &ingot_deploy::pin::PinnedStack) -> Resu
                 e["digest"].as_str().unwrap_or_default(),
                 e["hash"].as_str().unwrap_or_default()
             );
-            for (svc, s) in &pinned.services {
+            let pinned: Option<ingot_deploy::pin::PinnedStack> =
+                e["body"].as_str().and_then(|b| serde_json::from_str(b).ok());
+            let live = outcome == ledger::SUCCEEDED && e["kind"] != ledger::RM;
+            for (svc, s) in pinned.iter().filter(|_| live).flat_map(|p| &p.services) {
                 for p in &s.ports {
                     println!(
                         "  {}_{svc}: http://{}:{}/  ({} replicas of {})",
-                        pinned.name, p.host_ip, p.published, s.replicas, s.digest
+                        e["stack"].as_str().unwrap_or_default(),
+                        p.host_ip,
+                        p.published,
+                        s.replicas,
+                        s.digest
                     );
                 }
             }
@@ -145,21 +168,6 @@ fn report(cli: &Cli, r: &Value, pinned: &ingot_deploy::pin::PinnedStack) -> Resu
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn current_stack(root: &Path, service: &str) -> Result<ingot_deploy::pin::PinnedStack> {
-    let store = Store::open(root)?;
-    let desired = ledger::desired(&store.ledger_rows()?)?;
-    let stack = service.split_once('_').map(|(s, _)| s).unwrap_or(service);
-    Ok(desired
-        .get(stack)
-        .cloned()
-        .or_else(|| desired.values().find(|s| s.services.contains_key(service)).cloned())
-        .unwrap_or(ingot_deploy::pin::PinnedStack {
-            name: stack.into(),
-            services: Default::default(),
-            configs: Default::default(),
-        }))
 }
 
 /// Prints the daemon's JSON answer `v` as JSON, or as a table of `header`
@@ -221,28 +229,30 @@ pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {
         bail!("invalid scale {spec:?}: expected SERVICE=REPLICAS");
     };
     let n: u32 = n.parse().with_context(|| format!("invalid replica count {n:?}"))?;
-    let r = call(
+    let body = json!({"replicas": n});
+    change(
         root,
+        cli,
         "POST",
         &format!("/v1/services/{service}/scale"),
-        Some(&json!({"replicas": n, "actor": actor()})),
-    )?;
-    report(cli, &r, &current_stack(root, service)?)
+        Some(&body),
+        false,
+    )
 }
 
 pub fn rollback(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
-    let r = call(root, "POST", &format!("/v1/services/{service}/rollback"), None)?;
-    report(cli, &r, &current_stack(root, service)?)
+    change(
+        root,
+        cli,
+        "POST",
+        &format!("/v1/services/{service}/rollback"),
+        None,
+        false,
+    )
 }
 
 pub fn stack_rm(root: &Path, cli: &Cli, stack: &str) -> Result<ExitCode> {
-    let r = call(root, "DELETE", &format!("/v1/stacks/{stack}"), None)?;
-    if cli.format == Format::Json {
-        output::json(&r)?;
-    } else if !cli.quiet {
-        println!("Removed stack {stack} (ledger entry #{})", r["entry"]["seq"]);
-    }
-    Ok(ExitCode::SUCCESS)
+    change(root, cli, "DELETE", &format!("/v1/stacks/{stack}"), None, false)
 }
 
 pub fn ledger(root: &Path, cli: &Cli, command: Option<&LedgerCommand>) -> Result<ExitCode> {
@@ -284,6 +294,11 @@ pub fn ledger(root: &Path, cli: &Cli, command: Option<&LedgerCommand>) -> Result
                 )?;
             }
         },
+        Some(LedgerCommand::Wait { seq }) => {
+            drop(store);
+            let ep = endpoint(root)?;
+            return wait(&ep, &rt()?, cli, *seq);
+        }
         Some(LedgerCommand::Verify) => {
             ledger::verify(&rows)?;
             let state = ledger::state_digest(&ledger::desired(&rows)?);
