@@ -33,6 +33,9 @@ pub enum RuntimeError {
     Running(String),
     #[error("container {0} is not running")]
     NotRunning(String),
+    /// A detached monitor's report of why the container did not start.
+    #[error("{message}")]
+    Reported { code: u8, message: String },
 }
 
 impl RuntimeError {
@@ -41,6 +44,7 @@ impl RuntimeError {
         match self {
             RuntimeError::CannotExecute(_) => 126,
             RuntimeError::NotFound(_) => 127,
+            RuntimeError::Reported { code, .. } => *code,
             _ => 125,
         }
     }

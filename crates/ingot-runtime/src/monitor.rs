@@ -336,3 +336,46 @@ pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     // SAFETY: both descriptors are fresh and owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
+
+/// The command that starts container `id` under a detached monitor (`exe
+/// --root ROOT __monitor ID`, in a session of its own so that it outlives
+/// whoever started it). Its stdout, piped, carries one report line; read
+/// it with [`parse_report`]. `ingot run -d` and the deploy daemon both
+/// start containers this way.
+pub fn detached_command(exe: &Path, root: &Path, id: &str) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root").arg(root).arg("__monitor").arg(id);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; it detaches the monitor from the
+    // caller's session, so it outlives the caller and its terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// The monitor's report line: `started PID` or `error CODE MESSAGE`.
+pub fn parse_report(line: &str, name: &str) -> Result<i32> {
+    let line = line.trim_end();
+    if let Some(pid) = line.strip_prefix("started ") {
+        return pid
+            .parse()
+            .map_err(|_| RuntimeError::Setup(format!("container {name}: bad monitor report {line:?}")));
+    }
+    if let Some(rest) = line.strip_prefix("error ") {
+        let (code, msg) = rest.split_once(' ').unwrap_or(("125", rest));
+        return Err(RuntimeError::Reported {
+            code: code.parse::<u8>().unwrap_or(125),
+            message: msg.to_string(),
+        });
+    }
+    Err(RuntimeError::Setup(format!(
+        "container monitor for {name} exited without starting it"
+    )))
+}

@@ -3,10 +3,10 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ingot_runtime::monitor::{self, Output};
 use ingot_runtime::{RunOptions, RuntimeError};
 use ingot_store::{ContainerRecord, ContainerState, Store};
@@ -63,33 +63,23 @@ fn run_inner(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     // Detached: a monitor process of its own starts the container and
     // reports one line: "started PID" or "error CODE MESSAGE".
     let exe = std::env::current_exe().context("cannot find the ingot binary")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--root").arg(root).arg("__monitor").arg(&rec.id);
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; it detaches the monitor from our
-    // session so that it outlives this command and its terminal.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("cannot start the container monitor")?;
+    let mut child = monitor::detached_command(&exe, root, &rec.id)
+        .spawn()
+        .context("cannot start the container monitor")?;
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let line = line.trim_end();
-    if let Some(pid) = line.strip_prefix("started ") {
-        tracing::info!(pid, "container started");
-        println!("{}", rec.id);
-        return Ok(ExitCode::SUCCESS);
+    match monitor::parse_report(&line, &rec.name) {
+        Ok(pid) => {
+            tracing::info!(pid, "container started");
+            println!("{}", rec.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let _ = child.wait();
+            eprintln!("ingot: error: {e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
     }
-    if let Some(rest) = line.strip_prefix("error ") {
-        let (code, msg) = rest.split_once(' ').unwrap_or(("125", rest));
-        eprintln!("ingot: error: {msg}");
-        return Ok(ExitCode::from(code.parse::<u8>().unwrap_or(125)));
-    }
-    let _ = child.wait();
-    bail!("container monitor for {} exited without starting it", rec.name)
 }
 
 /// The hidden `__monitor` command behind `run -d`.

@@ -54,7 +54,7 @@ pub fn daemon(
     }
     let exe = std::env::current_exe().context("cannot find the ingot binary")?;
     let sock = sock.map(Path::to_path_buf).unwrap_or_else(|| root.join("ingot.sock"));
-    let engine = ingot_deploy::engine::Engine::new(root.to_path_buf(), exe, policy.map(Path::to_path_buf));
+    let engine = ingot_deploy::engine::Engine::new(root.to_path_buf(), exe, policy.map(Path::to_path_buf))?;
     let tcp = match tcp {
         Some(addr) => {
             let dir = tls_dir.map(Path::to_path_buf).unwrap_or_else(|| root.join("tls"));

@@ -1,0 +1,275 @@
+use super::*;
+
+impl Engine {
+    /// Evaluates the daemon's policy (if any) for every image of `stack`.
+    pub(super) async fn check_policy(&self, stack: &PinnedStack) -> Result<()> {
+        let Some(path) = self.policy.clone() else {
+            return Ok(());
+        };
+        let digests: Vec<(String, String)> = stack
+            .services
+            .values()
+            .map(|s| (s.image.clone(), s.digest.to_string()))
+            .collect();
+        self.blocking(move |store| {
+            let policy = ingot_trust::policy::Policy::load(&path).map_err(|e| DeployError::Invalid(e.to_string()))?;
+            let today = time::OffsetDateTime::now_utc().date();
+            for (image, digest) in digests {
+                let d = ingot_trust::policy::evaluate(store, &digest, &policy, today)
+                    .map_err(|e| DeployError::Invalid(e.to_string()))?;
+                if !d.passed() {
+                    return Err(DeployError::Policy {
+                        image,
+                        refusals: d
+                            .refusals
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records `change` in the ledger and carries it out in a task of its
+    /// own; returns the pending entry as soon as it is recorded (or the
+    /// reason nothing was recorded). The change goes on whatever happens to
+    /// the caller; [`Engine::wait`] follows it.
+    pub async fn submit(self: &Arc<Self>, change: Change, actor: String, reason: Option<String>) -> Result<LedgerRow> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _g = me.change.lock().await;
+            match me.prepare(change, &actor, reason).await {
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+                Ok(p) => {
+                    let _ = tx.send(Ok(p.entry.clone()));
+                    me.carry_out(p).await;
+                }
+            }
+        });
+        rx.await
+            .map_err(|_| DeployError::Daemon("the change ended before it was recorded".into()))?
+    }
+
+    /// Waits until ledger entry `seq` is sealed; its outcome and message.
+    pub async fn wait(&self, seq: i64) -> Result<ChangeResult> {
+        let mut sealed = self.sealed.subscribe();
+        loop {
+            let row = self
+                .blocking(move |s| Ok(s.ledger_rows()?.into_iter().find(|r| r.seq == seq)))
+                .await?
+                .ok_or_else(|| DeployError::NotFound(format!("ledger entry {seq} does not exist")))?;
+            if row.outcome != ledger::PENDING {
+                let message = lock(&self.messages)
+                    .get(&seq)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{} before this daemon started", row.outcome));
+                return Ok(ChangeResult {
+                    outcome: row.outcome.clone(),
+                    entry: row,
+                    message,
+                });
+            }
+            if sealed.changed().await.is_err() {
+                return Err(DeployError::Daemon("the daemon is shutting down".into()));
+            }
+        }
+    }
+
+    /// Deploys `stack` and waits for the outcome.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        stack: PinnedStack,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<ChangeResult> {
+        let entry = self.submit(Change::Deploy(stack), actor.to_string(), reason).await?;
+        self.wait(entry.seq).await
+    }
+
+    /// The stack as the ledger's last sealed entries leave it.
+    pub(super) async fn current(&self, stack: &str) -> Result<Option<PinnedStack>> {
+        Ok(lock(&self.desired).get(stack).cloned())
+    }
+
+    /// Turns a change into the stack it leads to, checks it (store, policy),
+    /// binds its ports and writes its configs, and appends the pending
+    /// entry. Nothing is recorded or started when this fails.
+    pub(super) async fn prepare(
+        self: &Arc<Self>,
+        change: Change,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Prepared> {
+        let (kind, stack, reason) = match change {
+            Change::Deploy(stack) => {
+                let s = stack.clone();
+                self.blocking(move |store| s.validate(store)).await?;
+                (ledger::DEPLOY, stack, reason)
+            }
+            Change::Scale { service, replicas } => {
+                if replicas > crate::pin::MAX_REPLICAS {
+                    return Err(DeployError::Field {
+                        field: "replicas".into(),
+                        why: format!("{replicas} is more than {}", crate::pin::MAX_REPLICAS),
+                    });
+                }
+                let (stack, name) = self.find(&service)?;
+                let mut pinned = self
+                    .current(&stack)
+                    .await?
+                    .ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+                let svc = pinned
+                    .services
+                    .get_mut(&name)
+                    .ok_or_else(|| DeployError::NotFound(format!("service {service:?} not found")))?;
+                svc.replicas = replicas;
+                let reason = reason.or(Some(format!("scale {service}={replicas}")));
+                (ledger::SCALE, pinned, reason)
+            }
+            Change::Rollback { service } => {
+                let pinned = self.rollback_target(&service).await?;
+                (ledger::ROLLBACK, pinned, reason.or(Some(format!("rollback {service}"))))
+            }
+            Change::Remove { stack } => {
+                let pinned = self
+                    .current(&stack)
+                    .await?
+                    .ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+                (ledger::RM, pinned, reason.or(Some("stack rm".into())))
+            }
+        };
+        let previous = self.current(&stack.name).await?;
+        if kind != ledger::RM {
+            self.check_policy(&stack).await?;
+            let fresh: Vec<String> = {
+                let have = lock(&self.services);
+                stack
+                    .services
+                    .keys()
+                    .filter(|n| !have.contains_key(&key(&stack.name, n)))
+                    .cloned()
+                    .collect()
+            };
+            if let Err(e) = self.stage(&stack).await {
+                // Nothing was recorded or started: forget the services this attempt added.
+                for n in &fresh {
+                    let k = key(&stack.name, n);
+                    self.unbind(&k, &[]);
+                    lock(&self.services).remove(&k);
+                }
+                return Err(e);
+            }
+        }
+        let (stack_c, actor_c) = (stack.clone(), actor.to_string());
+        let entry = self
+            .blocking(move |s| ledger::append(s, kind, &stack_c, &actor_c, reason.as_deref()))
+            .await?;
+        tracing::info!(seq = entry.seq, stack = %stack.name, kind, actor, "change recorded");
+        Ok(Prepared { entry, stack, previous })
+    }
+
+    /// What a change needs before its replicas start: the services known,
+    /// the published ports bound, the configs written.
+    pub(super) async fn stage(&self, stack: &PinnedStack) -> Result<()> {
+        for (name, spec) in &stack.services {
+            self.ensure_service(&stack.name, name, spec)?;
+        }
+        self.bind_ports(stack).await?;
+        self.write_configs(stack).await
+    }
+
+    /// Carries out a recorded change under its stack's lock and seals its
+    /// entry with the outcome, whatever happens (a panic in the rollout
+    /// seals it "failed").
+    pub(super) async fn carry_out(self: &Arc<Self>, p: Prepared) {
+        let stack_lock = self.stack_lock(&p.stack.name);
+        let _s = stack_lock.lock().await;
+        let seq = p.entry.seq;
+        let me = self.clone();
+        let (entry, stack, previous) = (p.entry.clone(), p.stack, p.previous);
+        let work = tokio::spawn(async move {
+            if entry.kind == ledger::RM {
+                for name in stack.services.keys() {
+                    me.remove_service(&stack.name, name).await;
+                }
+                (ledger::SUCCEEDED, format!("stack {} removed", stack.name))
+            } else {
+                me.rollout(&stack, previous.as_ref()).await
+            }
+        });
+        let (outcome, message) = match work.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(seq, "the change failed: {e}");
+                (ledger::FAILED, format!("the change failed inside the daemon: {e}"))
+            }
+        };
+        let e = p.entry.clone();
+        match self.blocking(move |s| ledger::finish(s, &e, outcome)).await {
+            Ok(row) => {
+                tracing::info!(seq, outcome, "change finished");
+                if ledger::applies(&row) {
+                    let mut desired = lock(&self.desired);
+                    if row.kind == ledger::RM {
+                        desired.remove(&row.stack);
+                    } else if let Ok(s) = serde_json::from_str::<PinnedStack>(&row.body) {
+                        desired.insert(row.stack.clone(), s);
+                    }
+                }
+            }
+            Err(e) => tracing::error!(seq, "cannot seal the entry: {e}"),
+        }
+        lock(&self.messages).insert(seq, message);
+        self.sealed.send_replace(seq);
+    }
+
+    /// The stack that rolls `service` back to the version before its
+    /// current one (its rollback_config as the update policy).
+    pub(super) async fn rollback_target(&self, service: &str) -> Result<PinnedStack> {
+        let (stack, name) = self.find(service)?;
+        let rows = self.blocking(|s| Ok(s.ledger_rows()?)).await?;
+        let current = ledger::desired(&rows)?.remove(&stack);
+        let cur_version = current
+            .as_ref()
+            .and_then(|c| c.services.get(&name))
+            .map(PinnedService::version);
+        // The latest earlier state of the stack in which this service ran another version.
+        let mut target = None;
+        let mut state: BTreeMap<String, PinnedStack> = BTreeMap::new();
+        for r in rows.iter().filter(|r| ledger::applies(r)) {
+            if r.kind == ledger::RM {
+                state.remove(&r.stack);
+            } else if let Ok(s) = serde_json::from_str::<PinnedStack>(&r.body) {
+                state.insert(r.stack.clone(), s);
+            }
+            if let Some(s) = state.get(&stack) {
+                if s.services.get(&name).map(PinnedService::version) != cur_version && s.services.contains_key(&name) {
+                    target = Some(s.clone());
+                }
+            }
+        }
+        let Some(prev) = target else {
+            return Err(DeployError::Invalid(format!(
+                "service {service} has no previous version to roll back to"
+            )));
+        };
+        let mut pinned = current.ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+        let mut svc = prev.services[&name].clone();
+        svc.replicas = pinned.services.get(&name).map_or(svc.replicas, |s| s.replicas);
+        svc.update = svc.rollback.clone();
+        for c in &svc.configs {
+            if let Some(pc) = prev.configs.get(&c.name) {
+                pinned.configs.insert(c.name.clone(), pc.clone());
+            }
+        }
+        pinned.services.insert(name.clone(), svc);
+        Ok(pinned)
+    }
+}
