@@ -18,6 +18,7 @@
 //! | POST | /v1/services/{name}/rollback | `{reason?}` or none | 202 `{entry}` |
 //! | DELETE | /v1/stacks/{name} | | 202 `{entry}` |
 //! | GET | /v1/ledger/{seq}/wait | | [`ChangeResult`](crate::engine::ChangeResult) once sealed |
+//! | POST | /v1/handover | | `{pid}` once quiesced (unix socket, the daemon's own uid only) |
 //! | GET | /metrics | | Prometheus text |
 
 use std::path::Path;
@@ -152,6 +153,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/services/{name}/rollback", post(rollback))
         .route("/v1/stacks/{name}", delete(remove_stack))
         .route("/v1/ledger/{seq}/wait", get(wait))
+        .route("/v1/handover", post(handover))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)
@@ -222,6 +224,23 @@ async fn wait(State(e): State<Arc<Engine>>, UrlPath(seq): UrlPath<i64>) -> Answe
     ok(&e.wait(seq).await?)
 }
 
+/// A replacing daemon (`ingot daemon --replace`) asks this one to stop
+/// changing anything; its published ports keep serving until it is told
+/// to exit (SIGTERM), when it drains them.
+async fn handover(State(e): State<Arc<Engine>>, ConnectInfo(peer): ConnectInfo<Peer>) -> Answer {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if peer.1 != Some(me) {
+        return Err(ApiError(DeployError::Field {
+            field: "peer".into(),
+            why: format!("only uid {me} on the unix socket may take this daemon over"),
+        }));
+    }
+    e.quiesce().await;
+    tracing::info!(by = %peer.0, "handing over to a replacing daemon");
+    ok(&json!({"pid": std::process::id()}))
+}
+
 async fn metrics(State(e): State<Arc<Engine>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], e.metrics()).into_response()
 }
@@ -233,28 +252,50 @@ pub async fn serve(
     engine: Arc<Engine>,
     socket: &Path,
     tcp: Option<(std::net::SocketAddr, std::path::PathBuf)>,
+    replace: bool,
 ) -> crate::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut predecessor = None;
     if socket.exists() {
         // A live daemon answers; a stale socket file is replaced.
         if tokio::net::UnixStream::connect(socket).await.is_ok() {
-            return Err(DeployError::Daemon(format!(
-                "another daemon is listening on {}",
-                socket.display()
-            )));
+            if !replace {
+                return Err(DeployError::Daemon(format!(
+                    "another daemon is listening on {} (`ingot daemon --replace` takes over from it without dropping a request)",
+                    socket.display()
+                )));
+            }
+            let ep = crate::client::Endpoint::Unix(socket.to_path_buf());
+            let v = crate::client::request(&ep, "POST", "/v1/handover", None).await?;
+            predecessor = v["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
+            tracing::info!(?predecessor, "the running daemon handed over");
+        } else {
+            let _ = std::fs::remove_file(socket);
         }
-        let _ = std::fs::remove_file(socket);
     }
-    let listener = tokio::net::UnixListener::bind(socket)
-        .map_err(|e| DeployError::Daemon(format!("cannot listen on {}: {e}", socket.display())))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+    // Bound beside the path and renamed over it: clients always find a socket.
+    let fresh = socket.with_extension(format!("new-{}", std::process::id()));
+    let _ = std::fs::remove_file(&fresh);
+    let listener = tokio::net::UnixListener::bind(&fresh)
+        .map_err(|e| DeployError::Daemon(format!("cannot listen on {}: {e}", fresh.display())))?;
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o660))
+        .and_then(|_| std::fs::rename(&fresh, socket))
         .map_err(|e| DeployError::Daemon(format!("{}: {e}", socket.display())))?;
+    let inode = std::fs::metadata(socket).map(|m| m.ino()).unwrap_or(0);
     let tcp_task = match tcp {
         Some((addr, dir)) => {
             let acceptor = crate::tls::acceptor(&dir)?;
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| DeployError::Daemon(format!("cannot listen on {addr}: {e}")))?;
+            let bind = || -> std::io::Result<tokio::net::TcpListener> {
+                let s = match addr {
+                    std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                s.set_reuseaddr(true)?;
+                s.set_reuseport(replace)?;
+                s.bind(addr)?;
+                s.listen(256)
+            };
+            let l = bind().map_err(|e| DeployError::Daemon(format!("cannot listen on {addr}: {e}")))?;
             let listener = ingot_registry::server::tls::TlsListener::new(l, acceptor);
             let app = router(engine.clone()).into_make_service_with_connect_info::<Peer>();
             Some(tokio::spawn(async move {
@@ -283,15 +324,27 @@ pub async fn serve(
             }
         })
     };
+    // The predecessor drains its ports once this daemon serves them.
+    if let Some(pid) = predecessor {
+        let mut adopted = engine.adopted();
+        tokio::spawn(async move {
+            if adopted.wait_for(|a| *a).await.is_ok() {
+                tracing::info!(pid, "ports served here: telling the predecessor to drain and exit");
+                // SAFETY: signalling the daemon that just answered our handover.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        });
+    }
     let start_error = Arc::new(std::sync::Mutex::new(None));
     let shutdown = {
         let start_error = start_error.clone();
+        let stopping = engine.clone();
         async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => stopping.closing(),
+                _ = term.recv() => stopping.closing(),
                 Ok(err) = failed_rx => {
                     *start_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err);
                 },
@@ -310,8 +363,12 @@ pub async fn serve(
     if let Some(t) = tcp_task {
         t.abort();
     }
-    engine.shutdown();
-    let _ = std::fs::remove_file(socket);
+    // Published ports: no new connections; open ones finish first.
+    engine.drain_listeners(std::time::Duration::from_secs(10)).await;
+    // The socket file, unless a successor has put its own there.
+    if std::fs::metadata(socket).is_ok_and(|m| m.ino() == inode) {
+        let _ = std::fs::remove_file(socket);
+    }
     if let Some(err) = start_error
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -9,15 +9,16 @@ use axum::serve::IncomingStream;
 use ingot_registry::server::tls::TlsListener;
 use tokio::net::UnixListener;
 
-/// The connection's identity, as the ledger records it.
+/// The connection's identity, as the ledger records it (`.0`), and the
+/// peer's uid on the unix socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer(pub String);
+pub struct Peer(pub String, pub Option<u32>);
 
 impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Peer {
         match stream.io().peer_cred() {
-            Ok(cred) => Peer(unix_actor(cred.uid())),
-            Err(e) => Peer(format!("unknown unix peer ({e})")),
+            Ok(cred) => Peer(unix_actor(cred.uid()), Some(cred.uid())),
+            Err(e) => Peer(format!("unknown unix peer ({e})"), None),
         }
     }
 }
@@ -26,9 +27,12 @@ impl Connected<IncomingStream<'_, TlsListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
         let (_, conn) = stream.io().get_ref();
         match conn.peer_certificates().and_then(|c| c.first()) {
-            Some(cert) => Peer(tls_actor(cert.as_ref())),
+            Some(cert) => Peer(tls_actor(cert.as_ref()), None),
             // Unreachable: the acceptor requires a verified client certificate.
-            None => Peer(format!("tls client {} without a certificate", stream.remote_addr())),
+            None => Peer(
+                format!("tls client {} without a certificate", stream.remote_addr()),
+                None,
+            ),
         }
     }
 }

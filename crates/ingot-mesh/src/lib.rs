@@ -150,12 +150,70 @@ impl Drop for InFlight {
     }
 }
 
-/// Binds `addr` and serves it from `pool` until the task is aborted.
-pub async fn listen(addr: SocketAddr, pool: Arc<Pool>) -> Result<tokio::task::JoinHandle<()>, MeshError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| MeshError::Bind { addr, source })?;
-    Ok(tokio::spawn(async move {
+/// A published port being served. Dropping it (or [`Listener::abort`])
+/// stops accepting at once; [`Listener::drain`] stops accepting and lets
+/// open connections finish.
+pub struct Listener {
+    accept: tokio::task::JoinHandle<()>,
+    draining: tokio::sync::watch::Sender<bool>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Listener {
+    /// Stops accepting; connections already open go on.
+    pub fn abort(&self) {
+        self.accept.abort();
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, then lets each open connection finish: every HTTP
+    /// response from now on says `Connection: close` (a well-behaved client
+    /// reconnects, to whoever listens on the port next), an HTTP connection
+    /// still open a second later is closed once its request in flight is
+    /// answered, and TCP ones when they end. Returns once none is open, or
+    /// after `timeout`; whether all finished.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.accept.abort();
+        let _ = self.draining.send(true);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.open.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Binds `addr` (with SO_REUSEPORT, so that a replacing daemon can bind the
+/// same port before this one lets go of it) and serves it from `pool`.
+pub async fn listen(addr: SocketAddr, pool: Arc<Pool>) -> Result<Listener, MeshError> {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    let listener = bind().map_err(|source| MeshError::Bind { addr, source })?;
+    let (draining, watch) = tokio::sync::watch::channel(false);
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    let accept = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -163,9 +221,15 @@ pub async fn listen(addr: SocketAddr, pool: Arc<Pool>) -> Result<tokio::task::Jo
             };
             let _ = stream.set_nodelay(true);
             let pool = pool.clone();
-            tokio::spawn(async move { serve(stream, pool).await });
+            let conn = InFlight::new(counter.clone());
+            let watch = watch.clone();
+            tokio::spawn(async move {
+                serve(stream, pool, watch).await;
+                drop(conn);
+            });
         }
-    }))
+    });
+    Ok(Listener { accept, draining, open })
 }
 
 fn looks_like_http(b: &[u8]) -> bool {
@@ -185,7 +249,7 @@ fn looks_like_http(b: &[u8]) -> bool {
         .any(|m| b.starts_with(m) || (b.len() < m.len() && m.starts_with(b) && !b.is_empty()))
 }
 
-async fn serve(stream: TcpStream, pool: Arc<Pool>) {
+async fn serve(stream: TcpStream, pool: Arc<Pool>, mut draining: tokio::sync::watch::Receiver<bool>) {
     let mut buf = [0u8; 8];
     // Client-speaks-first protocols show their first bytes at once; a
     // server-speaks-first one gets TCP after a short wait.
@@ -196,14 +260,44 @@ async fn serve(stream: TcpStream, pool: Arc<Pool>) {
     };
     if n > 0 && looks_like_http(&buf[..n]) {
         let io = hyper_util::rt::TokioIo::new(stream);
+        let closing = draining.clone();
         let svc = hyper::service::service_fn(move |req| {
             let pool = pool.clone();
-            async move { Ok::<_, std::convert::Infallible>(forward(req, &pool).await) }
+            let closing = *closing.borrow();
+            async move {
+                let mut resp = forward(req, &pool).await;
+                if closing {
+                    resp.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
-            .serve_connection(io, svc)
-            .await;
+            .serve_connection(io, svc);
+        tokio::pin!(conn);
+        // Draining: responses say Connection: close; a connection idle for
+        // a second after that is closed.
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                changed = draining.changed() => {
+                    if changed.is_err() || *draining.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        if tokio::time::timeout(Duration::from_secs(1), conn.as_mut())
+            .await
+            .is_err()
+        {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn.as_mut()).await;
+        }
     } else {
         splice(stream, pool).await;
     }
@@ -400,6 +494,63 @@ mod tests {
         assert!(pool.drain(a, Duration::from_secs(1)).await);
         assert_eq!(pool.failures.load(Ordering::Relaxed), 0);
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_second_listener_shares_the_port_and_the_first_drains() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let pool = Pool::new();
+        pool.set(&[backend]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let old = listen(front, pool.clone()).await.unwrap();
+        // A keep-alive client of the old listener.
+        let s = TcpStream::connect(front).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = || {
+            Request::get("/")
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let r = send.send_request(req()).await.unwrap();
+        assert!(!r.headers().contains_key("connection"));
+        let _ = r.into_body().collect().await;
+        assert_eq!(old.open_connections(), 1);
+        // The replacement binds the same port while the old one still listens.
+        let new = listen(front, pool.clone()).await.expect("SO_REUSEPORT");
+        let draining = tokio::spawn(async move { old.drain(Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The old connection's next response says close; the connection ends; the drain completes.
+        let r = send.send_request(req()).await.unwrap();
+        assert_eq!(r.headers()["connection"], "close");
+        let _ = r.into_body().collect().await;
+        let _ = conn.await;
+        assert!(draining.await.unwrap(), "the old listener drained");
+        // New connections reach the new listener.
+        let s = TcpStream::connect(front).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        assert_eq!(send.send_request(req()).await.unwrap().status(), 200);
+        new.abort();
     }
 
     #[tokio::test]

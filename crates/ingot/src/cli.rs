@@ -274,6 +274,11 @@ pub enum Command {
         /// development CA is made there if it has none [default: <root>/tls]
         #[arg(long = "tls-dir")]
         tls_dir: Option<PathBuf>,
+        /// Take over from the daemon running on the socket without dropping a request: it stops
+        /// changing anything, this one adopts the replicas and binds the published ports beside
+        /// it, then it drains its connections and exits
+        #[arg(long)]
+        replace: bool,
     },
     /// Deploy a stack (Compose file): follows the change until it converged or rolled back (exit 1);
     /// Ctrl-C stops following, not the change (`ingot ledger wait N` follows it again)

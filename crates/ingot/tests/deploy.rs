@@ -81,18 +81,25 @@ fn get(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, Str
         return Err(format!("status {status:?}"));
     }
     let mut len = 0;
+    let mut close = false;
     loop {
         let mut h = String::new();
         r.read_line(&mut h).map_err(|e| e.to_string())?;
         if h == "\r\n" || h.is_empty() {
             break;
         }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+        let h = h.to_ascii_lowercase();
+        if let Some(v) = h.strip_prefix("content-length:") {
             len = v.trim().parse().unwrap_or(0);
         }
+        close |= h.starts_with("connection:") && h.contains("close");
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    if close {
+        // As any HTTP/1.1 client: the server closes this one; the next request reconnects.
+        *conn = None;
+    }
     let body = String::from_utf8_lossy(&body);
     Ok(body
         .split("<title>")
@@ -849,7 +856,7 @@ fn a_client_that_goes_away_leaves_no_change_pending() {
     let (code, r) = deploy(&ingot, &stack_file(&ingot, "v1c", "hello:1", port, 2, "500ms"), "again");
     assert_eq!(code, 0, "{r}");
     drop(daemon);
-    let _daemon = Daemon::start(&ingot);
+    let mut daemon = Daemon::start(&ingot);
     let mut c = None;
     assert_eq!(
         get(&mut c, port).unwrap(),
@@ -858,5 +865,25 @@ fn a_client_that_goes_away_leaves_no_change_pending() {
     );
     let ps = replicas(&ingot);
     assert_eq!(ps.len(), 2, "{ps:?}");
+
+    // `daemon --replace` under load: the old daemon hands over and drains; no request fails.
+    let load = Load::start(port);
+    std::thread::sleep(Duration::from_millis(500));
+    let successor = Daemon::start_with(&ingot, &["--replace"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the replaced daemon did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, errors) = load.finish();
+    assert!(ok > 200, "the load loop ran ({ok} requests)");
+    assert_eq!(failed, 0, "failed requests while the daemon was replaced: {errors:?}");
+    daemon.kill();
+    let out = ingot.ok(&["service", "ps", "web"]);
+    assert_eq!(out.lines().count(), 3, "the successor manages both replicas: {out}");
+    let mut c = None;
+    assert_eq!(get(&mut c, port).unwrap(), "version one");
     ingot.ok(&["stack", "rm", "demo"]);
+    drop(successor);
 }

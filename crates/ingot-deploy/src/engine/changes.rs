@@ -76,8 +76,16 @@ impl Engine {
                     message,
                 });
             }
-            if sealed.changed().await.is_err() {
-                return Err(DeployError::Daemon("the daemon is shutting down".into()));
+            let mut closing = self.closing.subscribe();
+            tokio::select! {
+                r = sealed.changed() => if r.is_err() {
+                    return Err(DeployError::Daemon("the daemon is shutting down".into()));
+                },
+                _ = closing.wait_for(|c| *c) => {
+                    return Err(DeployError::Daemon(format!(
+                        "the daemon is stopping; the change goes on with the next one (`ingot ledger wait {seq}` follows it)"
+                    )));
+                }
             }
         }
     }

@@ -172,9 +172,12 @@ pub struct Engine {
     /// The ledger's desired state as of its last sealed entry.
     desired: Mutex<BTreeMap<String, PinnedStack>>,
     services: Mutex<BTreeMap<String, Service>>,
-    listeners: Mutex<BTreeMap<SocketAddr, (String, tokio::task::JoinHandle<()>)>>,
+    listeners: Mutex<BTreeMap<SocketAddr, (String, Arc<ingot_mesh::Listener>)>>,
     /// One change at a time: the ledger's only pending entry is its last.
-    change: tokio::sync::Mutex<()>,
+    change: Arc<tokio::sync::Mutex<()>>,
+    /// The locks a quiesced engine holds until it exits.
+    #[allow(clippy::type_complexity)]
+    quiesced: Mutex<Option<(tokio::sync::OwnedMutexGuard<()>, Vec<tokio::sync::OwnedMutexGuard<()>>)>>,
     /// Per stack: held by a change of the stack and by its reconcile pass,
     /// so one stack's rollout never stalls another stack's reconcile.
     stacks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -184,6 +187,10 @@ pub struct Engine {
     sealed: tokio::sync::watch::Sender<i64>,
     /// Set once start-up adopted the replicas (the reconcile tick waits for it).
     ready: std::sync::atomic::AtomicBool,
+    /// True once start-up adopted the replicas and bound the published ports.
+    adopted: tokio::sync::watch::Sender<bool>,
+    /// True once the daemon is stopping: waiters are let go.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A change the API asks for; carried out by a task of its own, so a
@@ -272,12 +279,30 @@ impl Engine {
             desired: Mutex::new(BTreeMap::new()),
             services: Mutex::new(BTreeMap::new()),
             listeners: Mutex::new(BTreeMap::new()),
-            change: tokio::sync::Mutex::new(()),
+            change: Arc::new(tokio::sync::Mutex::new(())),
+            quiesced: Mutex::new(None),
             stacks: Mutex::new(BTreeMap::new()),
             messages: Mutex::new(BTreeMap::new()),
             sealed: tokio::sync::watch::channel(0).0,
             ready: std::sync::atomic::AtomicBool::new(false),
+            adopted: tokio::sync::watch::channel(false).0,
+            closing: tokio::sync::watch::channel(false).0,
         }))
+    }
+
+    /// Becomes true once start-up adopted the replicas and bound the ports.
+    pub fn adopted(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.adopted.subscribe()
+    }
+
+    /// The daemon is stopping: [`Engine::wait`] callers are answered at
+    /// once (they re-attach to the next daemon with `ingot ledger wait`).
+    pub fn closing(&self) {
+        self.closing.send_replace(true);
+    }
+
+    async fn change_owned(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.change.clone().lock_owned().await
     }
 
     fn stack_lock(&self, stack: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -338,8 +363,38 @@ impl Engine {
 
     /// Stops the listeners (replicas keep running; a new daemon adopts them).
     pub fn shutdown(&self) {
-        for (_, (_, h)) in std::mem::take(&mut *lock(&self.listeners)) {
-            h.abort();
+        for (_, (_, l)) in std::mem::take(&mut *lock(&self.listeners)) {
+            l.abort();
         }
+    }
+
+    /// Stops accepting on every published port and lets open connections
+    /// finish (at most `timeout`): how a daemon that is being replaced
+    /// hands its ports over without dropping a request.
+    pub async fn drain_listeners(&self, timeout: Duration) {
+        let all: Vec<Arc<ingot_mesh::Listener>> = std::mem::take(&mut *lock(&self.listeners))
+            .into_values()
+            .map(|(_, l)| l)
+            .collect();
+        let mut set = tokio::task::JoinSet::new();
+        for l in all {
+            set.spawn(async move { l.drain(timeout).await });
+        }
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Hands the engine over to a replacing daemon: waits for the change in
+    /// progress and every stack's reconcile pass, then holds their locks
+    /// (no change, no reconcile) until this daemon exits. The published
+    /// ports keep serving until [`Engine::drain_listeners`].
+    pub async fn quiesce(&self) {
+        self.ready.store(false, std::sync::atomic::Ordering::SeqCst);
+        let change = self.change_owned().await;
+        let stacks: Vec<Arc<tokio::sync::Mutex<()>>> = lock(&self.stacks).values().cloned().collect();
+        let mut held = Vec::new();
+        for s in stacks {
+            held.push(s.lock_owned().await);
+        }
+        *lock(&self.quiesced) = Some((change, held));
     }
 }

@@ -45,8 +45,8 @@ impl Engine {
                         )));
                     }
                     // Moving within this stack: rebound below.
-                    if let Some((_, h)) = lock(&self.listeners).remove(&addr) {
-                        h.abort();
+                    if let Some((_, l)) = lock(&self.listeners).remove(&addr) {
+                        l.abort();
                     }
                 }
                 None => {}
@@ -60,7 +60,7 @@ impl Engine {
             let handle = ingot_mesh::listen(addr, pool)
                 .await
                 .map_err(|e| DeployError::Invalid(format!("port {} cannot be published: {e}", addr.port())))?;
-            lock(&self.listeners).insert(addr, (svc, handle));
+            lock(&self.listeners).insert(addr, (svc, Arc::new(handle)));
         }
         Ok(())
     }

@@ -45,6 +45,7 @@ pub fn daemon(
     policy: Option<&Path>,
     tcp: Option<std::net::SocketAddr>,
     tls_dir: Option<&Path>,
+    replace: bool,
 ) -> Result<ExitCode> {
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     // Open once: creates or migrates the store before anything else.
@@ -77,7 +78,7 @@ pub fn daemon(
                 eprintln!("ingot: and on tcp://{addr} (mutual TLS, {})", dir.display());
             }
         }
-        ingot_deploy::api::serve(engine, &sock, tcp).await
+        ingot_deploy::api::serve(engine, &sock, tcp, replace).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -173,6 +173,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref policy,
             tcp,
             ref tls_dir,
+            replace,
         } => deploy::daemon(
             &root,
             &cli,
@@ -180,6 +181,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             policy.as_deref(),
             tcp,
             tls_dir.as_deref(),
+            replace,
         ),
         Command::Deploy {
             ref file,
