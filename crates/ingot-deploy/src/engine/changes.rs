@@ -204,9 +204,13 @@ impl Engine {
         let (entry, stack, previous) = (p.entry.clone(), p.stack, p.previous);
         let work = tokio::spawn(async move {
             if entry.kind == ledger::RM {
+                // Every service at once: each drains and stops its replicas.
+                let mut set = tokio::task::JoinSet::new();
                 for name in stack.services.keys() {
-                    me.remove_service(&stack.name, name).await;
+                    let (me, s, n) = (me.clone(), stack.name.clone(), name.clone());
+                    set.spawn(async move { me.remove_service(&s, &n).await });
                 }
+                while set.join_next().await.is_some() {}
                 (ledger::SUCCEEDED, format!("stack {} removed", stack.name))
             } else {
                 me.rollout(&stack, previous.as_ref()).await

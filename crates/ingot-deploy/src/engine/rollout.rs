@@ -39,12 +39,16 @@ impl Engine {
                 })
                 .collect();
             let mut failures = 0u32;
+            // A service with nothing running yet is created, not updated
+            // (as Swarm): all its replicas start at once, no monitor period.
+            let creating = current.is_empty();
             // Parallelism 0 means all at once, as in Swarm.
-            let width = if policy.parallelism == 0 {
+            let width = if policy.parallelism == 0 || creating {
                 needs.len().max(1)
             } else {
                 policy.parallelism as usize
             };
+            let monitor_ms = if creating { 0 } else { policy.monitor_ms };
             for batch in needs.chunks(width) {
                 let mut fresh = Vec::new();
                 for &slot in batch {
@@ -115,7 +119,7 @@ impl Engine {
                     }
                 }
                 // Monitor: the batch's new replicas must stay up.
-                let deadline = Instant::now() + Duration::from_millis(policy.monitor_ms);
+                let deadline = Instant::now() + Duration::from_millis(monitor_ms);
                 let batch_new: Vec<Replica> = current
                     .iter()
                     .filter(|r| batch.contains(&r.slot) && r.version == version)

@@ -321,6 +321,22 @@ async fn start_first_keeps_the_old_replicas_until_the_change_succeeded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_new_service_starts_all_its_replicas_at_once() {
+    let w = world().await;
+    let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
+    let t = Instant::now();
+    let r = deploy(&w, &stack(vec![("web", service(&w.v[0], 4, free_port(), u))])).await;
+    assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
+    let ev = w.fake.events();
+    assert!(ev[..4].iter().all(|e| e.starts_with("start")), "one batch: {ev:?}");
+    assert!(
+        t.elapsed() < Duration::from_millis(300),
+        "no monitor period: {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn stop_first_stops_each_old_replica_before_its_successor_starts() {
     let w = world().await;
     let p = free_port();
