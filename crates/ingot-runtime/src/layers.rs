@@ -64,6 +64,14 @@ pub fn ensure_layer(store: &Store, digest: &Digest, media_type: &str, diff_id: &
         return Ok(dir);
     }
     let tmp_base = base.join("tmp");
+    if !base.exists() {
+        // Unpacked layers keep their setuid binaries: only root may reach them.
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&base)
+            .map_err(RuntimeError::io(&base))?;
+    }
     fs::create_dir_all(base.join("sha256")).map_err(RuntimeError::io(&base))?;
     fs::create_dir_all(&tmp_base).map_err(RuntimeError::io(&tmp_base))?;
     let compression = media::layer_compression(media_type)

@@ -127,6 +127,12 @@ pub fn create_with_spec(
     store.insert_container(&rec)?;
     let dir = container_dir(store.root(), &id);
     let made = (|| {
+        let all = store.root().join("containers");
+        if !all.exists() {
+            // Containers' roots (overlay mounts) hold setuid binaries.
+            use std::os::unix::fs::DirBuilderExt;
+            let _ = fs::DirBuilder::new().mode(0o700).create(&all);
+        }
         for sub in ["upper", "work", "merged"] {
             fs::create_dir_all(dir.join(sub))?;
         }

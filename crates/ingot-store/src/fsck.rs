@@ -52,6 +52,7 @@ pub fn fsck(store: &Store) -> Result<(usize, Vec<Problem>)> {
             }),
         }
     }
+    problems.extend(modes(store));
     let mut checked = std::collections::HashSet::new();
     for image in store.image_digests()? {
         check_manifest(store, &image, None, &bad, &mut checked, &mut problems);
@@ -124,4 +125,37 @@ fn check_manifest(
     for c in children {
         check_manifest(store, &c.digest, Some(&c.media_type), bad, checked, problems);
     }
+}
+
+/// Files at rest that others than root could reach: the root, the layer
+/// cache and the containers' directories (setuid binaries of unpacked
+/// layers, the CVE-2021-41091 pattern), and the database.
+pub fn modes(store: &Store) -> Vec<Problem> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = store.root();
+    let mut out = Vec::new();
+    let checks = [
+        (root.to_path_buf(), crate::ROOT_MODE),
+        (root.join("layers"), 0o700),
+        (root.join("containers"), 0o700),
+        (root.join("ingot.db"), crate::DB_MODE),
+        (root.join("ingot.db-wal"), crate::DB_MODE),
+        (root.join("ingot.db-shm"), crate::DB_MODE),
+    ];
+    for (path, want) in checks {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            out.push(Problem {
+                object: path.display().to_string(),
+                problem: format!(
+                    "mode {mode:04o} lets other users in (expected {want:04o}: chmod {want:o} {})",
+                    path.display()
+                ),
+            });
+        }
+    }
+    out
 }

@@ -57,17 +57,43 @@ pub struct Lease {
     _file: File,
 }
 
+/// The mode of a store root ingot creates (and that `fsck` expects).
+pub const ROOT_MODE: u32 = 0o700;
+/// The mode of `ingot.db` (and its -wal and -shm files).
+pub const DB_MODE: u32 = 0o600;
+
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`; a new root is 0700
+    /// and its database 0600.
     pub fn open(root: &Path) -> Result<Store> {
         let root_err = |source| StoreError::Root {
             path: root.to_path_buf(),
             source,
         };
-        fs::create_dir_all(root).map_err(root_err)?;
+        if !root.exists() {
+            // Only root reaches into a root: unpacked layers hold setuid
+            // binaries, the database holds the containers' environments.
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(ROOT_MODE)
+                .create(root)
+                .map_err(root_err)?;
+        }
         let blobs = Blobs::new(root);
         blobs.create_dirs().map_err(root_err)?;
-        let db = db::open(&root.join("ingot.db"))?;
+        let db_path = root.join("ingot.db");
+        if !db_path.exists() {
+            // SQLite gives its -wal and -shm files the database's mode.
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(DB_MODE)
+                .open(&db_path)
+                .map_err(root_err)?;
+        }
+        let db = db::open(&db_path)?;
         Ok(Store {
             root: root.to_path_buf(),
             blobs,
