@@ -187,15 +187,60 @@ pub(crate) fn remove_files(store: &Store, id: &str) {
     let _ = cgroups::Cgroup::for_container(id).destroy();
 }
 
-/// Sends `sig` to a running container's first process.
+/// The start time of process `pid` (clock ticks since boot, field 22 of
+/// `/proc/PID/stat`): with the pid, what names one process for good.
+pub fn start_time(pid: i64) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Records which process a container's first process is (its pid and
+/// start time, in `<container>/pid`), so that a pid reused by another
+/// process is never mistaken for it.
+pub(crate) fn record_process(root: &Path, id: &str, pid: i64) {
+    if let Some(t) = start_time(pid) {
+        let _ = fs::write(container_dir(root, id).join("pid"), format!("{pid} {t}\n"));
+    }
+}
+
+/// Whether the container's first process still runs: its pid is alive and
+/// is the same process (start time) the monitor recorded.
+fn owned(store: &Store, rec: &ContainerRecord) -> bool {
+    let Some(pid) = rec.pid.filter(|p| *p > 0) else {
+        return false;
+    };
+    let recorded = fs::read_to_string(container_dir(store.root(), &rec.id).join("pid")).ok();
+    match recorded
+        .as_deref()
+        .and_then(|r| r.split_whitespace().nth(1)?.parse::<u64>().ok())
+    {
+        Some(t) => start_time(pid) == Some(t),
+        // Recorded by an older ingot: the pid alone.
+        None => alive(Some(pid)),
+    }
+}
+
+/// Sends `sig` to a running container's first process, through a pidfd
+/// opened before the process is checked to be the container's: a pid
+/// that an unrelated process reused is never signalled.
 pub fn kill(store: &Store, key: &str, sig: Signal) -> Result<ContainerRecord> {
     reconcile(store)?;
     let rec = store.container(key)?;
-    if rec.state != ContainerState::Running || !alive(rec.pid) {
-        return Err(RuntimeError::NotRunning(rec.name));
+    let pid = rec.pid.unwrap_or(0);
+    let not_running = || RuntimeError::NotRunning(rec.name.clone());
+    if rec.state != ContainerState::Running || pid <= 0 {
+        return Err(not_running());
     }
-    let pid = rec.pid.unwrap_or(0) as i32;
-    signal::kill(Pid::from_raw(pid), sig).map_err(|e| RuntimeError::Setup(format!("kill {}: {e}", rec.name)))?;
+    let target = rustix::process::Pid::from_raw(pid as i32).ok_or_else(not_running)?;
+    let fd = rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty()).map_err(|_| not_running())?;
+    if !owned(store, &rec) {
+        return Err(not_running());
+    }
+    let sig = rustix::process::Signal::from_named_raw(sig as i32)
+        .ok_or_else(|| RuntimeError::Setup(format!("kill {}: signal {sig} unknown", rec.name)))?;
+    rustix::process::pidfd_send_signal(&fd, sig).map_err(|e| RuntimeError::Setup(format!("kill {}: {e}", rec.name)))?;
     Ok(rec)
 }
 
@@ -209,7 +254,7 @@ fn wait_stopped(store: &Store, id: &str, timeout: Duration) -> Result<bool> {
             Err(ingot_store::StoreError::ContainerNotFound(_)) => return Ok(true),
             Err(e) => return Err(e.into()),
         };
-        if rec.state != ContainerState::Running || !alive(rec.pid) {
+        if rec.state != ContainerState::Running || !owned(store, &rec) {
             return Ok(true);
         }
         if Instant::now() >= deadline {
@@ -280,5 +325,5 @@ pub fn log_paths(store: &Store, rec: &ContainerRecord) -> (PathBuf, PathBuf) {
 /// Whether the container is still running (re-read from the store).
 pub fn is_running(store: &Store, id: &str) -> Result<bool> {
     let rec = store.container(id)?;
-    Ok(rec.state == ContainerState::Running && alive(rec.pid))
+    Ok(rec.state == ContainerState::Running && owned(store, &rec))
 }

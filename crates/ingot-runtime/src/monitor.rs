@@ -224,6 +224,7 @@ fn start_and_wait(
     rec.state = ContainerState::Running;
     rec.pid = Some(child.as_raw().into());
     rec.monitor_pid = Some(std::process::id().into());
+    crate::record_process(store.root(), &rec.id, rec.pid.unwrap_or(0));
     rec.started_at = Some(now());
     store.update_container(&rec)?;
     let lease = network.map(|(published, lease)| {

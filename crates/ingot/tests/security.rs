@@ -1,0 +1,147 @@
+//! Attacks on what SECURITY.md promises, each against the real binary and
+//! real containers. Needs root.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ingot_testsupport::{skip, workspace_file, Ingot};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ingot");
+
+/// A root with the example busybox image as `box:1`; `None` (and why) where
+/// containers cannot run.
+fn setup(test: &str) -> Option<Ingot> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip(test, "containers need root");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        skip(test, "/bin/busybox is missing (Debian package busybox-static)");
+        return None;
+    }
+    let ingot = Ingot::new(BIN);
+    let tar = ingot.path("rootfs.tar");
+    assert!(Command::new(workspace_file("examples/rootfs/build.sh"))
+        .arg(&tar)
+        .status()
+        .unwrap()
+        .success());
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "box:1"]);
+    Some(ingot)
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Runs `args` as the unprivileged user nobody; whether it succeeded.
+fn as_nobody(args: &[&str]) -> bool {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn sql(db: &Path, statement: &str) {
+    let st = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import sqlite3; c = sqlite3.connect({:?}); c.execute({statement:?}); c.commit()",
+                db.to_str().unwrap()
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "{statement}");
+}
+
+#[test]
+fn files_at_rest_are_root_only_and_fsck_says_when_not() {
+    let Some(ingot) = setup("files_at_rest_are_root_only_and_fsck_says_when_not") else {
+        return;
+    };
+    // The layer cache gets filled by running a container.
+    ingot.ok(&["run", "--rm", "box:1", "true"]);
+    let root = ingot.root();
+    assert_eq!(mode(&root), 0o700);
+    assert_eq!(mode(&root.join("ingot.db")), 0o600);
+    assert_eq!(mode(&root.join("layers")), 0o700);
+    assert_eq!(mode(&root.join("containers")), 0o700);
+    // Only the root's own mode protects it: its parent is open to all.
+    std::fs::set_permissions(ingot.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let layer = std::fs::read_dir(root.join("layers/sha256"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let busybox = layer.join("bin/busybox");
+    assert!(busybox.exists());
+    assert!(
+        !as_nobody(&["stat", busybox.to_str().unwrap()]),
+        "an unprivileged user reached an unpacked layer's binary"
+    );
+    assert!(
+        as_nobody(&["stat", ingot.dir.path().to_str().unwrap()]),
+        "the check itself works"
+    );
+    let out = ingot.run(&["fsck"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A root opened up is reported, naming the path and the fix.
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = ingot.fails(&["fsck"]);
+    assert!(err.contains("mode 0755") && err.contains("chmod 700"), "{err}");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+}
+
+#[test]
+fn kill_stop_and_rm_never_signal_a_process_that_reused_the_pid() {
+    let Some(ingot) = setup("kill_stop_and_rm_never_signal_a_process_that_reused_the_pid") else {
+        return;
+    };
+    ingot.ok(&["run", "-d", "--name", "victim", "box:1", "sleep", "300"]);
+    let rec: Value = ingot.json(&["ps"])[0].clone();
+    let real = rec["pid"].as_i64().unwrap();
+    let id = rec["id"].as_str().unwrap().to_string();
+    let monitor = ingot_testsupport::processes_naming(&format!("__monitor {id}"))[0].0;
+    // An unrelated process, and the record pointing at it as if its pid had been reused.
+    let mut bystander = Command::new("sleep").arg("300").spawn().unwrap();
+    let db = ingot.root().join("ingot.db");
+    sql(
+        &db,
+        &format!("UPDATE containers SET pid = {} WHERE name = 'victim'", bystander.id()),
+    );
+    let _ = ingot.run(&["kill", "victim"]);
+    let _ = ingot.run(&["stop", "-t", "1", "victim"]);
+    let _ = ingot.run(&["rm", "-f", "victim"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let survived = alive(bystander.id());
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(
+        survived,
+        "kill/stop/rm -f signalled a process that is not the container's"
+    );
+    // The real container (its record is gone): its monitor takes it down with it.
+    let _ = Command::new("kill").args(["-9", &monitor.to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(real as u32) {
+        assert!(Instant::now() < deadline, "the container outlived its monitor");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
