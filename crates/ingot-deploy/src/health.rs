@@ -17,9 +17,13 @@ use crate::compose::Health;
 /// Runs `health`'s command in container `id` (`exe --root ROOT exec ID ...`).
 pub async fn check(exe: &Path, root: &Path, id: &str, health: &Health) -> bool {
     let mut cmd = tokio::process::Command::new(exe);
+    // `ingot exec` kills the check's whole process group when its timeout
+    // expires; ours (a little later) is the backstop.
     cmd.arg("--root")
         .arg(root)
         .arg("exec")
+        .arg("--timeout")
+        .arg(format!("{}ms", health.timeout_ms))
         .arg(id)
         .args(&health.test)
         .stdin(Stdio::null())
@@ -29,7 +33,7 @@ pub async fn check(exe: &Path, root: &Path, id: &str, health: &Health) -> bool {
     let Ok(mut child) = cmd.spawn() else {
         return false;
     };
-    match tokio::time::timeout(Duration::from_millis(health.timeout_ms), child.wait()).await {
+    match tokio::time::timeout(Duration::from_millis(health.timeout_ms + 1000), child.wait()).await {
         Ok(Ok(status)) => status.success(),
         _ => {
             let _ = child.kill().await;

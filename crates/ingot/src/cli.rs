@@ -254,6 +254,9 @@ pub enum Command {
     },
     /// Run a command in a running container: its namespaces, root, user, capabilities and seccomp filter
     Exec {
+        /// Kill the command and everything it started when this expires (e.g. 1s, 500ms)
+        #[arg(long)]
+        timeout: Option<String>,
         container: String,
         /// The command and its arguments
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]

@@ -145,3 +145,34 @@ fn kill_stop_and_rm_never_signal_a_process_that_reused_the_pid() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_probe_that_times_out_is_killed_with_everything_it_started() {
+    let Some(ingot) = setup("a_probe_that_times_out_is_killed_with_everything_it_started") else {
+        return;
+    };
+    ingot.ok(&["run", "-d", "--name", "svc", "box:1", "sleep", "300"]);
+    let t = Instant::now();
+    let out = ingot.run(&[
+        "exec",
+        "--timeout",
+        "500ms",
+        "svc",
+        "sh",
+        "-c",
+        "sleep 1001 & sleep 1002",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(t.elapsed() < Duration::from_secs(5), "the timeout was not enforced");
+    std::thread::sleep(Duration::from_millis(200));
+    for left in ["sleep 1001", "sleep 1002"] {
+        assert!(
+            ingot_testsupport::processes_naming(left).is_empty(),
+            "{left} outlived the probe that started it"
+        );
+    }
+    // Without a timeout, the command's status is passed through.
+    let out = ingot.run(&["exec", "svc", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    ingot.ok(&["rm", "-f", "svc"]);
+}

@@ -193,8 +193,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec {
             ref container,
             ref command,
+            ref timeout,
         } => {
-            let code = ingot_runtime::exec(&open()?, container, command)?;
+            let timeout = match timeout {
+                Some(t) => Some(std::time::Duration::from_millis(
+                    ingot_deploy::compose::duration(t).map_err(|e| anyhow::anyhow!("--timeout {t:?}: {e}"))?,
+                )),
+                None => None,
+            };
+            let code = ingot_runtime::exec(&open()?, container, command, timeout)?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         Command::Service {
