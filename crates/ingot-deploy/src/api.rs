@@ -297,9 +297,11 @@ pub async fn serve(
             };
             let l = bind().map_err(|e| DeployError::Daemon(format!("cannot listen on {addr}: {e}")))?;
             let listener = ingot_registry::server::tls::TlsListener::new(l, acceptor);
-            let app = router(engine.clone()).into_make_service_with_connect_info::<Peer>();
+            let app = router(engine.clone());
             Some(tokio::spawn(async move {
-                let _ = axum::serve(listener, app).await;
+                use ingot_registry::server::http;
+                let limits = http::Limits::default();
+                http::serve(listener, app, limits, Peer::tls, std::future::pending()).await;
             }))
         }
         None => None,
@@ -351,13 +353,16 @@ pub async fn serve(
             }
         }
     };
-    let result = axum::serve(
+    use ingot_registry::server::http;
+    http::serve(
         listener,
-        router(engine.clone()).into_make_service_with_connect_info::<Peer>(),
+        router(engine.clone()),
+        http::Limits::default(),
+        |io, _| Peer::unix(io),
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(|e| DeployError::Daemon(e.to_string()));
+    .await;
+    let result: crate::Result<()> = Ok(());
     ticker.abort();
     starting.abort();
     if let Some(t) = tcp_task {

@@ -4,35 +4,32 @@
 //! resolves); over TCP, the subject of the client certificate mutual TLS
 //! verified.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
-use ingot_registry::server::tls::TlsListener;
-use tokio::net::UnixListener;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::server::TlsStream;
 
 /// The connection's identity, as the ledger records it (`.0`), and the
 /// peer's uid on the unix socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer(pub String, pub Option<u32>);
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Peer {
-        match stream.io().peer_cred() {
+impl Peer {
+    /// The peer of a unix socket connection: its uid (and user name).
+    pub fn unix(stream: &UnixStream) -> Peer {
+        match stream.peer_cred() {
             Ok(cred) => Peer(unix_actor(cred.uid()), Some(cred.uid())),
             Err(e) => Peer(format!("unknown unix peer ({e})"), None),
         }
     }
-}
 
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
-        let (_, conn) = stream.io().get_ref();
+    /// The peer of a mutual-TLS connection: its certificate's subject.
+    pub fn tls(stream: &TlsStream<TcpStream>, addr: &SocketAddr) -> Peer {
+        let (_, conn) = stream.get_ref();
         match conn.peer_certificates().and_then(|c| c.first()) {
             Some(cert) => Peer(tls_actor(cert.as_ref()), None),
             // Unreachable: the acceptor requires a verified client certificate.
-            None => Peer(
-                format!("tls client {} without a certificate", stream.remote_addr()),
-                None,
-            ),
+            None => Peer(format!("tls client {addr} without a certificate"), None),
         }
     }
 }

@@ -25,6 +25,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The most a client may take to send a request head (or stay idle on a
+/// keep-alive connection) before the mesh closes the connection.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Largest request body the mesh buffers (it buffers to be able to retry).
 pub const MAX_BODY: usize = 16 << 20;
 
@@ -275,7 +279,11 @@ async fn serve(stream: TcpStream, pool: Arc<Pool>, mut draining: tokio::sync::wa
                 Ok::<_, std::convert::Infallible>(resp)
             }
         });
+        // A client slow to send its request head, or idle that long
+        // between requests, is disconnected.
         let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
             .keep_alive(true)
             .serve_connection(io, svc);
         tokio::pin!(conn);

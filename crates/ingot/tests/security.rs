@@ -176,3 +176,94 @@ fn a_probe_that_times_out_is_killed_with_everything_it_started() {
     assert_eq!(out.status.code(), Some(3));
     ingot.ok(&["rm", "-f", "svc"]);
 }
+
+/// 200 slow-loris connections (one header byte every 2 s) against `addr`:
+/// a normal request is answered meanwhile (`normal` says so), and every
+/// slow connection is closed by the server within `limit`.
+fn slow_loris(addr: std::net::SocketAddr, limit: Duration, normal: impl Fn() -> bool) {
+    use std::io::{Read, Write};
+    let mut slow: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let start = Instant::now();
+    let mut served = false;
+    let mut open = slow.len();
+    let mut byte = 0;
+    while open > 0 && start.elapsed() < limit + Duration::from_secs(5) {
+        for s in &mut slow {
+            let _ = s.write_all(&[b"GET / HTTP/1.1\r\nX-Slow: "[byte % 25]]);
+        }
+        byte += 1;
+        if !served {
+            let t = Instant::now();
+            served = normal();
+            assert!(
+                served,
+                "a normal client was not served while slow clients held connections"
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(3),
+                "the normal client waited {:?}",
+                t.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        open = 0;
+        for s in &mut slow {
+            let mut b = [0u8; 64];
+            let still = match s.read(&mut b) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            };
+            open += usize::from(still);
+        }
+    }
+    assert_eq!(open, 0, "slow clients still connected after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() <= limit + Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn slow_loris_clients_are_cut_off_and_do_not_starve_others() {
+    let ingot = Ingot::new(BIN);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = ingot
+        .command()
+        .args(["serve", "--addr", &addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "ingot serve did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let normal = || {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200")
+    };
+    slow_loris(addr, Duration::from_secs(10), normal);
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod blobs;
+pub mod http;
 mod listing;
 mod manifests;
 pub mod tls;
@@ -243,14 +244,15 @@ pub async fn serve(root: &std::path::Path, opts: ServeOptions, ready: impl FnOnc
             _ = async { if let Some(t) = term.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
         }
     };
+    let limits = http::Limits {
+        max_connections: 4096,
+        ..Default::default()
+    };
     match acceptor {
-        Some(a) => {
-            axum::serve(tls::TlsListener::new(listener, a), app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        Some(a) => http::serve(tls::TlsListener::new(listener, a), app, limits, |_, _| (), shutdown).await,
+        None => http::serve(listener, app, limits, |_, _| (), shutdown).await,
     }
+    Ok(())
 }
 
 #[cfg(test)]
