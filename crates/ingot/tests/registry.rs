@@ -179,6 +179,18 @@ fn conformance_every_endpoint_status_and_header() {
         b"",
     );
     assert_eq!(r.status, 416);
+    // RFC 9110: the suffix form, and an end past the blob trimmed.
+    for (range, from, content_range) in [
+        ("bytes=-10", 99_990, "bytes 99990-99999/100000"),
+        ("bytes=99995-200000", 99_995, "bytes 99995-99999/100000"),
+    ] {
+        let r = call("GET", &format!("{b}/v2/conf/a/blobs/{d}"), &[("range", range)], b"");
+        assert_eq!(
+            (r.status, &r.body[..], r.header("content-range")),
+            (206, &data[from..], content_range),
+            "{range}"
+        );
+    }
     // Not in another repository.
     let r = call("GET", &format!("{b}/v2/conf/other/blobs/{d}"), &[], b"");
     assert_eq!((r.status, r.code().as_str()), (404, "BLOB_UNKNOWN"));
@@ -1051,4 +1063,80 @@ fn referrers_travel_with_pull_and_push() {
     // GC keeps a referrer while it exists in the store.
     mid.ok(&["gc"]);
     assert_eq!(mid.json(&["fsck"])["problems"], json!([]));
+}
+
+/// `Basic` credentials for a token secret (any user name).
+fn basic(secret: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let raw = format!("any:{secret}").into_bytes();
+    let mut out = String::new();
+    for c in raw.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("Basic {out}")
+}
+
+#[test]
+fn a_cross_repository_mount_needs_pull_on_its_source() {
+    let server_root = Ingot::new(BIN);
+    let all = server_root
+        .ok(&["token", "create", "--repo", "*", "--pull", "--push"])
+        .trim()
+        .to_string();
+    let team = server_root
+        .ok(&["token", "create", "--repo", "team/*", "--pull", "--push"])
+        .trim()
+        .to_string();
+    let srv = serve(&server_root, &["--auth", "tokens"]);
+    let b = srv.base.as_str();
+    let bearer = |secret: &str, scopes: &str| {
+        let r = call(
+            "GET",
+            &format!("{b}/token?service=ingot&{scopes}"),
+            &[("authorization", &basic(secret))],
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        format!("Bearer {}", r.json()["token"].as_str().unwrap())
+    };
+    let data = b"a layer only the secret repository has".to_vec();
+    let d = sha256(&data);
+    let owner = bearer(&all, "scope=repository:secret/app:pull,push");
+    let r = call(
+        "POST",
+        &format!("{b}/v2/secret/app/blobs/uploads/?digest={d}"),
+        &[("authorization", &owner), ("content-type", "application/octet-stream")],
+        &data,
+    );
+    assert_eq!(r.status, 201);
+    // The team token cannot pull secret/app: its mount is an ordinary upload session.
+    let t = bearer(
+        &team,
+        "scope=repository:team/x:pull,push&scope=repository:secret/app:pull",
+    );
+    let mount = format!("{b}/v2/team/x/blobs/uploads/?mount={d}&from=secret/app");
+    let r = call("POST", &mount, &[("authorization", &t)], b"");
+    assert_eq!(r.status, 202, "mounted a blob from a repository it cannot read");
+    let r = call(
+        "HEAD",
+        &format!("{b}/v2/team/x/blobs/{d}"),
+        &[("authorization", &t)],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    // With pull on the source the mount happens.
+    let both = bearer(
+        &all,
+        "scope=repository:team/x:pull,push&scope=repository:secret/app:pull",
+    );
+    let r = call("POST", &mount, &[("authorization", &both)], b"");
+    assert_eq!(r.status, 201);
 }

@@ -88,6 +88,18 @@ fn challenge(req_headers: &HeaderMap, tls: bool, scope: Option<String>, error: O
     resp
 }
 
+/// Whether the request's credentials may pull from `repo` (always, when
+/// the registry has no auth): a cross-repository mount needs it of its
+/// `from` repository.
+pub(crate) fn may_pull(app: &Shared, repo: &str, req: &Req) -> bool {
+    let probe = Req {
+        method: axum::http::Method::GET,
+        query: Default::default(),
+        headers: req.headers.clone(),
+    };
+    denial(app, &Route::Tags(repo.to_string()), &probe).is_none()
+}
+
 /// `None` if the request may go on, else the 401 to send.
 pub(crate) fn denial(app: &Shared, route: &Route, req: &Req) -> Option<Response> {
     app.opts.auth.as_ref()?;

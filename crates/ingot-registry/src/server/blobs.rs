@@ -15,17 +15,26 @@ pub(crate) fn parse_digest(d: &str) -> Result<Digest, ApiError> {
         .map_err(|e| ApiError::digest_invalid(format!("{d:?}: {e}")))
 }
 
-/// `bytes=START-END` or `bytes=START-` against a blob of `size` bytes.
+/// One byte range (RFC 9110 14.1.2) against a blob of `size` bytes:
+/// `bytes=START-END` (an END past the blob is trimmed to its last byte),
+/// `bytes=START-`, or the suffix `bytes=-N` (the last N bytes). `None` when
+/// not satisfiable (a START at or past the end, an empty suffix).
 fn range(value: &str, size: u64) -> Option<(u64, u64)> {
     let spec = value.trim().strip_prefix("bytes=")?;
     let (s, e) = spec.split_once('-')?;
-    let start: u64 = s.trim().parse().ok()?;
-    let end: u64 = if e.trim().is_empty() {
-        size.checked_sub(1)?
+    let (s, e) = (s.trim(), e.trim());
+    let last = size.checked_sub(1)?;
+    if s.is_empty() {
+        let n: u64 = e.parse().ok().filter(|n| *n > 0)?;
+        return Some((size - n.min(size), last));
+    }
+    let start: u64 = s.parse().ok().filter(|st| *st < size)?;
+    let end: u64 = if e.is_empty() {
+        last
     } else {
-        e.trim().parse().ok()?
+        e.parse::<u64>().ok()?.min(last)
     };
-    (start <= end && end < size).then_some((start, end))
+    (start <= end).then_some((start, end))
 }
 
 pub(crate) async fn get(app: &Shared, name: &str, d: &str, req: &Req) -> Result<Response, ApiError> {
@@ -91,7 +100,13 @@ mod tests {
     fn ranges() {
         assert_eq!(super::range("bytes=0-9", 100), Some((0, 9)));
         assert_eq!(super::range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(super::range("bytes=50-200", 100), None);
+        // RFC 9110: an end past the blob is trimmed; suffix ranges are the last N bytes.
+        assert_eq!(super::range("bytes=50-200", 100), Some((50, 99)));
+        assert_eq!(super::range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(super::range("bytes=-500", 100), Some((0, 99)));
+        assert_eq!(super::range("bytes=-0", 100), None);
+        assert_eq!(super::range("bytes=100-", 100), None);
+        assert_eq!(super::range("bytes=0-0", 0), None);
         assert_eq!(super::range("bytes=9-0", 100), None);
         assert_eq!(super::range("items=0-1", 100), None);
     }

@@ -116,7 +116,12 @@ async fn complete(
 }
 
 pub(crate) async fn start(app: &Shared, name: &str, req: &Req, body: Body) -> Result<Response, ApiError> {
-    if let (Some(m), Some(from)) = (req.query.get("mount"), req.query.get("from")) {
+    let mount = match (req.query.get("mount"), req.query.get("from")) {
+        // Mounting needs pull on `from`; without it, an ordinary session.
+        (Some(m), Some(from)) if super::auth::may_pull(app, from, req) => Some((m, from)),
+        _ => None,
+    };
+    if let Some((m, from)) = mount {
         let digest = parse_digest(m)?;
         let (from, repo, ds) = (from.clone(), name.to_string(), digest.to_string());
         let mounted = app
