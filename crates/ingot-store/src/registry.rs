@@ -239,6 +239,38 @@ impl Store {
         Ok(())
     }
 
+    /// Every token: (sha256 of its secret, pattern, pull, push, created).
+    pub fn reg_tokens(&self) -> Result<Vec<(String, String, bool, bool, String)>> {
+        let mut st = self
+            .db
+            .prepare("SELECT hash, pattern, pull, push, created FROM reg_tokens ORDER BY created, hash")
+            .map_err(self.db_err())?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(self.db_err())
+    }
+
+    /// Deletes the token whose hash starts with `id` (at least 8 hex
+    /// digits); how many matched (only one is ever deleted).
+    pub fn reg_token_revoke(&self, id: &str) -> Result<usize> {
+        if id.len() < 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(0);
+        }
+        let pattern = format!("{}%", id.to_ascii_lowercase());
+        let n: usize = self
+            .db
+            .query_row("SELECT COUNT(*) FROM reg_tokens WHERE hash LIKE ?1", [&pattern], |r| {
+                r.get(0)
+            })
+            .map_err(self.db_err())?;
+        if n == 1 {
+            self.db
+                .execute("DELETE FROM reg_tokens WHERE hash LIKE ?1", [&pattern])
+                .map_err(self.db_err())?;
+        }
+        Ok(n)
+    }
+
     /// The repository pattern and rights (pull, push) of a token.
     pub fn reg_token(&self, hash: &str) -> Result<Option<(String, bool, bool)>> {
         self.db

@@ -372,6 +372,10 @@ pub enum KeyCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TokenCommand {
+    /// List tokens: ID (the start of the sha256 of the secret), repositories, rights, created
+    List,
+    /// Delete a token by ID; bearer tokens already issued for it expire within 5 minutes
+    Revoke { id: String },
     /// Make a token; prints its secret once (give it to clients as INGOT_REGISTRY_TOKEN,
     /// or as the password of `skopeo --creds` / `docker login`)
     Create {

@@ -771,6 +771,24 @@ fn token_auth_scopes_and_anonymous_pull() {
         .run(&["push", &format!("{host}/team/app:1"), &format!("{host}/team/app:9")])
         .status
         .success());
+    // Revocation: listed by ID, deleted by ID; its secret gets no token any more.
+    let list = server_root.json(&["token", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let id = sha256(rw.as_bytes()).trim_start_matches("sha256:")[..12].to_string();
+    assert!(
+        list.as_array().unwrap().iter().any(|t| t["id"] == id.as_str()),
+        "{list}"
+    );
+    assert!(with(&rw, &["push", "sec:1", &format!("{host}/team/app:4")])
+        .status
+        .success());
+    server_root.ok(&["token", "revoke", &id]);
+    assert!(!with(&rw, &["push", "sec:1", &format!("{host}/team/app:5")])
+        .status
+        .success());
+    assert_eq!(server_root.json(&["token", "list"]).as_array().unwrap().len(), 1);
+    assert!(server_root.fails(&["token", "revoke", &id]).contains("no token"));
+    assert!(server_root.fails(&["token", "revoke", "ab"]).contains("8 hex digits"));
 }
 
 #[test]

@@ -21,6 +21,8 @@ use super::{Req, Route, Shared};
 use crate::error::ApiError;
 
 pub const TOKEN_TTL: Duration = Duration::from_secs(300);
+/// The most bearer tokens the registry keeps at once.
+pub const MAX_GRANTS: usize = 10_000;
 
 /// What a bearer token may do.
 #[derive(Debug, Clone)]
@@ -199,10 +201,19 @@ pub(crate) async fn token(app: &Shared, uri: &axum::http::Uri, headers: &HeaderM
         grant.access.push((repo.to_string(), pull, push));
     }
     let token = new_secret();
-    app.grants
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(token.clone(), grant);
+    {
+        let mut grants = app.grants.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: expired grants go first, then the one expiring soonest.
+        if grants.len() >= MAX_GRANTS {
+            expire(&mut grants);
+        }
+        if grants.len() >= MAX_GRANTS {
+            if let Some(k) = grants.iter().min_by_key(|(_, g)| g.expires).map(|(k, _)| k.clone()) {
+                grants.remove(&k);
+            }
+        }
+        grants.insert(token.clone(), grant);
+    }
     let body = json!({"token": token, "access_token": token, "expires_in": TOKEN_TTL.as_secs()});
     (
         StatusCode::OK,

@@ -97,10 +97,64 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 anyhow::bail!("invalid --repo {repo:?}: expected a name, PREFIX/* or *");
             }
             let secret = ingot_registry::server::auth::new_secret();
-            open()?.reg_token_create(&ingot_registry::server::auth::hash_secret(&secret), repo, pull, push)?;
+            let hash = ingot_registry::server::auth::hash_secret(&secret);
+            open()?.reg_token_create(&hash, repo, pull, push)?;
             println!("{secret}");
+            if !cli.quiet {
+                eprintln!(
+                    "ingot: token {} (revoke it with `ingot token revoke {}`)",
+                    &hash[..12],
+                    &hash[..12]
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Token {
+            command: crate::cli::TokenCommand::List,
+        } => {
+            let rows: Vec<serde_json::Value> = open()?
+                .reg_tokens()?
+                .into_iter()
+                .map(|(hash, pattern, pull, push, created)| {
+                    serde_json::json!({"id": &hash[..12.min(hash.len())], "repositories": pattern, "pull": pull, "push": push, "created": created})
+                })
+                .collect();
+            match cli.format {
+                crate::cli::Format::Json => crate::output::json(&rows)?,
+                crate::cli::Format::Table => {
+                    let t: Vec<Vec<String>> = rows
+                        .iter()
+                        .map(|r| {
+                            let rights = match (r["pull"].as_bool(), r["push"].as_bool()) {
+                                (Some(true), Some(true)) => "pull,push",
+                                (_, Some(true)) => "push",
+                                _ => "pull",
+                            };
+                            vec![
+                                r["id"].as_str().unwrap_or_default().to_string(),
+                                r["repositories"].as_str().unwrap_or_default().to_string(),
+                                rights.to_string(),
+                                r["created"].as_str().unwrap_or_default().to_string(),
+                            ]
+                        })
+                        .collect();
+                    crate::output::table(&["ID", "REPOSITORIES", "RIGHTS", "CREATED"], &t)?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command: crate::cli::TokenCommand::Revoke { ref id },
+        } => match open()?.reg_token_revoke(id)? {
+            1 => {
+                if !cli.quiet {
+                    println!("Revoked token {id}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            0 => anyhow::bail!("no token {id:?} (give at least 8 hex digits of its ID; see `ingot token list`)"),
+            n => anyhow::bail!("token ID {id:?} is ambiguous ({n} tokens); give more of it"),
+        },
         Command::Monitor { ref id } => containers::monitor(&open()?, id),
         Command::Push {
             ref image,
