@@ -41,7 +41,7 @@ pub use gc::{gc, GcReport};
 pub use images::{Image, ImageSummary, Removed};
 pub use import::{import_rootfs, write_image, ImportOptions, Imported, LayerCompression};
 pub use ledger::LedgerRow;
-pub use registry::{RegManifest, TagTaken};
+pub use registry::{RegManifest, RegToken, TagTaken};
 pub use unpack::unpack_image;
 
 /// A handle on one store root.

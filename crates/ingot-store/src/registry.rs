@@ -239,15 +239,23 @@ impl Store {
         Ok(())
     }
 
-    /// Every token: (sha256 of its secret, pattern, pull, push, created).
-    pub fn reg_tokens(&self) -> Result<Vec<(String, String, bool, bool, String)>> {
+    /// Every token, oldest first.
+    pub fn reg_tokens(&self) -> Result<Vec<RegToken>> {
         let mut st = self
             .db
             .prepare("SELECT hash, pattern, pull, push, created FROM reg_tokens ORDER BY created, hash")
             .map_err(self.db_err())?;
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(self.db_err())
+        st.query_map([], |r| {
+            Ok(RegToken {
+                hash: r.get(0)?,
+                pattern: r.get(1)?,
+                pull: r.get(2)?,
+                push: r.get(3)?,
+                created: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(self.db_err())
     }
 
     /// Deletes the token whose hash starts with `id` (at least 8 hex
@@ -351,4 +359,15 @@ impl Store {
             .and_then(|rows| rows.collect())
             .map_err(self.db_err())
     }
+}
+
+/// A registry access token as stored: the sha256 of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegToken {
+    pub hash: String,
+    /// The repositories it covers: a name, `team/*` or `*`.
+    pub pattern: String,
+    pub pull: bool,
+    pub push: bool,
+    pub created: String,
 }

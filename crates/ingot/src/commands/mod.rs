@@ -115,8 +115,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let rows: Vec<serde_json::Value> = open()?
                 .reg_tokens()?
                 .into_iter()
-                .map(|(hash, pattern, pull, push, created)| {
-                    serde_json::json!({"id": &hash[..12.min(hash.len())], "repositories": pattern, "pull": pull, "push": push, "created": created})
+                .map(|t| {
+                    serde_json::json!({"id": &t.hash[..12.min(t.hash.len())], "repositories": t.pattern,
+                        "pull": t.pull, "push": t.push, "created": t.created})
                 })
                 .collect();
             match cli.format {
