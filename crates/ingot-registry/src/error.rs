@@ -66,9 +66,15 @@ impl ApiError {
     pub fn unsupported(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", m)
     }
+    /// A failure inside the registry: logged in full, answered without
+    /// detail (its text may name host paths).
     pub fn internal(e: impl std::fmt::Display) -> ApiError {
         tracing::error!(%e, "registry internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string())
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            "internal error (the registry's log has the detail)",
+        )
     }
 }
 

@@ -1158,3 +1158,51 @@ fn a_cross_repository_mount_needs_pull_on_its_source() {
     let r = call("POST", &mount, &[("authorization", &both)], b"");
     assert_eq!(r.status, 201);
 }
+
+#[test]
+fn concurrent_patches_of_one_session_are_serialised_and_bad_tags_are_unknown_manifests() {
+    let root = Ingot::new(BIN);
+    let srv = serve(&root, &[]);
+    let b = srv.base.clone();
+    let r = call("POST", &format!("{b}/v2/conc/a/blobs/uploads/"), &[], b"");
+    assert_eq!(r.status, 202);
+    let loc = r.header("location").to_string();
+    let loc = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{b}{loc}")
+    };
+    let chunk = |tag: u8| vec![tag; 2 << 20];
+    let threads: Vec<_> = [b'a', b'b']
+        .into_iter()
+        .map(|t| {
+            let loc = loc.clone();
+            std::thread::spawn(move || {
+                call(
+                    "PATCH",
+                    &loc,
+                    &[("content-type", "application/octet-stream")],
+                    &chunk(t),
+                )
+                .status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(statuses, [202, 202]);
+    // Both chunks whole, one after the other, in either order.
+    let r = call("GET", &loc, &[], b"");
+    assert_eq!(r.header("range"), format!("0-{}", (4 << 20) - 1));
+    let ab = [chunk(b'a'), chunk(b'b')].concat();
+    let ba = [chunk(b'b'), chunk(b'a')].concat();
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    let finish = |data: &[u8]| call("PUT", &format!("{loc}{sep}digest={}", sha256(data)), &[], b"").status;
+    let done = finish(&ab);
+    assert!(
+        done == 201 || finish(&ba) == 201,
+        "the session holds neither order of the two chunks"
+    );
+    // A tag the grammar refuses names no manifest: 404 MANIFEST_UNKNOWN (a code the OCI spec lists).
+    let r = call("GET", &format!("{b}/v2/conc/a/manifests/-bad-tag"), &[], b"");
+    assert_eq!((r.status, r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
+}

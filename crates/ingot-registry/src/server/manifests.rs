@@ -31,10 +31,12 @@ fn reference(r: &str) -> Result<Ref, ApiError> {
     if valid_tag(r) {
         Ok(Ref::Tag(r.to_string()))
     } else {
+        // Not a tag the grammar allows: no manifest can have it (the OCI
+        // spec's code for a reference that does not exist).
         Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "TAG_INVALID",
-            format!("invalid tag {r:?}"),
+            StatusCode::NOT_FOUND,
+            "MANIFEST_UNKNOWN",
+            format!("invalid tag {r:?}: no manifest can have it"),
         ))
     }
 }

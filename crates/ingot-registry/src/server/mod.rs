@@ -76,6 +76,9 @@ pub(crate) struct App {
     pub blobs: Blobs,
     pub uploads_dir: PathBuf,
     pub uploads: Mutex<HashMap<String, Upload>>,
+    /// One request at a time per upload session (two concurrent PATCHes
+    /// are serialised, never interleaved).
+    pub turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub grants: Mutex<HashMap<String, auth::Grant>>,
     pub opts: ServeOptions,
 }
@@ -219,6 +222,7 @@ pub fn router(root: &std::path::Path, opts: ServeOptions) -> ingot_store::Result
         store: Arc::new(Mutex::new(store)),
         uploads_dir,
         uploads: Mutex::new(HashMap::new()),
+        turns: Mutex::new(HashMap::new()),
         grants: Mutex::new(HashMap::new()),
         opts,
     });

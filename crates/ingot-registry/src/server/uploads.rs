@@ -105,6 +105,9 @@ async fn complete(
             "content hashes to {actual}, not {digest}"
         )));
     }
+    // Installed and linked under a writer lease: no GC (online, `ingot
+    // gc`, `rmi`) can sweep the blob between the two.
+    let lease = app.db(|s| s.lease()).await?;
     let blobs = app.blobs.clone();
     let d = digest.clone();
     tokio::task::spawn_blocking(move || blobs.install(&file, &d))
@@ -112,7 +115,9 @@ async fn complete(
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     let (repo, ds) = (name.to_string(), digest.to_string());
-    app.db(move |s| s.reg_link_blob(&repo, &ds)).await
+    let linked = app.db(move |s| s.reg_link_blob(&repo, &ds)).await;
+    drop(lease);
+    linked
 }
 
 pub(crate) async fn start(app: &Shared, name: &str, req: &Req, body: Body) -> Result<Response, ApiError> {
@@ -221,7 +226,24 @@ fn check_range(req: &Req, offset: u64) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Waits for this session's turn: requests on one session run one at a time.
+async fn turn(app: &Shared, uuid: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    let m = app
+        .turns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(uuid.to_string())
+        .or_default()
+        .clone();
+    m.lock_owned().await
+}
+
+fn forget_turn(app: &Shared, uuid: &str) {
+    app.turns.lock().unwrap_or_else(|p| p.into_inner()).remove(uuid);
+}
+
 pub(crate) async fn patch(app: &Shared, name: &str, uuid: &str, req: &Req, body: Body) -> Result<Response, ApiError> {
+    let _turn = turn(app, uuid).await;
     let mut up = take(app, name, uuid).await?;
     if let Err(e) = check_range(req, up.offset) {
         put_back(app, uuid, up);
@@ -239,7 +261,7 @@ pub(crate) async fn patch(app: &Shared, name: &str, uuid: &str, req: &Req, body:
         }
         Err(e) => {
             // The file may hold part of the chunk now: the session is spoilt.
-            let _ = cancel(app, name, uuid).await;
+            let _ = end(app, name, uuid).await;
             Err(e)
         }
     }
@@ -250,6 +272,7 @@ pub(crate) async fn finish(app: &Shared, name: &str, uuid: &str, req: &Req, body
         return Err(ApiError::digest_invalid("PUT to finish an upload needs ?digest="));
     };
     let digest = parse_digest(&d)?;
+    let _turn = turn(app, uuid).await;
     let mut up = take(app, name, uuid).await?;
     if let Err(e) = check_range(req, up.offset) {
         put_back(app, uuid, up);
@@ -263,10 +286,12 @@ pub(crate) async fn finish(app: &Shared, name: &str, uuid: &str, req: &Req, body
     let _ = tokio::fs::remove_file(&path).await;
     let u = uuid.to_string();
     app.db(move |s| s.reg_upload_end(&u)).await?;
+    forget_turn(app, uuid);
     result.map(|()| created(name, &digest))
 }
 
 pub(crate) async fn status(app: &Shared, name: &str, uuid: &str) -> Result<Response, ApiError> {
+    let _turn = turn(app, uuid).await;
     let up = take(app, name, uuid).await?;
     let offset = up.offset;
     put_back(app, uuid, up);
@@ -274,9 +299,16 @@ pub(crate) async fn status(app: &Shared, name: &str, uuid: &str) -> Result<Respo
 }
 
 pub(crate) async fn cancel(app: &Shared, name: &str, uuid: &str) -> Result<Response, ApiError> {
+    let _turn = turn(app, uuid).await;
+    end(app, name, uuid).await
+}
+
+/// Ends a session (its turn held by the caller).
+async fn end(app: &Shared, name: &str, uuid: &str) -> Result<Response, ApiError> {
     let _ = take(app, name, uuid).await?;
     let _ = tokio::fs::remove_file(app.uploads_dir.join(uuid)).await;
     let u = uuid.to_string();
     app.db(move |s| s.reg_upload_end(&u)).await?;
+    forget_turn(app, uuid);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
