@@ -228,8 +228,7 @@ async fn wait(State(e): State<Arc<Engine>>, UrlPath(seq): UrlPath<i64>) -> Answe
 /// changing anything; its published ports keep serving until it is told
 /// to exit (SIGTERM), when it drains them.
 async fn handover(State(e): State<Arc<Engine>>, ConnectInfo(peer): ConnectInfo<Peer>) -> Answer {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if peer.1 != Some(me) {
         return Err(ApiError(DeployError::Field {
             field: "peer".into(),
@@ -273,6 +272,10 @@ pub async fn serve(
             let _ = std::fs::remove_file(socket);
         }
     }
+    // Replicas adopted and published ports bound before the socket answers:
+    // a daemon that answers serves its ports. (A ledger that does not
+    // verify stops the daemon here.)
+    let adopted = engine.adopt().await?;
     // Bound beside the path and renamed over it: clients always find a socket.
     let fresh = socket.with_extension(format!("new-{}", std::process::id()));
     let _ = std::fs::remove_file(&fresh);
@@ -315,27 +318,21 @@ pub async fn serve(
             }
         })
     };
-    // Start-up (adoption, a pending entry) runs while the socket already
-    // answers; a ledger that does not verify stops the daemon.
+    // A pending entry is carried out while the socket already answers.
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<DeployError>();
     let starting = {
         let e = engine.clone();
         tokio::spawn(async move {
-            if let Err(err) = e.start().await {
+            if let Err(err) = e.resume(adopted).await {
                 let _ = failed_tx.send(err);
             }
         })
     };
-    // The predecessor drains its ports once this daemon serves them.
+    // The predecessor drains its ports: this daemon serves them now.
     if let Some(pid) = predecessor {
-        let mut adopted = engine.adopted();
-        tokio::spawn(async move {
-            if adopted.wait_for(|a| *a).await.is_ok() {
-                tracing::info!(pid, "ports served here: telling the predecessor to drain and exit");
-                // SAFETY: signalling the daemon that just answered our handover.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
-        });
+        tracing::info!(pid, "ports served here: telling the predecessor to drain and exit");
+        let _ = rustix::process::Pid::from_raw(pid)
+            .map(|p| rustix::process::kill_process(p, rustix::process::Signal::TERM));
     }
     let start_error = Arc::new(std::sync::Mutex::new(None));
     let shutdown = {

@@ -28,7 +28,7 @@ use crate::error::{Result, RuntimeError};
 use crate::monitor::{self, Exit, Output};
 use crate::net::{bridge, NetworkMode};
 use crate::rootfs::{self, MASKED_PATHS, READONLY_PATHS};
-use crate::security::{self, DEFAULT_CAPS, DENIED, NS_FLAGS};
+use crate::security::{self, ALLOWED, DEFAULT_CAPS, NS_FLAGS, PERSONALITIES, REFUSED_FAMILY};
 use crate::spec::ContainerSpec;
 use crate::user::{self, Identity};
 use crate::{container_dir, now};
@@ -244,7 +244,8 @@ fn netns_holder() -> Result<Pid> {
 /// libseccomp's names of this machine's architectures.
 fn seccomp_arches() -> Vec<&'static str> {
     match std::env::consts::ARCH {
-        "x86_64" => vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        // x32 numbers are refused: no x32 in the filter.
+        "x86_64" => vec!["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
         "aarch64" => vec!["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
         other => vec![match other {
             "riscv64" => "SCMP_ARCH_RISCV64",
@@ -313,17 +314,22 @@ pub fn oci_config(spec: &ContainerSpec, dir: &Path, who: &Identity, netns: Optio
     if let Some(p) = spec.pids_limit {
         resources["pids"] = json!({"limit": p});
     }
-    let mut syscalls = vec![json!({
-        "names": DENIED.iter().map(|(n, _)| security::syscall_name(n)).collect::<Vec<_>>(),
-        "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
-    })];
-    for flag in NS_FLAGS {
-        syscalls.push(
-            json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM,
-                             "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]}),
-        );
+    // The same allow list as the native backend: default EPERM.
+    let ns_mask = NS_FLAGS.iter().fold(0, |m, f| m | f);
+    // (The args of one entry must all hold: one entry per allowed persona.)
+    let mut syscalls = vec![
+        json!({"names": ALLOWED.iter().map(|(n, _)| security::syscall_name(n)).filter(|n| *n != "clone3").collect::<Vec<_>>(),
+               "action": "SCMP_ACT_ALLOW"}),
+        json!({"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+               "args": [{"index": 0, "value": ns_mask, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]}),
+        json!({"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+               "args": [{"index": 0, "value": REFUSED_FAMILY, "op": "SCMP_CMP_NE"}]}),
+        json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}),
+    ];
+    for p in PERSONALITIES {
+        syscalls.push(json!({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                             "args": [{"index": 0, "value": p, "op": "SCMP_CMP_EQ"}]}));
     }
-    syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -347,7 +353,8 @@ pub fn oci_config(spec: &ContainerSpec, dir: &Path, who: &Identity, netns: Optio
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
             "seccomp": {
-                "defaultAction": "SCMP_ACT_ALLOW",
+                "defaultAction": "SCMP_ACT_ERRNO",
+                "defaultErrnoRet": libc::EPERM,
                 "architectures": seccomp_arches(),
                 "syscalls": syscalls,
             },

@@ -267,3 +267,104 @@ fn slow_loris_clients_are_cut_off_and_do_not_starve_others() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+const PROBE: &str = r#"
+#include <errno.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define CLONE_NEWUSER 0x10000000
+static void t(const char *name, long r) { printf("%s %ld %d\n", name, r, r < 0 ? errno : 0); }
+int main(int argc, char **argv) {
+    if (argc > 1) {
+        /* An x32 number: refused (EPERM), or the process killed (SIGSYS). */
+        t("x32_getpid", syscall(0x40000000 | 39));
+        return 0;
+    }
+    t("io_uring_setup", syscall(425, 1, (void *)0));
+    t("syslog", syscall(SYS_syslog, 10, 0, 0));
+    t("personality_unsafe", syscall(SYS_personality, 0x0040000));
+    t("personality_query", syscall(SYS_personality, 0xffffffffUL));
+    t("socket_vsock", syscall(SYS_socket, 40, SOCK_STREAM, 0));
+    t("socket_inet", syscall(SYS_socket, AF_INET, SOCK_STREAM, 0));
+    t("unshare_user", syscall(SYS_unshare, CLONE_NEWUSER));
+    t("keyctl", syscall(SYS_keyctl, 0, 0, 0, 0, 0));
+    t("getpid", syscall(SYS_getpid));
+    return 0;
+}
+"#;
+
+#[test]
+fn seccomp_allows_what_docker_allows_and_refuses_the_rest() {
+    let test = "seccomp_allows_what_docker_allows_and_refuses_the_rest";
+    let Some(ingot) = setup(test) else {
+        return;
+    };
+    if !ingot_testsupport::have("gcc") {
+        skip(test, "gcc (to build the static probe) is missing");
+        return;
+    }
+    let src = ingot.write("probe.c", PROBE.as_bytes());
+    let probe = ingot.path("probe");
+    let st = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&probe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc -static failed (libc6-dev)");
+    let bind = format!("{}:/probe:ro", probe.display());
+    let mut runtimes = vec!["ingot"];
+    if ingot_testsupport::have("runc") {
+        runtimes.push("runc");
+    }
+    for runtime in runtimes {
+        let out = ingot.ok(&["run", "--rm", "--runtime", runtime, "-v", &bind, "box:1", "/probe"]);
+        let results: std::collections::BTreeMap<&str, (i64, i32)> = out
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?, (w.next()?.parse().ok()?, w.next()?.parse().ok()?)))
+            })
+            .collect();
+        let refused = |name: &str| {
+            let (r, errno) = results[name];
+            assert!(
+                r < 0 && (errno == libc::EPERM || errno == libc::ENOSYS),
+                "{runtime}: {name} allowed: {out}"
+            );
+        };
+        for name in [
+            "io_uring_setup",
+            "syslog",
+            "personality_unsafe",
+            "socket_vsock",
+            "unshare_user",
+            "keyctl",
+        ] {
+            refused(name);
+        }
+        let x32 = ingot.run(&[
+            "run",
+            "--rm",
+            "--runtime",
+            runtime,
+            "-v",
+            &bind,
+            "box:1",
+            "/probe",
+            "x32",
+        ]);
+        let said = String::from_utf8_lossy(&x32.stdout);
+        let killed = x32.status.code() == Some(128 + libc::SIGSYS);
+        let errno = said.split_whitespace().nth(2).and_then(|e| e.parse::<i32>().ok());
+        assert!(
+            killed || errno == Some(libc::EPERM),
+            "{runtime}: an x32 syscall was not refused: {said}"
+        );
+        for name in ["personality_query", "socket_inet", "getpid"] {
+            assert!(results[name].0 >= 0, "{runtime}: {name} refused: {out}");
+        }
+    }
+}

@@ -1,12 +1,19 @@
 use super::*;
 
 impl Engine {
-    /// Adopts the replicas already running, straight into their pools (they
-    /// served before the restart; the reconcile tick re-checks them), binds
-    /// the published ports, and then carries out an entry a dead daemon
-    /// left pending: converged to it, or rolled back as any change.
+    /// [`Engine::adopt`], then [`Engine::resume`].
     pub async fn start(self: &Arc<Self>) -> Result<()> {
-        let _g = self.change.lock().await;
+        let adopted = self.adopt().await?;
+        self.resume(adopted).await
+    }
+
+    /// Adopts the replicas already running, straight into their pools (they
+    /// served before the restart; the reconcile tick re-checks them), and
+    /// binds the published ports. Quick (no health check waits): the daemon
+    /// does it before its socket answers, so a daemon that answers serves
+    /// its ports. Holds the change lock until [`Engine::resume`].
+    pub async fn adopt(self: &Arc<Self>) -> Result<Adopted> {
+        let guard = self.change_owned().await;
         let rows = self.blocking(|s| Ok(s.ledger_rows()?)).await?;
         ledger::verify(&rows)?;
         let pending = rows.last().filter(|r| r.outcome == ledger::PENDING).cloned();
@@ -60,6 +67,21 @@ impl Engine {
                 me.remove_container(id, grace).await;
             }
         });
+        Ok(Adopted {
+            _guard: guard,
+            pending,
+            desired,
+        })
+    }
+
+    /// Carries out an entry a dead daemon left pending: converged to it, or
+    /// rolled back as any change; then changes may come.
+    pub async fn resume(self: &Arc<Self>, adopted: Adopted) -> Result<()> {
+        let Adopted {
+            _guard,
+            pending,
+            desired,
+        } = adopted;
         if let Some(entry) = pending {
             let stack: PinnedStack = serde_json::from_str(&entry.body).map_err(|e| DeployError::Ledger {
                 seq: entry.seq,
@@ -76,4 +98,12 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// What [`Engine::adopt`] leaves for [`Engine::resume`]: the change lock,
+/// held in between, and the entry left pending, if any.
+pub struct Adopted {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    pending: Option<LedgerRow>,
+    desired: BTreeMap<String, PinnedStack>,
 }
