@@ -149,6 +149,12 @@ impl Remote {
 pub struct Client {
     agent: ureq::Agent,
     token: Mutex<Option<String>>,
+    /// Pushing: a token asked for a repository asks for pull and push at
+    /// once. (A registry that answers a PUT's 401 before reading its body
+    /// closes the connection under the body being sent, and the client sees
+    /// a broken pipe instead of the challenge; so no PUT goes out with a
+    /// pull-only token.)
+    push: bool,
 }
 
 type Resp = ureq::http::Response<ureq::Body>;
@@ -195,7 +201,14 @@ impl Client {
         Client {
             agent,
             token: Mutex::new(None),
+            push: false,
         }
+    }
+
+    /// A client that pushes (see [`Client`]'s `push`).
+    pub fn pushing(mut self) -> Client {
+        self.push = true;
+        self
     }
 
     /// Sends a request; on a Bearer challenge fetches a token and retries.
@@ -247,6 +260,9 @@ impl Client {
         for (k, v) in challenge_params(params) {
             match k.as_str() {
                 "realm" => realm = Some(v),
+                "scope" if self.push && v.starts_with("repository:") && v.ends_with(":pull") => {
+                    query.push(format!("{k}={v},push"))
+                }
                 "service" | "scope" => query.push(format!("{k}={v}")),
                 _ => {}
             }
@@ -474,7 +490,7 @@ pub struct Transfer {
 /// Pushes local `image` to `remote` (its tag, else `latest`).
 pub fn push(store: &Store, image: &str, remote: &Remote, obs: Obs) -> Result<Transfer, ClientError> {
     let img = store.resolve(image)?;
-    let client = Client::new(remote.insecure);
+    let client = Client::new(remote.insecure).pushing();
     let mut t = Transfer::default();
     push_manifest(store, &client, remote, &img.manifest, &mut t, &obs)?;
     client.put_manifest(remote, &remote.reference(), &img.manifest)?;

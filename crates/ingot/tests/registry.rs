@@ -779,9 +779,8 @@ fn token_auth_scopes_and_anonymous_pull() {
         list.as_array().unwrap().iter().any(|t| t["id"] == id.as_str()),
         "{list}"
     );
-    assert!(with(&rw, &["push", "sec:1", &format!("{host}/team/app:4")])
-        .status
-        .success());
+    let out = with(&rw, &["push", "sec:1", &format!("{host}/team/app:4")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     server_root.ok(&["token", "revoke", &id]);
     assert!(!with(&rw, &["push", "sec:1", &format!("{host}/team/app:5")])
         .status
