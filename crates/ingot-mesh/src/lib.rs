@@ -358,7 +358,12 @@ async fn forward(req: Request<Incoming>, pool: &Pool) -> Response<Full<Bytes>> {
     );
     for (addr, active) in candidates {
         let _guard = InFlight::new(active);
-        match send(addr, &parts, body.clone()).await {
+        let started = tokio::time::Instant::now();
+        let sent = send(addr, &parts, body.clone()).await;
+        if started.elapsed() > Duration::from_secs(1) {
+            tracing::warn!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, ok = sent.is_ok(), "slow replica");
+        }
+        match sent {
             Ok(r) => return r,
             Err(e) => {
                 last = format!("{addr}: {}", e.message);

@@ -24,12 +24,19 @@ impl Daemon {
 
     /// `ingot daemon ARGS`, once it answers.
     fn start_with(ingot: &Ingot, args: &[&str]) -> Daemon {
+        // Its log (-vv) beside the root, for a failing test to show.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ingot.path("daemon.log"))
+            .expect("daemon log");
         let child = ingot
             .command()
+            .arg("-vv")
             .arg("daemon")
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("ingot daemon");
         let d = Daemon(child);
@@ -333,7 +340,12 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
     std::thread::sleep(Duration::from_millis(300));
     let (ok, failed, errors) = load.finish();
     assert!(ok > 500, "the load loop ran ({ok} requests)");
-    assert_eq!(failed, 0, "failed requests during update and rollbacks: {errors:?}");
+    assert_eq!(
+        failed,
+        0,
+        "failed requests during update and rollbacks: {errors:?}; the daemon's log:\n{}",
+        std::fs::read_to_string(ingot.path("daemon.log")).unwrap_or_default()
+    );
     let mut c = None;
     for _ in 0..6 {
         assert_eq!(

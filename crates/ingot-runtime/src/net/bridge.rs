@@ -82,6 +82,16 @@ pub fn ensure_bridge() -> Result<()> {
                 }
             }
         }
+        // A fixed MAC: a bridge without one takes its lowest port's, which
+        // changes as containers come and go, and every container's cached
+        // gateway MAC goes stale (replies lost for the ~5 s the kernel waits
+        // before re-probing a neighbour).
+        let mac = mac_for(&GATEWAY.to_string()).ok_or("bad gateway address")?;
+        let current = std::fs::read_to_string(format!("/sys/class/net/{BRIDGE}/address")).unwrap_or_default();
+        let assigned = std::fs::read_to_string(format!("/sys/class/net/{BRIDGE}/addr_assign_type")).unwrap_or_default();
+        if current.trim() != mac || assigned.trim() != "3" {
+            ip(&["link", "set", BRIDGE, "address", &mac], None, None)?;
+        }
         let addr = format!("{GATEWAY}/{PREFIX}");
         ip(&["addr", "replace", &addr, "dev", BRIDGE], None, None)?;
         ip(&["link", "set", BRIDGE, "up"], None, None)
