@@ -40,10 +40,7 @@ impl Drop for Lease {
 
 /// `(pid, start time)` of process `pid`, from /proc/PID/stat.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    crate::start_time(pid.into())
 }
 
 fn holder_alive(text: &str) -> bool {
