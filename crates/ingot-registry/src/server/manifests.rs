@@ -96,6 +96,15 @@ pub(crate) async fn put(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::manifest_invalid(format!("reading the manifest: {e}")))?;
         if bytes.len() + chunk.len() > MAX_MANIFEST {
+            // Read (and drop) a bounded rest of the body first, so that the
+            // client, still sending, gets the 413 rather than a reset.
+            let mut rest = bytes.len() + chunk.len();
+            while rest < 4 * MAX_MANIFEST {
+                match stream.next().await {
+                    Some(Ok(c)) => rest += c.len(),
+                    _ => break,
+                }
+            }
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "MANIFEST_INVALID",

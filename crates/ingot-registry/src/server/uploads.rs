@@ -242,11 +242,26 @@ fn forget_turn(app: &Shared, uuid: &str) {
     app.turns.lock().unwrap_or_else(|p| p.into_inner()).remove(uuid);
 }
 
+/// Reads and drops up to 16 MiB of a body the request will not use, so a
+/// client still sending it gets the answer rather than a reset connection.
+async fn discard(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut n = 0usize;
+    while n < 16 << 20 {
+        match stream.next().await {
+            Some(Ok(c)) => n += c.len(),
+            _ => break,
+        }
+    }
+}
+
 pub(crate) async fn patch(app: &Shared, name: &str, uuid: &str, req: &Req, body: Body) -> Result<Response, ApiError> {
     let _turn = turn(app, uuid).await;
     let mut up = take(app, name, uuid).await?;
     if let Err(e) = check_range(req, up.offset) {
         put_back(app, uuid, up);
+        discard(body).await;
         return Err(e);
     }
     let path = app.uploads_dir.join(uuid);
@@ -276,6 +291,7 @@ pub(crate) async fn finish(app: &Shared, name: &str, uuid: &str, req: &Req, body
     let mut up = take(app, name, uuid).await?;
     if let Err(e) = check_range(req, up.offset) {
         put_back(app, uuid, up);
+        discard(body).await;
         return Err(e);
     }
     let path = app.uploads_dir.join(uuid);
