@@ -10,7 +10,6 @@
 //! expires, so a hung probe leaves nothing behind.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 
 use ingot_store::{ContainerState, Store};
 use nix::sched::{setns, CloneFlags};
@@ -57,16 +56,9 @@ pub fn exec(store: &Store, key: &str, args: &[String], timeout: Option<Duration>
     for (f, kind) in &namespaces {
         setns(f, *kind).map_err(|e| RuntimeError::Setup(format!("exec in {}: setns {kind:?}: {e}", rec.name)))?;
     }
-    // SAFETY: fchdir/chroot on a descriptor we own; the process is single-threaded.
-    unsafe {
-        if libc::fchdir(root.as_raw_fd()) != 0 || libc::chroot(c".".as_ptr()) != 0 {
-            return Err(RuntimeError::Setup(format!(
-                "exec in {}: chroot: {}",
-                rec.name,
-                std::io::Error::last_os_error()
-            )));
-        }
-    }
+    nix::unistd::fchdir(&root)
+        .and_then(|_| nix::unistd::chroot("."))
+        .map_err(|e| RuntimeError::Setup(format!("exec in {}: chroot: {e}", rec.name)))?;
     // The pid namespace applies to children: fork.
     // SAFETY: single-threaded caller; the child only calls async-signal-safe
     // functions or execs (become_and_exec) or _exits.

@@ -147,9 +147,8 @@ pub(crate) fn become_and_exec(
     if let Err(e) = std::env::set_current_dir(&spec.cwd) {
         fail(125, format!("chdir to {}: {e}", spec.cwd));
     }
-    // SAFETY: prctl with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        fail(125, format!("no_new_privs: {}", std::io::Error::last_os_error()));
+    if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+        fail(125, format!("no_new_privs: {e}"));
     }
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {

@@ -8,7 +8,7 @@
 //! what earlier layers left in the target directory.
 
 use std::collections::HashSet;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -306,8 +306,7 @@ impl Default for UnpackOptions {
     fn default() -> Self {
         UnpackOptions {
             limits: Limits::default(),
-            // SAFETY: geteuid has no preconditions.
-            same_owner: unsafe { libc::geteuid() } == 0,
+            same_owner: rustix::process::geteuid().is_root(),
             whiteouts: Whiteouts::Apply,
         }
     }
@@ -407,11 +406,9 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
                 continue; // a hard link shares its target's owner and times
             }
             Kind::Fifo => {
-                let c = cstring(&target)?;
-                // SAFETY: c is a valid NUL-terminated path.
-                if unsafe { libc::mkfifo(c.as_ptr(), info.mode as libc::mode_t) } != 0 {
-                    return Err(io_at(&target)(io::Error::last_os_error()));
-                }
+                use rustix::fs::{mknodat, FileType, Mode, CWD};
+                mknodat(CWD, &target, FileType::Fifo, Mode::from_raw_mode(info.mode & 0o7777), 0)
+                    .map_err(|e| io_at(&target)(e.into()))?;
             }
         }
         if opts.same_owner {
@@ -437,20 +434,8 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
 fn overlay_whiteout(dest: &Path, rel: &Path, name: &[u8]) -> Result<(), LayerError> {
     let parent = walk_parents(dest, rel, true)?.expect("parents are created");
     if name == OPAQUE_MARKER.as_bytes() {
-        let c = cstring(&parent)?;
-        // SAFETY: c is NUL-terminated; the value is a 1-byte buffer.
-        let rc = unsafe {
-            libc::lsetxattr(
-                c.as_ptr(),
-                c"trusted.overlay.opaque".as_ptr(),
-                b"y".as_ptr().cast(),
-                1,
-                0,
-            )
-        };
-        if rc != 0 {
-            return Err(io_at(&parent)(io::Error::last_os_error()));
-        }
+        rustix::fs::lsetxattr(&parent, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
+            .map_err(|e| io_at(&parent)(e.into()))?;
         return Ok(());
     }
     let hidden = &name[WHITEOUT_PREFIX.len()..];
@@ -459,11 +444,16 @@ fn overlay_whiteout(dest: &Path, rel: &Path, name: &[u8]) -> Result<(), LayerErr
     }
     let target = parent.join(OsStr::from_bytes(hidden));
     remove_any(&target)?;
-    let c = cstring(&target)?;
-    // SAFETY: c is NUL-terminated; a 0/0 character device is overlayfs' whiteout.
-    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) } != 0 {
-        return Err(io_at(&target)(io::Error::last_os_error()));
-    }
+    // A 0/0 character device is overlayfs' whiteout.
+    use rustix::fs::{mknodat, FileType, Mode, CWD};
+    mknodat(
+        CWD,
+        &target,
+        FileType::CharacterDevice,
+        Mode::empty(),
+        rustix::fs::makedev(0, 0),
+    )
+    .map_err(|e| io_at(&target)(e.into()))?;
     Ok(())
 }
 
@@ -527,23 +517,17 @@ fn clear_dir(abs: &Path, rel: &Path, created: &HashSet<PathBuf>) -> Result<(), L
     Ok(())
 }
 
-fn cstring(path: &Path) -> Result<CString, LayerError> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| LayerError::unsafe_entry(path, "NUL byte in path"))
-}
-
 fn set_mtime(path: &Path, mtime: u64) -> Result<(), LayerError> {
-    let c = cstring(path)?;
-    let t = libc::timespec {
-        tv_sec: mtime.min(i64::MAX as u64) as libc::time_t,
+    use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, CWD};
+    let t = Timespec {
+        tv_sec: mtime.min(i64::MAX as u64) as i64,
         tv_nsec: 0,
     };
-    let times = [t, t];
-    // SAFETY: c is NUL-terminated and times points at two timespecs.
-    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    if rc != 0 {
-        return Err(io_at(path)(io::Error::last_os_error()));
-    }
-    Ok(())
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_at(path)(e.into()))
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ fn applies_whiteouts_and_opaque_dirs() {
 
 #[test]
 fn overlay_mode_keeps_whiteouts_for_overlayfs() {
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         eprintln!("SKIP overlay_mode_keeps_whiteouts_for_overlayfs: mknod of whiteouts needs root");
         return;
     }
@@ -196,16 +196,8 @@ fn overlay_mode_keeps_whiteouts_for_overlayfs() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     assert!(m.file_type().is_char_device() && m.rdev() == 0);
     let mut buf = [0u8; 4];
-    let c = cstring(&tmp.path().join("b")).unwrap();
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            4,
-        )
-    };
-    assert_eq!(&buf[..n as usize], b"y");
+    let n = rustix::fs::lgetxattr(tmp.path().join("b"), "trusted.overlay.opaque", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"y");
 }
 
 #[test]
