@@ -301,3 +301,39 @@ pub fn skip(test: &str, why: &str) {
 pub fn workspace_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
 }
+
+/// Whether this process runs with effective uid 0.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A temporary root holding the bundled busybox root filesystem
+/// (`examples/rootfs/build.sh`) imported as `tag`, for tests that run
+/// containers; `None` (and why, or a failure under `INGOT_REQUIRE_ALL=1`)
+/// where they cannot run: not root, or no /bin/busybox.
+pub fn busybox_root(test: &str, bin: &str, tag: &str) -> Option<Ingot> {
+    if !is_root() {
+        skip(test, "containers need root (namespaces, mounts, cgroups)");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        skip(test, "/bin/busybox is missing (Debian package busybox-static)");
+        return None;
+    }
+    let ingot = Ingot::new(bin);
+    let tar = ingot.path("rootfs.tar");
+    let st = Command::new(workspace_file("examples/rootfs/build.sh"))
+        .arg(&tar)
+        .status()
+        .expect("examples/rootfs/build.sh");
+    assert!(st.success(), "examples/rootfs/build.sh failed");
+    ingot.ok(&["import", "-q", tar.to_str().expect("utf-8 path"), tag]);
+    Some(ingot)
+}

@@ -237,23 +237,7 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// `hello:1`, `hello:2` (other page titles) and `hello:bad` (never healthy);
 /// `None` (and a printed reason) where replicas cannot run.
 fn with_versions(test: &str) -> Option<Ingot> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip(test, "replicas are containers: needs root");
-        return None;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        skip(test, "needs /bin/busybox (busybox-static)");
-        return None;
-    }
-    let ingot = Ingot::new(BIN);
-    let tar = ingot.path("rootfs.tar");
-    assert!(Command::new(workspace_file("examples/rootfs/build.sh"))
-        .arg(&tar)
-        .status()
-        .unwrap()
-        .success());
-    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "example/base:latest"]);
+    let ingot = ingot_testsupport::busybox_root(test, BIN, "example/base:latest")?;
     build(&ingot, "hello:1", "", Some("version one"));
     build(&ingot, "hello:2", "", Some("version two"));
     build(

@@ -4,10 +4,10 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ingot_testsupport::{skip, workspace_file, Ingot};
+use ingot_testsupport::{skip, Ingot};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingot");
@@ -15,24 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ingot");
 /// A root with the example busybox image as `box:1`, or `None` (and a
 /// printed reason) where containers cannot run.
 fn setup(test: &str) -> Option<Ingot> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip(test, "containers need root (namespaces, mounts, cgroups)");
-        return None;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        skip(test, "/bin/busybox is missing (Debian package busybox-static)");
-        return None;
-    }
-    let ingot = Ingot::new(BIN);
-    let tar = ingot.path("rootfs.tar");
-    let st = Command::new(workspace_file("examples/rootfs/build.sh"))
-        .arg(&tar)
-        .status()
-        .expect("build.sh");
-    assert!(st.success(), "examples/rootfs/build.sh failed");
-    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "box:1"]);
-    Some(ingot)
+    ingot_testsupport::busybox_root(test, BIN, "box:1")
 }
 
 /// `ingot run ARGS` and its exit code, stdout, stderr.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ingot_testsupport::{skip, workspace_file, Ingot};
+use ingot_testsupport::{skip, Ingot};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingot");
@@ -14,24 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_ingot");
 /// A root with the example busybox image as `box:1`; `None` (and why) where
 /// containers cannot run.
 fn setup(test: &str) -> Option<Ingot> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip(test, "containers need root");
-        return None;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        skip(test, "/bin/busybox is missing (Debian package busybox-static)");
-        return None;
-    }
-    let ingot = Ingot::new(BIN);
-    let tar = ingot.path("rootfs.tar");
-    assert!(Command::new(workspace_file("examples/rootfs/build.sh"))
-        .arg(&tar)
-        .status()
-        .unwrap()
-        .success());
-    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "box:1"]);
-    Some(ingot)
+    ingot_testsupport::busybox_root(test, BIN, "box:1")
 }
 
 fn mode(p: &Path) -> u32 {
