@@ -359,7 +359,6 @@ pub async fn serve(
         shutdown,
     )
     .await;
-    let result: crate::Result<()> = Ok(());
     ticker.abort();
     starting.abort();
     if let Some(t) = tcp_task {
@@ -378,5 +377,5 @@ pub async fn serve(
     {
         return Err(err);
     }
-    result
+    Ok(())
 }

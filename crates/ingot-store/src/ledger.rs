@@ -1,7 +1,7 @@
 //! The deploy ledger's rows. The store keeps them and appends only at the
 //! end; what a row means and how its hash is computed is ingot-deploy's.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -33,23 +33,18 @@ impl Store {
             .db
             .prepare_cached(&format!("SELECT {COLUMNS} FROM ledger ORDER BY seq"))
             .map_err(self.db_err())?;
-        st.query_map([], |r| {
-            Ok(LedgerRow {
-                seq: r.get(0)?,
-                time: r.get(1)?,
-                actor: r.get(2)?,
-                reason: r.get(3)?,
-                kind: r.get(4)?,
-                stack: r.get(5)?,
-                digest: r.get(6)?,
-                body: r.get(7)?,
-                prev: r.get(8)?,
-                hash: r.get(9)?,
-                outcome: r.get(10)?,
-            })
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(self.db_err())
+        st.query_map([], ledger_row)
+            .and_then(|rows| rows.collect())
+            .map_err(self.db_err())
+    }
+
+    /// Entry `seq`, if there is one.
+    pub fn ledger_row(&self, seq: i64) -> Result<Option<LedgerRow>> {
+        let mut st = self
+            .db
+            .prepare_cached(&format!("SELECT {COLUMNS} FROM ledger WHERE seq = ?1"))
+            .map_err(self.db_err())?;
+        st.query_row([seq], ledger_row).optional().map_err(self.db_err())
     }
 
     /// Appends `row`; its `seq` must be one more than the last (or 1).
@@ -112,4 +107,20 @@ impl Store {
         }
         Ok(())
     }
+}
+
+fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
+    Ok(LedgerRow {
+        seq: r.get(0)?,
+        time: r.get(1)?,
+        actor: r.get(2)?,
+        reason: r.get(3)?,
+        kind: r.get(4)?,
+        stack: r.get(5)?,
+        digest: r.get(6)?,
+        body: r.get(7)?,
+        prev: r.get(8)?,
+        hash: r.get(9)?,
+        outcome: r.get(10)?,
+    })
 }

@@ -337,3 +337,11 @@ pub fn busybox_root(test: &str, bin: &str, tag: &str) -> Option<Ingot> {
     ingot.ok(&["import", "-q", tar.to_str().expect("utf-8 path"), tag]);
     Some(ingot)
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}

@@ -63,14 +63,6 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One keep-alive HTTP/1.1 GET; the page's <title>.
 fn get(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, String> {
     if conn.is_none() {
@@ -261,7 +253,7 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
         "FROM hello:2\nUSER root\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD test ! -e /tmp/broken && wget -q -O /dev/null http://127.0.0.1:8080/\nCMD [\"sh\", \"-c\", \"(sleep 1.5; touch /tmp/broken) & exec httpd -f -p 8080 -h /srv/www\"]\n",
         Some("flaky"),
     );
-    let port = free_port();
+    let port = ingot_testsupport::free_port();
     let daemon = Daemon::start(&ingot);
 
     // Bad input: unknown image, invalid file; nothing recorded.
@@ -480,7 +472,7 @@ fn daemon_api_over_mutual_tls_and_metrics() {
         return;
     }
     let ingot = Ingot::new(BIN);
-    let port = free_port();
+    let port = ingot_testsupport::free_port();
     let tls = ingot.path("tls");
     let addr = format!("127.0.0.1:{port}");
     let _daemon = Daemon::start_with(&ingot, &["--tcp", &addr, "--tls-dir", tls.to_str().unwrap()]);
@@ -585,7 +577,7 @@ fn the_daemon_refuses_what_its_policy_refuses() {
         "s.yml",
         format!(
             "services:\n  web:\n    image: unsigned:1\n    ports: [\"127.0.0.1:{}:80\"]\n",
-            free_port()
+            ingot_testsupport::free_port()
         )
         .as_bytes(),
     );
@@ -611,7 +603,7 @@ fn services_of_a_stack_roll_back_together() {
     let Some(ingot) = with_versions("services_of_a_stack_roll_back_together") else {
         return;
     };
-    let (pa, pw) = (free_port(), free_port());
+    let (pa, pw) = (ingot_testsupport::free_port(), ingot_testsupport::free_port());
     let stack = |api: &str, web: &str| {
         let text = format!(
             "services:\n  api:\n    image: {api}\n    stop_grace_period: 1s\n    ports: [\"127.0.0.1:{pa}:8080\"]\n    deploy: {{replicas: 2, update_config: {{order: start-first, failure_action: rollback, monitor: 500ms}}}}\n  web:\n    image: {web}\n    stop_grace_period: 1s\n    ports: [\"127.0.0.1:{pw}:8080\"]\n    deploy: {{replicas: 2, update_config: {{order: start-first, failure_action: rollback, monitor: 500ms}}}}\n"
@@ -653,7 +645,7 @@ fn restart_policy_none_leaves_a_dead_replica_dead() {
     let Some(ingot) = with_versions("restart_policy_none_leaves_a_dead_replica_dead") else {
         return;
     };
-    let port = free_port();
+    let port = ingot_testsupport::free_port();
     let stack = ingot.write(
         "once.yml",
         format!(
@@ -799,7 +791,7 @@ fn a_client_that_goes_away_leaves_no_change_pending() {
     let Some(ingot) = with_versions("a_client_that_goes_away_leaves_no_change_pending") else {
         return;
     };
-    let port = free_port();
+    let port = ingot_testsupport::free_port();
     let daemon = Daemon::start(&ingot);
     let (code, r) = deploy(&ingot, &stack_file(&ingot, "v1", "hello:1", port, 2, "500ms"), "first");
     assert_eq!(code, 0, "{r}");

@@ -636,11 +636,7 @@ fn distribution() -> Option<Distribution> {
         .into_iter()
         .find(|p| Path::new(p).exists())?;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ingot_testsupport::free_port();
     let config = dir.path().join("config.yml");
     std::fs::write(
         &config,

@@ -43,10 +43,6 @@ fn ps(ingot: &Ingot) -> Vec<Value> {
     ingot.json(&["ps", "-a"]).as_array().cloned().unwrap_or_default()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 #[test]
 fn isolation_pid1_hostname_readonly_root_caps_seccomp() {
     let Some(ingot) = setup("isolation_pid1_hostname_readonly_root_caps_seccomp") else {
@@ -166,7 +162,7 @@ fn exit_codes_follow_docker() {
     let (code, _, err) = run(&ingot, &["--rm", "box:1", "/etc"]);
     assert_eq!(code, 126, "{err}");
     // ingot's own errors: 125 with a message naming the problem.
-    let port = free_port();
+    let port = ingot_testsupport::free_port();
     let _taken = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let taken = format!("{port}:80");
     for (args, needle) in [
@@ -322,7 +318,7 @@ fn published_port_answers_through_the_proxy() {
     let Some(ingot) = setup("published_port_answers_through_the_proxy") else {
         return;
     };
-    let port = free_port();
+    let port = ingot_testsupport::free_port();
     let map = format!("{port}:8080");
     ingot.ok(&[
         "run", "-d", "--name", "web", "-p", &map, "box:1", "httpd", "-f", "-p", "8080", "-h", "/etc",
@@ -398,7 +394,11 @@ fn nothing_is_left_behind_after_exit_or_sigkill_of_ingot() {
     };
     let mut ids = Vec::new();
     // Normal exits, foreground and detached, with a published port.
-    sh(&ingot, &["-p", &format!("{}:80", free_port())], "true");
+    sh(
+        &ingot,
+        &["-p", &format!("{}:80", ingot_testsupport::free_port())],
+        "true",
+    );
     ingot.ok(&["run", "-d", "--rm", "--memory", "64m", "box:1", "true"]);
     // SIGKILL the foreground ingot (the container's monitor) at different
     // moments of its start, 12 times.
@@ -406,7 +406,7 @@ fn nothing_is_left_behind_after_exit_or_sigkill_of_ingot() {
         let mut child = ingot
             .command()
             .args(["run", "--rm", "--memory", "64m", "--pids-limit", "50", "-p"])
-            .arg(format!("{}:80", free_port()))
+            .arg(format!("{}:80", ingot_testsupport::free_port()))
             .args(["box:1", "sleep", "30"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -489,7 +489,7 @@ fn runc_backend_gives_the_same_container() {
         a.extend(args.iter().copied());
         assert_eq!(run(&ingot, &a).0, code, "{args:?}");
     }
-    let port = free_port();
+    let port = ingot_testsupport::free_port();
     let map = format!("{port}:8080");
     ingot.ok(&[
         "run",

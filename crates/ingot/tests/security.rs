@@ -217,11 +217,7 @@ fn slow_loris(addr: std::net::SocketAddr, limit: Duration, normal: impl Fn() -> 
 #[test]
 fn slow_loris_clients_are_cut_off_and_do_not_starve_others() {
     let ingot = Ingot::new(BIN);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ingot_testsupport::free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut server = ingot
         .command()

@@ -42,7 +42,6 @@ impl Engine {
                 version: n.version.to_string(),
                 image: spec.digest.to_string(),
                 address: c.address.clone(),
-                pid: c.pid.unwrap_or(0),
                 state: TaskState::Running,
                 health: HealthState::Healthy,
                 failures: 0,
@@ -59,7 +58,6 @@ impl Engine {
             }
         }
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.adopted.send_replace(true);
         tracing::info!("replicas adopted; serving");
         let me = self.clone();
         tokio::spawn(async move {

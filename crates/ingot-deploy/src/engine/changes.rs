@@ -62,7 +62,7 @@ impl Engine {
         let mut sealed = self.sealed.subscribe();
         loop {
             let row = self
-                .blocking(move |s| Ok(s.ledger_rows()?.into_iter().find(|r| r.seq == seq)))
+                .blocking(move |s| Ok(s.ledger_row(seq)?))
                 .await?
                 .ok_or_else(|| DeployError::NotFound(format!("ledger entry {seq} does not exist")))?;
             if row.outcome != ledger::PENDING {

@@ -74,8 +74,6 @@ pub struct Replica {
     pub version: String,
     pub image: String,
     pub address: Option<String>,
-    #[serde(skip)]
-    pub pid: i64,
     /// The task state, as Docker's: starting, running, shutdown, failed.
     pub state: TaskState,
     /// Health beside it: starting, healthy, unhealthy (for a replica
@@ -94,8 +92,6 @@ pub enum TaskState {
     /// Started, its first health check not passed yet.
     Starting,
     Running,
-    /// Stopped by the engine (retired, replaced or removed).
-    Shutdown,
     /// Exited or failed its health checks.
     Failed,
 }
@@ -187,8 +183,6 @@ pub struct Engine {
     sealed: tokio::sync::watch::Sender<i64>,
     /// Set once start-up adopted the replicas (the reconcile tick waits for it).
     ready: std::sync::atomic::AtomicBool,
-    /// True once start-up adopted the replicas and bound the published ports.
-    adopted: tokio::sync::watch::Sender<bool>,
     /// True once the daemon is stopping: waiters are let go.
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -285,14 +279,8 @@ impl Engine {
             messages: Mutex::new(BTreeMap::new()),
             sealed: tokio::sync::watch::channel(0).0,
             ready: std::sync::atomic::AtomicBool::new(false),
-            adopted: tokio::sync::watch::channel(false).0,
             closing: tokio::sync::watch::channel(false).0,
         }))
-    }
-
-    /// Becomes true once start-up adopted the replicas and bound the ports.
-    pub fn adopted(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.adopted.subscribe()
     }
 
     /// The daemon is stopping: [`Engine::wait`] callers are answered at

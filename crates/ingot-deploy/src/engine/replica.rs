@@ -20,7 +20,6 @@ impl Engine {
             version,
             image: spec.digest.to_string(),
             address: started.address,
-            pid: started.pid,
             state: TaskState::Starting,
             health: HealthState::Starting,
             failures: 0,

@@ -25,7 +25,6 @@ pub struct Started {
     pub id: String,
     /// Its address on the bridge network.
     pub address: Option<String>,
-    pub pid: i64,
 }
 
 /// A container the runtime knows of (for adoption after a restart).
@@ -35,7 +34,6 @@ pub struct Existing {
     pub name: String,
     pub running: bool,
     pub address: Option<String>,
-    pub pid: Option<i64>,
 }
 
 /// What the engine needs of a container runtime.
@@ -129,14 +127,13 @@ impl Runtime for LocalRuntime {
             if let Some(out) = child.stdout.take() {
                 let _ = tokio::io::BufReader::new(out).read_line(&mut line).await;
             }
-            let pid = ingot_runtime::monitor::parse_report(&line, name)
+            ingot_runtime::monitor::parse_report(&line, name)
                 .map_err(|e| DeployError::Invalid(format!("replica {name} did not start: {e}")))?;
             let id = rec.id.clone();
             let rec = self.query(move |s| Ok(s.container(&id)?)).await?;
             Ok(Started {
                 id: rec.id,
                 address: rec.address,
-                pid: pid.into(),
             })
         })
     }
@@ -191,7 +188,6 @@ impl Runtime for LocalRuntime {
                     id: c.id,
                     name: c.name,
                     address: c.address,
-                    pid: c.pid,
                 })
                 .collect())
         }))

@@ -126,7 +126,6 @@ impl Runtime for Fake {
             Ok(Started {
                 id: format!("c{n}"),
                 address,
-                pid: n.into(),
             })
         })
     }
@@ -181,7 +180,6 @@ impl Runtime for Fake {
                     name: c.name.clone(),
                     running: c.running,
                     address: Some(c.address.clone()),
-                    pid: Some(1),
                 })
                 .collect())
         })
@@ -212,14 +210,6 @@ async fn world() -> World {
     let engine = Engine::with_runtime(dir.path().to_path_buf(), None, fake.clone()).unwrap();
     engine.start().await.unwrap();
     World { dir, fake, engine, v }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn update(order: Order, parallelism: u32, action: FailureAction, ratio: f64) -> UpdatePolicy {
@@ -286,7 +276,7 @@ fn labels(prefix: &str, version: &str, slots: std::ops::RangeInclusive<u32>) -> 
 #[tokio::test(start_paused = true)]
 async fn start_first_keeps_the_old_replicas_until_the_change_succeeded() {
     let w = world().await;
-    let p = free_port();
+    let p = ingot_testsupport::free_port();
     let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
     let r = deploy(&w, &stack(vec![("web", service(&w.v[0], 3, p, u.clone()))])).await;
     assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
@@ -325,7 +315,11 @@ async fn a_new_service_starts_all_its_replicas_at_once() {
     let w = world().await;
     let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
     let t = Instant::now();
-    let r = deploy(&w, &stack(vec![("web", service(&w.v[0], 4, free_port(), u))])).await;
+    let r = deploy(
+        &w,
+        &stack(vec![("web", service(&w.v[0], 4, ingot_testsupport::free_port(), u))]),
+    )
+    .await;
     assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
     let ev = w.fake.events();
     assert!(ev[..4].iter().all(|e| e.starts_with("start")), "one batch: {ev:?}");
@@ -339,7 +333,7 @@ async fn a_new_service_starts_all_its_replicas_at_once() {
 #[tokio::test(start_paused = true)]
 async fn stop_first_stops_each_old_replica_before_its_successor_starts() {
     let w = world().await;
-    let p = free_port();
+    let p = ingot_testsupport::free_port();
     let u = update(Order::StopFirst, 1, FailureAction::Rollback, 0.0);
     deploy(&w, &stack(vec![("web", service(&w.v[0], 2, p, u.clone()))])).await;
     w.fake.events();
@@ -360,7 +354,7 @@ async fn stop_first_stops_each_old_replica_before_its_successor_starts() {
 #[tokio::test(start_paused = true)]
 async fn parallelism_sets_the_batch_width() {
     let w = world().await;
-    let p = free_port();
+    let p = ingot_testsupport::free_port();
     let u = update(Order::StartFirst, 2, FailureAction::Rollback, 0.0);
     deploy(&w, &stack(vec![("web", service(&w.v[0], 4, p, u.clone()))])).await;
     w.fake.events();
@@ -380,7 +374,7 @@ async fn parallelism_sets_the_batch_width() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_update_rolls_back_by_swapping_the_pool() {
     let w = world().await;
-    let p = free_port();
+    let p = ingot_testsupport::free_port();
     let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
     deploy(&w, &stack(vec![("web", service(&w.v[0], 3, p, u.clone()))])).await;
     let before = w.fake.running();
@@ -410,7 +404,7 @@ async fn a_failed_update_rolls_back_by_swapping_the_pool() {
 #[tokio::test(start_paused = true)]
 async fn pause_and_continue() {
     let w = world().await;
-    let p = free_port();
+    let p = ingot_testsupport::free_port();
     let pause = update(Order::StartFirst, 1, FailureAction::Pause, 0.0);
     deploy(&w, &stack(vec![("web", service(&w.v[0], 3, p, pause.clone()))])).await;
     lock(&w.fake.state).sick.insert((w.v[1].to_string(), 2));
@@ -436,7 +430,7 @@ async fn pause_and_continue() {
 async fn max_failure_ratio_tolerates_up_to_its_share() {
     for (ratio, outcome) in [(0.25, ledger::SUCCEEDED), (0.2, ledger::ROLLED_BACK)] {
         let w = world().await;
-        let p = free_port();
+        let p = ingot_testsupport::free_port();
         let u = update(Order::StartFirst, 1, FailureAction::Rollback, ratio);
         deploy(&w, &stack(vec![("web", service(&w.v[0], 4, p, u.clone()))])).await;
         lock(&w.fake.state).sick.insert((w.v[1].to_string(), 2));
@@ -448,7 +442,7 @@ async fn max_failure_ratio_tolerates_up_to_its_share() {
 #[tokio::test(start_paused = true)]
 async fn a_stack_rolls_back_as_a_whole() {
     let w = world().await;
-    let (pa, pw) = (free_port(), free_port());
+    let (pa, pw) = (ingot_testsupport::free_port(), ingot_testsupport::free_port());
     let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
     let v1 = stack(vec![
         ("api", service(&w.v[0], 2, pa, u.clone())),
@@ -491,7 +485,7 @@ async fn tick_until(w: &World, mut f: impl FnMut() -> bool) {
 #[tokio::test(start_paused = true)]
 async fn reconcile_replaces_a_dead_replica_unless_the_restart_policy_holds_it() {
     let w = world().await;
-    let p = free_port();
+    let p = ingot_testsupport::free_port();
     let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
     deploy(&w, &stack(vec![("web", service(&w.v[0], 2, p, u.clone()))])).await;
     let pool = w.engine.pool("demo", "web");
@@ -523,7 +517,7 @@ async fn reconcile_replaces_a_dead_replica_unless_the_restart_policy_holds_it() 
 #[tokio::test(start_paused = true)]
 async fn a_change_left_pending_by_a_dead_daemon_is_carried_out_on_restart() {
     let w = world().await;
-    let p = free_port();
+    let p = ingot_testsupport::free_port();
     let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
     deploy(&w, &stack(vec![("web", service(&w.v[0], 2, p, u.clone()))])).await;
     // The daemon "dies" after recording v2 and before carrying it out.
@@ -547,7 +541,7 @@ async fn a_change_left_pending_by_a_dead_daemon_is_carried_out_on_restart() {
 #[tokio::test(start_paused = true)]
 async fn a_change_of_one_stack_does_not_stall_another_stacks_reconcile() {
     let w = world().await;
-    let (pa, pb) = (free_port(), free_port());
+    let (pa, pb) = (ingot_testsupport::free_port(), ingot_testsupport::free_port());
     let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
     let mut a = stack(vec![("web", service(&w.v[0], 1, pa, u.clone()))]);
     deploy(&w, &a).await;
