@@ -35,6 +35,7 @@ pub fn exec(store: &Store, key: &str, args: &[String], timeout: Option<Duration>
     };
     let spec = spec_of(&rec)?;
     let seccomp = crate::security::default_seccomp()?;
+    let shim = crate::sealed::Shim::new()?;
     let open = |what: &str| -> Result<File> {
         let path = format!("/proc/{pid}/{what}");
         File::open(&path).map_err(RuntimeError::io(&path))
@@ -67,7 +68,7 @@ pub fn exec(store: &Store, key: &str, args: &[String], timeout: Option<Duration>
             // Its own process group (killed as one), dying with us.
             let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
             let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-            crate::init::become_and_exec(&spec, args, &seccomp, None)
+            crate::init::become_and_exec(&spec, args, &seccomp, &shim, None)
         }
         ForkResult::Parent { child } => {
             // Both sides set the group, so it exists before either goes on.

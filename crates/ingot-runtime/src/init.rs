@@ -17,6 +17,7 @@ use nix::sched::{unshare, CloneFlags};
 use seccompiler::BpfProgram;
 
 use crate::rootfs::{self, RootPlan};
+use crate::sealed::Shim;
 use crate::spec::{ContainerSpec, NetworkMode};
 use crate::user;
 
@@ -26,6 +27,8 @@ pub struct InitPlan<'a> {
     pub container_dir: &'a Path,
     pub lowers: &'a [PathBuf],
     pub seccomp: &'a [BpfProgram],
+    /// What execs the command (see [`crate::sealed`]).
+    pub shim: &'a Shim,
     /// stdout/stderr files for a detached container; `None` inherits.
     pub logs: Option<(RawFd, RawFd)>,
 }
@@ -92,13 +95,13 @@ pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: Raw
     if let Err(e) = nix::unistd::sethostname(&plan.spec.hostname) {
         fail(125, format!("sethostname: {e}"));
     }
-    become_and_exec(plan.spec, &plan.spec.args, plan.seccomp, Some(err_write))
+    become_and_exec(plan.spec, &plan.spec.args, plan.seccomp, plan.shim, Some(err_write))
 }
 
 /// From inside the container's root: the user (looked up in its
 /// /etc/passwd and /etc/group), the bounding set, groups and ids, process
 /// capabilities, working directory, no_new_privs, seccomp, then exec of
-/// `args` with the spec's environment. Shared by a container's first
+/// `args` with the spec's environment, through the sealed exec shim. Shared by a container's first
 /// process and by [`crate::exec`]. Never returns.
 /// A failure is written to `err_write` as `CODE\nMESSAGE` (else to
 /// stderr) and the process exits with CODE.
@@ -106,6 +109,7 @@ pub(crate) fn become_and_exec(
     spec: &ContainerSpec,
     args: &[String],
     seccomp: &[BpfProgram],
+    shim: &Shim,
     err_write: Option<RawFd>,
 ) -> ! {
     let fail = |code: i32, msg: String| -> ! {
@@ -164,9 +168,8 @@ pub(crate) fn become_and_exec(
             fail(125, format!("seccomp: {e}"));
         }
     }
-    let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
-    let code = if err == nix::errno::Errno::ENOENT { 127 } else { 126 };
-    fail(code, format!("exec {:?}: {err}", args[0]))
+    let err = shim.exec(&path, &argv, &envp, err_write);
+    fail(126, format!("exec {:?} through the exec shim: {err}", args[0]))
 }
 
 /// Finds the command as execvp would, in the container's PATH.

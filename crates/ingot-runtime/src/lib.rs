@@ -23,6 +23,7 @@ pub mod monitor;
 pub mod net;
 pub mod rootfs;
 mod runc;
+pub mod sealed;
 pub mod security;
 pub mod spec;
 pub mod user;

@@ -118,6 +118,10 @@ fn start_and_wait(
         Ok(s) => s,
         Err(e) => return Err(fail(e, started)),
     };
+    let shim = match crate::sealed::Shim::new() {
+        Ok(s) => s,
+        Err(e) => return Err(fail(e, started)),
+    };
     let logs = match open_logs(&dir, output) {
         Ok(l) => l,
         Err(e) => return Err(fail(e, started)),
@@ -145,6 +149,7 @@ fn start_and_wait(
         container_dir: &dir,
         lowers: &lowers,
         seccomp: &seccomp,
+        shim: &shim,
         logs: logs.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd())),
     };
     // SAFETY: ingot is single-threaded here; the child only runs init::run,

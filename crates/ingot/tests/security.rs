@@ -347,3 +347,128 @@ fn seccomp_allows_what_docker_allows_and_refuses_the_rest() {
         }
     }
 }
+
+/// Inside a container: waits for another process of the container to run
+/// a binary it may open (`/proc/PID/exe`), keeps that handle until the
+/// process is gone, then says whether the binary could be opened for
+/// writing (it never writes). Output: `ready`, `caught PID`, then
+/// `verdict ERRNO SEALED` (ERRNO 0: opened for writing).
+const EXE_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(void) {
+    pid_t self = getpid();
+    printf("ready\n");
+    fflush(stdout);
+    time_t until = time(NULL) + 60;
+    while (time(NULL) < until) {
+        DIR *d = opendir("/proc");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            int pid = atoi(e->d_name);
+            if (pid <= 0 || pid == self) continue;
+            char path[64];
+            snprintf(path, sizeof path, "/proc/%d/exe", pid);
+            int fd = open(path, O_PATH | O_CLOEXEC);
+            if (fd < 0) continue;
+            printf("caught %d\n", pid);
+            fflush(stdout);
+            snprintf(path, sizeof path, "/proc/%d", pid);
+            while (access(path, F_OK) == 0) usleep(1000);
+            usleep(100000);
+            snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+            int w = open(path, O_WRONLY | O_CLOEXEC);
+            int err = w < 0 ? errno : 0;
+            int seals = w < 0 ? 0 : fcntl(w, F_GET_SEALS);
+            printf("verdict %d %d\n", err, seals > 0 && (seals & F_SEAL_WRITE) ? 1 : 0);
+            fflush(stdout);
+            return 0;
+        }
+        if (d) closedir(d);
+    }
+    printf("nothing caught\n");
+    return 1;
+}
+"#;
+
+#[test]
+fn the_host_binary_cannot_be_written_from_inside_a_container() {
+    let test = "the_host_binary_cannot_be_written_from_inside_a_container";
+    let Some(ingot) = setup(test) else {
+        return;
+    };
+    if !ingot_testsupport::have("gcc") {
+        skip(test, "gcc (to build the static probe) is missing");
+        return;
+    }
+    let src = ingot.write("exe_probe.c", EXE_PROBE.as_bytes());
+    let probe = ingot.path("exe_probe");
+    let st = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&probe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc -static failed (libc6-dev)");
+    // CVE-2019-5736: a command that is a script run by /proc/self/exe runs,
+    // inside the container, the binary of whoever execs it.
+    let evil = ingot.write("evil", b"#!/proc/self/exe\n");
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = std::fs::read(BIN).unwrap();
+    ingot.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "victim",
+        "-v",
+        &format!("{}:/probe:ro", probe.display()),
+        "-v",
+        &format!("{}:/evil:ro", evil.display()),
+        "box:1",
+        "/probe",
+    ]);
+    let logs = || ingot.ok(&["logs", "victim"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs().contains("ready") {
+        assert!(Instant::now() < deadline, "the probe did not start: {}", logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `ingot exec victim /evil`: the kernel runs /proc/self/exe, that is the
+    // `ingot exec` binary, inside the container, where the probe opens it.
+    let mut tries = 0;
+    while !logs().contains("caught") {
+        tries += 1;
+        assert!(tries <= 20, "the probe never saw the exec'd binary: {}", logs());
+        let out = ingot.run(&["exec", "victim", "/evil"]);
+        assert!(
+            !out.status.success(),
+            "ingot ran as a script inside the container succeeded"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let verdict = loop {
+        let l = logs();
+        if let Some(v) = l.lines().find_map(|l| l.strip_prefix("verdict ")) {
+            break v.to_string();
+        }
+        assert!(Instant::now() < deadline, "no verdict: {l}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut words = verdict.split_whitespace().map(|w| w.parse::<i32>().unwrap());
+    let (errno, sealed) = (words.next().unwrap(), words.next().unwrap());
+    assert!(
+        errno == libc::EROFS || (errno == 0 && sealed == 1),
+        "the binary ingot exec ran was reachable for writing from the container \
+         (errno {errno}; ETXTBSY only lasts while some ingot runs it)"
+    );
+    ingot.ok(&["rm", "-f", "victim"]);
+    assert!(std::fs::read(BIN).unwrap() == before, "the host's ingot binary changed");
+}

@@ -62,8 +62,9 @@ fn run_inner(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     }
     // Detached: a monitor process of its own starts the container and
     // reports one line: "started PID" or "error CODE MESSAGE".
-    let exe = std::env::current_exe().context("cannot find the ingot binary")?;
-    let mut child = monitor::detached_command(&exe, root, &rec.id)
+    // The monitor runs this same (protected) binary.
+    let exe = std::path::Path::new("/proc/self/exe");
+    let mut child = monitor::detached_command(exe, root, &rec.id)
         .spawn()
         .context("cannot start the container monitor")?;
     let mut line = String::new();

@@ -53,7 +53,8 @@ pub fn daemon(
     if let Some(p) = policy {
         ingot_trust::policy::Policy::load(p)?;
     }
-    let exe = std::env::current_exe().context("cannot find the ingot binary")?;
+    // Monitors and health checks run this same (protected) binary.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
     let sock = sock.map(Path::to_path_buf).unwrap_or_else(|| root.join("ingot.sock"));
     let engine = ingot_deploy::engine::Engine::new(root.to_path_buf(), exe, policy.map(Path::to_path_buf))?;
     let tcp = match tcp {
