@@ -3,6 +3,8 @@
 # image), ingot's own runtime next to runc, crun and `docker run` on the same
 # root filesystem, in one run. Needs root.
 # Usage: bench/container_start.sh          (RUNS=50 by default)
+#        BASELINE=/path/to/an/older/ingot bench/container_start.sh
+#        (adds that build's `run --network none` as a row, to compare)
 # Writes a markdown table to stdout; copy it into bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +34,7 @@ tar -C "$work/bundle/rootfs" -xf "$work/rootfs.tar"
 
 cmds=(
   "ingot run --network none (cgroups, caps, seccomp)|$ingot --root $work/root run --rm --network none box:1 /bin/true"
+  "ingot run --network none, baseline build|${BASELINE:-}|"
   "ingot run (bridge network)|$ingot --root $work/root run --rm box:1 /bin/true"
   "ingot run --runtime runc --network none|$ingot --root $work/root run --rm --runtime runc --network none box:1 /bin/true"
   "runc run (bundle ready)|runc --root $work/runc run --bundle $work/bundle b"
@@ -47,6 +50,10 @@ args=()
 for c in "${cmds[@]}"; do
     name=${c%%|*}
     cmd=${c#*|}
+    case $cmd in
+    "|") continue ;; # no BASELINE given
+    *"|") cmd="${cmd%|} --root $work/root run --rm --network none box:1 /bin/true" ;;
+    esac
     # A peer that cannot run here (crun refuses hybrid cgroup hosts) is
     # reported, not benchmarked.
     if ! sh -c "$cmd" >/dev/null 2>"$work/err"; then

@@ -11,7 +11,7 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | GET | /v1/ping | | `{"version"}` |
-//! | POST | /v1/deploy | `{stack, reason?}` ([`DeployRequest`]) | 202 `{entry}` |
+//! | POST | /v1/deploy | `{stack, secrets?, reason?}` ([`DeployRequest`]) | 202 `{entry}` |
 //! | GET | /v1/services | | [`ServiceStatus`](crate::engine::ServiceStatus) list |
 //! | GET | /v1/services/{name}/ps | | [`Replica`](crate::engine::Replica) list |
 //! | POST | /v1/services/{name}/scale | `{replicas, reason?}` | 202 `{entry}` |
@@ -36,7 +36,7 @@ use serde_json::json;
 
 use crate::engine::{Change, Engine};
 use crate::peer::Peer;
-use crate::pin::PinnedStack;
+use crate::pin::{PinnedStack, SecretValue};
 use crate::DeployError;
 
 /// The most a request body may hold (a stack with its configs).
@@ -44,13 +44,26 @@ pub const MAX_BODY: usize = 16 << 20;
 /// The longest free-text reason.
 pub const MAX_REASON: usize = 4096;
 
-/// `POST /v1/deploy`: a pinned stack (as `ingot_deploy::pin` makes it)
-/// and why. Unknown fields are refused (an `actor` among them).
+/// `POST /v1/deploy`: a pinned stack (as `ingot_deploy::pin` makes it),
+/// the values of its secrets (name -> base64; a value the daemon holds
+/// already may be left out) and why. Unknown fields are refused (an
+/// `actor` among them).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     pub stack: serde_json::Value,
     #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A deploy request, parsed and checked: the stack, the values of its
+/// secrets (each hashing to the digest the stack names), the reason.
+#[derive(Debug)]
+pub struct Deploy {
+    pub stack: PinnedStack,
+    pub secrets: Vec<SecretValue>,
     pub reason: Option<String>,
 }
 
@@ -101,14 +114,45 @@ fn check_reason(reason: &Option<String>) -> Result<(), DeployError> {
 /// A deploy request, fully parsed: the stack typed (digests as
 /// `ingot_oci::Digest`, unknown fields refused) and the reason checked.
 /// The store-dependent checks follow when the change is prepared.
-pub fn parse_deploy(body: &[u8]) -> Result<(PinnedStack, Option<String>), DeployError> {
+pub fn parse_deploy(body: &[u8]) -> Result<Deploy, DeployError> {
+    use base64::Engine as _;
     let req: DeployRequest = parse_body(body)?;
     check_reason(&req.reason)?;
     let stack: PinnedStack = serde_path_to_error::deserialize(req.stack).map_err(|e| DeployError::Field {
         field: format!("stack.{}", e.path()).trim_end_matches('.').to_string(),
         why: e.into_inner().to_string(),
     })?;
-    Ok((stack, req.reason))
+    let mut secrets = Vec::new();
+    for (name, b64) in req.secrets {
+        let field = format!("secrets.{name}");
+        let bad = |why: String| DeployError::Field {
+            field: field.clone(),
+            why,
+        };
+        let Some(pinned) = stack.secrets.get(&name) else {
+            return Err(bad("not one of the stack's secrets".into()));
+        };
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| bad(format!("not base64: {e}")))?;
+        if value.len() > crate::pin::MAX_SECRET {
+            return Err(bad(format!("more than {} bytes", crate::pin::MAX_SECRET)));
+        }
+        // Never echo the value: name the digests only.
+        let actual = ingot_oci::Digest::sha256(&value);
+        if actual != pinned.digest {
+            return Err(bad(format!(
+                "the value hashes to {actual}, not to the stack's {}",
+                pinned.digest
+            )));
+        }
+        secrets.push(SecretValue(value));
+    }
+    Ok(Deploy {
+        stack,
+        secrets,
+        reason: req.reason,
+    })
 }
 
 struct ApiError(DeployError);
@@ -166,8 +210,11 @@ async fn submit(e: &Arc<Engine>, change: Change, peer: Peer, reason: Option<Stri
 }
 
 async fn deploy(State(e): State<Arc<Engine>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Answer {
-    let (stack, reason) = parse_deploy(&body)?;
-    submit(&e, Change::Deploy(stack), peer, reason).await
+    let d = parse_deploy(&body)?;
+    if !d.secrets.is_empty() {
+        e.keep_secrets(d.secrets.into_iter().map(|v| v.0).collect()).await?;
+    }
+    submit(&e, Change::Deploy(d.stack), peer, d.reason).await
 }
 
 async fn services(State(e): State<Arc<Engine>>) -> Answer {

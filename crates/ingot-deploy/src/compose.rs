@@ -23,6 +23,8 @@ pub struct ComposeFile {
     pub services: BTreeMap<String, Service>,
     #[serde(default)]
     pub configs: BTreeMap<String, ConfigDef>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretDef>,
     #[serde(flatten)]
     pub extensions: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -44,6 +46,8 @@ pub struct Service {
     pub deploy: Option<DeployDef>,
     #[serde(default)]
     pub configs: Vec<ServiceConfigDef>,
+    #[serde(default)]
+    pub secrets: Vec<ServiceConfigDef>,
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
@@ -192,6 +196,45 @@ pub struct ConfigDef {
     pub name: Option<String>,
 }
 
+/// A top-level secret: its value from a file or from an environment
+/// variable of the deploying process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDef {
+    #[serde(default)]
+    pub file: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub external: Option<bool>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file, relative to the stack file.
+    File(String),
+    /// An environment variable of the deploying process.
+    Environment(String),
+}
+
+/// A service's use of a secret: a read-only file at `target`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretUse {
+    pub name: String,
+    pub target: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+/// Where a secret is mounted when its target is a bare name (as Docker).
+pub const SECRETS_DIR: &str = "/run/secrets";
+/// A secret's mode when none is given (readable by its owner only).
+pub const SECRET_MODE: u32 = 0o400;
+
 /// A published port: host address and port, the replicas' target port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Port {
@@ -269,6 +312,7 @@ pub struct ServiceDef {
     pub restart: RestartPolicy,
     /// (config name, target path)
     pub configs: Vec<(String, String)>,
+    pub secrets: Vec<SecretUse>,
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub stop_grace_ms: u64,
@@ -279,6 +323,8 @@ pub struct StackDef {
     pub services: Vec<ServiceDef>,
     /// Config name -> its content source.
     pub configs: BTreeMap<String, ConfigSource>,
+    /// Secret name -> where its value comes from.
+    pub secrets: BTreeMap<String, SecretSource>,
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +427,34 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
         };
         configs.insert(name.clone(), src);
     }
+    let mut secrets = BTreeMap::new();
+    for (name, d) in &raw.secrets {
+        if !valid_name(name) {
+            return Err(invalid(format!(
+                "secrets.{name}: a secret name is letters, digits, '-' and '_', starting with a letter or digit"
+            )));
+        }
+        let src = match (&d.file, &d.environment, d.external) {
+            (_, _, Some(true)) => {
+                return Err(invalid(format!(
+                    "secrets.{name}: external secrets are not supported; give file or environment"
+                )))
+            }
+            (Some(f), None, _) => SecretSource::File(f.clone()),
+            (None, Some(v), _) => SecretSource::Environment(v.clone()),
+            _ => {
+                return Err(invalid(format!(
+                    "secrets.{name}: give exactly one of file or environment"
+                )))
+            }
+        };
+        if d.name.is_some() {
+            return Err(invalid(format!(
+                "secrets.{name}.name: only external secrets have a platform name, and those are not supported"
+            )));
+        }
+        secrets.insert(name.clone(), src);
+    }
     let mut services = Vec::new();
     let mut published = BTreeMap::new();
     for (name, s) in &raw.services {
@@ -436,6 +510,20 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
                 })?;
             service_configs.push((source, target));
         }
+        let mut service_secrets: Vec<SecretUse> = Vec::new();
+        for (i, d) in s.secrets.iter().enumerate() {
+            let use_ = secret_use(d).map_err(|e| at(format!("secrets[{i}]: {e}")))?;
+            if !secrets.contains_key(&use_.name) {
+                return Err(at(format!(
+                    "secrets[{i}]: {:?} is not defined in the top-level secrets",
+                    use_.name
+                )));
+            }
+            if service_secrets.iter().any(|o| o.target == use_.target) {
+                return Err(at(format!("secrets[{i}]: two secrets at {}", use_.target)));
+            }
+            service_secrets.push(use_);
+        }
         let update = update_policy(deploy.update_config.as_ref(), FailureAction::Pause, Order::StopFirst)
             .map_err(|e| at(format!("deploy.update_config.{e}")))?;
         let rollback = update_policy(deploy.rollback_config.as_ref(), FailureAction::Pause, Order::StopFirst)
@@ -455,6 +543,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             rollback,
             restart,
             configs: service_configs,
+            secrets: service_secrets,
             user: s.user.clone(),
             workdir: match &s.working_dir {
                 Some(w) => Some(
@@ -472,7 +561,68 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
                 .unwrap_or(10_000),
         });
     }
-    Ok(StackDef { services, configs })
+    Ok(StackDef {
+        services,
+        configs,
+        secrets,
+    })
+}
+
+/// A service's `secrets` entry: a name (mounted at /run/secrets/NAME), or
+/// `{source, target, uid, gid, mode}` where a relative target is a name
+/// under /run/secrets and mode is octal (`0440`, or `"0440"`).
+fn secret_use(d: &ServiceConfigDef) -> std::result::Result<SecretUse, String> {
+    let (name, target, uid, gid, mode) = match d {
+        ServiceConfigDef::Short(n) => (n.clone(), n.clone(), None, None, None),
+        ServiceConfigDef::Long(l) => (
+            l.source.clone(),
+            l.target.clone().unwrap_or_else(|| l.source.clone()),
+            l.uid.as_deref(),
+            l.gid.as_deref(),
+            l.mode.as_ref(),
+        ),
+    };
+    let target = if target.starts_with('/') {
+        target
+    } else {
+        format!("{SECRETS_DIR}/{target}")
+    };
+    let target = ingot_runtime::spec::clean_target(&target, "target")
+        .ok()
+        .filter(|t| t != "/")
+        .ok_or_else(|| format!("target {target:?} must be a file name or an absolute path without '..'"))?;
+    let id = |what: &str, v: Option<&str>| -> std::result::Result<u32, String> {
+        v.map_or(Ok(0), |v| {
+            v.parse()
+                .map_err(|_| format!("{what} {v:?} is not a number (names are not looked up)"))
+        })
+    };
+    let mode = match mode {
+        None => SECRET_MODE,
+        Some(v) => octal_mode(v)?,
+    };
+    Ok(SecretUse {
+        name,
+        target,
+        uid: id("uid", uid)?,
+        gid: id("gid", gid)?,
+        mode,
+    })
+}
+
+/// A file mode written in octal: YAML reads `0440` as the number 440, so
+/// a number's digits are taken as octal digits, as Compose users mean.
+fn octal_mode(v: &serde_yaml_ng::Value) -> std::result::Result<u32, String> {
+    let digits = match v {
+        serde_yaml_ng::Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        serde_yaml_ng::Value::String(s) => Some(s.trim_start_matches("0o").to_string()),
+        _ => None,
+    }
+    .ok_or_else(|| format!("mode {v:?} is not an octal number"))?;
+    u32::from_str_radix(&digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("mode {digits:?} is not an octal mode of at most 0777"))
 }
 
 pub(crate) fn valid_name(n: &str) -> bool {

@@ -205,6 +205,7 @@ mod tests {
             name: name.into(),
             services: BTreeMap::new(),
             configs: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         }
     }
 

@@ -10,7 +10,7 @@ use ingot_oci::Digest;
 use ingot_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::compose::{ConfigSource, Health, Port, RestartPolicy, StackDef, UpdatePolicy};
+use crate::compose::{ConfigSource, Health, Port, RestartPolicy, SecretSource, StackDef, UpdatePolicy};
 use crate::{DeployError, Result};
 
 /// The most a config may hold (Swarm's limit is 500 KiB).
@@ -22,7 +22,41 @@ pub struct PinnedStack {
     pub name: String,
     pub services: BTreeMap<String, PinnedService>,
     pub configs: BTreeMap<String, PinnedConfig>,
+    /// Secrets by digest only: their values are in the daemon's store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, PinnedSecret>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedSecret {
+    pub digest: Digest,
+}
+
+/// A service's secret: the value of `digest`, read-only at `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretMount {
+    pub name: String,
+    pub digest: Digest,
+    pub target: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+/// A secret's value, as the deploying client read it. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretValue({} bytes)", self.0.len())
+    }
+}
+
+/// The most a secret may hold (Swarm's limit).
+pub const MAX_SECRET: usize = 500 << 10;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +90,8 @@ pub struct PinnedService {
     pub rollback: UpdatePolicy,
     pub restart: RestartPolicy,
     pub configs: Vec<ConfigMount>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretMount>,
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub stop_grace_ms: u64,
@@ -65,11 +101,14 @@ impl PinnedService {
     /// What a replica runs: everything but counts and rollout policies. Two
     /// services with the same version run identical replicas.
     pub fn version(&self) -> String {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "digest": self.digest, "command": self.command, "entrypoint": self.entrypoint,
             "env": self.env, "health": self.health, "configs": self.configs,
             "user": self.user, "workdir": self.workdir,
         });
+        if !self.secrets.is_empty() {
+            v["secrets"] = serde_json::json!(self.secrets);
+        }
         let bytes = ingot_oci::config::canonical_json(&v).unwrap_or_default();
         Digest::sha256(&bytes).hex()[..12].to_string()
     }
@@ -85,8 +124,15 @@ impl PinnedStack {
     }
 }
 
-/// Pins `def` as stack `name`; config files are read relative to `dir`.
-pub fn pin(store: &Store, name: &str, def: &StackDef, dir: &Path) -> Result<PinnedStack> {
+/// Pins `def` as stack `name`; config and secret files are read relative
+/// to `dir`. The secrets' values come back beside the stack (which names
+/// their digests only), to be sent to the daemon with it.
+pub fn pin(
+    store: &Store,
+    name: &str,
+    def: &StackDef,
+    dir: &Path,
+) -> Result<(PinnedStack, BTreeMap<String, SecretValue>)> {
     check_stack_name(name).map_err(|why| DeployError::Invalid(format!("stack name {name:?}: {why}")))?;
     let mut configs = BTreeMap::new();
     for (cname, src) in &def.configs {
@@ -115,6 +161,33 @@ pub fn pin(store: &Store, name: &str, def: &StackDef, dir: &Path) -> Result<Pinn
                 content,
             },
         );
+    }
+    let mut values = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
+    for (sname, src) in &def.secrets {
+        let bytes = match src {
+            SecretSource::File(f) => {
+                let path = dir.join(f);
+                std::fs::read(&path)
+                    .map_err(|e| DeployError::Invalid(format!("secrets.{sname}: {}: {e}", path.display())))?
+            }
+            SecretSource::Environment(var) => std::env::var_os(var)
+                .ok_or_else(|| DeployError::Invalid(format!("secrets.{sname}: environment variable {var} is not set")))?
+                .into_encoded_bytes(),
+        };
+        if bytes.len() > MAX_SECRET {
+            return Err(DeployError::Invalid(format!(
+                "secrets.{sname}: {} bytes, more than {MAX_SECRET}",
+                bytes.len()
+            )));
+        }
+        secrets.insert(
+            sname.clone(),
+            PinnedSecret {
+                digest: Digest::sha256(&bytes),
+            },
+        );
+        values.insert(sname.clone(), SecretValue(bytes));
     }
     let mut services = BTreeMap::new();
     for s in &def.services {
@@ -152,17 +225,33 @@ pub fn pin(store: &Store, name: &str, def: &StackDef, dir: &Path) -> Result<Pinn
                         target: t.clone(),
                     })
                     .collect(),
+                secrets: s
+                    .secrets
+                    .iter()
+                    .map(|u| SecretMount {
+                        name: u.name.clone(),
+                        digest: secrets[&u.name].digest.clone(),
+                        target: u.target.clone(),
+                        uid: u.uid,
+                        gid: u.gid,
+                        mode: u.mode,
+                    })
+                    .collect(),
                 user: s.user.clone(),
                 workdir: s.workdir.clone(),
                 stop_grace_ms: s.stop_grace_ms,
             },
         );
     }
-    Ok(PinnedStack {
-        name: name.to_string(),
-        services,
-        configs,
-    })
+    Ok((
+        PinnedStack {
+            name: name.to_string(),
+            services,
+            configs,
+            secrets,
+        },
+        values,
+    ))
 }
 
 /// The image's HEALTHCHECK, as a pinned health check.
@@ -276,6 +365,16 @@ impl PinnedStack {
                 )));
             }
         }
+        for (name, sec) in &self.secrets {
+            let at = format!("stack.secrets.{name}");
+            check_name(name).map_err(field(at.clone()))?;
+            if store.secret(&sec.digest)?.is_none() {
+                return Err(field(format!("{at}.digest"))(format!(
+                    "{} is not a secret value the daemon holds (send the value with the stack)",
+                    sec.digest
+                )));
+            }
+        }
         let mut published = BTreeMap::new();
         for (name, s) in &self.services {
             let at = |f: &str| format!("stack.services.{name}{f}");
@@ -375,6 +474,28 @@ impl PinnedStack {
                     return Err(f("target")(format!("{:?} is / or mounted twice", c.target)));
                 }
             }
+            for (i, m) in s.secrets.iter().enumerate() {
+                let f = |x: &str| field(at(&format!(".secrets[{i}].{x}")));
+                let Some(ps) = self.secrets.get(&m.name) else {
+                    return Err(f("name")(format!(
+                        "secret {:?} is not one of the stack's secrets",
+                        m.name
+                    )));
+                };
+                if ps.digest != m.digest {
+                    return Err(f("digest")(format!(
+                        "{} is not secret {}'s digest {}",
+                        m.digest, m.name, ps.digest
+                    )));
+                }
+                check_container_path(&m.target).map_err(f("target"))?;
+                if m.target == "/" || !targets.insert(m.target.as_str()) {
+                    return Err(f("target")(format!("{:?} is / or mounted twice", m.target)));
+                }
+                if m.mode > 0o777 {
+                    return Err(f("mode")(format!("{:o} is more than 0777", m.mode)));
+                }
+            }
             if let Some(u) = &s.user {
                 let ok = !u.is_empty()
                     && u.len() <= 256
@@ -423,7 +544,7 @@ mod tests {
             "services:\n  web:\n    image: app:1\n    working_dir: /srv\n    ports: [\"127.0.0.1:8080:80\"]\n    configs:\n      - source: g\n        target: /etc/g.txt\nconfigs:\n  g:\n    file: ./g.txt\n",
         )
         .unwrap();
-        let pinned = pin(&store, "demo", &def, dir.path()).unwrap();
+        let (pinned, _) = pin(&store, "demo", &def, dir.path()).unwrap();
         let v = serde_json::to_value(&pinned).unwrap();
         (dir, store, v)
     }

@@ -118,6 +118,10 @@ fn start_and_wait(
         Ok(s) => s,
         Err(e) => return Err(fail(e, started)),
     };
+    let secrets = match secret_values(store, spec) {
+        Ok(s) => s,
+        Err(e) => return Err(fail(e, started)),
+    };
     let shim = match crate::sealed::Shim::new() {
         Ok(s) => s,
         Err(e) => return Err(fail(e, started)),
@@ -150,6 +154,7 @@ fn start_and_wait(
         lowers: &lowers,
         seccomp: &seccomp,
         shim: &shim,
+        secrets: &secrets,
         logs: logs.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd())),
     };
     // SAFETY: ingot is single-threaded here; the child only runs init::run,
@@ -328,6 +333,19 @@ pub(crate) fn wait_exit(child: Pid) -> i32 {
             Err(_) => return 255,
         }
     }
+}
+
+/// The values of the spec's secrets, read from the store just before the
+/// container starts (they are in no spec and on no command line).
+fn secret_values(store: &Store, spec: &crate::ContainerSpec) -> Result<Vec<Vec<u8>>> {
+    spec.secrets
+        .iter()
+        .map(|f| {
+            store
+                .secret(&f.digest)?
+                .ok_or_else(|| RuntimeError::Setup(format!("secret {} for {} is not in the store", f.digest, f.target)))
+        })
+        .collect()
 }
 
 pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {

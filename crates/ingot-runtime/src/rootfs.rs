@@ -27,6 +27,8 @@ pub struct RootPlan<'a> {
     pub container_dir: &'a Path,
     /// Layer directories, bottom first.
     pub lowers: &'a [PathBuf],
+    /// The values of `spec.secrets`, in order.
+    pub secrets: &'a [Vec<u8>],
 }
 
 /// Files ingot writes for the container before it starts.
@@ -141,6 +143,7 @@ pub fn setup(plan: &RootPlan) -> R<()> {
         };
         bind(&b.source, &target, b.read_only)?;
     }
+    mount_secrets(plan, &merged)?;
     for t in &spec.tmpfs {
         let target = mkdirs(&merged, t)?;
         m(
@@ -162,6 +165,38 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     if spec.read_only {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         m(None, Path::new("/"), None, flags, None).map_err(|e| format!("read-only root: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Writes the secrets' values on a tmpfs of their own (mounted in the
+/// container's mount namespace only: the host never sees it, and it goes
+/// with the container) and binds each, read-only, at its target.
+fn mount_secrets(plan: &RootPlan, merged: &Path) -> R<()> {
+    let files = &plan.spec.secrets;
+    if files.is_empty() {
+        return Ok(());
+    }
+    if plan.secrets.len() != files.len() {
+        return Err(format!("{} secrets, {} values", files.len(), plan.secrets.len()));
+    }
+    let dir = plan.container_dir.join("secrets");
+    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let size: usize = plan.secrets.iter().map(|v| v.len() + 4096).sum();
+    m(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(&format!("mode=700,size={size}")),
+    )?;
+    for (i, (f, value)) in files.iter().zip(plan.secrets).enumerate() {
+        let src = dir.join(i.to_string());
+        let fail = |e: std::io::Error| format!("secret for {}: {e}", f.target);
+        fs::write(&src, value).map_err(fail)?;
+        std::os::unix::fs::chown(&src, Some(f.uid), Some(f.gid)).map_err(fail)?;
+        fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(f.mode)).map_err(fail)?;
+        bind(&src, &touch(merged, &f.target)?, true)?;
     }
     Ok(())
 }

@@ -58,6 +58,11 @@ pub(crate) fn start_and_wait(
         e
     };
     let prepared = (|| -> Result<_> {
+        if !spec.secrets.is_empty() {
+            return Err(RuntimeError::Setup(
+                "secrets are mounted by ingot's own runtime only (not --runtime runc)".into(),
+            ));
+        }
         let lowers = monitor::lower_dirs(store, spec)?;
         let logs = monitor::open_logs(&dir, output)?;
         let network = monitor::prepare_network(store, &mut rec, spec, &dir)?;

@@ -44,6 +44,19 @@ pub struct Bind {
     pub read_only: bool,
 }
 
+/// A secret as a file in the container: its value (kept in the store
+/// under `digest`) on a tmpfs of the container's own, read-only at
+/// `target`, owned by `uid`:`gid` with `mode`. The spec names the digest
+/// only; the monitor reads the value just before starting the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretFile {
+    pub digest: ingot_oci::Digest,
+    pub target: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
 impl std::str::FromStr for Bind {
     type Err = RuntimeError;
 
@@ -109,6 +122,8 @@ pub struct ContainerSpec {
     pub read_only: bool,
     pub binds: Vec<Bind>,
     pub tmpfs: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<SecretFile>,
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
@@ -141,11 +156,40 @@ pub struct RunOptions {
     pub pids_limit: Option<i64>,
     pub volumes: Vec<String>,
     pub tmpfs: Vec<String>,
+    pub secrets: Vec<SecretFile>,
     pub read_write: bool,
     pub hostname: Option<String>,
     pub auto_remove: bool,
     pub detach: bool,
     pub runtime: Runtime,
+}
+
+/// Checks secret files: absolute targets without '..', at most 0777, no
+/// two at one target.
+fn secrets(files: &[SecretFile]) -> Result<Vec<SecretFile>> {
+    let mut out: Vec<SecretFile> = Vec::new();
+    for f in files {
+        let target = clean_target(&f.target, "secret target")?;
+        if target == "/" {
+            return Err(RuntimeError::invalid("secret target", &f.target, "a file path, not /"));
+        }
+        if f.mode > 0o777 {
+            return Err(RuntimeError::invalid(
+                "secret mode",
+                &format!("{:o}", f.mode),
+                "at most 0777",
+            ));
+        }
+        if out.iter().any(|o| o.target == target) {
+            return Err(RuntimeError::invalid(
+                "secret target",
+                &target,
+                "two secrets at one path",
+            ));
+        }
+        out.push(SecretFile { target, ..f.clone() });
+    }
+    Ok(out)
 }
 
 impl ContainerSpec {
@@ -276,6 +320,7 @@ impl ContainerSpec {
             read_only: !opts.read_write,
             binds,
             tmpfs,
+            secrets: secrets(&opts.secrets)?,
             memory: opts.memory.as_deref().map(parse_memory).transpose()?,
             cpus: opts.cpus.as_deref().map(parse_cpus).transpose()?,
             pids_limit: opts.pids_limit.filter(|p| *p > 0),

@@ -123,6 +123,11 @@ const MIGRATIONS: &[&str] = &[
         hash    TEXT NOT NULL,
         outcome TEXT NOT NULL
      );",
+    // 10: secret values by digest (the ledger names digests only)
+    "CREATE TABLE secrets (
+        digest  TEXT PRIMARY KEY,
+        value   BLOB NOT NULL
+     );",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

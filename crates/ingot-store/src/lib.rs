@@ -26,6 +26,7 @@ mod images;
 mod import;
 mod ledger;
 mod registry;
+mod secrets;
 mod unpack;
 
 use std::fs::{self, File};

@@ -875,3 +875,183 @@ fn a_client_that_goes_away_leaves_no_change_pending() {
     ingot.ok(&["stack", "rm", "demo"]);
     drop(successor);
 }
+
+#[test]
+fn secrets_reach_their_replicas_as_files_and_nowhere_else() {
+    let test = "secrets_reach_their_replicas_as_files_and_nowhere_else";
+    let Some(ingot) = ingot_testsupport::busybox_root(test, BIN, "example/base:latest") else {
+        return;
+    };
+    build(&ingot, "hello:1", "", Some("version one"));
+    let file_value = format!("pw-from-a-file-{}", std::process::id());
+    let env_value = format!("key-from-the-environment-{}", std::process::id());
+    ingot.write("pw.txt", file_value.as_bytes());
+    let stack = ingot.write(
+        "secret.yml",
+        b"services:\n  web:\n    image: hello:1\n    stop_grace_period: 1s\n    secrets:\n      - source: db_password\n        uid: \"65534\"\n      - source: api_key\n        target: key.txt\n        mode: 0440\n  other:\n    image: hello:1\n    stop_grace_period: 1s\nsecrets:\n  db_password:\n    file: ./pw.txt\n  api_key:\n    environment: TEST_API_KEY\n",
+    );
+    let stack = stack.to_str().unwrap();
+    let _daemon = Daemon::start(&ingot);
+    let deploy = |extra_env: Option<&str>| {
+        let mut c = ingot.command();
+        c.args(["deploy", "-f", stack, "--name", "sec"]);
+        if let Some(v) = extra_env {
+            c.env("TEST_API_KEY", v);
+        }
+        c.output().unwrap()
+    };
+    // Bad input: the variable unset; then the file missing.
+    let out = deploy(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("TEST_API_KEY"), "{err}");
+    std::fs::rename(ingot.path("pw.txt"), ingot.path("pw.moved")).unwrap();
+    let out = deploy(Some(&env_value));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("secrets.db_password"), "{err}");
+    std::fs::rename(ingot.path("pw.moved"), ingot.path("pw.txt")).unwrap();
+    assert!(
+        ingot.json(&["services"]).as_array().unwrap().is_empty(),
+        "nothing was deployed"
+    );
+
+    let out = deploy(Some(&env_value));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let name_of = |service: &str| {
+        ingot.json(&["service", "ps", service])[0]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let web = name_of("sec_web");
+    // The service runs as nobody: its uid owns db_password (0400); api_key is
+    // root's, 0440: unreadable to it.
+    assert_eq!(ingot.ok(&["exec", &web, "cat", "/run/secrets/db_password"]), file_value);
+    let listing = ingot.ok(&[
+        "exec",
+        &web,
+        "ls",
+        "-ln",
+        "/run/secrets/db_password",
+        "/run/secrets/key.txt",
+    ]);
+    let modes: Vec<(String, String)> = listing
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].to_string(), f[2].to_string())
+        })
+        .collect();
+    assert_eq!(
+        modes,
+        [("-r--------".into(), "65534".into()), ("-r--r-----".into(), "0".into())],
+        "{listing}"
+    );
+    assert!(
+        !ingot
+            .run(&["exec", &web, "cat", "/run/secrets/key.txt"])
+            .status
+            .success(),
+        "mode 0440, not its uid"
+    );
+    assert!(
+        !ingot
+            .run(&["exec", &web, "sh", "-c", "echo x > /run/secrets/db_password"])
+            .status
+            .success(),
+        "a secret is read-only"
+    );
+    let other = name_of("sec_other");
+    assert!(
+        !ingot
+            .run(&["exec", &other, "ls", "/run/secrets/db_password"])
+            .status
+            .success(),
+        "only where used"
+    );
+
+    // Nowhere else: not in the ledger, the container's record, the daemon's
+    // log, any file of the root but the database, nor any command line.
+    let values = [file_value.as_str(), env_value.as_str()];
+    let ledger = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(''.join(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT body FROM ledger')))"])
+        .arg(ingot.root().join("ingot.db"))
+        .output()
+        .unwrap();
+    let ledger = String::from_utf8_lossy(&ledger.stdout).to_string();
+    assert!(
+        ledger.contains("db_password") && ledger.contains("sha256:"),
+        "the ledger names the secret: {ledger}"
+    );
+    let inspect = ingot.ok(&["inspect", &web]);
+    let log = std::fs::read_to_string(ingot.path("daemon.log")).unwrap_or_default();
+    for v in values {
+        assert!(!ledger.contains(v), "a secret value is in the ledger");
+        assert!(!inspect.contains(v), "a secret value is in inspect output");
+        assert!(!log.contains(v), "a secret value is in the daemon's log");
+    }
+    let grep = Command::new("grep")
+        .args(["-rlF", "--exclude=ingot.db*", "-e", values[0], "-e", values[1]])
+        .arg(ingot.root())
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "secret values in files: {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        for v in values {
+            assert!(!cmdline.contains(v), "a secret value on a command line: {cmdline}");
+        }
+    }
+
+    // The API checks a value against the digest the stack names, and a
+    // digest it holds no value for.
+    let pinned: Value = serde_json::from_str(&ledger_stack(&ledger)).unwrap();
+    let (status, body) = api(
+        &ingot,
+        "POST",
+        "/v1/deploy",
+        &serde_json::json!({"stack": pinned, "secrets": {"db_password": "d3Jvbmc="}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("secrets.db_password"),
+        "{body}"
+    );
+    let mut unknown = pinned.clone();
+    let fake = format!("sha256:{}", sha256_hex(b"never sent"));
+    unknown["secrets"]["api_key"]["digest"] = Value::String(fake.clone());
+    unknown["services"]["web"]["secrets"][1]["digest"] = Value::String(fake);
+    let (status, body) = api(&ingot, "POST", "/v1/deploy", &serde_json::json!({"stack": unknown}));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("stack.secrets.api_key.digest"),
+        "{body}"
+    );
+
+    // A new value is a new version: web rolls, other stays.
+    ingot.write("pw.txt", b"the second password");
+    let out = deploy(Some(&env_value));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let web2 = name_of("sec_web");
+    assert_ne!(web2, web, "a changed secret replaces the replicas that use it");
+    assert_eq!(
+        ingot.ok(&["exec", &web2, "cat", "/run/secrets/db_password"]),
+        "the second password"
+    );
+    assert_eq!(name_of("sec_other"), other, "a service without it is left alone");
+    ingot.ok(&["stack", "rm", "sec"]);
+}
+
+/// The stack of the ledger's first deploy entry (bodies concatenated).
+fn ledger_stack(bodies: &str) -> String {
+    let first: Value = serde_json::Deserializer::from_str(bodies)
+        .into_iter::<Value>()
+        .next()
+        .unwrap()
+        .unwrap();
+    first.get("stack").cloned().unwrap_or(first).to_string()
+}

@@ -281,6 +281,11 @@ impl Engine {
                 pinned.configs.insert(c.name.clone(), pc.clone());
             }
         }
+        for m in &svc.secrets {
+            if let Some(ps) = prev.secrets.get(&m.name) {
+                pinned.secrets.insert(m.name.clone(), ps.clone());
+            }
+        }
         pinned.services.insert(name.clone(), svc);
         Ok(pinned)
     }

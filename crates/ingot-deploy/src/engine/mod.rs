@@ -304,6 +304,18 @@ impl Engine {
             .map_err(|e| DeployError::Daemon(e.to_string()))?
     }
 
+    /// Keeps secret values (already checked against the digests a stack
+    /// names) in the store, where replicas' monitors read them.
+    pub async fn keep_secrets(&self, values: Vec<Vec<u8>>) -> Result<()> {
+        self.blocking(move |store| {
+            for v in &values {
+                store.put_secret(v)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     fn find(&self, service: &str) -> Result<(String, String)> {
         let s = lock(&self.services);
         if let Some(sv) = s.get(service) {

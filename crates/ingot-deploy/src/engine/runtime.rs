@@ -104,6 +104,17 @@ impl LocalRuntime {
                 .iter()
                 .map(|c| format!("{}:{}:ro", configs.join(c.digest.hex()).display(), c.target))
                 .collect(),
+            secrets: spec
+                .secrets
+                .iter()
+                .map(|m| ingot_runtime::spec::SecretFile {
+                    digest: m.digest.clone(),
+                    target: m.target.clone(),
+                    uid: m.uid,
+                    gid: m.gid,
+                    mode: m.mode,
+                })
+                .collect(),
             detach: true,
             ..Default::default()
         }

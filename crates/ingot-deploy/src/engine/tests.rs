@@ -251,6 +251,7 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
             max_attempts: None,
         },
         configs: vec![],
+        secrets: vec![],
         user: None,
         workdir: None,
         stop_grace_ms: 0,
@@ -262,6 +263,7 @@ fn stack(services: Vec<(&str, PinnedService)>) -> PinnedStack {
         name: "demo".into(),
         services: services.into_iter().map(|(n, s)| (n.to_string(), s)).collect(),
         configs: BTreeMap::new(),
+        secrets: BTreeMap::new(),
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use base64::Engine as _;
 use ingot_deploy::{client, ledger};
 use ingot_store::Store;
 use serde_json::{json, Value};
@@ -89,9 +90,15 @@ pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&s
     let def = ingot_deploy::compose::parse(&file.display().to_string(), &text)?;
     let dir = file.parent().unwrap_or(Path::new("."));
     let store = Store::open(root)?;
-    let pinned = ingot_deploy::pin::pin(&store, name, &def, dir)?;
+    let (pinned, secrets) = ingot_deploy::pin::pin(&store, name, &def, dir)?;
     drop(store);
-    let body = json!({"stack": pinned, "reason": reason});
+    // The values travel beside the stack (which names their digests only);
+    // the daemon keeps them in its store, never in the ledger.
+    let secrets: serde_json::Map<String, Value> = secrets
+        .into_iter()
+        .map(|(n, v)| (n, Value::String(base64::engine::general_purpose::STANDARD.encode(v.0))))
+        .collect();
+    let body = json!({"stack": pinned, "secrets": secrets, "reason": reason});
     change(root, cli, "POST", "/v1/deploy", Some(&body), detach)
 }
 
