@@ -274,18 +274,16 @@ int main(int argc, char **argv) {
 }
 "#;
 
-#[test]
-fn seccomp_allows_what_docker_allows_and_refuses_the_rest() {
-    let test = "seccomp_allows_what_docker_allows_and_refuses_the_rest";
-    let Some(ingot) = setup(test) else {
-        return;
-    };
+/// A root with `box:1` and `source` built as a static binary `name` beside
+/// it; `None` (and why) where that cannot be.
+fn with_probe(test: &str, name: &str, source: &str) -> Option<(Ingot, std::path::PathBuf)> {
+    let ingot = setup(test)?;
     if !ingot_testsupport::have("gcc") {
         skip(test, "gcc (to build the static probe) is missing");
-        return;
+        return None;
     }
-    let src = ingot.write("probe.c", PROBE.as_bytes());
-    let probe = ingot.path("probe");
+    let src = ingot.write(&format!("{name}.c"), source.as_bytes());
+    let probe = ingot.path(name);
     let st = Command::new("gcc")
         .args(["-static", "-O1", "-o"])
         .arg(&probe)
@@ -293,6 +291,15 @@ fn seccomp_allows_what_docker_allows_and_refuses_the_rest() {
         .status()
         .unwrap();
     assert!(st.success(), "gcc -static failed (libc6-dev)");
+    Some((ingot, probe))
+}
+
+#[test]
+fn seccomp_allows_what_docker_allows_and_refuses_the_rest() {
+    let test = "seccomp_allows_what_docker_allows_and_refuses_the_rest";
+    let Some((ingot, probe)) = with_probe(test, "probe", PROBE) else {
+        return;
+    };
     let bind = format!("{}:/probe:ro", probe.display());
     let mut runtimes = vec!["ingot"];
     if ingot_testsupport::have("runc") {
@@ -402,22 +409,9 @@ int main(void) {
 #[test]
 fn the_host_binary_cannot_be_written_from_inside_a_container() {
     let test = "the_host_binary_cannot_be_written_from_inside_a_container";
-    let Some(ingot) = setup(test) else {
+    let Some((ingot, probe)) = with_probe(test, "exe_probe", EXE_PROBE) else {
         return;
     };
-    if !ingot_testsupport::have("gcc") {
-        skip(test, "gcc (to build the static probe) is missing");
-        return;
-    }
-    let src = ingot.write("exe_probe.c", EXE_PROBE.as_bytes());
-    let probe = ingot.path("exe_probe");
-    let st = Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&probe)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(st.success(), "gcc -static failed (libc6-dev)");
     // CVE-2019-5736: a command that is a script run by /proc/self/exe runs,
     // inside the container, the binary of whoever execs it.
     let evil = ingot.write("evil", b"#!/proc/self/exe\n");
