@@ -7,7 +7,13 @@ fn main() {
     let src = "shim/exec.c";
     println!("cargo:rerun-if-changed={src}");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("exec-shim");
-    let compiler = cc::Build::new().get_compiler();
+    // The shim is a program of its own: none of the flags cargo gives Rust
+    // (a fuzz build's sanitizers among them) apply to it.
+    let compiler = cc::Build::new()
+        .inherit_rustflags(false)
+        .no_default_flags(true)
+        .cargo_metadata(false)
+        .get_compiler();
     let status = compiler
         .to_command()
         .args([
