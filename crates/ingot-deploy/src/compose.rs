@@ -129,7 +129,53 @@ pub struct DeployDef {
     #[serde(default)]
     pub labels: Option<serde_yaml_ng::Value>,
     #[serde(default)]
-    pub resources: Option<serde_yaml_ng::Value>,
+    pub resources: Option<ResourcesDef>,
+}
+
+/// `deploy.resources`: limits applied to each replica's cgroup;
+/// reservations checked against what the host has.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesDef {
+    #[serde(default)]
+    pub limits: Option<ResourceSpec>,
+    #[serde(default)]
+    pub reservations: Option<ResourceSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    #[serde(default)]
+    pub cpus: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub pids: Option<i64>,
+}
+
+/// A service's resources, parsed: per-replica limits and reservations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+    /// Memory reserved per replica, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve_cpus: Option<f64>,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -313,6 +359,8 @@ pub struct ServiceDef {
     /// (config name, target path)
     pub configs: Vec<(String, String)>,
     pub secrets: Vec<SecretUse>,
+    pub resources: Resources,
+    pub labels: BTreeMap<String, String>,
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub stop_grace_ms: u64,
@@ -544,6 +592,8 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             restart,
             configs: service_configs,
             secrets: service_secrets,
+            resources: resources(deploy.resources.as_ref()).map_err(|e| at(format!("deploy.resources.{e}")))?,
+            labels: labels(deploy.labels.as_ref()).map_err(|e| at(format!("deploy.labels: {e}")))?,
             user: s.user.clone(),
             workdir: match &s.working_dir {
                 Some(w) => Some(
@@ -566,6 +616,95 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
         configs,
         secrets,
     })
+}
+
+/// `deploy.resources`: limits (cpus, memory, pids) and reservations
+/// (cpus, memory), in Compose's units.
+fn resources(def: Option<&ResourcesDef>) -> std::result::Result<Resources, String> {
+    let Some(def) = def else {
+        return Ok(Resources::default());
+    };
+    let cpus = |what: &str, v: Option<&serde_yaml_ng::Value>| -> std::result::Result<Option<f64>, String> {
+        let text = match v {
+            None => return Ok(None),
+            Some(serde_yaml_ng::Value::String(s)) => s.clone(),
+            Some(serde_yaml_ng::Value::Number(n)) => n.to_string(),
+            Some(other) => return Err(format!("{what}.cpus: {other:?} is not a number of CPUs")),
+        };
+        match text.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() && n > 0.0 && n <= 1024.0 => Ok(Some(n)),
+            _ => Err(format!("{what}.cpus: {text:?} is not a number of CPUs above 0")),
+        }
+    };
+    let memory = |what: &str, v: Option<&String>| -> std::result::Result<Option<u64>, String> {
+        v.map(|m| ingot_runtime::spec::parse_memory(m).map_err(|e| format!("{what}.memory: {e}")))
+            .transpose()
+    };
+    let mut r = Resources::default();
+    if let Some(l) = &def.limits {
+        r.cpus = cpus("limits", l.cpus.as_ref())?;
+        r.memory = memory("limits", l.memory.as_ref())?;
+        r.pids = match l.pids {
+            Some(p) if p <= 0 => return Err(format!("limits.pids: {p} is not a positive number")),
+            p => p,
+        };
+    }
+    if let Some(res) = &def.reservations {
+        if res.pids.is_some() {
+            return Err("reservations.pids: pids can be limited, not reserved".into());
+        }
+        r.reserve_cpus = cpus("reservations", res.cpus.as_ref())?;
+        r.reserve_memory = memory("reservations", res.memory.as_ref())?;
+    }
+    if let (Some(limit), Some(want)) = (r.memory, r.reserve_memory) {
+        if want > limit {
+            return Err("reservations.memory: more than limits.memory".into());
+        }
+    }
+    if let (Some(limit), Some(want)) = (r.cpus, r.reserve_cpus) {
+        if want > limit {
+            return Err("reservations.cpus: more than limits.cpus".into());
+        }
+    }
+    Ok(r)
+}
+
+/// `deploy.labels`, as a map or a `KEY=VALUE` list.
+fn labels(v: Option<&serde_yaml_ng::Value>) -> std::result::Result<BTreeMap<String, String>, String> {
+    use serde_yaml_ng::Value as V;
+    let scalar = |v: &V| match v {
+        V::String(s) => Some(s.clone()),
+        V::Number(n) => Some(n.to_string()),
+        V::Bool(b) => Some(b.to_string()),
+        V::Null => Some(String::new()),
+        _ => None,
+    };
+    let mut out = BTreeMap::new();
+    match v {
+        None => {}
+        Some(V::Mapping(m)) => {
+            for (k, v) in m {
+                let (Some(k), Some(v)) = (scalar(k), scalar(v)) else {
+                    return Err(format!("{k:?}: a label is a name and a text value"));
+                };
+                out.insert(k, v);
+            }
+        }
+        Some(V::Sequence(items)) => {
+            for item in items {
+                let text = scalar(item).ok_or_else(|| format!("{item:?} is not KEY=VALUE"))?;
+                let (k, v) = text.split_once('=').unwrap_or((text.as_str(), ""));
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+        Some(other) => return Err(format!("{other:?} is neither a map nor a list")),
+    }
+    for (k, v) in &out {
+        if k.is_empty() || k.len() > 256 || v.len() > 4096 || k.chars().chain(v.chars()).any(char::is_control) {
+            return Err(format!("label {k:?}: a name of 1 to 256 and a value of at most 4096 printable characters"));
+        }
+    }
+    Ok(out)
 }
 
 /// A service's `secrets` entry: a name (mounted at /run/secrets/NAME), or
@@ -905,6 +1044,16 @@ mod tests {
         assert_eq!(w.health.as_ref().unwrap().as_ref().unwrap().test, ["true"]);
         assert_eq!(w.configs, [("site".to_string(), "/site".to_string())]);
 
+        let text = "services:\n  web:\n    image: a\n    deploy:\n      labels: {team: web, tier: 1}\n      resources:\n        limits: {cpus: '0.5', memory: 64M, pids: 50}\n        reservations: {cpus: 0.25, memory: 16m}\n    secrets: [pw, {source: key, target: /etc/key, uid: '1', gid: '2', mode: 0440}]\nsecrets:\n  pw: {file: ./pw}\n  key: {environment: KEY}\n";
+        let w = &parse("stack.yml", text).unwrap().services[0];
+        let r = &w.resources;
+        assert_eq!((r.cpus, r.memory, r.pids), (Some(0.5), Some(64 << 20), Some(50)));
+        assert_eq!((r.reserve_cpus, r.reserve_memory), (Some(0.25), Some(16 << 20)));
+        assert_eq!(w.labels.get("tier").map(String::as_str), Some("1"));
+        assert_eq!(w.secrets[0].target, "/run/secrets/pw");
+        assert_eq!((w.secrets[0].uid, w.secrets[0].mode), (0, 0o400));
+        assert_eq!((w.secrets[1].target.as_str(), w.secrets[1].gid, w.secrets[1].mode), ("/etc/key", 2, 0o440));
+
         for (bad, want) in [
             ("services:\n  web:\n    image: a\n    imagee: b\n", "imagee"),
             (
@@ -922,6 +1071,40 @@ mod tests {
             ),
             ("services: [\n", "line"),
             ("services: {}\n", "at least one"),
+            (
+                "services:\n  web:\n    image: a\n    deploy: {resources: {reservations: {pids: 5}}}\n",
+                "services.web.deploy.resources.reservations.pids",
+            ),
+            (
+                "services:\n  web:\n    image: a\n    deploy: {resources: {limits: {memory: 1k}}}\n",
+                "services.web.deploy.resources.limits.memory",
+            ),
+            (
+                "services:\n  web:\n    image: a\n    deploy: {resources: {limits: {cpus: lots}}}\n",
+                "limits.cpus",
+            ),
+            (
+                "services:\n  web:\n    image: a\n    deploy: {resources: {limits: {memory: 8M}, reservations: {memory: 16M}}}\n",
+                "reservations.memory: more than limits.memory",
+            ),
+            (
+                "services:\n  web:\n    image: a\n    deploy: {resources: {limits: {devices: []}}}\n",
+                "devices",
+            ),
+            ("services:\n  web:\n    image: a\n    deploy: {labels: [{a: b}]}\n", "deploy.labels"),
+            ("services:\n  web:\n    image: a\n    secrets: [nope]\n", "secrets[0]"),
+            (
+                "services:\n  web:\n    image: a\n    secrets: [{source: s, mode: 0999}]\nsecrets:\n  s: {file: x}\n",
+                "mode",
+            ),
+            (
+                "services:\n  web:\n    image: a\nsecrets:\n  s: {file: x, environment: Y}\n",
+                "secrets.s: give exactly one",
+            ),
+            (
+                "services:\n  web:\n    image: a\nsecrets:\n  s: {external: true}\n",
+                "external secrets",
+            ),
         ] {
             let e = parse("stack.yml", bad).unwrap_err().to_string();
             assert!(e.contains(want) && e.contains("stack.yml"), "{bad}: {e}");

@@ -10,7 +10,7 @@ use ingot_oci::Digest;
 use ingot_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::compose::{ConfigSource, Health, Port, RestartPolicy, SecretSource, StackDef, UpdatePolicy};
+use crate::compose::{ConfigSource, Health, Port, Resources, RestartPolicy, SecretSource, StackDef, UpdatePolicy};
 use crate::{DeployError, Result};
 
 /// The most a config may hold (Swarm's limit is 500 KiB).
@@ -92,6 +92,13 @@ pub struct PinnedService {
     pub configs: Vec<ConfigMount>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretMount>,
+    /// Per-replica limits and reservations (`deploy.resources`).
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// The service's labels (`deploy.labels`): on the service, not its
+    /// replicas, so changing them restarts nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub stop_grace_ms: u64,
@@ -108,6 +115,10 @@ impl PinnedService {
         });
         if !self.secrets.is_empty() {
             v["secrets"] = serde_json::json!(self.secrets);
+        }
+        let limits = (self.resources.memory, self.resources.cpus, self.resources.pids);
+        if limits != (None, None, None) {
+            v["limits"] = serde_json::json!(limits);
         }
         let bytes = ingot_oci::config::canonical_json(&v).unwrap_or_default();
         Digest::sha256(&bytes).hex()[..12].to_string()
@@ -237,6 +248,8 @@ pub fn pin(
                         mode: u.mode,
                     })
                     .collect(),
+                resources: s.resources.clone(),
+                labels: s.labels.clone(),
                 user: s.user.clone(),
                 workdir: s.workdir.clone(),
                 stop_grace_ms: s.stop_grace_ms,
@@ -283,6 +296,24 @@ fn image_health(store: &Store, img: &ingot_store::Image) -> Result<Option<Health
         retries: h["Retries"].as_u64().filter(|n| *n > 0).unwrap_or(3) as u32,
         start_period_ms: ns("StartPeriod", 0),
     }))
+}
+
+/// Limits and reservations within what a cgroup can take.
+fn check_resources(r: &Resources) -> std::result::Result<(), String> {
+    for (what, c) in [("cpus", r.cpus), ("reserve_cpus", r.reserve_cpus)] {
+        if c.is_some_and(|c| !c.is_finite() || c <= 0.0 || c > 1024.0) {
+            return Err(format!("{what}: not a number of CPUs above 0"));
+        }
+    }
+    for (what, m) in [("memory", r.memory), ("reserve_memory", r.reserve_memory)] {
+        if m.is_some_and(|m| m < 6 << 20) {
+            return Err(format!("{what}: less than 6 MiB"));
+        }
+    }
+    if r.pids.is_some_and(|p| p <= 0) {
+        return Err("pids: not a positive number".into());
+    }
+    Ok(())
 }
 
 /// The most replicas one service may ask for.
@@ -473,6 +504,13 @@ impl PinnedStack {
                 if c.target == "/" || !targets.insert(c.target.as_str()) {
                     return Err(f("target")(format!("{:?} is / or mounted twice", c.target)));
                 }
+            }
+            check_resources(&s.resources).map_err(field(at(".resources")))?;
+            for (k, v) in &s.labels {
+                if k.is_empty() || k.len() > 256 || v.len() > 4096 {
+                    return Err(field(at(&format!(".labels.{k}")))("a name of 1 to 256 and a value of at most 4096 characters".into()));
+                }
+                check_text(v, 4096).map_err(field(at(&format!(".labels.{k}"))))?;
             }
             for (i, m) in s.secrets.iter().enumerate() {
                 let f = |x: &str| field(at(&format!(".secrets[{i}].{x}")));

@@ -1055,3 +1055,53 @@ fn ledger_stack(bodies: &str) -> String {
         .unwrap();
     first.get("stack").cloned().unwrap_or(first).to_string()
 }
+
+#[test]
+fn resources_and_labels_are_applied_and_reservations_checked() {
+    let test = "resources_and_labels_are_applied_and_reservations_checked";
+    let Some(ingot) = ingot_testsupport::busybox_root(test, BIN, "example/base:latest") else {
+        return;
+    };
+    build(&ingot, "hello:1", "", Some("version one"));
+    let write = |memory: &str, labels: &str, reserve_cpus: &str| {
+        let limit_cpus = if reserve_cpus == "0.1" { "0.5" } else { reserve_cpus };
+        let text = format!(
+            "services:\n  web:\n    image: hello:1\n    stop_grace_period: 1s\n    deploy:\n      labels: {{{labels}}}\n      resources:\n        limits: {{cpus: '{limit_cpus}', memory: {memory}, pids: 50}}\n        reservations: {{cpus: '{reserve_cpus}', memory: 16M}}\n"
+        );
+        ingot.write("res.yml", text.as_bytes()).to_str().unwrap().to_string()
+    };
+    let _daemon = Daemon::start(&ingot);
+    let stack = write("64M", "team: web, tier: 1", "0.1");
+    ingot.ok(&["deploy", "-f", &stack, "--name", "res"]);
+    let services = ingot.json(&["services"]);
+    let svc = &services[0];
+    assert_eq!(svc["labels"], serde_json::json!({"team": "web", "tier": "1"}), "{services}");
+    let name = ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap().to_string();
+    let spec = &ingot.json(&["inspect", &name])[0]["spec"];
+    assert_eq!(
+        (spec["memory"].as_u64(), spec["cpus"].as_f64(), spec["pids_limit"].as_i64()),
+        (Some(64 << 20), Some(0.5), Some(50)),
+        "{spec}"
+    );
+    // The pids limit holds inside the replica (exec joins its cgroup).
+    let forks = ingot.run(&["exec", &name, "sh", "-c", "i=0; while [ $i -lt 80 ]; do sleep 3 & i=$((i+1)); done; wait"]);
+    assert!(!forks.status.success(), "80 processes under pids: 50");
+
+    // Labels are the service's: changing them replaces no replica; a limit is
+    // the replicas': changing it rolls them.
+    ingot.ok(&["deploy", "-f", &write("64M", "team: api", "0.1"), "--name", "res"]);
+    assert_eq!(ingot.json(&["services"])[0]["labels"], serde_json::json!({"team": "api"}));
+    assert_eq!(ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap(), name);
+    ingot.ok(&["deploy", "-f", &write("96M", "team: api", "0.1"), "--name", "res"]);
+    let rolled = ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap().to_string();
+    assert_ne!(rolled, name, "a new memory limit is a new version");
+    assert_eq!(ingot.json(&["inspect", &rolled])[0]["spec"]["memory"].as_u64(), Some(96 << 20));
+
+    // More CPUs reserved than the host has: refused, nothing recorded.
+    let before = ingot.json(&["ledger"]).as_array().map_or(0, Vec::len);
+    let err = ingot.fails(&["deploy", "-f", &write("96M", "team: api", "1000"), "--name", "res"]);
+    assert!(err.contains("reservations") && err.contains("1000"), "{err}");
+    assert_eq!(ingot.json(&["ledger"]).as_array().map_or(0, Vec::len), before, "nothing recorded");
+    assert_eq!(ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap(), rolled);
+    ingot.ok(&["stack", "rm", "res"]);
+}

@@ -2,6 +2,36 @@ use super::*;
 
 impl Engine {
     /// Evaluates the daemon's policy (if any) for every image of `stack`.
+    /// What every deployed stack reserves, with `stack` as this change
+    /// leaves it, must fit the host (`deploy.resources.reservations`).
+    fn check_reservations(&self, stack: &PinnedStack) -> Result<()> {
+        let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let host_memory = host_memory();
+        let (mut cpus, mut memory) = (0f64, 0u64);
+        let mut add = |s: &PinnedService| {
+            cpus += s.resources.reserve_cpus.unwrap_or(0.0) * f64::from(s.replicas);
+            memory += s.resources.reserve_memory.unwrap_or(0) * u64::from(s.replicas);
+        };
+        for (name, other) in lock(&self.desired).iter() {
+            if *name != stack.name {
+                other.services.values().for_each(&mut add);
+            }
+        }
+        stack.services.values().for_each(&mut add);
+        let mib = |b: u64| b >> 20;
+        if cpus > host_cpus + 1e-9 || host_memory.is_some_and(|h| memory > h) {
+            return Err(DeployError::Field {
+                field: format!("stack {}: deploy.resources.reservations", stack.name),
+                why: format!(
+                    "the deployed services would reserve {cpus} CPUs and {} MiB; this host has {host_cpus} CPUs and {} MiB",
+                    mib(memory),
+                    host_memory.map_or("unknown".to_string(), |h| mib(h).to_string())
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub(super) async fn check_policy(&self, stack: &PinnedStack) -> Result<()> {
         let Some(path) = self.policy.clone() else {
             return Ok(());
@@ -156,6 +186,7 @@ impl Engine {
         let previous = self.current(&stack.name).await?;
         if kind != ledger::RM {
             self.check_policy(&stack).await?;
+            self.check_reservations(&stack)?;
             let fresh: Vec<String> = {
                 let have = lock(&self.services);
                 stack
@@ -289,4 +320,18 @@ impl Engine {
         pinned.services.insert(name.clone(), svc);
         Ok(pinned)
     }
+}
+
+/// The host's memory (`MemTotal` of /proc/meminfo), in bytes.
+fn host_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib << 10)
 }

@@ -149,6 +149,7 @@ pub struct ServiceStatus {
     pub running: usize,
     pub healthy: usize,
     pub ports: Vec<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -342,6 +343,7 @@ impl Engine {
                 digest: s.spec.digest.to_string(),
                 version: s.spec.version(),
                 replicas: s.spec.replicas,
+                labels: s.spec.labels.clone(),
                 running: s.replicas.len(),
                 healthy: s.replicas.iter().filter(|r| r.serving()).count(),
                 ports: s

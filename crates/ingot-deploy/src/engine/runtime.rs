@@ -99,6 +99,9 @@ impl LocalRuntime {
             entrypoint,
             command,
             network: ingot_runtime::NetworkMode::Bridge,
+            memory: spec.resources.memory.map(|b| b.to_string()),
+            cpus: spec.resources.cpus.map(|c| c.to_string()),
+            pids_limit: spec.resources.pids,
             volumes: spec
                 .configs
                 .iter()

@@ -252,6 +252,8 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
         },
         configs: vec![],
         secrets: vec![],
+        resources: Default::default(),
+        labels: BTreeMap::new(),
         user: None,
         workdir: None,
         stop_grace_ms: 0,
