@@ -65,7 +65,7 @@ pub(crate) fn run(
         read_only: false,
         binds: Vec::new(),
         tmpfs: Vec::new(),
-        secrets: Vec::new(),
+        files: Vec::new(),
         memory: None,
         cpus: None,
         pids_limit: None,

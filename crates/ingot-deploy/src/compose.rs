@@ -266,6 +266,17 @@ pub enum SecretSource {
     Environment(String),
 }
 
+/// A service's use of a config: a read-only file at `target`; with an
+/// owner or mode, a copy of its own (else the shared file, root's, 0444).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigUse {
+    pub name: String,
+    pub target: String,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+}
+
 /// A service's use of a secret: a read-only file at `target`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretUse {
@@ -356,8 +367,7 @@ pub struct ServiceDef {
     pub update: UpdatePolicy,
     pub rollback: UpdatePolicy,
     pub restart: RestartPolicy,
-    /// (config name, target path)
-    pub configs: Vec<(String, String)>,
+    pub configs: Vec<ConfigUse>,
     pub secrets: Vec<SecretUse>,
     pub resources: Resources,
     pub labels: BTreeMap<String, String>,
@@ -556,7 +566,25 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
                         "configs: target {target:?} must be an absolute path without '..'"
                     ))
                 })?;
-            service_configs.push((source, target));
+            let owner = match c {
+                ServiceConfigDef::Short(_) => (Ok(None), Ok(None), Ok(None)),
+                ServiceConfigDef::Long(l) => (
+                    l.uid.as_deref().map(|v| numeric_id("uid", v)).transpose(),
+                    l.gid.as_deref().map(|v| numeric_id("gid", v)).transpose(),
+                    l.mode.as_ref().map(octal_mode).transpose(),
+                ),
+            };
+            let (uid, gid, mode) = match owner {
+                (Ok(u), Ok(g), Ok(m)) => (u, g, m),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(at(format!("configs: {e}"))),
+            };
+            service_configs.push(ConfigUse {
+                name: source,
+                target,
+                uid,
+                gid,
+                mode,
+            });
         }
         let mut service_secrets: Vec<SecretUse> = Vec::new();
         for (i, d) in s.secrets.iter().enumerate() {
@@ -701,7 +729,9 @@ fn labels(v: Option<&serde_yaml_ng::Value>) -> std::result::Result<BTreeMap<Stri
     }
     for (k, v) in &out {
         if k.is_empty() || k.len() > 256 || v.len() > 4096 || k.chars().chain(v.chars()).any(char::is_control) {
-            return Err(format!("label {k:?}: a name of 1 to 256 and a value of at most 4096 printable characters"));
+            return Err(format!(
+                "label {k:?}: a name of 1 to 256 and a value of at most 4096 printable characters"
+            ));
         }
     }
     Ok(out)
@@ -730,12 +760,7 @@ fn secret_use(d: &ServiceConfigDef) -> std::result::Result<SecretUse, String> {
         .ok()
         .filter(|t| t != "/")
         .ok_or_else(|| format!("target {target:?} must be a file name or an absolute path without '..'"))?;
-    let id = |what: &str, v: Option<&str>| -> std::result::Result<u32, String> {
-        v.map_or(Ok(0), |v| {
-            v.parse()
-                .map_err(|_| format!("{what} {v:?} is not a number (names are not looked up)"))
-        })
-    };
+    let id = |what: &str, v: Option<&str>| v.map_or(Ok(0), |v| numeric_id(what, v));
     let mode = match mode {
         None => SECRET_MODE,
         Some(v) => octal_mode(v)?,
@@ -747,6 +772,12 @@ fn secret_use(d: &ServiceConfigDef) -> std::result::Result<SecretUse, String> {
         gid: id("gid", gid)?,
         mode,
     })
+}
+
+/// A uid or gid: a number (names are not looked up).
+fn numeric_id(what: &str, v: &str) -> std::result::Result<u32, String> {
+    v.parse()
+        .map_err(|_| format!("{what} {v:?} is not a number (names are not looked up)"))
 }
 
 /// A file mode written in octal: YAML reads `0440` as the number 440, so
@@ -1042,7 +1073,11 @@ mod tests {
         assert_eq!(w.update.order, Order::StartFirst);
         assert_eq!(w.update.failure_action, FailureAction::Rollback);
         assert_eq!(w.health.as_ref().unwrap().as_ref().unwrap().test, ["true"]);
-        assert_eq!(w.configs, [("site".to_string(), "/site".to_string())]);
+        assert_eq!(
+            (w.configs[0].name.as_str(), w.configs[0].target.as_str()),
+            ("site", "/site")
+        );
+        assert_eq!((w.configs[0].uid, w.configs[0].mode), (None, None));
 
         let text = "services:\n  web:\n    image: a\n    deploy:\n      labels: {team: web, tier: 1}\n      resources:\n        limits: {cpus: '0.5', memory: 64M, pids: 50}\n        reservations: {cpus: 0.25, memory: 16m}\n    secrets: [pw, {source: key, target: /etc/key, uid: '1', gid: '2', mode: 0440}]\nsecrets:\n  pw: {file: ./pw}\n  key: {environment: KEY}\n";
         let w = &parse("stack.yml", text).unwrap().services[0];
@@ -1052,7 +1087,10 @@ mod tests {
         assert_eq!(w.labels.get("tier").map(String::as_str), Some("1"));
         assert_eq!(w.secrets[0].target, "/run/secrets/pw");
         assert_eq!((w.secrets[0].uid, w.secrets[0].mode), (0, 0o400));
-        assert_eq!((w.secrets[1].target.as_str(), w.secrets[1].gid, w.secrets[1].mode), ("/etc/key", 2, 0o440));
+        assert_eq!(
+            (w.secrets[1].target.as_str(), w.secrets[1].gid, w.secrets[1].mode),
+            ("/etc/key", 2, 0o440)
+        );
 
         for (bad, want) in [
             ("services:\n  web:\n    image: a\n    imagee: b\n", "imagee"),

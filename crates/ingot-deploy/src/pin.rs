@@ -71,6 +71,13 @@ pub struct ConfigMount {
     pub name: String,
     pub digest: Digest,
     pub target: String,
+    /// With an owner or mode, the replica gets a copy of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,10 +237,13 @@ pub fn pin(
                 configs: s
                     .configs
                     .iter()
-                    .map(|(n, t)| ConfigMount {
-                        name: n.clone(),
-                        digest: configs[n].digest.clone(),
-                        target: t.clone(),
+                    .map(|c| ConfigMount {
+                        name: c.name.clone(),
+                        digest: configs[&c.name].digest.clone(),
+                        target: c.target.clone(),
+                        uid: c.uid,
+                        gid: c.gid,
+                        mode: c.mode,
                     })
                     .collect(),
                 secrets: s
@@ -504,11 +514,16 @@ impl PinnedStack {
                 if c.target == "/" || !targets.insert(c.target.as_str()) {
                     return Err(f("target")(format!("{:?} is / or mounted twice", c.target)));
                 }
+                if c.mode.is_some_and(|m| m > 0o777) {
+                    return Err(f("mode")("more than 0777".into()));
+                }
             }
             check_resources(&s.resources).map_err(field(at(".resources")))?;
             for (k, v) in &s.labels {
                 if k.is_empty() || k.len() > 256 || v.len() > 4096 {
-                    return Err(field(at(&format!(".labels.{k}")))("a name of 1 to 256 and a value of at most 4096 characters".into()));
+                    return Err(field(at(&format!(".labels.{k}")))(
+                        "a name of 1 to 256 and a value of at most 4096 characters".into(),
+                    ));
                 }
                 check_text(v, 4096).map_err(field(at(&format!(".labels.{k}"))))?;
             }

@@ -27,8 +27,8 @@ pub struct InitPlan<'a> {
     pub container_dir: &'a Path,
     pub lowers: &'a [PathBuf],
     pub seccomp: &'a [BpfProgram],
-    /// The values of `spec.secrets`, in order.
-    pub secrets: &'a [Vec<u8>],
+    /// The contents of `spec.files`, in order.
+    pub files: &'a [Vec<u8>],
     /// What execs the command (see [`crate::sealed`]).
     pub shim: &'a Shim,
     /// stdout/stderr files for a detached container; `None` inherits.
@@ -85,7 +85,7 @@ pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: Raw
         spec: plan.spec,
         container_dir: plan.container_dir,
         lowers: plan.lowers,
-        secrets: plan.secrets,
+        files: plan.files,
     };
     if let Err(e) = rootfs::setup(&root) {
         fail(125, e);

@@ -118,7 +118,7 @@ fn start_and_wait(
         Ok(s) => s,
         Err(e) => return Err(fail(e, started)),
     };
-    let secrets = match secret_values(store, spec) {
+    let files = match file_contents(store, spec) {
         Ok(s) => s,
         Err(e) => return Err(fail(e, started)),
     };
@@ -154,7 +154,7 @@ fn start_and_wait(
         lowers: &lowers,
         seccomp: &seccomp,
         shim: &shim,
-        secrets: &secrets,
+        files: &files,
         logs: logs.as_ref().map(|(o, e)| (o.as_raw_fd(), e.as_raw_fd())),
     };
     // SAFETY: ingot is single-threaded here; the child only runs init::run,
@@ -335,15 +335,27 @@ pub(crate) fn wait_exit(child: Pid) -> i32 {
     }
 }
 
-/// The values of the spec's secrets, read from the store just before the
-/// container starts (they are in no spec and on no command line).
-fn secret_values(store: &Store, spec: &crate::ContainerSpec) -> Result<Vec<Vec<u8>>> {
-    spec.secrets
+/// The contents of the spec's files, read just before the container
+/// starts (a secret's value is in no spec and on no command line).
+fn file_contents(store: &Store, spec: &crate::ContainerSpec) -> Result<Vec<Vec<u8>>> {
+    spec.files
         .iter()
         .map(|f| {
-            store
-                .secret(&f.digest)?
-                .ok_or_else(|| RuntimeError::Setup(format!("secret {} for {} is not in the store", f.digest, f.target)))
+            let missing = |what: &str| RuntimeError::Setup(format!("{what} {} for {} is missing", f.digest, f.target));
+            match f.source {
+                crate::spec::FileSource::Secret => store.secret(&f.digest)?.ok_or_else(|| missing("secret")),
+                crate::spec::FileSource::Config => {
+                    let data = std::fs::read(store.root().join("configs").join(f.digest.hex()))
+                        .map_err(|_| missing("config"))?;
+                    if ingot_oci::Digest::sha256(&data) != f.digest {
+                        return Err(RuntimeError::Setup(format!(
+                            "config {} does not match its digest",
+                            f.digest
+                        )));
+                    }
+                    Ok(data)
+                }
+            }
         })
         .collect()
 }

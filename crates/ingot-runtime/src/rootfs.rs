@@ -27,8 +27,8 @@ pub struct RootPlan<'a> {
     pub container_dir: &'a Path,
     /// Layer directories, bottom first.
     pub lowers: &'a [PathBuf],
-    /// The values of `spec.secrets`, in order.
-    pub secrets: &'a [Vec<u8>],
+    /// The contents of `spec.files`, in order.
+    pub files: &'a [Vec<u8>],
 }
 
 /// Files ingot writes for the container before it starts.
@@ -143,7 +143,7 @@ pub fn setup(plan: &RootPlan) -> R<()> {
         };
         bind(&b.source, &target, b.read_only)?;
     }
-    mount_secrets(plan, &merged)?;
+    mount_files(plan, &merged)?;
     for t in &spec.tmpfs {
         let target = mkdirs(&merged, t)?;
         m(
@@ -169,20 +169,21 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     Ok(())
 }
 
-/// Writes the secrets' values on a tmpfs of their own (mounted in the
-/// container's mount namespace only: the host never sees it, and it goes
-/// with the container) and binds each, read-only, at its target.
-fn mount_secrets(plan: &RootPlan, merged: &Path) -> R<()> {
-    let files = &plan.spec.secrets;
+/// Writes the files (secrets, configs with an owner or mode) on a tmpfs of
+/// their own (mounted in the container's mount namespace only: the host
+/// never sees it, and it goes with the container) and binds each,
+/// read-only, at its target.
+fn mount_files(plan: &RootPlan, merged: &Path) -> R<()> {
+    let files = &plan.spec.files;
     if files.is_empty() {
         return Ok(());
     }
-    if plan.secrets.len() != files.len() {
-        return Err(format!("{} secrets, {} values", files.len(), plan.secrets.len()));
+    if plan.files.len() != files.len() {
+        return Err(format!("{} files, {} contents", files.len(), plan.files.len()));
     }
-    let dir = plan.container_dir.join("secrets");
+    let dir = plan.container_dir.join("files");
     fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let size: usize = plan.secrets.iter().map(|v| v.len() + 4096).sum();
+    let size: usize = plan.files.iter().map(|v| v.len() + 4096).sum();
     m(
         Some("tmpfs"),
         &dir,
@@ -190,9 +191,9 @@ fn mount_secrets(plan: &RootPlan, merged: &Path) -> R<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(&format!("mode=700,size={size}")),
     )?;
-    for (i, (f, value)) in files.iter().zip(plan.secrets).enumerate() {
+    for (i, (f, value)) in files.iter().zip(plan.files).enumerate() {
         let src = dir.join(i.to_string());
-        let fail = |e: std::io::Error| format!("secret for {}: {e}", f.target);
+        let fail = |e: std::io::Error| format!("file {}: {e}", f.target);
         fs::write(&src, value).map_err(fail)?;
         std::os::unix::fs::chown(&src, Some(f.uid), Some(f.gid)).map_err(fail)?;
         fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(f.mode)).map_err(fail)?;

@@ -58,9 +58,9 @@ pub(crate) fn start_and_wait(
         e
     };
     let prepared = (|| -> Result<_> {
-        if !spec.secrets.is_empty() {
+        if !spec.files.is_empty() {
             return Err(RuntimeError::Setup(
-                "secrets are mounted by ingot's own runtime only (not --runtime runc)".into(),
+                "secrets and configs with an owner or mode are mounted by ingot's own runtime only, not runc".into(),
             ));
         }
         let lowers = monitor::lower_dirs(store, spec)?;

@@ -44,17 +44,28 @@ pub struct Bind {
     pub read_only: bool,
 }
 
-/// A secret as a file in the container: its value (kept in the store
-/// under `digest`) on a tmpfs of the container's own, read-only at
-/// `target`, owned by `uid`:`gid` with `mode`. The spec names the digest
-/// only; the monitor reads the value just before starting the container.
+/// A file ingot puts in the container: content named by `digest` on a
+/// tmpfs of the container's own, read-only at `target`, owned by
+/// `uid`:`gid` with `mode`. The spec names the digest only; the monitor
+/// reads the content just before starting the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecretFile {
+pub struct FileMount {
+    pub source: FileSource,
     pub digest: ingot_oci::Digest,
     pub target: String,
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
+}
+
+/// Where a [`FileMount`]'s content is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileSource {
+    /// The store's secret values (`Store::secret`).
+    Secret,
+    /// A deployed config, `<root>/configs/<hex>` (re-hashed when read).
+    Config,
 }
 
 impl std::str::FromStr for Bind {
@@ -123,7 +134,7 @@ pub struct ContainerSpec {
     pub binds: Vec<Bind>,
     pub tmpfs: Vec<String>,
     #[serde(default)]
-    pub secrets: Vec<SecretFile>,
+    pub files: Vec<FileMount>,
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
@@ -156,7 +167,7 @@ pub struct RunOptions {
     pub pids_limit: Option<i64>,
     pub volumes: Vec<String>,
     pub tmpfs: Vec<String>,
-    pub secrets: Vec<SecretFile>,
+    pub files: Vec<FileMount>,
     pub read_write: bool,
     pub hostname: Option<String>,
     pub auto_remove: bool,
@@ -164,30 +175,26 @@ pub struct RunOptions {
     pub runtime: Runtime,
 }
 
-/// Checks secret files: absolute targets without '..', at most 0777, no
-/// two at one target.
-fn secrets(files: &[SecretFile]) -> Result<Vec<SecretFile>> {
-    let mut out: Vec<SecretFile> = Vec::new();
+/// Checks files: absolute targets without '..', at most 0777, no two at
+/// one target.
+fn files(files: &[FileMount]) -> Result<Vec<FileMount>> {
+    let mut out: Vec<FileMount> = Vec::new();
     for f in files {
-        let target = clean_target(&f.target, "secret target")?;
+        let target = clean_target(&f.target, "file target")?;
         if target == "/" {
-            return Err(RuntimeError::invalid("secret target", &f.target, "a file path, not /"));
+            return Err(RuntimeError::invalid("file target", &f.target, "a file path, not /"));
         }
         if f.mode > 0o777 {
             return Err(RuntimeError::invalid(
-                "secret mode",
+                "file mode",
                 &format!("{:o}", f.mode),
                 "at most 0777",
             ));
         }
         if out.iter().any(|o| o.target == target) {
-            return Err(RuntimeError::invalid(
-                "secret target",
-                &target,
-                "two secrets at one path",
-            ));
+            return Err(RuntimeError::invalid("file target", &target, "two files at one path"));
         }
-        out.push(SecretFile { target, ..f.clone() });
+        out.push(FileMount { target, ..f.clone() });
     }
     Ok(out)
 }
@@ -320,7 +327,7 @@ impl ContainerSpec {
             read_only: !opts.read_write,
             binds,
             tmpfs,
-            secrets: secrets(&opts.secrets)?,
+            files: files(&opts.files)?,
             memory: opts.memory.as_deref().map(parse_memory).transpose()?,
             cpus: opts.cpus.as_deref().map(parse_cpus).transpose()?,
             pids_limit: opts.pids_limit.filter(|p| *p > 0),

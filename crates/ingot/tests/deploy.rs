@@ -888,7 +888,7 @@ fn secrets_reach_their_replicas_as_files_and_nowhere_else() {
     ingot.write("pw.txt", file_value.as_bytes());
     let stack = ingot.write(
         "secret.yml",
-        b"services:\n  web:\n    image: hello:1\n    stop_grace_period: 1s\n    secrets:\n      - source: db_password\n        uid: \"65534\"\n      - source: api_key\n        target: key.txt\n        mode: 0440\n  other:\n    image: hello:1\n    stop_grace_period: 1s\nsecrets:\n  db_password:\n    file: ./pw.txt\n  api_key:\n    environment: TEST_API_KEY\n",
+        b"services:\n  web:\n    image: hello:1\n    stop_grace_period: 1s\n    secrets:\n      - source: db_password\n        uid: \"65534\"\n      - source: api_key\n        target: key.txt\n        mode: 0440\n    configs:\n      - {source: greet, target: /etc/greet.txt, uid: \"65534\", mode: 0400}\n  other:\n    image: hello:1\n    stop_grace_period: 1s\n    configs: [greet]\nconfigs:\n  greet:\n    content: hello\nsecrets:\n  db_password:\n    file: ./pw.txt\n  api_key:\n    environment: TEST_API_KEY\n",
     );
     let stack = stack.to_str().unwrap();
     let _daemon = Daemon::start(&ingot);
@@ -960,7 +960,20 @@ fn secrets_reach_their_replicas_as_files_and_nowhere_else() {
             .success(),
         "a secret is read-only"
     );
+    // A config's owner and mode are honoured too (a copy of its own); without
+    // them it is the shared root-owned 0444 file.
+    let config = ingot.ok(&["exec", &web, "ls", "-ln", "/etc/greet.txt"]);
+    assert!(
+        config.starts_with("-r-------- ") && config.split_whitespace().nth(2) == Some("65534"),
+        "{config}"
+    );
+    assert_eq!(ingot.ok(&["exec", &web, "cat", "/etc/greet.txt"]), "hello");
     let other = name_of("sec_other");
+    let shared = ingot.ok(&["exec", &other, "ls", "-ln", "/greet"]);
+    assert!(
+        shared.starts_with("-r--r--r-- ") && shared.split_whitespace().nth(2) == Some("0"),
+        "{shared}"
+    );
     assert!(
         !ingot
             .run(&["exec", &other, "ls", "/run/secrets/db_password"])
@@ -1075,33 +1088,69 @@ fn resources_and_labels_are_applied_and_reservations_checked() {
     ingot.ok(&["deploy", "-f", &stack, "--name", "res"]);
     let services = ingot.json(&["services"]);
     let svc = &services[0];
-    assert_eq!(svc["labels"], serde_json::json!({"team": "web", "tier": "1"}), "{services}");
-    let name = ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        svc["labels"],
+        serde_json::json!({"team": "web", "tier": "1"}),
+        "{services}"
+    );
+    let name = ingot.json(&["service", "ps", "res_web"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let spec = &ingot.json(&["inspect", &name])[0]["spec"];
     assert_eq!(
-        (spec["memory"].as_u64(), spec["cpus"].as_f64(), spec["pids_limit"].as_i64()),
+        (
+            spec["memory"].as_u64(),
+            spec["cpus"].as_f64(),
+            spec["pids_limit"].as_i64()
+        ),
         (Some(64 << 20), Some(0.5), Some(50)),
         "{spec}"
     );
     // The pids limit holds inside the replica (exec joins its cgroup).
-    let forks = ingot.run(&["exec", &name, "sh", "-c", "i=0; while [ $i -lt 80 ]; do sleep 3 & i=$((i+1)); done; wait"]);
+    let forks = ingot.run(&[
+        "exec",
+        &name,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 80 ]; do sleep 3 & i=$((i+1)); done; wait",
+    ]);
     assert!(!forks.status.success(), "80 processes under pids: 50");
 
     // Labels are the service's: changing them replaces no replica; a limit is
     // the replicas': changing it rolls them.
     ingot.ok(&["deploy", "-f", &write("64M", "team: api", "0.1"), "--name", "res"]);
-    assert_eq!(ingot.json(&["services"])[0]["labels"], serde_json::json!({"team": "api"}));
-    assert_eq!(ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap(), name);
+    assert_eq!(
+        ingot.json(&["services"])[0]["labels"],
+        serde_json::json!({"team": "api"})
+    );
+    assert_eq!(
+        ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap(),
+        name
+    );
     ingot.ok(&["deploy", "-f", &write("96M", "team: api", "0.1"), "--name", "res"]);
-    let rolled = ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap().to_string();
+    let rolled = ingot.json(&["service", "ps", "res_web"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(rolled, name, "a new memory limit is a new version");
-    assert_eq!(ingot.json(&["inspect", &rolled])[0]["spec"]["memory"].as_u64(), Some(96 << 20));
+    assert_eq!(
+        ingot.json(&["inspect", &rolled])[0]["spec"]["memory"].as_u64(),
+        Some(96 << 20)
+    );
 
     // More CPUs reserved than the host has: refused, nothing recorded.
     let before = ingot.json(&["ledger"]).as_array().map_or(0, Vec::len);
     let err = ingot.fails(&["deploy", "-f", &write("96M", "team: api", "1000"), "--name", "res"]);
     assert!(err.contains("reservations") && err.contains("1000"), "{err}");
-    assert_eq!(ingot.json(&["ledger"]).as_array().map_or(0, Vec::len), before, "nothing recorded");
-    assert_eq!(ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap(), rolled);
+    assert_eq!(
+        ingot.json(&["ledger"]).as_array().map_or(0, Vec::len),
+        before,
+        "nothing recorded"
+    );
+    assert_eq!(
+        ingot.json(&["service", "ps", "res_web"])[0]["name"].as_str().unwrap(),
+        rolled
+    );
     ingot.ok(&["stack", "rm", "res"]);
 }

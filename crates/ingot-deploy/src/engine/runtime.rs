@@ -2,6 +2,7 @@
 //! [`LocalRuntime`] is ingot-runtime on this host (the daemon's); unit
 //! tests of rollout, rollback and reconcile use a fake.
 
+use ingot_runtime::spec::{FileMount, FileSource};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -102,21 +103,33 @@ impl LocalRuntime {
             memory: spec.resources.memory.map(|b| b.to_string()),
             cpus: spec.resources.cpus.map(|c| c.to_string()),
             pids_limit: spec.resources.pids,
+            // A config with an owner or mode is a copy of its own; else the shared file.
             volumes: spec
                 .configs
                 .iter()
+                .filter(|c| (c.uid, c.gid, c.mode) == (None, None, None))
                 .map(|c| format!("{}:{}:ro", configs.join(c.digest.hex()).display(), c.target))
                 .collect(),
-            secrets: spec
-                .secrets
+            files: spec
+                .configs
                 .iter()
-                .map(|m| ingot_runtime::spec::SecretFile {
+                .filter(|c| (c.uid, c.gid, c.mode) != (None, None, None))
+                .map(|c| FileMount {
+                    source: FileSource::Config,
+                    digest: c.digest.clone(),
+                    target: c.target.clone(),
+                    uid: c.uid.unwrap_or(0),
+                    gid: c.gid.unwrap_or(0),
+                    mode: c.mode.unwrap_or(0o444),
+                })
+                .chain(spec.secrets.iter().map(|m| FileMount {
+                    source: FileSource::Secret,
                     digest: m.digest.clone(),
                     target: m.target.clone(),
                     uid: m.uid,
                     gid: m.gid,
                     mode: m.mode,
-                })
+                }))
                 .collect(),
             detach: true,
             ..Default::default()

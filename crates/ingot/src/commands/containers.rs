@@ -45,7 +45,7 @@ fn options(args: &RunArgs) -> Result<RunOptions> {
         pids_limit: args.pids_limit,
         volumes: args.volume.clone(),
         tmpfs: args.tmpfs.clone(),
-        secrets: Vec::new(),
+        files: Vec::new(),
         read_write: args.read_write,
         hostname: args.hostname.clone(),
         auto_remove: args.rm,
