@@ -266,6 +266,122 @@ pub enum SecretSource {
     Environment(String),
 }
 
+/// When a dependency counts as there (`depends_on.X.condition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Its replicas started.
+    ServiceStarted,
+    /// Its replicas healthy (ready: health check, else port, else running).
+    ServiceHealthy,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DependsDef {
+    #[serde(default)]
+    condition: Option<String>,
+    #[serde(default)]
+    restart: Option<bool>,
+    #[serde(default)]
+    required: Option<bool>,
+}
+
+/// `depends_on`: a list of services, or a map of service to
+/// `{condition, restart, required}`.
+fn depends_on(v: Option<&serde_yaml_ng::Value>) -> std::result::Result<BTreeMap<String, Condition>, String> {
+    use serde_yaml_ng::Value as V;
+    let mut out = BTreeMap::new();
+    match v {
+        None => {}
+        Some(V::Sequence(items)) => {
+            for item in items {
+                let name = item.as_str().ok_or_else(|| format!("{item:?} is not a service name"))?;
+                out.insert(name.to_string(), Condition::ServiceStarted);
+            }
+        }
+        Some(V::Mapping(m)) => {
+            for (k, v) in m {
+                let name = k.as_str().ok_or_else(|| format!("{k:?} is not a service name"))?;
+                let d: DependsDef = serde_yaml_ng::from_value(v.clone()).map_err(|e| format!("{name}: {e}"))?;
+                let condition = match d.condition.as_deref() {
+                    None | Some("service_started") => Condition::ServiceStarted,
+                    Some("service_healthy") => Condition::ServiceHealthy,
+                    Some("service_completed_successfully") => {
+                        return Err(format!(
+                            "{name}.condition: service_completed_successfully is not supported (a one-off job is not a stack service yet)"
+                        ))
+                    }
+                    Some(other) => {
+                        return Err(format!(
+                            "{name}.condition: {other:?} is not service_started or service_healthy"
+                        ))
+                    }
+                };
+                if d.restart == Some(true) {
+                    return Err(format!("{name}.restart: restarting dependents is not supported"));
+                }
+                if d.required == Some(false) {
+                    return Err(format!("{name}.required: optional dependencies are not supported"));
+                }
+                out.insert(name.to_string(), condition);
+            }
+        }
+        Some(other) => return Err(format!("{other:?} is neither a list nor a map")),
+    }
+    Ok(out)
+}
+
+/// A cycle among `deps` (service -> the services it depends on), as the
+/// path that closes it (`a -> b -> a`), if there is one.
+pub fn dependency_cycle<'a>(deps: &BTreeMap<&'a str, Vec<&'a str>>) -> Option<Vec<&'a str>> {
+    fn visit<'a>(
+        n: &'a str,
+        deps: &BTreeMap<&'a str, Vec<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(i) = path.iter().position(|p| *p == n) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(n);
+            return Some(cycle);
+        }
+        if done.contains(n) {
+            return None;
+        }
+        path.push(n);
+        for d in deps.get(n).into_iter().flatten() {
+            if let Some(c) = visit(d, deps, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(n);
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    deps.keys().find_map(|n| visit(n, deps, &mut Vec::new(), &mut done))
+}
+
+/// The order services start in: each after what it depends on, else by
+/// name (services in a cycle, which validation refuses, last).
+pub fn start_order<'a>(deps: &BTreeMap<&'a str, Vec<&'a str>>) -> Vec<&'a str> {
+    let mut order: Vec<&str> = Vec::new();
+    while order.len() < deps.len() {
+        let next = deps
+            .iter()
+            .find(|(n, ds)| !order.contains(n) && ds.iter().all(|d| order.contains(d) || !deps.contains_key(d)));
+        match next {
+            Some((n, _)) => order.push(n),
+            None => {
+                let rest: Vec<&str> = deps.keys().copied().filter(|n| !order.contains(n)).collect();
+                order.extend(rest);
+            }
+        }
+    }
+    order
+}
+
 /// A service's use of a config: a read-only file at `target`; with an
 /// owner or mode, a copy of its own (else the shared file, root's, 0444).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,6 +485,8 @@ pub struct ServiceDef {
     pub restart: RestartPolicy,
     pub configs: Vec<ConfigUse>,
     pub secrets: Vec<SecretUse>,
+    /// Services of the stack this one starts after, and when.
+    pub depends_on: BTreeMap<String, Condition>,
     pub resources: Resources,
     pub labels: BTreeMap<String, String>,
     pub user: Option<String>,
@@ -620,6 +738,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             restart,
             configs: service_configs,
             secrets: service_secrets,
+            depends_on: depends_on(s.depends_on.as_ref()).map_err(|e| at(format!("depends_on: {e}")))?,
             resources: resources(deploy.resources.as_ref()).map_err(|e| at(format!("deploy.resources.{e}")))?,
             labels: labels(deploy.labels.as_ref()).map_err(|e| at(format!("deploy.labels: {e}")))?,
             user: s.user.clone(),
@@ -638,6 +757,22 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
                 .map_err(|e| at(format!("stop_grace_period: {e}")))?
                 .unwrap_or(10_000),
         });
+    }
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    let mut graph: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in &services {
+        for d in s.depends_on.keys() {
+            if !names.contains(&d.as_str()) || *d == s.name {
+                return Err(invalid(format!(
+                    "services.{}.depends_on: {d:?} is not another service of the stack",
+                    s.name
+                )));
+            }
+        }
+        graph.insert(&s.name, s.depends_on.keys().map(String::as_str).collect());
+    }
+    if let Some(cycle) = dependency_cycle(&graph) {
+        return Err(invalid(format!("depends_on: a cycle: {}", cycle.join(" -> "))));
     }
     Ok(StackDef {
         services,
@@ -1142,6 +1277,20 @@ mod tests {
             (
                 "services:\n  web:\n    image: a\nsecrets:\n  s: {external: true}\n",
                 "external secrets",
+            ),
+            (
+                "services:\n  a:\n    image: a\n    depends_on: [b]\n  b:\n    image: b\n    depends_on: {c: {condition: service_healthy}}\n  c:\n    image: c\n    depends_on: [a]\n",
+                "depends_on: a cycle: a -> b -> c -> a",
+            ),
+            ("services:\n  a:\n    image: a\n    depends_on: [nope]\n", "services.a.depends_on: \"nope\""),
+            ("services:\n  a:\n    image: a\n    depends_on: [a]\n", "services.a.depends_on: \"a\""),
+            (
+                "services:\n  a:\n    image: a\n    depends_on: {b: {condition: service_completed_successfully}}\n  b:\n    image: b\n",
+                "service_completed_successfully is not supported",
+            ),
+            (
+                "services:\n  a:\n    image: a\n    depends_on: {b: {condition: whenever}}\n  b:\n    image: b\n",
+                "\"whenever\"",
             ),
         ] {
             let e = parse("stack.yml", bad).unwrap_err().to_string();

@@ -10,7 +10,9 @@ use ingot_oci::Digest;
 use ingot_store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::compose::{ConfigSource, Health, Port, Resources, RestartPolicy, SecretSource, StackDef, UpdatePolicy};
+use crate::compose::{
+    Condition, ConfigSource, Health, Port, Resources, RestartPolicy, SecretSource, StackDef, UpdatePolicy,
+};
 use crate::{DeployError, Result};
 
 /// The most a config may hold (Swarm's limit is 500 KiB).
@@ -99,6 +101,9 @@ pub struct PinnedService {
     pub configs: Vec<ConfigMount>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretMount>,
+    /// Services of the stack this one starts after (`depends_on`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub depends_on: BTreeMap<String, Condition>,
     /// Per-replica limits and reservations (`deploy.resources`).
     #[serde(default, skip_serializing_if = "Resources::is_empty")]
     pub resources: Resources,
@@ -133,6 +138,23 @@ impl PinnedService {
 }
 
 impl PinnedStack {
+    /// Its services' dependencies (service -> services it starts after).
+    fn dependencies(&self) -> BTreeMap<&str, Vec<&str>> {
+        self.services
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.depends_on.keys().map(String::as_str).collect()))
+            .collect()
+    }
+
+    /// The order its services start and update in: each after the services
+    /// it depends on (`depends_on`), else by name.
+    pub fn start_order(&self) -> Vec<String> {
+        crate::compose::start_order(&self.dependencies())
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+
     pub fn canonical(&self) -> Vec<u8> {
         ingot_oci::config::canonical_json(self).unwrap_or_default()
     }
@@ -258,6 +280,7 @@ pub fn pin(
                         mode: u.mode,
                     })
                     .collect(),
+                depends_on: s.depends_on.clone(),
                 resources: s.resources.clone(),
                 labels: s.labels.clone(),
                 user: s.user.clone(),
@@ -416,6 +439,12 @@ impl PinnedStack {
                 )));
             }
         }
+        if let Some(cycle) = crate::compose::dependency_cycle(&self.dependencies()) {
+            return Err(field("stack.services".into())(format!(
+                "depends_on: a cycle: {}",
+                cycle.join(" -> ")
+            )));
+        }
         let mut published = BTreeMap::new();
         for (name, s) in &self.services {
             let at = |f: &str| format!("stack.services.{name}{f}");
@@ -547,6 +576,13 @@ impl PinnedStack {
                 }
                 if m.mode > 0o777 {
                     return Err(f("mode")(format!("{:o} is more than 0777", m.mode)));
+                }
+            }
+            for d in s.depends_on.keys() {
+                if d == name || !self.services.contains_key(d) {
+                    return Err(field(at(".depends_on"))(format!(
+                        "{d:?} is not another service of the stack"
+                    )));
                 }
             }
             if let Some(u) = &s.user {

@@ -16,7 +16,10 @@ impl Engine {
         let mut stopped_by: Option<FailureAction> = None;
         // Failures within max_failure_ratio or under failure_action continue.
         let mut tolerated: Vec<String> = Vec::new();
-        'services: for (name, spec) in &stack.services {
+        // Dependencies first (depends_on): each service's replicas are ready
+        // before the services that depend on it start.
+        let order = stack.start_order();
+        'services: for (name, spec) in order.iter().filter_map(|n| stack.services.get_key_value(n)) {
             let k = key(&stack.name, name);
             let pool = self.pool(&stack.name, name);
             let version = spec.version();

@@ -252,6 +252,7 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
         },
         configs: vec![],
         secrets: vec![],
+        depends_on: BTreeMap::new(),
         resources: Default::default(),
         labels: BTreeMap::new(),
         user: None,
@@ -332,6 +333,28 @@ async fn a_new_service_starts_all_its_replicas_at_once() {
         "no monitor period: {:?}",
         t.elapsed()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dependencies_start_first_and_are_ready_before_their_dependents() {
+    use crate::compose::Condition;
+    let w = world().await;
+    let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
+    let mut api = service(&w.v[0], 2, ingot_testsupport::free_port(), u.clone());
+    api.depends_on.insert("db".into(), Condition::ServiceHealthy);
+    let mut web = service(&w.v[0], 1, ingot_testsupport::free_port(), u.clone());
+    web.depends_on.insert("api".into(), Condition::ServiceStarted);
+    let db = service(&w.v[0], 1, ingot_testsupport::free_port(), u);
+    let s = stack(vec![("api", api), ("web", web), ("db", db)]);
+    assert_eq!(s.start_order(), ["db", "api", "web"]);
+    let r = deploy(&w, &s).await;
+    assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
+    let ev = w.fake.events();
+    let at = |e: &str| ev.iter().position(|x| x == e).unwrap_or_else(|| panic!("{e}: {ev:?}"));
+    // By name, api would start first; db is checked healthy before it does.
+    assert!(ev[0].starts_with("start") && ev[0].contains("db"), "{ev:?}");
+    assert!(at("check db.1.v1") < at("start api.1.v1"), "{ev:?}");
+    assert!(at("check api.2.v1") < at("start web.1.v1"), "{ev:?}");
 }
 
 #[tokio::test(start_paused = true)]
