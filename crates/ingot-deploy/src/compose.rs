@@ -25,6 +25,8 @@ pub struct ComposeFile {
     pub configs: BTreeMap<String, ConfigDef>,
     #[serde(default)]
     pub secrets: BTreeMap<String, SecretDef>,
+    #[serde(default)]
+    pub volumes: BTreeMap<String, Option<VolumeDef>>,
     #[serde(flatten)]
     pub extensions: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -48,6 +50,10 @@ pub struct Service {
     pub configs: Vec<ServiceConfigDef>,
     #[serde(default)]
     pub secrets: Vec<ServiceConfigDef>,
+    #[serde(default)]
+    pub volumes: Vec<ServiceVolumeDef>,
+    #[serde(default)]
+    pub tmpfs: Option<StringOrList>,
     #[serde(default)]
     pub user: Option<String>,
     #[serde(default)]
@@ -240,6 +246,79 @@ pub struct ConfigDef {
     pub external: Option<bool>,
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// A top-level volume: ingot's own (`STACK_NAME`, made on first deploy,
+/// kept after `stack rm`), or `external` (one that exists already).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDef {
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub external: Option<bool>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A service's `volumes` entry: `SOURCE:TARGET[:ro|rw]` or the long form.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ServiceVolumeDef {
+    Short(String),
+    Long(LongVolume),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LongVolume {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    pub target: String,
+    #[serde(default)]
+    pub read_only: Option<bool>,
+    #[serde(default)]
+    pub volume: Option<VolumeOptions>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeOptions {
+    #[serde(default)]
+    pub nocopy: Option<bool>,
+}
+
+/// A declared volume: its name on this host (ingot's `STACK_KEY`, or an
+/// external volume's own name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDecl {
+    pub external: bool,
+    /// An external volume's name, when it differs from the key.
+    pub name: Option<String>,
+}
+
+/// What a service mounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    /// A named volume of the stack.
+    Volume,
+    /// A host directory or file.
+    Bind,
+    /// A fresh tmpfs.
+    Tmpfs,
+}
+
+/// One mount of a service (volume key, host path as written, or none for tmpfs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountDef {
+    pub kind: MountType,
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    pub nocopy: bool,
 }
 
 /// A top-level secret: its value from a file or from an environment
@@ -485,6 +564,7 @@ pub struct ServiceDef {
     pub restart: RestartPolicy,
     pub configs: Vec<ConfigUse>,
     pub secrets: Vec<SecretUse>,
+    pub mounts: Vec<MountDef>,
     /// Services of the stack this one starts after, and when.
     pub depends_on: BTreeMap<String, Condition>,
     pub resources: Resources,
@@ -501,6 +581,8 @@ pub struct StackDef {
     pub configs: BTreeMap<String, ConfigSource>,
     /// Secret name -> where its value comes from.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// Volume key -> its declaration.
+    pub volumes: BTreeMap<String, VolumeDecl>,
 }
 
 #[derive(Debug, Clone)]
@@ -603,6 +685,29 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
         };
         configs.insert(name.clone(), src);
     }
+    let mut volumes = BTreeMap::new();
+    for (key, d) in &raw.volumes {
+        let d = d.clone().unwrap_or_default();
+        let at = |m: &str| invalid(format!("volumes.{key}: {m}"));
+        if !ingot_store::valid_volume_name(key) {
+            return Err(at(
+                "a volume name is letters, digits, '_', '.' and '-', starting with a letter or digit",
+            ));
+        }
+        if d.driver.as_deref().is_some_and(|drv| drv != "local") {
+            return Err(at("only the local driver is supported"));
+        }
+        let external = d.external.unwrap_or(false);
+        if d.name.is_some() && !external {
+            return Err(at("name is for external volumes (ingot names its own STACK_KEY)"));
+        }
+        if let Some(n) = &d.name {
+            if !ingot_store::valid_volume_name(n) {
+                return Err(at(&format!("name {n:?} is not a volume name")));
+            }
+        }
+        volumes.insert(key.clone(), VolumeDecl { external, name: d.name });
+    }
     let mut secrets = BTreeMap::new();
     for (name, d) in &raw.secrets {
         if !valid_name(name) {
@@ -704,6 +809,42 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
                 mode,
             });
         }
+        let mut mounts: Vec<MountDef> = Vec::new();
+        for (i, v) in s.volumes.iter().enumerate() {
+            let m = mount_def(v).map_err(|e| at(format!("volumes[{i}]: {e}")))?;
+            if m.kind == MountType::Volume && !volumes.contains_key(&m.source) {
+                return Err(at(format!(
+                    "volumes[{i}]: {:?} is not defined in the top-level volumes",
+                    m.source
+                )));
+            }
+            mounts.push(m);
+        }
+        for t in s.tmpfs.as_ref().map(shell_words).unwrap_or_default() {
+            mounts.push(MountDef {
+                kind: MountType::Tmpfs,
+                source: String::new(),
+                target: t,
+                read_only: false,
+                nocopy: false,
+            });
+        }
+        for (i, m) in mounts.iter_mut().enumerate() {
+            m.target = ingot_runtime::spec::clean_target(&m.target, "target")
+                .ok()
+                .filter(|t| t != "/")
+                .ok_or_else(|| {
+                    at(format!(
+                        "volumes[{i}]: target {:?} must be an absolute path without '..'",
+                        m.target
+                    ))
+                })?;
+        }
+        for (i, m) in mounts.iter().enumerate() {
+            if mounts[..i].iter().any(|o| o.target == m.target) {
+                return Err(at(format!("volumes: two mounts at {}", m.target)));
+            }
+        }
         let mut service_secrets: Vec<SecretUse> = Vec::new();
         for (i, d) in s.secrets.iter().enumerate() {
             let use_ = secret_use(d).map_err(|e| at(format!("secrets[{i}]: {e}")))?;
@@ -738,6 +879,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             restart,
             configs: service_configs,
             secrets: service_secrets,
+            mounts,
             depends_on: depends_on(s.depends_on.as_ref()).map_err(|e| at(format!("depends_on: {e}")))?,
             resources: resources(deploy.resources.as_ref()).map_err(|e| at(format!("deploy.resources.{e}")))?,
             labels: labels(deploy.labels.as_ref()).map_err(|e| at(format!("deploy.labels: {e}")))?,
@@ -778,7 +920,76 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
         services,
         configs,
         secrets,
+        volumes,
     })
+}
+
+/// A service's `volumes` entry: `KEY:TARGET[:ro]` (a named volume),
+/// `./PATH:TARGET[:ro]` or `/PATH:TARGET[:ro]` (a bind mount), or the
+/// long form with `type: volume|bind|tmpfs`.
+fn mount_def(v: &ServiceVolumeDef) -> std::result::Result<MountDef, String> {
+    let kind_of = |source: &str| {
+        if source.starts_with('/') || source.starts_with('.') || source.starts_with('~') {
+            MountType::Bind
+        } else {
+            MountType::Volume
+        }
+    };
+    match v {
+        ServiceVolumeDef::Short(s) => {
+            let parts: Vec<&str> = s.split(':').collect();
+            let (source, target, mode) = match parts.as_slice() {
+                [_] => return Err(format!("{s:?}: anonymous volumes are not supported; name one")),
+                [src, dst] => (*src, *dst, "rw"),
+                [src, dst, mode] => (*src, *dst, *mode),
+                _ => return Err(format!("{s:?}: expected SOURCE:TARGET[:ro|rw]")),
+            };
+            let read_only = match mode {
+                "ro" => true,
+                "rw" => false,
+                other => return Err(format!("{s:?}: mode {other:?} is not ro or rw")),
+            };
+            if source.starts_with('~') {
+                return Err(format!("{s:?}: ~ is not expanded; give the path"));
+            }
+            Ok(MountDef {
+                kind: kind_of(source),
+                source: source.to_string(),
+                target: target.to_string(),
+                read_only,
+                nocopy: false,
+            })
+        }
+        ServiceVolumeDef::Long(l) => {
+            let kind = match l.kind.as_str() {
+                "volume" => MountType::Volume,
+                "bind" => MountType::Bind,
+                "tmpfs" => MountType::Tmpfs,
+                other => return Err(format!("type {other:?} is not volume, bind or tmpfs")),
+            };
+            let source = l.source.clone().unwrap_or_default();
+            match kind {
+                MountType::Tmpfs if !source.is_empty() => return Err("a tmpfs has no source".into()),
+                MountType::Volume | MountType::Bind if source.is_empty() => {
+                    return Err("source: needed (anonymous volumes are not supported)".into())
+                }
+                MountType::Bind if !(source.starts_with('/') || source.starts_with('.')) => {
+                    return Err(format!("source {source:?}: a bind mount's source is a path"))
+                }
+                _ => {}
+            }
+            if l.volume.is_some() && kind != MountType::Volume {
+                return Err("volume options are for type volume".into());
+            }
+            Ok(MountDef {
+                kind,
+                source,
+                target: l.target.clone(),
+                read_only: l.read_only.unwrap_or(false),
+                nocopy: l.volume.as_ref().and_then(|v| v.nocopy).unwrap_or(false),
+            })
+        }
+    }
 }
 
 /// `deploy.resources`: limits (cpus, memory, pids) and reservations
@@ -1284,6 +1495,19 @@ mod tests {
             ),
             ("services:\n  a:\n    image: a\n    depends_on: [nope]\n", "services.a.depends_on: \"nope\""),
             ("services:\n  a:\n    image: a\n    depends_on: [a]\n", "services.a.depends_on: \"a\""),
+            ("services:\n  a:\n    image: a\n    volumes: [\"nope:/data\"]\n", "services.a.volumes[0]: \"nope\""),
+            ("services:\n  a:\n    image: a\n    volumes: [\"/data\"]\n", "anonymous volumes"),
+            ("services:\n  a:\n    image: a\n    volumes: [\"./x:/data:rx\"]\n", "\"rx\""),
+            ("services:\n  a:\n    image: a\nvolumes:\n  d: {driver: nfs}\n", "volumes.d: only the local driver"),
+            ("services:\n  a:\n    image: a\nvolumes:\n  d: {name: other}\n", "volumes.d: name is for external"),
+            (
+                "services:\n  a:\n    image: a\n    volumes: [\"d:/x\", \"./y:/x\"]\nvolumes:\n  d:\n",
+                "two mounts at /x",
+            ),
+            (
+                "services:\n  a:\n    image: a\n    volumes: [{type: tmpfs, target: /t, tmpfs: {size: 1000}}]\n",
+                "services.a",
+            ),
             (
                 "services:\n  a:\n    image: a\n    depends_on: {b: {condition: service_completed_successfully}}\n  b:\n    image: b\n",
                 "service_completed_successfully is not supported",

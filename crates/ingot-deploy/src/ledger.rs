@@ -206,6 +206,7 @@ mod tests {
             services: BTreeMap::new(),
             configs: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            volumes: BTreeMap::new(),
         }
     }
 

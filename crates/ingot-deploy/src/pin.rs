@@ -11,7 +11,7 @@ use ingot_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::compose::{
-    Condition, ConfigSource, Health, Port, Resources, RestartPolicy, SecretSource, StackDef, UpdatePolicy,
+    Condition, ConfigSource, Health, MountType, Port, Resources, RestartPolicy, SecretSource, StackDef, UpdatePolicy,
 };
 use crate::{DeployError, Result};
 
@@ -27,6 +27,32 @@ pub struct PinnedStack {
     /// Secrets by digest only: their values are in the daemon's store.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, PinnedSecret>,
+    /// Declared volumes (the ledger records declarations, never contents).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub volumes: BTreeMap<String, PinnedVolume>,
+}
+
+/// A volume of the stack: its name on the host; `external` ones must exist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedVolume {
+    pub name: String,
+    pub external: bool,
+}
+
+/// A service's mount: a volume (by host name), a host path, or a tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: MountType,
+    /// The volume's host name, the absolute host path, or empty (tmpfs).
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    /// A volume seen empty is not filled with the image's content.
+    #[serde(default)]
+    pub nocopy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +127,8 @@ pub struct PinnedService {
     pub configs: Vec<ConfigMount>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretMount>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
     /// Services of the stack this one starts after (`depends_on`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub depends_on: BTreeMap<String, Condition>,
@@ -127,6 +155,9 @@ impl PinnedService {
         });
         if !self.secrets.is_empty() {
             v["secrets"] = serde_json::json!(self.secrets);
+        }
+        if !self.mounts.is_empty() {
+            v["mounts"] = serde_json::json!(self.mounts);
         }
         let limits = (self.resources.memory, self.resources.cpus, self.resources.pids);
         if limits != (None, None, None) {
@@ -229,8 +260,55 @@ pub fn pin(
         );
         values.insert(sname.clone(), SecretValue(bytes));
     }
+    let volumes: BTreeMap<String, PinnedVolume> = def
+        .volumes
+        .iter()
+        .map(|(key, d)| {
+            let name = match (&d.name, d.external) {
+                (Some(n), _) => n.clone(),
+                (None, true) => key.clone(),
+                (None, false) => format!("{name}_{key}"),
+            };
+            (
+                key.clone(),
+                PinnedVolume {
+                    name,
+                    external: d.external,
+                },
+            )
+        })
+        .collect();
     let mut services = BTreeMap::new();
     for s in &def.services {
+        let mut mounts = Vec::new();
+        for (i, m) in s.mounts.iter().enumerate() {
+            let source = match m.kind {
+                MountType::Volume => volumes[&m.source].name.clone(),
+                MountType::Tmpfs => String::new(),
+                MountType::Bind => {
+                    let path = dir.join(&m.source);
+                    let abs = std::fs::canonicalize(&path).map_err(|e| {
+                        DeployError::Invalid(format!("services.{}.volumes[{i}]: {}: {e}", s.name, path.display()))
+                    })?;
+                    abs.to_str()
+                        .ok_or_else(|| {
+                            DeployError::Invalid(format!(
+                                "services.{}.volumes[{i}]: {} is not UTF-8",
+                                s.name,
+                                abs.display()
+                            ))
+                        })?
+                        .to_string()
+                }
+            };
+            mounts.push(Mount {
+                kind: m.kind.clone(),
+                source,
+                target: m.target.clone(),
+                read_only: m.read_only,
+                nocopy: m.nocopy,
+            });
+        }
         let img = store.resolve(&s.image).map_err(|e| match e {
             ingot_store::StoreError::ImageNotFound(_) => DeployError::NotFound(format!(
                 "service {}: image {:?} is not in the store (build, pull or load it first)",
@@ -280,6 +358,7 @@ pub fn pin(
                         mode: u.mode,
                     })
                     .collect(),
+                mounts,
                 depends_on: s.depends_on.clone(),
                 resources: s.resources.clone(),
                 labels: s.labels.clone(),
@@ -295,6 +374,7 @@ pub fn pin(
             services,
             configs,
             secrets,
+            volumes,
         },
         values,
     ))
@@ -439,6 +519,14 @@ impl PinnedStack {
                 )));
             }
         }
+        for (key, v) in &self.volumes {
+            if !ingot_store::valid_volume_name(&v.name) {
+                return Err(field(format!("stack.volumes.{key}.name"))(format!(
+                    "{:?} is not a volume name",
+                    v.name
+                )));
+            }
+        }
         if let Some(cycle) = crate::compose::dependency_cycle(&self.dependencies()) {
             return Err(field("stack.services".into())(format!(
                 "depends_on: a cycle: {}",
@@ -576,6 +664,30 @@ impl PinnedStack {
                 }
                 if m.mode > 0o777 {
                     return Err(f("mode")(format!("{:o} is more than 0777", m.mode)));
+                }
+            }
+            for (i, m) in s.mounts.iter().enumerate() {
+                let f = |x: &str| field(at(&format!(".mounts[{i}].{x}")));
+                match m.kind {
+                    MountType::Volume if !self.volumes.values().any(|v| v.name == m.source) => {
+                        return Err(f("source")(format!("{:?} is not one of the stack's volumes", m.source)));
+                    }
+                    MountType::Bind
+                        if !m.source.starts_with('/') || m.source.contains("/../") || m.source.ends_with("/..") =>
+                    {
+                        return Err(f("source")(format!(
+                            "{:?} is not an absolute, normalised host path",
+                            m.source
+                        )));
+                    }
+                    MountType::Tmpfs if !m.source.is_empty() => {
+                        return Err(f("source")("a tmpfs has no source".into()));
+                    }
+                    _ => {}
+                }
+                check_container_path(&m.target).map_err(f("target"))?;
+                if m.target == "/" || !targets.insert(m.target.as_str()) {
+                    return Err(f("target")(format!("{:?} is / or mounted twice", m.target)));
                 }
             }
             for d in s.depends_on.keys() {

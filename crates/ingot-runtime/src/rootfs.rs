@@ -141,6 +141,9 @@ pub fn setup(plan: &RootPlan) -> R<()> {
         } else {
             touch(&merged, &b.target)?
         };
+        if b.copy_up {
+            copy_up(&target, &b.source)?;
+        }
         bind(&b.source, &target, b.read_only)?;
     }
     mount_files(plan, &merged)?;
@@ -362,6 +365,47 @@ pub fn secure_join(root: &Path, path: &str) -> R<PathBuf> {
         }
     }
     Ok(root.join(resolved))
+}
+
+/// Fills an empty volume directory `volume` with what the image has at
+/// `image_dir` (files, directories and symlinks, owners and modes kept),
+/// as Docker does the first time a volume is mounted; a volume with
+/// anything in it is left alone.
+pub(crate) fn copy_up(image_dir: &Path, volume: &Path) -> R<()> {
+    let empty = fs::read_dir(volume)
+        .map(|mut d| d.next().is_none())
+        .map_err(|e| format!("volume {}: {e}", volume.display()))?;
+    if !empty || !image_dir.is_dir() {
+        return Ok(());
+    }
+    copy_tree(image_dir, volume).map_err(|e| format!("copy {} into its volume: {e}", image_dir.display()))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(from)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let m = fs::symlink_metadata(&src)?;
+        let kind = m.file_type();
+        if kind.is_dir() {
+            fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
+        } else if kind.is_file() {
+            fs::copy(&src, &dst)?;
+        } else {
+            continue; // devices, fifos, sockets: not data
+        }
+        std::os::unix::fs::lchown(&dst, Some(m.uid()), Some(m.gid()))?;
+        if !kind.is_symlink() {
+            fs::set_permissions(&dst, fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        }
+    }
+    std::os::unix::fs::lchown(to, Some(meta.uid()), Some(meta.gid()))?;
+    fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))
 }
 
 /// Creates directory `path` inside `root` (safely) and returns it.

@@ -86,6 +86,10 @@ pub(crate) fn start_and_wait(
         .map_err(|e| RuntimeError::Setup(format!("make / a slave mount: {e}")))?;
         let merged = rootfs::mount_overlay(&dir, &lowers).map_err(RuntimeError::Setup)?;
         rootfs::mkdirs(&merged, &spec.cwd).map_err(RuntimeError::Setup)?;
+        for b in spec.binds.iter().filter(|b| b.copy_up) {
+            let at = rootfs::secure_join(&merged, &b.target).map_err(RuntimeError::Setup)?;
+            rootfs::copy_up(&at, &b.source).map_err(RuntimeError::Setup)?;
+        }
         let read = |p: &str| {
             rootfs::secure_join(&merged, p)
                 .ok()

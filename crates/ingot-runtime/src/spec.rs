@@ -42,6 +42,10 @@ pub struct Bind {
     pub source: PathBuf,
     pub target: String,
     pub read_only: bool,
+    /// A named volume seen empty for the first time gets the image's
+    /// content at `target` (owners and modes kept), as Docker does.
+    #[serde(default)]
+    pub copy_up: bool,
 }
 
 /// A file ingot puts in the container: content named by `digest` on a
@@ -97,6 +101,7 @@ impl std::str::FromStr for Bind {
             source,
             target: clean_target(target, "volume")?,
             read_only,
+            copy_up: false,
         })
     }
 }
@@ -168,6 +173,8 @@ pub struct RunOptions {
     pub volumes: Vec<String>,
     pub tmpfs: Vec<String>,
     pub files: Vec<FileMount>,
+    /// Binds ready made (a deployer's volumes and bind mounts), after `volumes`.
+    pub mounts: Vec<Bind>,
     pub read_write: bool,
     pub hostname: Option<String>,
     pub auto_remove: bool,
@@ -285,6 +292,19 @@ impl ContainerSpec {
         let mut binds = Vec::new();
         for v in &opts.volumes {
             binds.push(v.parse::<Bind>()?);
+        }
+        for m in &opts.mounts {
+            if !m.source.is_absolute() {
+                return Err(RuntimeError::invalid(
+                    "mount",
+                    &m.source.display().to_string(),
+                    "the host path must be absolute",
+                ));
+            }
+            binds.push(Bind {
+                target: clean_target(&m.target, "mount")?,
+                ..m.clone()
+            });
         }
         let mut tmpfs = Vec::new();
         for t in &opts.tmpfs {

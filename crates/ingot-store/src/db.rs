@@ -128,6 +128,12 @@ const MIGRATIONS: &[&str] = &[
         digest  TEXT PRIMARY KEY,
         value   BLOB NOT NULL
      );",
+    // 11: named volumes (their data is <root>/volumes/<name>/_data)
+    "CREATE TABLE volumes (
+        name       TEXT PRIMARY KEY,
+        stack      TEXT,
+        created_at TEXT NOT NULL
+     );",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

@@ -47,6 +47,12 @@ pub enum StoreError {
     NameInUse(String),
     #[error("container {0:?} not found")]
     ContainerNotFound(String),
+    #[error("volume {0:?} not found")]
+    VolumeNotFound(String),
+    #[error("volume {name} is in use by {}; remove {} first", containers.join(", "), if containers.len() == 1 { "it" } else { "them" })]
+    VolumeInUse { name: String, containers: Vec<String> },
+    #[error("volume name {0:?}: expected [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters")]
+    VolumeName(String),
     #[error("manifest {digest}: {source}")]
     Manifest {
         digest: Digest,

@@ -282,6 +282,10 @@ pub enum Command {
         /// it, then it drains its connections and exits
         #[arg(long)]
         replace: bool,
+        /// A host directory stacks may bind-mount from (repeatable; none by default: a bind
+        /// mount gives a container the host's files)
+        #[arg(long = "allow-bind", value_name = "DIR")]
+        allow_bind: Vec<PathBuf>,
     },
     /// Deploy a stack (Compose file): follows the change until it converged or rolled back (exit 1);
     /// Ctrl-C stops following, not the change (`ingot ledger wait N` follows it again)
@@ -320,6 +324,11 @@ pub enum Command {
     },
     /// Compare running replicas with the ledger's desired state (exit 1 on any difference)
     Drift,
+    /// Named volumes: ls, create, inspect, rm, prune
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
     /// (internal) the per-container monitor process of `run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -335,8 +344,33 @@ pub enum ServiceCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
-    /// Remove a stack: its services and replicas
-    Rm { stack: String },
+    /// Remove a stack: its services and replicas (its volumes stay, unless --volumes)
+    Rm {
+        stack: String,
+        /// Also remove the volumes the stack made (not external ones)
+        #[arg(long)]
+        volumes: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum VolumeCommand {
+    /// List volumes
+    Ls,
+    /// Create a volume (stacks use it as `external: true`)
+    Create { name: String },
+    /// Show volumes: name, stack, mountpoint, the containers using them
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes and their data (refused while a container uses one)
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume no container uses
+    Prune,
 }
 
 #[derive(Debug, clap::Subcommand)]

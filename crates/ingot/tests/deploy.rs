@@ -1154,3 +1154,99 @@ fn resources_and_labels_are_applied_and_reservations_checked() {
     );
     ingot.ok(&["stack", "rm", "res"]);
 }
+
+#[test]
+fn volumes_keep_data_across_updates_restarts_and_stack_rm() {
+    let test = "volumes_keep_data_across_updates_restarts_and_stack_rm";
+    let Some(ingot) = ingot_testsupport::busybox_root(test, BIN, "example/base:latest") else {
+        return;
+    };
+    build(&ingot, "hello:1", "", Some("version one"));
+    let image = |v: u32| {
+        format!("FROM hello:1\nUSER root\nRUN mkdir -p /data && echo seed > /data/seed && chown -R nobody /data\nUSER nobody\nENV V={v}\n")
+    };
+    build(&ingot, "store:1", &image(1), None);
+    build(&ingot, "store:2", &image(2), None);
+    let binds = ingot.path("binds");
+    std::fs::create_dir_all(&binds).unwrap();
+    std::fs::write(binds.join("hello.txt"), "from the host").unwrap();
+    let stack = |tag: &str| {
+        let text = format!(
+            "services:\n  db:\n    image: store:{tag}\n    stop_grace_period: 1s\n    volumes:\n      - data:/data\n      - type: bind\n        source: ./binds\n        target: /srv/binds\n        read_only: true\n    tmpfs: [/scratch]\nvolumes:\n  data: {{}}\n"
+        );
+        ingot.write("vol.yml", text.as_bytes()).to_str().unwrap().to_string()
+    };
+    let daemon = Daemon::start(&ingot);
+    // A bind mount needs the daemon's leave.
+    let err = ingot.fails(&["deploy", "-f", &stack("1"), "--name", "vol"]);
+    assert!(
+        err.contains("mounts[0].source") || err.contains("mounts[1].source"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-bind"), "{err}");
+    assert_eq!(
+        ingot.json(&["ledger"]).as_array().map_or(0, Vec::len),
+        0,
+        "nothing recorded"
+    );
+    daemon.kill();
+    let allow = binds.to_str().unwrap().to_string();
+    let daemon = Daemon::start_with(&ingot, &["--allow-bind", &allow]);
+    ingot.ok(&["deploy", "-f", &stack("1"), "--name", "vol"]);
+    let replica = || {
+        ingot.json(&["service", "ps", "vol_db"])[0]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let first = replica();
+    // An empty volume gets the image's content, owner kept (nobody writes).
+    assert_eq!(ingot.ok(&["exec", &first, "cat", "/data/seed"]), "seed\n");
+    let value = format!("kept-{}", std::process::id());
+    ingot.ok(&["exec", &first, "sh", "-c", &format!("echo {value} > /data/x")]);
+    assert_eq!(
+        ingot.ok(&["exec", &first, "cat", "/srv/binds/hello.txt"]),
+        "from the host"
+    );
+    assert!(
+        !ingot
+            .run(&["exec", &first, "sh", "-c", "echo x > /srv/binds/y"])
+            .status
+            .success(),
+        "read-only bind"
+    );
+    ingot.ok(&["exec", &first, "sh", "-c", "echo t > /scratch/t"]);
+    let read = || ingot.ok(&["exec", &replica(), "cat", "/data/x"]);
+
+    // A rolling update: a new replica, the same data; no copy over it.
+    ingot.ok(&["deploy", "-f", &stack("2"), "--name", "vol"]);
+    assert_ne!(replica(), first);
+    assert_eq!(read(), format!("{value}\n"));
+    assert!(
+        !ingot.run(&["exec", &replica(), "cat", "/scratch/t"]).status.success(),
+        "a tmpfs starts empty"
+    );
+    // A rollback, then a daemon restart.
+    ingot.ok(&["rollback", "vol_db"]);
+    assert_eq!(read(), format!("{value}\n"));
+    daemon.kill();
+    let daemon = Daemon::start_with(&ingot, &["--allow-bind", &allow]);
+    assert_eq!(read(), format!("{value}\n"));
+
+    // In use: not removed. stack rm keeps it; a new deploy finds the data.
+    let vols = ingot.json(&["volume", "ls"]);
+    assert_eq!(vols[0]["name"], "vol_data", "{vols}");
+    let err = ingot.fails(&["volume", "rm", "vol_data"]);
+    assert!(err.contains("in use"), "{err}");
+    ingot.ok(&["stack", "rm", "vol"]);
+    assert_eq!(ingot.json(&["volume", "ls"])[0]["name"], "vol_data");
+    ingot.ok(&["deploy", "-f", &stack("2"), "--name", "vol"]);
+    assert_eq!(read(), format!("{value}\n"));
+    // The ledger records the declaration, never the data.
+    let ledger = ingot.ok(&["ledger", "--format", "json"]);
+    assert!(ledger.contains("vol_data") && !ledger.contains(&value), "{ledger}");
+    ingot.ok(&["stack", "rm", "--volumes", "vol"]);
+    assert_eq!(ingot.json(&["volume", "ls"]), serde_json::json!([]));
+    assert!(!ingot.root().join("volumes/vol_data").exists());
+    drop(daemon);
+}

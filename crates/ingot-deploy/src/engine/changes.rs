@@ -2,6 +2,49 @@ use super::*;
 
 impl Engine {
     /// Evaluates the daemon's policy (if any) for every image of `stack`.
+    /// Bind mounts only from the directories the daemon allows (resolved,
+    /// so a symlink cannot lead out of them); external volumes must exist.
+    async fn check_mounts(&self, stack: &PinnedStack) -> Result<()> {
+        let roots = lock(&self.bind_roots).clone();
+        for (name, s) in &stack.services {
+            for (i, m) in s.mounts.iter().enumerate() {
+                if m.kind != crate::compose::MountType::Bind {
+                    continue;
+                }
+                let field = format!("stack.services.{name}.mounts[{i}].source");
+                let real = std::fs::canonicalize(&m.source).map_err(|e| DeployError::Field {
+                    field: field.clone(),
+                    why: format!("{}: {e}", m.source),
+                })?;
+                if !roots.iter().any(|r| real.starts_with(r)) {
+                    return Err(DeployError::Field {
+                        field,
+                        why: format!(
+                            "{} is not under a directory the daemon allows bind mounts from (ingot daemon --allow-bind DIR)",
+                            real.display()
+                        ),
+                    });
+                }
+            }
+        }
+        let external: Vec<(String, String)> = stack
+            .volumes
+            .iter()
+            .filter(|(_, v)| v.external)
+            .map(|(k, v)| (k.clone(), v.name.clone()))
+            .collect();
+        self.blocking(move |store| {
+            for (key, name) in &external {
+                store.volume(name).map_err(|_| DeployError::Field {
+                    field: format!("stack.volumes.{key}"),
+                    why: format!("external volume {name:?} does not exist (ingot volume create {name})"),
+                })?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// What every deployed stack reserves, with `stack` as this change
     /// leaves it, must fit the host (`deploy.resources.reservations`).
     fn check_reservations(&self, stack: &PinnedStack) -> Result<()> {
@@ -187,6 +230,7 @@ impl Engine {
         if kind != ledger::RM {
             self.check_policy(&stack).await?;
             self.check_reservations(&stack)?;
+            self.check_mounts(&stack).await?;
             let fresh: Vec<String> = {
                 let have = lock(&self.services);
                 stack
@@ -221,6 +265,22 @@ impl Engine {
             self.ensure_service(&stack.name, name, spec)?;
         }
         self.bind_ports(stack).await?;
+        let (owner, own): (String, Vec<String>) = (
+            stack.name.clone(),
+            stack
+                .volumes
+                .values()
+                .filter(|v| !v.external)
+                .map(|v| v.name.clone())
+                .collect(),
+        );
+        self.blocking(move |store| {
+            for v in &own {
+                store.create_volume(v, Some(&owner))?;
+            }
+            Ok(())
+        })
+        .await?;
         self.write_configs(stack).await
     }
 

@@ -186,6 +186,8 @@ pub struct Engine {
     ready: std::sync::atomic::AtomicBool,
     /// True once the daemon is stopping: waiters are let go.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Host directories a stack may bind-mount from (`daemon --allow-bind`).
+    bind_roots: Mutex<Vec<PathBuf>>,
 }
 
 /// A change the API asks for; carried out by a task of its own, so a
@@ -281,7 +283,14 @@ impl Engine {
             sealed: tokio::sync::watch::channel(0).0,
             ready: std::sync::atomic::AtomicBool::new(false),
             closing: tokio::sync::watch::channel(false).0,
+            bind_roots: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Lets stacks bind-mount host paths under `roots` (none by default:
+    /// a bind mount gives a container the host's files).
+    pub fn allow_binds(&self, roots: Vec<PathBuf>) {
+        *lock(&self.bind_roots) = roots;
     }
 
     /// The daemon is stopping: [`Engine::wait`] callers are answered at

@@ -3,6 +3,8 @@
 //! tests of rollout, rollback and reconcile use a fake.
 
 use ingot_runtime::spec::{FileMount, FileSource};
+
+use crate::compose::MountType;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -100,6 +102,26 @@ impl LocalRuntime {
             entrypoint,
             command,
             network: ingot_runtime::NetworkMode::Bridge,
+            mounts: spec
+                .mounts
+                .iter()
+                .filter(|m| m.kind != MountType::Tmpfs)
+                .map(|m| ingot_runtime::spec::Bind {
+                    source: match m.kind {
+                        MountType::Volume => ingot_store::volume_path(&self.root, &m.source),
+                        _ => PathBuf::from(&m.source),
+                    },
+                    target: m.target.clone(),
+                    read_only: m.read_only,
+                    copy_up: m.kind == MountType::Volume && !m.nocopy,
+                })
+                .collect(),
+            tmpfs: spec
+                .mounts
+                .iter()
+                .filter(|m| m.kind == MountType::Tmpfs)
+                .map(|m| m.target.clone())
+                .collect(),
             memory: spec.resources.memory.map(|b| b.to_string()),
             cpus: spec.resources.cpus.map(|c| c.to_string()),
             pids_limit: spec.resources.pids,

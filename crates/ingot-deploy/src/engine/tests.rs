@@ -252,6 +252,7 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
         },
         configs: vec![],
         secrets: vec![],
+        mounts: vec![],
         depends_on: BTreeMap::new(),
         resources: Default::default(),
         labels: BTreeMap::new(),
@@ -267,6 +268,7 @@ fn stack(services: Vec<(&str, PinnedService)>) -> PinnedStack {
         services: services.into_iter().map(|(n, s)| (n.to_string(), s)).collect(),
         configs: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        volumes: BTreeMap::new(),
     }
 }
 

@@ -46,6 +46,7 @@ fn options(args: &RunArgs) -> Result<RunOptions> {
         volumes: args.volume.clone(),
         tmpfs: args.tmpfs.clone(),
         files: Vec::new(),
+        mounts: Vec::new(),
         read_write: args.read_write,
         hostname: args.hostname.clone(),
         auto_remove: args.rm,

@@ -39,15 +39,29 @@ fn call(root: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<V
     Ok(rt()?.block_on(client::request(&ep, method, path, body))?)
 }
 
-pub fn daemon(
-    root: &Path,
-    cli: &Cli,
-    sock: Option<&Path>,
-    policy: Option<&Path>,
-    tcp: Option<std::net::SocketAddr>,
-    tls_dir: Option<&Path>,
-    replace: bool,
-) -> Result<ExitCode> {
+/// What `ingot daemon` was given.
+pub struct DaemonOptions<'a> {
+    pub sock: Option<&'a Path>,
+    pub policy: Option<&'a Path>,
+    pub tcp: Option<std::net::SocketAddr>,
+    pub tls_dir: Option<&'a Path>,
+    pub replace: bool,
+    pub allow_bind: &'a [PathBuf],
+}
+
+pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
+    let DaemonOptions {
+        sock,
+        policy,
+        tcp,
+        tls_dir,
+        replace,
+        allow_bind,
+    } = *o;
+    let allow_bind = allow_bind
+        .iter()
+        .map(|d| std::fs::canonicalize(d).with_context(|| format!("--allow-bind {}", d.display())))
+        .collect::<Result<Vec<_>>>()?;
     std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
     // Open once: creates or migrates the store before anything else.
     Store::open(root)?;
@@ -58,6 +72,7 @@ pub fn daemon(
     let exe = std::path::PathBuf::from("/proc/self/exe");
     let sock = sock.map(Path::to_path_buf).unwrap_or_else(|| root.join("ingot.sock"));
     let engine = ingot_deploy::engine::Engine::new(root.to_path_buf(), exe, policy.map(Path::to_path_buf))?;
+    engine.allow_binds(allow_bind);
     let tcp = match tcp {
         Some(addr) => {
             let dir = tls_dir.map(Path::to_path_buf).unwrap_or_else(|| root.join("tls"));
@@ -260,8 +275,25 @@ pub fn rollback(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
     )
 }
 
-pub fn stack_rm(root: &Path, cli: &Cli, stack: &str) -> Result<ExitCode> {
-    change(root, cli, "DELETE", &format!("/v1/stacks/{stack}"), None, false)
+/// Removes a stack; with `volumes`, once that succeeded, the volumes it
+/// made (as `ingot volume rm` would: refused while a container uses one).
+pub fn stack_rm(root: &Path, cli: &Cli, stack: &str, volumes: bool) -> Result<ExitCode> {
+    let code = change(root, cli, "DELETE", &format!("/v1/stacks/{stack}"), None, false)?;
+    if !volumes || code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    let store = Store::open(root)?;
+    for v in store
+        .volumes()?
+        .into_iter()
+        .filter(|v| v.stack.as_deref() == Some(stack))
+    {
+        store.remove_volume(&v.name)?;
+        if !cli.quiet && cli.format == Format::Table {
+            eprintln!("ingot: removed volume {}", v.name);
+        }
+    }
+    Ok(code)
 }
 
 pub fn ledger(root: &Path, cli: &Cli, command: Option<&LedgerCommand>) -> Result<ExitCode> {

@@ -6,6 +6,7 @@ mod deploy;
 mod images;
 mod scan;
 mod trust;
+mod volumes;
 
 use std::process::ExitCode;
 
@@ -229,14 +230,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             tcp,
             ref tls_dir,
             replace,
+            ref allow_bind,
         } => deploy::daemon(
             &root,
             &cli,
-            socket.as_deref(),
-            policy.as_deref(),
-            tcp,
-            tls_dir.as_deref(),
-            replace,
+            &deploy::DaemonOptions {
+                sock: socket.as_deref(),
+                policy: policy.as_deref(),
+                tcp,
+                tls_dir: tls_dir.as_deref(),
+                replace,
+                allow_bind,
+            },
         ),
         Command::Deploy {
             ref file,
@@ -267,8 +272,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => deploy::scale(&root, &cli, spec),
         Command::Rollback { ref service } => deploy::rollback(&root, &cli, service),
         Command::Stack {
-            command: crate::cli::StackCommand::Rm { ref stack },
-        } => deploy::stack_rm(&root, &cli, stack),
+            command: crate::cli::StackCommand::Rm { ref stack, volumes },
+        } => deploy::stack_rm(&root, &cli, stack, volumes),
+        Command::Volume { ref command } => volumes::volume(&open()?, &cli, command),
         Command::Ledger { ref command } => deploy::ledger(&root, &cli, command.as_ref()),
         Command::Drift => deploy::drift(&root, &cli),
     }
