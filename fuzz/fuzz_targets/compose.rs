@@ -12,8 +12,21 @@ fuzz_target!(|data: &[u8]| {
             for p in &svc.ports {
                 assert!(p.published != 0 && p.target != 0);
             }
-            for (_, target) in &svc.configs {
-                assert!(target.starts_with('/') && !target.split('/').any(|c| c == ".."));
+            let targets = svc
+                .configs
+                .iter()
+                .map(|c| &c.target)
+                .chain(svc.secrets.iter().map(|s| &s.target))
+                .chain(svc.mounts.iter().map(|m| &m.target));
+            for target in targets {
+                assert!(target.starts_with('/') && target != "/" && !target.split('/').any(|c| c == ".."));
+            }
+            for s in &svc.secrets {
+                assert!(s.mode <= 0o777);
+            }
+            // Dependencies name other services of the stack, without a cycle.
+            for d in svc.depends_on.keys() {
+                assert!(d != &svc.name && stack.services.iter().any(|o| &o.name == d));
             }
         }
     }

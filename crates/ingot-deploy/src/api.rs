@@ -122,6 +122,14 @@ pub fn parse_deploy(body: &[u8]) -> Result<Deploy, DeployError> {
         field: format!("stack.{}", e.path()).trim_end_matches('.').to_string(),
         why: e.into_inner().to_string(),
     })?;
+    // Every secret's value, every time: naming a digest the daemon holds
+    // would otherwise hand any client another stack's secret.
+    if let Some(name) = stack.secrets.keys().find(|n| !req.secrets.contains_key(*n)) {
+        return Err(DeployError::Field {
+            field: format!("secrets.{name}"),
+            why: "no value sent for this secret of the stack".into(),
+        });
+    }
     let mut secrets = Vec::new();
     for (name, b64) in req.secrets {
         let field = format!("secrets.{name}");
@@ -211,10 +219,11 @@ async fn submit(e: &Arc<Engine>, change: Change, peer: Peer, reason: Option<Stri
 
 async fn deploy(State(e): State<Arc<Engine>>, ConnectInfo(peer): ConnectInfo<Peer>, body: Bytes) -> Answer {
     let d = parse_deploy(&body)?;
-    if !d.secrets.is_empty() {
-        e.keep_secrets(d.secrets.into_iter().map(|v| v.0).collect()).await?;
-    }
-    submit(&e, Change::Deploy(d.stack), peer, d.reason).await
+    let change = Change::Deploy {
+        stack: d.stack,
+        secrets: d.secrets.into_iter().map(|v| v.0).collect(),
+    };
+    submit(&e, change, peer, d.reason).await
 }
 
 async fn services(State(e): State<Arc<Engine>>) -> Answer {

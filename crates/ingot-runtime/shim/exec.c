@@ -5,9 +5,10 @@
  * sealed copy, never the host's ingot.
  *
  * argv: "ingot-exec" ERRFD PATH ARGV0 [ARGS...]. Executes PATH with ARGV0
- * ARGS and the environment. ERRFD (or -1) is closed by that exec; if it
- * fails, "CODE\nexec \"ARGV0\": REASON" is written to it and the shim exits
- * with CODE: 127 when PATH does not exist, else 126 (as Docker).
+ * ARGS and the environment. ERRFD is closed by that exec; if it fails,
+ * "CODE\nexec \"ARGV0\": REASON" is written to it and the shim exits with
+ * CODE: 127 when PATH does not exist, else 126 (as Docker). ERRFD "stderr"
+ * says the reason on stderr instead (ingot exec).
  * Started any other way (as a script's interpreter, say) it does nothing.
  *
  * No libc: a few hundred bytes that start in microseconds (a static glibc
@@ -66,19 +67,24 @@ void shim_main(long *sp) {
     char **envp = argv + argc + 1;
     if (argc < 4 || !same(argv[0], "ingot-exec"))
         leave(127);
-    long err = -1;
-    if (argv[1][0] >= '0' && argv[1][0] <= '9') {
+    long err = -1, plain = 0;
+    if (argv[1][0] == 's') {
+        /* "stderr": no error pipe; a failure is said on stderr. */
+        err = 2;
+        plain = 1;
+    } else if (argv[1][0] >= '0' && argv[1][0] <= '9') {
         err = 0;
         for (const char *d = argv[1]; *d >= '0' && *d <= '9'; d++)
             err = err * 10 + (*d - '0');
         sys3(__NR_fcntl, err, F_SETFD, FD_CLOEXEC);
     }
+    (void)plain;
     long r = sys3(__NR_execve, (long)argv[2], (long)(argv + 3), (long)envp);
     long code = r == -ENOENT ? 127 : 126;
     if (err >= 0) {
         char msg[512];
         char *end = msg + sizeof msg;
-        char *at = put(msg, end, code == 127 ? "127\nexec \"" : "126\nexec \"");
+        char *at = put(msg, end, plain ? "ingot: exec \"" : code == 127 ? "127\nexec \"" : "126\nexec \"");
         at = put(at, end, argv[3]);
         at = put(at, end, "\": ");
         at = put(at, end,
@@ -86,6 +92,8 @@ void shim_main(long *sp) {
                  : r == -EACCES  ? "permission denied"
                  : r == -ENOEXEC ? "exec format error"
                                  : "cannot execute");
+        if (plain)
+            at = put(at, end, "\n");
         sys3(__NR_write, err, (long)msg, at - msg);
     }
     leave(code);

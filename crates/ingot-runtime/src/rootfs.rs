@@ -135,27 +135,61 @@ pub fn setup(plan: &RootPlan) -> R<()> {
         let target = touch(&merged, &format!("/etc/{name}"))?;
         bind(&dir.join(name), &target, false)?;
     }
-    for b in &spec.binds {
-        let target = if b.source.is_dir() {
-            mkdirs(&merged, &b.target)?
-        } else {
-            touch(&merged, &b.target)?
-        };
-        if b.copy_up {
-            copy_up(&target, &b.source)?;
-        }
-        bind(&b.source, &target, b.read_only)?;
+    // Shallower targets first (as Docker), so a mount inside another's
+    // target lands on top of it, whatever its kind.
+    enum Item<'b> {
+        Bind(&'b crate::spec::Bind),
+        File(usize),
+        Tmpfs(&'b str),
     }
-    mount_files(plan, &merged)?;
-    for t in &spec.tmpfs {
-        let target = mkdirs(&merged, t)?;
-        m(
-            Some("tmpfs"),
-            &target,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some("mode=1777"),
-        )?;
+    let mut items: Vec<(&str, Item)> = spec.binds.iter().map(|b| (b.target.as_str(), Item::Bind(b))).collect();
+    items.extend(
+        spec.files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.target.as_str(), Item::File(i))),
+    );
+    items.extend(spec.tmpfs.iter().map(|t| (t.as_str(), Item::Tmpfs(t))));
+    items.sort_by_key(|(target, _)| target.split('/').filter(|c| !c.is_empty()).count());
+    let files = write_files(plan)?;
+    for (_, item) in items {
+        match item {
+            Item::Bind(b) => {
+                // The source is opened refusing symlinks anywhere in its path
+                // and mounted through that descriptor: a link swapped in after
+                // the deployer checked the path cannot lead elsewhere.
+                let src = open_no_symlinks(&b.source)?;
+                let is_dir = fs::metadata(&src).map(|m| m.is_dir()).unwrap_or(false);
+                let target = if is_dir {
+                    mkdirs(&merged, &b.target)?
+                } else {
+                    touch(&merged, &b.target)?
+                };
+                if b.copy_up {
+                    copy_up(&target, &b.source)?;
+                }
+                let src = if b.copy_up { open_no_symlinks(&b.source)? } else { src };
+                bind(&src, &target, b.read_only)?;
+            }
+            Item::File(i) => {
+                let f = &spec.files[i];
+                let src = files
+                    .as_ref()
+                    .map(|d| d.join(i.to_string()))
+                    .ok_or("no files directory")?;
+                bind(&src, &touch(&merged, &f.target)?, true)?;
+            }
+            Item::Tmpfs(t) => {
+                let target = mkdirs(&merged, t)?;
+                m(
+                    Some("tmpfs"),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some("mode=1777"),
+                )?;
+            }
+        }
     }
     mask_paths(&merged)?;
     mkdirs(&merged, &spec.cwd)?;
@@ -174,12 +208,12 @@ pub fn setup(plan: &RootPlan) -> R<()> {
 
 /// Writes the files (secrets, configs with an owner or mode) on a tmpfs of
 /// their own (mounted in the container's mount namespace only: the host
-/// never sees it, and it goes with the container) and binds each,
-/// read-only, at its target.
-fn mount_files(plan: &RootPlan, merged: &Path) -> R<()> {
+/// never sees it, and it goes with the container); `setup` binds each,
+/// read-only, at its target. Returns that directory.
+fn write_files(plan: &RootPlan) -> R<Option<PathBuf>> {
     let files = &plan.spec.files;
     if files.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     if plan.files.len() != files.len() {
         return Err(format!("{} files, {} contents", files.len(), plan.files.len()));
@@ -200,9 +234,26 @@ fn mount_files(plan: &RootPlan, merged: &Path) -> R<()> {
         fs::write(&src, value).map_err(fail)?;
         std::os::unix::fs::chown(&src, Some(f.uid), Some(f.gid)).map_err(fail)?;
         fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(f.mode)).map_err(fail)?;
-        bind(&src, &touch(merged, &f.target)?, true)?;
     }
-    Ok(())
+    Ok(Some(dir))
+}
+
+/// `/proc/self/fd/N` of `path` opened with no symlink followed anywhere in
+/// it (openat2 RESOLVE_NO_SYMLINKS); the descriptor stays open (the child
+/// execs or exits soon, and it is close-on-exec).
+fn open_no_symlinks(path: &Path) -> R<PathBuf> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
+    let fd = openat2(
+        CWD,
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| format!("bind source {}: {e} (a symbolic link in it is refused)", path.display()))?;
+    let proc = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+    std::mem::forget(fd);
+    Ok(proc)
 }
 
 /// Mounts the overlay of `lowers` (bottom first) under the container's
@@ -371,6 +422,12 @@ pub fn secure_join(root: &Path, path: &str) -> R<PathBuf> {
 /// `image_dir` (files, directories and symlinks, owners and modes kept),
 /// as Docker does the first time a volume is mounted; a volume with
 /// anything in it is left alone.
+///
+/// The copy is made beside the volume's data directory, where no container
+/// sees it, then renamed over the empty directory in one step: nothing is
+/// written through a path a container could change, and when a container
+/// uses the volume already (the rename fails, EBUSY) or another start
+/// filled it first (ENOTEMPTY), the copy is dropped.
 pub(crate) fn copy_up(image_dir: &Path, volume: &Path) -> R<()> {
     let empty = fs::read_dir(volume)
         .map(|mut d| d.next().is_none())
@@ -378,7 +435,15 @@ pub(crate) fn copy_up(image_dir: &Path, volume: &Path) -> R<()> {
     if !empty || !image_dir.is_dir() {
         return Ok(());
     }
-    copy_tree(image_dir, volume).map_err(|e| format!("copy {} into its volume: {e}", image_dir.display()))
+    let parent = volume.parent().ok_or("a volume directory has a parent")?;
+    let staging = parent.join(format!(".fill-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    let copied = fs::create_dir(&staging).and_then(|_| copy_tree(image_dir, &staging));
+    if copied.is_ok() && fs::rename(&staging, volume).is_ok() {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(&staging);
+    copied.map_err(|e| format!("copy {} into its volume: {e}", image_dir.display()))
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -16,8 +16,8 @@
 //! shim execs the container's command. What `/proc/self/exe` names on the
 //! way is the sealed copy (writes through it fail with EPERM), so the
 //! host's binary is never reachable from inside; and the shim, started as
-//! an interpreter, does nothing. Copying 700 KB and one more exec cost far
-//! less than re-executing the whole of ingot (measured in bench/RESULTS.md).
+//! an interpreter, does nothing. Copying its 9 KB and one more exec cost
+//! far less than re-executing the whole of ingot (bench/RESULTS.md).
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
@@ -72,7 +72,7 @@ impl Shim {
             }
         }
         let mut args: Vec<&CStr> = Vec::with_capacity(argv.len() + 3);
-        let fd = CString::new(err_fd.unwrap_or(-1).to_string()).unwrap_or_default();
+        let fd = CString::new(err_fd.map_or_else(|| "stderr".to_string(), |fd| fd.to_string())).unwrap_or_default();
         args.push(c"ingot-exec");
         args.push(&fd);
         args.push(path);

@@ -514,7 +514,8 @@ pub fn default_seccomp() -> Result<Vec<BpfProgram>> {
         op(LD_ABS, 0, 0, NR),
     ];
     prog.extend(search(&runs));
-    if prog.len() > usize::from(u16::MAX) {
+    // The kernel's BPF_MAXINSNS.
+    if prog.len() > 4096 {
         return Err(RuntimeError::Setup(format!(
             "seccomp filter: {} instructions, more than BPF allows",
             prog.len()

@@ -102,6 +102,11 @@ impl Store {
     /// The containers (running or not) that mount volume `name`.
     pub fn volume_users(&self, name: &str) -> Result<Vec<String>> {
         let path = self.volume_path(name);
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        let same = |s: &str| {
+            let p = std::path::Path::new(s);
+            p == path || std::fs::canonicalize(p).is_ok_and(|c| c == path)
+        };
         Ok(self
             .containers()?
             .into_iter()
@@ -111,7 +116,7 @@ impl Store {
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .any(|b| b["source"].as_str().map(std::path::Path::new) == Some(path.as_path()))
+                        .any(|b| b["source"].as_str().is_some_and(same))
                 })
             })
             .map(|c| c.name)

@@ -1027,7 +1027,7 @@ fn secrets_reach_their_replicas_as_files_and_nowhere_else() {
         &ingot,
         "POST",
         "/v1/deploy",
-        &serde_json::json!({"stack": pinned, "secrets": {"db_password": "d3Jvbmc="}}),
+        &serde_json::json!({"stack": pinned, "secrets": {"db_password": "d3Jvbmc=", "api_key": b64(&env_value)}}),
     );
     assert_eq!(status, 400, "{body}");
     assert!(
@@ -1038,12 +1038,20 @@ fn secrets_reach_their_replicas_as_files_and_nowhere_else() {
     let fake = format!("sha256:{}", sha256_hex(b"never sent"));
     unknown["secrets"]["api_key"]["digest"] = Value::String(fake.clone());
     unknown["services"]["web"]["secrets"][1]["digest"] = Value::String(fake);
-    let (status, body) = api(&ingot, "POST", "/v1/deploy", &serde_json::json!({"stack": unknown}));
+    // Naming a digest without its value is refused, even one the daemon
+    // holds (else any client could mount another stack's secret).
+    let (status, body) = api(&ingot, "POST", "/v1/deploy", &serde_json::json!({"stack": pinned}));
     assert_eq!(status, 400, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("stack.secrets.api_key.digest"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("secrets.api_key: no value sent"),
         "{body}"
     );
+    let (status, body) = api(&ingot, "POST", "/v1/deploy", &serde_json::json!({"stack": unknown}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("secrets.api_key"), "{body}");
 
     // A new value is a new version: web rolls, other stays.
     ingot.write("pw.txt", b"the second password");
@@ -1057,6 +1065,11 @@ fn secrets_reach_their_replicas_as_files_and_nowhere_else() {
     );
     assert_eq!(name_of("sec_other"), other, "a service without it is left alone");
     ingot.ok(&["stack", "rm", "sec"]);
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
 /// The stack of the ledger's first deploy entry (bodies concatenated).
@@ -1139,10 +1152,14 @@ fn resources_and_labels_are_applied_and_reservations_checked() {
         Some(96 << 20)
     );
 
-    // More CPUs reserved than the host has: refused, nothing recorded.
+    // A limit of more CPUs than the host has; then more CPUs reserved, with
+    // this stack's 0.1, than the host has: refused, nothing recorded.
     let before = ingot.json(&["ledger"]).as_array().map_or(0, Vec::len);
     let err = ingot.fails(&["deploy", "-f", &write("96M", "team: api", "1000"), "--name", "res"]);
-    assert!(err.contains("reservations") && err.contains("1000"), "{err}");
+    assert!(err.contains("resources.cpus") && err.contains("1000"), "{err}");
+    let host = std::thread::available_parallelism().unwrap().get().to_string();
+    let err = ingot.fails(&["deploy", "-f", &write("96M", "team: api", &host), "--name", "other"]);
+    assert!(err.contains("reservations") && err.contains("this host has"), "{err}");
     assert_eq!(
         ingot.json(&["ledger"]).as_array().map_or(0, Vec::len),
         before,
@@ -1237,7 +1254,7 @@ fn volumes_keep_data_across_updates_restarts_and_stack_rm() {
     let vols = ingot.json(&["volume", "ls"]);
     assert_eq!(vols[0]["name"], "vol_data", "{vols}");
     let err = ingot.fails(&["volume", "rm", "vol_data"]);
-    assert!(err.contains("in use"), "{err}");
+    assert!(err.contains("belongs to deployed stack vol"), "{err}");
     ingot.ok(&["stack", "rm", "vol"]);
     assert_eq!(ingot.json(&["volume", "ls"])[0]["name"], "vol_data");
     ingot.ok(&["deploy", "-f", &stack("2"), "--name", "vol"]);

@@ -2,30 +2,43 @@ use super::*;
 
 impl Engine {
     /// Evaluates the daemon's policy (if any) for every image of `stack`.
-    /// Bind mounts only from the directories the daemon allows (resolved,
-    /// so a symlink cannot lead out of them); external volumes must exist.
-    async fn check_mounts(&self, stack: &PinnedStack) -> Result<()> {
+    /// A service's bind mounts: each source lexically under a directory
+    /// the daemon allows (`--allow-bind`), and the path itself, with no
+    /// symlink in it (the runtime mounts it refusing symlinks, so a link
+    /// swapped in later cannot lead out). Checked when a change is
+    /// prepared and again before every replica starts.
+    pub(super) fn check_binds(&self, service: &str, s: &PinnedService) -> Result<()> {
         let roots = lock(&self.bind_roots).clone();
-        for (name, s) in &stack.services {
-            for (i, m) in s.mounts.iter().enumerate() {
-                if m.kind != crate::compose::MountType::Bind {
-                    continue;
-                }
-                let field = format!("stack.services.{name}.mounts[{i}].source");
-                let real = std::fs::canonicalize(&m.source).map_err(|e| DeployError::Field {
-                    field: field.clone(),
-                    why: format!("{}: {e}", m.source),
-                })?;
-                if !roots.iter().any(|r| real.starts_with(r)) {
-                    return Err(DeployError::Field {
-                        field,
-                        why: format!(
-                            "{} is not under a directory the daemon allows bind mounts from (ingot daemon --allow-bind DIR)",
-                            real.display()
-                        ),
-                    });
-                }
+        for (i, m) in s.mounts.iter().enumerate() {
+            if m.kind != crate::compose::MountType::Bind {
+                continue;
             }
+            let field = format!("stack.services.{service}.mounts[{i}].source");
+            let path = std::path::Path::new(&m.source);
+            if !roots.iter().any(|r| path.starts_with(r)) {
+                return Err(DeployError::Field {
+                    field,
+                    why: format!(
+                        "{} is not under a directory the daemon allows bind mounts from (ingot daemon --allow-bind DIR)",
+                        m.source
+                    ),
+                });
+            }
+            if std::fs::canonicalize(path).ok().as_deref() != Some(path) {
+                return Err(DeployError::Field {
+                    field,
+                    why: format!("{} does not exist or has a symbolic link in it", m.source),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Bind mounts only from the directories the daemon allows; external
+    /// volumes must exist.
+    async fn check_mounts(&self, stack: &PinnedStack) -> Result<()> {
+        for (name, s) in &stack.services {
+            self.check_binds(name, s)?;
         }
         let external: Vec<(String, String)> = stack
             .volumes
@@ -53,8 +66,24 @@ impl Engine {
         let (mut cpus, mut memory) = (0f64, 0u64);
         let mut add = |s: &PinnedService| {
             cpus += s.resources.reserve_cpus.unwrap_or(0.0) * f64::from(s.replicas);
-            memory += s.resources.reserve_memory.unwrap_or(0) * u64::from(s.replicas);
+            memory = memory.saturating_add(
+                s.resources
+                    .reserve_memory
+                    .unwrap_or(0)
+                    .saturating_mul(u64::from(s.replicas)),
+            );
         };
+        for (name, s) in &stack.services {
+            if s.resources.cpus.is_some_and(|c| c > host_cpus) {
+                return Err(DeployError::Field {
+                    field: format!("stack.services.{name}.resources.cpus"),
+                    why: format!(
+                        "a limit of {} CPUs; this host has {host_cpus}",
+                        s.resources.cpus.unwrap_or(0.0)
+                    ),
+                });
+            }
+        }
         for (name, other) in lock(&self.desired).iter() {
             if *name != stack.name {
                 other.services.values().for_each(&mut add);
@@ -170,7 +199,11 @@ impl Engine {
         actor: &str,
         reason: Option<String>,
     ) -> Result<ChangeResult> {
-        let entry = self.submit(Change::Deploy(stack), actor.to_string(), reason).await?;
+        let change = Change::Deploy {
+            stack,
+            secrets: Vec::new(),
+        };
+        let entry = self.submit(change, actor.to_string(), reason).await?;
         self.wait(entry.seq).await
     }
 
@@ -188,10 +221,25 @@ impl Engine {
         actor: &str,
         reason: Option<String>,
     ) -> Result<Prepared> {
+        let mut values = Vec::new();
         let (kind, stack, reason) = match change {
-            Change::Deploy(stack) => {
+            Change::Deploy { stack, secrets } => {
                 let s = stack.clone();
-                self.blocking(move |store| s.validate(store)).await?;
+                let sent: Vec<ingot_oci::Digest> = secrets.iter().map(|v| ingot_oci::Digest::sha256(v)).collect();
+                self.blocking(move |store| {
+                    s.validate(store)?;
+                    for (name, sec) in &s.secrets {
+                        if !sent.contains(&sec.digest) && store.secret(&sec.digest)?.is_none() {
+                            return Err(DeployError::Field {
+                                field: format!("stack.secrets.{name}.digest"),
+                                why: format!("{} is not a secret value the daemon holds (send the value)", sec.digest),
+                            });
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
+                values = secrets;
                 (ledger::DEPLOY, stack, reason)
             }
             Change::Scale { service, replicas } => {
@@ -231,6 +279,10 @@ impl Engine {
             self.check_policy(&stack).await?;
             self.check_reservations(&stack)?;
             self.check_mounts(&stack).await?;
+            // Every check passed: only now are secret values kept.
+            if !values.is_empty() {
+                self.keep_secrets(std::mem::take(&mut values)).await?;
+            }
             let fresh: Vec<String> = {
                 let have = lock(&self.services);
                 stack
@@ -314,6 +366,8 @@ impl Engine {
                 (ledger::FAILED, format!("the change failed inside the daemon: {e}"))
             }
         };
+        // The message first: a waiter that sees the sealed row finds it.
+        lock(&self.messages).insert(seq, message);
         let e = p.entry.clone();
         match self.blocking(move |s| ledger::finish(s, &e, outcome)).await {
             Ok(row) => {
@@ -329,7 +383,6 @@ impl Engine {
             }
             Err(e) => tracing::error!(seq, "cannot seal the entry: {e}"),
         }
-        lock(&self.messages).insert(seq, message);
         self.sealed.send_replace(seq);
     }
 

@@ -194,8 +194,13 @@ pub struct Engine {
 /// client that goes away never leaves it half done.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// A pinned stack, already parsed (validated against the store when prepared).
-    Deploy(PinnedStack),
+    /// A pinned stack, already parsed (validated against the store when
+    /// prepared), with the values of its secrets (kept once every check
+    /// passed; a secret not sent must be held already).
+    Deploy {
+        stack: PinnedStack,
+        secrets: Vec<Vec<u8>>,
+    },
     Scale {
         service: String,
         replicas: u32,

@@ -9,6 +9,8 @@ impl Engine {
         spec: &PinnedService,
         slot: u32,
     ) -> Result<Replica> {
+        // The daemon may have been restarted with other --allow-bind dirs.
+        self.check_binds(name, spec)?;
         let version = spec.version();
         let cname = format!("{stack}.{name}.{slot}.{version}.{}", random6());
         let started = self.runtime.start(&cname, spec).await?;

@@ -21,6 +21,19 @@ impl Engine {
         let order = stack.start_order();
         'services: for (name, spec) in order.iter().filter_map(|n| stack.services.get_key_value(n)) {
             let k = key(&stack.name, name);
+            // depends_on: a dependency that is not there stops this service
+            // as its own failure would (continue: skipped, tolerated).
+            if let Some(why) = self.unready_dependency(&stack.name, spec) {
+                failure = Some(format!("service {name}: {why}"));
+                failed_at.get_or_insert_with(Instant::now);
+                if spec.update.failure_action != FailureAction::Continue {
+                    stopped_by = Some(spec.update.failure_action);
+                    break 'services;
+                }
+                tolerated.push(failure.take().unwrap_or_default());
+                failed_at = None;
+                continue 'services;
+            }
             let pool = self.pool(&stack.name, name);
             let version = spec.version();
             let mut current = self.with_service(&stack.name, name, |s| {
@@ -215,6 +228,36 @@ impl Engine {
                 format!("converged; tolerated: {}", tolerated.join("; ")),
             )
         }
+    }
+
+    /// The first of `spec`'s dependencies that its condition does not find
+    /// there: service_healthy wants every desired replica serving,
+    /// service_started one replica running.
+    fn unready_dependency(&self, stack: &str, spec: &PinnedService) -> Option<String> {
+        use crate::compose::Condition;
+        let services = lock(&self.services);
+        for (dep, condition) in &spec.depends_on {
+            let Some(s) = services.get(&key(stack, dep)) else {
+                return Some(format!("dependency {dep} is not deployed"));
+            };
+            let desired = s.spec.replicas as usize;
+            let serving = s.replicas.iter().filter(|r| r.serving()).count();
+            let ok = match condition {
+                Condition::ServiceHealthy => serving >= desired,
+                Condition::ServiceStarted => desired == 0 || !s.replicas.is_empty(),
+            };
+            if !ok {
+                return Some(format!(
+                    "dependency {dep} is not {} ({serving} of {desired} replicas serving)",
+                    if *condition == Condition::ServiceHealthy {
+                        "healthy"
+                    } else {
+                        "started"
+                    }
+                ));
+            }
+        }
+        None
     }
 
     pub(super) async fn finish_parked(self: &Arc<Self>, parked: BTreeMap<String, Vec<Replica>>) {

@@ -360,6 +360,21 @@ async fn dependencies_start_first_and_are_ready_before_their_dependents() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_dependent_does_not_start_while_its_dependency_is_unhealthy() {
+    use crate::compose::Condition;
+    let w = world().await;
+    let go_on = update(Order::StartFirst, 1, FailureAction::Continue, 0.0);
+    lock(&w.fake.state).sick.insert((w.v[1].to_string(), 0));
+    let db = service(&w.v[1], 1, ingot_testsupport::free_port(), go_on.clone());
+    let mut api = service(&w.v[0], 1, ingot_testsupport::free_port(), go_on);
+    api.depends_on.insert("db".into(), Condition::ServiceHealthy);
+    let r = deploy(&w, &stack(vec![("api", api), ("db", db)])).await;
+    assert!(r.message.contains("dependency db is not healthy"), "{}", r.message);
+    let ev = w.fake.events();
+    assert!(!ev.iter().any(|e| e.starts_with("start api")), "{ev:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn stop_first_stops_each_old_replica_before_its_successor_starts() {
     let w = world().await;
     let p = ingot_testsupport::free_port();
@@ -580,7 +595,18 @@ async fn a_change_of_one_stack_does_not_stall_another_stacks_reconcile() {
     // A slow change of stack demo (a 30 s monitor period) ...
     a.services.get_mut("web").unwrap().digest = w.v[1].clone();
     a.services.get_mut("web").unwrap().update.monitor_ms = 30_000;
-    let entry = w.engine.submit(Change::Deploy(a), "test".into(), None).await.unwrap();
+    let entry = w
+        .engine
+        .submit(
+            Change::Deploy {
+                stack: a,
+                secrets: Vec::new(),
+            },
+            "test".into(),
+            None,
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     // ... while stack other's replica dies: replaced well before the change ends.
     w.fake.kill("api.1.v1");

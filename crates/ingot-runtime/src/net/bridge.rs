@@ -74,8 +74,10 @@ fn link_exists(name: &str) -> bool {
 /// Creates the bridge if missing and makes sure it is up with its address.
 /// Safe to race with other processes doing the same.
 pub fn ensure_bridge() -> Result<()> {
-    let setup = || -> Result<(), String> {
+    let mut created = false;
+    let mut setup = || -> Result<(), String> {
         if !link_exists(BRIDGE) {
+            created = true;
             if let Err(e) = ip(&["link", "add", BRIDGE, "type", "bridge"], None, None) {
                 if !link_exists(BRIDGE) {
                     return Err(e);
@@ -96,7 +98,90 @@ pub fn ensure_bridge() -> Result<()> {
         ip(&["addr", "replace", &addr, "dev", BRIDGE], None, None)?;
         ip(&["link", "set", BRIDGE, "up"], None, None)
     };
-    setup().map_err(|e| RuntimeError::Setup(format!("bridge {BRIDGE}: {e}")))
+    setup().map_err(|e| RuntimeError::Setup(format!("bridge {BRIDGE}: {e}")))?;
+    // Once per boot (the mark is on /run's tmpfs, as the rules are in the
+    // kernel) and whenever the bridge is made; the daemon re-checks at start.
+    let mark = std::path::Path::new(super::ipam::RUN_DIR).join("forwarding");
+    if created || !mark.exists() {
+        ensure_forwarding()?;
+        let _ = std::fs::create_dir_all(super::ipam::RUN_DIR);
+        let _ = std::fs::write(&mark, b"");
+    }
+    Ok(())
+}
+
+/// The chains ingot keeps its rules in (in the filter and nat tables).
+pub const FORWARD_CHAIN: &str = "INGOT-FORWARD";
+pub const NAT_CHAIN: &str = "INGOT-POSTROUTING";
+
+/// Lets the bridge's traffic through a host whose FORWARD policy drops it
+/// (Docker's engine sets DROP, and with br_netfilter even traffic between
+/// two ports of one bridge passes FORWARD), and masquerades what leaves
+/// for other networks, so containers reach the outside (egress NAT).
+/// ingot's rules live in chains of its own, jumped to first from FORWARD
+/// and POSTROUTING; made when the bridge is made and by the daemon at
+/// start-up; idempotent and safe to race (iptables' lock, check before add).
+pub fn ensure_forwarding() -> Result<()> {
+    let subnet = format!("{GATEWAY}/{PREFIX}");
+    let steps: [(&str, &str, &[&str], bool); 5] = [
+        ("filter", "FORWARD", &["-j", FORWARD_CHAIN], true),
+        ("filter", FORWARD_CHAIN, &["-i", BRIDGE, "-j", "ACCEPT"], false),
+        (
+            "filter",
+            FORWARD_CHAIN,
+            &[
+                "-o",
+                BRIDGE,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+            false,
+        ),
+        ("nat", "POSTROUTING", &["-j", NAT_CHAIN], true),
+        (
+            "nat",
+            NAT_CHAIN,
+            &["-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"],
+            false,
+        ),
+    ];
+    let run = |args: &[&str]| -> Result<bool, String> {
+        let out = Command::new("iptables")
+            .arg("-w")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("iptables: {e} (install iptables)"))?;
+        Ok(out.status.success())
+    };
+    let setup = || -> Result<(), String> {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| format!("enable IP forwarding: {e}"))?;
+        for chain in [("filter", FORWARD_CHAIN), ("nat", NAT_CHAIN)] {
+            // -N fails when the chain exists: fine.
+            run(&["-t", chain.0, "-N", chain.1])?;
+        }
+        for (table, chain, rule, first) in steps {
+            let mut check = vec!["-t", table, "-C", chain];
+            check.extend_from_slice(rule);
+            if run(&check)? {
+                continue;
+            }
+            let mut add = vec!["-t", table, if first { "-I" } else { "-A" }, chain];
+            if first {
+                add.push("1");
+            }
+            add.extend_from_slice(rule);
+            if !run(&add)? && !run(&check)? {
+                return Err(format!("iptables {} failed", add.join(" ")));
+            }
+        }
+        Ok(())
+    };
+    setup().map_err(|e| RuntimeError::Setup(format!("forwarding for {BRIDGE}: {e}")))
 }
 
 /// The host end's name for container `id` (at most 15 bytes, IFNAMSIZ).

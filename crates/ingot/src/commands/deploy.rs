@@ -68,6 +68,10 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
     if let Some(p) = policy {
         ingot_trust::policy::Policy::load(p)?;
     }
+    // Replicas talk to each other and out through the bridge, whatever the
+    // host's FORWARD policy (rules in ingot's own chains, re-checked here).
+    ingot_runtime::net::bridge::ensure_bridge()?;
+    ingot_runtime::net::bridge::ensure_forwarding()?;
     // Monitors and health checks run this same (protected) binary.
     let exe = std::path::PathBuf::from("/proc/self/exe");
     let sock = sock.map(Path::to_path_buf).unwrap_or_else(|| root.join("ingot.sock"));
@@ -281,6 +285,9 @@ pub fn stack_rm(root: &Path, cli: &Cli, stack: &str, volumes: bool) -> Result<Ex
     let code = change(root, cli, "DELETE", &format!("/v1/stacks/{stack}"), None, false)?;
     if !volumes || code != ExitCode::SUCCESS {
         return Ok(code);
+    }
+    if std::env::var("INGOT_HOST").is_ok_and(|h| !h.is_empty()) {
+        bail!("stack {stack} removed; its volumes are on the daemon's host: run `ingot volume rm` there");
     }
     let store = Store::open(root)?;
     for v in store

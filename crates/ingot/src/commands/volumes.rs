@@ -9,7 +9,28 @@ use serde_json::json;
 use crate::cli::{Cli, Format, VolumeCommand};
 use crate::output;
 
+/// Volumes a deployed stack declares (by its ledger): not removed, even
+/// between two replicas (a stop-first update), until `stack rm`.
+fn declared(store: &Store) -> Result<std::collections::BTreeMap<String, String>> {
+    let rows = store.ledger_rows()?;
+    Ok(ingot_deploy::ledger::desired(&rows)?
+        .into_values()
+        .flat_map(|s| {
+            let stack = s.name.clone();
+            s.volumes.into_values().map(move |v| (v.name, stack.clone()))
+        })
+        .collect())
+}
+
+fn check_local() -> Result<()> {
+    if std::env::var("INGOT_HOST").is_ok_and(|h| !h.is_empty()) {
+        anyhow::bail!("volumes are managed on the daemon's host (INGOT_HOST is set): run this there");
+    }
+    Ok(())
+}
+
 pub fn volume(store: &Store, cli: &Cli, command: &VolumeCommand) -> Result<ExitCode> {
+    check_local()?;
     match command {
         VolumeCommand::Ls => {
             let all = store.volumes()?;
@@ -49,14 +70,21 @@ pub fn volume(store: &Store, cli: &Cli, command: &VolumeCommand) -> Result<ExitC
         }
         VolumeCommand::Rm { names } => {
             // Each named, the first failure stops (as docker volume rm).
+            let declared = declared(store)?;
             for n in names {
+                if let Some(stack) = declared.get(n) {
+                    anyhow::bail!(
+                        "volume {n} belongs to deployed stack {stack}; `ingot stack rm --volumes {stack}` removes both"
+                    );
+                }
                 store.remove_volume(n)?;
                 println!("{n}");
             }
         }
         VolumeCommand::Prune => {
+            let declared = declared(store)?;
             for v in store.volumes()? {
-                if store.volume_users(&v.name)?.is_empty() {
+                if !declared.contains_key(&v.name) && store.volume_users(&v.name)?.is_empty() {
                     store.remove_volume(&v.name)?;
                     println!("{}", v.name);
                 }
