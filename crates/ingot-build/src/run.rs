@@ -66,6 +66,7 @@ pub(crate) fn run(
         binds: Vec::new(),
         tmpfs: Vec::new(),
         files: Vec::new(),
+        dns: Vec::new(),
         memory: None,
         cpus: None,
         pids_limit: None,

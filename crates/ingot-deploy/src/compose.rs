@@ -125,6 +125,8 @@ pub struct DeployDef {
     #[serde(default)]
     pub mode: Option<String>,
     #[serde(default)]
+    pub endpoint_mode: Option<String>,
+    #[serde(default)]
     pub replicas: Option<u32>,
     #[serde(default)]
     pub update_config: Option<UpdateDef>,
@@ -345,6 +347,23 @@ pub enum SecretSource {
     Environment(String),
 }
 
+/// How the service's name resolves inside its stack (`deploy.endpoint_mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// One stable virtual address, served by the mesh (healthy replicas).
+    #[default]
+    Vip,
+    /// The healthy replicas' own addresses.
+    Dnsrr,
+}
+
+impl EndpointMode {
+    pub fn is_vip(&self) -> bool {
+        *self == EndpointMode::Vip
+    }
+}
+
 /// When a dependency counts as there (`depends_on.X.condition`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -559,6 +578,7 @@ pub struct ServiceDef {
     /// `None`: the image's HEALTHCHECK (if any); `Some(None)`: disabled.
     pub health: Option<Option<Health>>,
     pub replicas: u32,
+    pub endpoint_mode: EndpointMode,
     pub update: UpdatePolicy,
     pub rollback: UpdatePolicy,
     pub restart: RestartPolicy,
@@ -874,6 +894,11 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             ports,
             health,
             replicas: deploy.replicas.unwrap_or(1),
+            endpoint_mode: match deploy.endpoint_mode.as_deref() {
+                None | Some("vip") => EndpointMode::Vip,
+                Some("dnsrr") => EndpointMode::Dnsrr,
+                Some(other) => return Err(at(format!("deploy.endpoint_mode: {other:?} is not vip or dnsrr"))),
+            },
             update,
             rollback,
             restart,

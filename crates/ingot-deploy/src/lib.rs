@@ -14,6 +14,7 @@
 pub mod api;
 pub mod client;
 pub mod compose;
+pub mod dns;
 pub mod drift;
 pub mod engine;
 pub mod health;

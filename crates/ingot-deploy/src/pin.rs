@@ -11,7 +11,8 @@ use ingot_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::compose::{
-    Condition, ConfigSource, Health, MountType, Port, Resources, RestartPolicy, SecretSource, StackDef, UpdatePolicy,
+    Condition, ConfigSource, EndpointMode, Health, MountType, Port, Resources, RestartPolicy, SecretSource, StackDef,
+    UpdatePolicy,
 };
 use crate::{DeployError, Result};
 
@@ -121,6 +122,13 @@ pub struct PinnedService {
     pub ports: Vec<Port>,
     pub health: Option<Health>,
     pub replicas: u32,
+    /// vip (default) or dnsrr.
+    #[serde(default, skip_serializing_if = "EndpointMode::is_vip")]
+    pub endpoint_mode: EndpointMode,
+    /// The image's EXPOSEd TCP ports: the first is the service's port on
+    /// its virtual address when it publishes none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<u16>,
     pub update: UpdatePolicy,
     pub rollback: UpdatePolicy,
     pub restart: RestartPolicy,
@@ -320,6 +328,7 @@ pub fn pin(
             Some(h) => h.clone(),
             None => image_health(store, &img)?,
         };
+        let expose = image_expose(store, &img)?;
         services.insert(
             s.name.clone(),
             PinnedService {
@@ -331,6 +340,8 @@ pub fn pin(
                 ports: s.ports.clone(),
                 health,
                 replicas: s.replicas,
+                endpoint_mode: s.endpoint_mode,
+                expose,
                 update: s.update.clone(),
                 rollback: s.rollback.clone(),
                 restart: s.restart.clone(),
@@ -378,6 +389,28 @@ pub fn pin(
         },
         values,
     ))
+}
+
+/// The image's EXPOSEd TCP ports, lowest first.
+fn image_expose(store: &Store, img: &ingot_store::Image) -> Result<Vec<u16>> {
+    let Some((_, config)) = store.config(&img.manifest)? else {
+        return Ok(Vec::new());
+    };
+    let mut ports: Vec<u16> = config
+        .config
+        .as_ref()
+        .and_then(|c| c["ExposedPorts"].as_object().cloned())
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| {
+            let (port, proto) = k.split_once('/').unwrap_or((k.as_str(), "tcp"));
+            (proto == "tcp").then(|| port.parse().ok()).flatten()
+        })
+        .filter(|p| *p != 0)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
 }
 
 /// The image's HEALTHCHECK, as a pinned health check.

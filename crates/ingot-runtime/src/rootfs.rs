@@ -44,10 +44,14 @@ pub fn write_etc_files(dir: &Path, spec: &ContainerSpec, address: Option<&str>) 
         ),
     };
     fs::write(dir.join("hosts"), hosts)?;
-    fs::write(
-        dir.join("resolv.conf"),
-        fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
-    )?;
+    let resolv = if spec.dns.is_empty() {
+        fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    } else {
+        let mut text: String = spec.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+        text.push_str("options ndots:0\n");
+        text
+    };
+    fs::write(dir.join("resolv.conf"), resolv)?;
     Ok(())
 }
 

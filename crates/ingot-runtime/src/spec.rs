@@ -140,6 +140,9 @@ pub struct ContainerSpec {
     pub tmpfs: Vec<String>,
     #[serde(default)]
     pub files: Vec<FileMount>,
+    /// Name servers for /etc/resolv.conf (else the host's file).
+    #[serde(default)]
+    pub dns: Vec<String>,
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     pub pids_limit: Option<i64>,
@@ -175,6 +178,8 @@ pub struct RunOptions {
     pub files: Vec<FileMount>,
     /// Binds ready made (a deployer's volumes and bind mounts), after `volumes`.
     pub mounts: Vec<Bind>,
+    /// Name servers (addresses) for the container's /etc/resolv.conf.
+    pub dns: Vec<std::net::IpAddr>,
     pub read_write: bool,
     pub hostname: Option<String>,
     pub auto_remove: bool,
@@ -348,6 +353,7 @@ impl ContainerSpec {
             binds,
             tmpfs,
             files: files(&opts.files)?,
+            dns: opts.dns.iter().map(ToString::to_string).collect(),
             memory: opts.memory.as_deref().map(parse_memory).transpose()?,
             cpus: opts.cpus.as_deref().map(parse_cpus).transpose()?,
             pids_limit: opts.pids_limit.filter(|p| *p > 0),

@@ -1267,3 +1267,89 @@ fn volumes_keep_data_across_updates_restarts_and_stack_rm() {
     assert!(!ingot.root().join("volumes/vol_data").exists());
     drop(daemon);
 }
+
+#[test]
+fn services_find_each_other_by_name_through_dns_and_virtual_addresses() {
+    let test = "services_find_each_other_by_name_through_dns_and_virtual_addresses";
+    let Some(ingot) = with_versions(test) else {
+        return;
+    };
+    let stack = |api: &str| {
+        let text = format!(
+            "services:\n  api:\n    image: {api}\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      update_config: {{parallelism: 1, order: start-first}}\n  rr:\n    image: hello:1\n    stop_grace_period: 1s\n    deploy:\n      replicas: 2\n      endpoint_mode: dnsrr\n  web:\n    image: hello:1\n    stop_grace_period: 1s\n    depends_on: [api]\n"
+        );
+        ingot.write("disc.yml", text.as_bytes()).to_str().unwrap().to_string()
+    };
+    let _daemon = Daemon::start(&ingot);
+    ingot.ok(&["deploy", "-f", &stack("hello:1"), "--name", "disc"]);
+    let web = ingot.json(&["service", "ps", "disc_web"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // By the service's name and by STACK_SERVICE, through the mesh on its
+    // virtual address (the image EXPOSEs 8080; no port is published).
+    for name in ["api", "disc_api"] {
+        let page = ingot.ok(&["exec", &web, "wget", "-q", "-O", "-", &format!("http://{name}:8080/")]);
+        assert!(page.contains("version one"), "{name}: {page}");
+    }
+    let look = |name: &str| ingot.run(&["exec", &web, "/bin/busybox", "nslookup", name]);
+    let vip = String::from_utf8_lossy(&look("api").stdout).to_string();
+    assert!(vip.contains("10.232."), "a virtual address: {vip}");
+    // dnsrr: the healthy replicas' own addresses.
+    let rr = String::from_utf8_lossy(&look("rr").stdout).to_string();
+    let addrs: Vec<String> = ingot
+        .json(&["service", "ps", "disc_rr"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(addrs.len(), 2);
+    for a in &addrs {
+        assert!(rr.contains(a.as_str()), "{a} not in {rr}");
+    }
+
+    // A rolling update of the API under a load loop from inside the web
+    // replica, through the name: no request fails.
+    let loop_cmd = "i=0; f=0; while [ $i -lt 150 ]; do wget -q -O /dev/null http://api:8080/ || f=$((f+1)); i=$((i+1)); done; echo failures=$f";
+    let (ingot_path, root, web_c) = (BIN.to_string(), ingot.root().to_path_buf(), web.clone());
+    let load = std::thread::spawn(move || {
+        Command::new(ingot_path)
+            .arg("--root")
+            .arg(root)
+            .args(["exec", &web_c, "sh", "-c", loop_cmd])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    ingot.ok(&["deploy", "-f", &stack("hello:2"), "--name", "disc"]);
+    let out = load.join().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        said.trim(),
+        "failures=0",
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = ingot.ok(&["exec", &web, "wget", "-q", "-O", "-", "http://api:8080/"]);
+    assert!(page.contains("version two"), "{page}");
+
+    // Another stack does not see this stack's names.
+    let other = ingot.write(
+        "other.yml",
+        b"services:\n  x:\n    image: hello:1\n    stop_grace_period: 1s\n",
+    );
+    ingot.ok(&["deploy", "-f", other.to_str().unwrap(), "--name", "other"]);
+    let x = ingot.json(&["service", "ps", "other_x"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen = ingot.run(&["exec", &x, "/bin/busybox", "nslookup", "api"]);
+    assert!(
+        !String::from_utf8_lossy(&seen.stdout).contains("10.232."),
+        "another stack resolved api: {}",
+        String::from_utf8_lossy(&seen.stdout)
+    );
+    ingot.ok(&["stack", "rm", "other"]);
+    ingot.ok(&["stack", "rm", "disc"]);
+}

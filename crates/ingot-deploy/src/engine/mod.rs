@@ -188,6 +188,10 @@ pub struct Engine {
     closing: tokio::sync::watch::Sender<bool>,
     /// Host directories a stack may bind-mount from (`daemon --allow-bind`).
     bind_roots: Mutex<Vec<PathBuf>>,
+    /// Each service's virtual address (STACK_SERVICE -> address).
+    vips: Mutex<BTreeMap<String, std::net::Ipv4Addr>>,
+    /// Set by the daemon once the virtual addresses are routed to this host.
+    serve_vips: std::sync::atomic::AtomicBool,
 }
 
 /// A change the API asks for; carried out by a task of its own, so a
@@ -289,7 +293,18 @@ impl Engine {
             ready: std::sync::atomic::AtomicBool::new(false),
             closing: tokio::sync::watch::channel(false).0,
             bind_roots: Mutex::new(Vec::new()),
+            vips: Mutex::new(BTreeMap::new()),
+            serve_vips: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Serves `endpoint_mode: vip` services on their virtual addresses
+    /// (the daemon calls it once [`VIP_SUBNET`] is routed here); without
+    /// it names resolve to the replicas' own addresses.
+    ///
+    /// [`VIP_SUBNET`]: ingot_runtime::net::bridge::VIP_SUBNET
+    pub fn serve_vips(&self) {
+        self.serve_vips.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Lets stacks bind-mount host paths under `roots` (none by default:

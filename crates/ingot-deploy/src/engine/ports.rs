@@ -11,14 +11,83 @@ impl Engine {
     }
 
     pub(super) fn backend(&self, spec: &PinnedService, r: &Replica) -> Option<SocketAddr> {
-        let port = spec.ports.first()?.target;
+        let port = service_port(spec)?;
         format!("{}:{port}", r.address.as_deref()?).parse().ok()
     }
 
-    /// Every (host address, service key) a stack would listen on.
-    pub(super) fn wanted_listeners(stack: &PinnedStack) -> Result<Vec<(SocketAddr, String)>> {
+    /// Service `key`'s virtual address: stable while the daemon runs, the
+    /// same after a restart for the same services (a hash of the name,
+    /// probing past the addresses taken).
+    pub(super) fn vip(&self, key: &str) -> std::net::Ipv4Addr {
+        let mut vips = lock(&self.vips);
+        if let Some(a) = vips.get(key) {
+            return *a;
+        }
+        // The root in the seed: daemons of two roots on one host do not
+        // share addresses.
+        let seed = format!("{}\0{key}", self.root.display());
+        let mut probe = 0;
+        loop {
+            let a = ingot_runtime::net::bridge::address_in_16(
+                std::net::Ipv4Addr::new(10, 232, 0, 0),
+                seed.as_bytes(),
+                probe,
+            );
+            if !vips.values().any(|v| *v == a) {
+                vips.insert(key.to_string(), a);
+                return a;
+            }
+            probe += 1;
+        }
+    }
+
+    /// The addresses `name` resolves to for the replica at `client`, when
+    /// it names a service of the client's stack (`SERVICE` or
+    /// `STACK_SERVICE`): its virtual address (vip), or its serving
+    /// replicas' addresses (dnsrr). `None`: not a name of that stack.
+    pub fn resolve(&self, client: std::net::Ipv4Addr, name: &str) -> Option<Vec<std::net::Ipv4Addr>> {
+        let client = client.to_string();
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let (stack, wanted) = {
+            let services = lock(&self.services);
+            let stack = services
+                .values()
+                .find(|s| s.replicas.iter().any(|r| r.address.as_deref() == Some(client.as_str())))?
+                .stack
+                .clone();
+            let svc = services.values().find(|s| {
+                s.stack == stack
+                    && (s.name.to_ascii_lowercase() == name || key(&s.stack, &s.name).to_ascii_lowercase() == name)
+            })?;
+            let addrs: Vec<std::net::Ipv4Addr> = svc
+                .replicas
+                .iter()
+                .filter(|r| r.serving())
+                .filter_map(|r| r.address.as_deref()?.parse().ok())
+                .collect();
+            (
+                stack,
+                (svc.name.clone(), svc.spec.endpoint_mode, service_port(&svc.spec), addrs),
+            )
+        };
+        let (svc, mode, port, addrs) = wanted;
+        let vips = self.serve_vips.load(std::sync::atomic::Ordering::SeqCst);
+        match (mode, port) {
+            (crate::compose::EndpointMode::Vip, Some(_)) if vips => Some(vec![self.vip(&key(&stack, &svc))]),
+            _ => Some(addrs),
+        }
+    }
+
+    /// Every (address, service key) a stack would listen on: published
+    /// ports, and each vip service's port on its virtual address.
+    pub(super) fn wanted_listeners(&self, stack: &PinnedStack) -> Result<Vec<(SocketAddr, String)>> {
         let mut out = Vec::new();
         for (name, s) in &stack.services {
+            let vips = self.serve_vips.load(std::sync::atomic::Ordering::SeqCst);
+            if let (true, Some(port)) = (vips && s.endpoint_mode.is_vip(), service_port(s)) {
+                let vip = self.vip(&key(&stack.name, name));
+                out.push((SocketAddr::from((vip, port)), key(&stack.name, name)));
+            }
             for p in &s.ports {
                 let addr: SocketAddr = format!("{}:{}", p.host_ip, p.published)
                     .parse()
@@ -32,7 +101,7 @@ impl Engine {
     /// Binds the stack's published ports that are not yet bound; a port in
     /// use by another service or process is an error naming it.
     pub(super) async fn bind_ports(&self, stack: &PinnedStack) -> Result<()> {
-        for (addr, svc) in Self::wanted_listeners(stack)? {
+        for (addr, svc) in self.wanted_listeners(stack)? {
             let owner = lock(&self.listeners).get(&addr).map(|(s, _)| s.clone());
             match owner {
                 Some(o) if o == svc => continue,
@@ -88,4 +157,13 @@ impl Engine {
         });
         Ok(())
     }
+}
+
+/// A service's port behind the mesh: its first published port's target,
+/// else the image's first EXPOSEd port.
+pub(super) fn service_port(spec: &PinnedService) -> Option<u16> {
+    spec.ports
+        .first()
+        .map(|p| p.target)
+        .or_else(|| spec.expose.first().copied())
 }

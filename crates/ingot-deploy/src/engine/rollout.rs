@@ -213,7 +213,7 @@ impl Engine {
                 self.remove_service(&stack.name, name).await;
             }
         }
-        if let Ok(wanted) = Self::wanted_listeners(stack) {
+        if let Ok(wanted) = self.wanted_listeners(stack) {
             for name in stack.services.keys() {
                 let k = key(&stack.name, name);
                 let keep: Vec<SocketAddr> = wanted.iter().filter(|(_, s)| *s == k).map(|(a, _)| *a).collect();

@@ -102,6 +102,8 @@ impl LocalRuntime {
             entrypoint,
             command,
             network: ingot_runtime::NetworkMode::Bridge,
+            // The daemon's DNS server (crate::dns).
+            dns: vec![crate::dns::address(&self.root).ip()],
             mounts: spec
                 .mounts
                 .iter()

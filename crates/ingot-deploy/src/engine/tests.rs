@@ -243,6 +243,8 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
             start_period_ms: 0,
         }),
         replicas,
+        endpoint_mode: Default::default(),
+        expose: vec![],
         rollback: update.clone(),
         update,
         restart: RestartPolicy {

@@ -110,6 +110,33 @@ pub fn ensure_bridge() -> Result<()> {
     Ok(())
 }
 
+/// Services' virtual addresses (`endpoint_mode: vip`): a local route, so
+/// the daemon's mesh can listen on any of them and replicas reach them
+/// through their gateway.
+pub const VIP_SUBNET: &str = "10.232.0.0/16";
+
+/// Deploy daemons' DNS servers, one address per store root.
+pub const DNS_SUBNET: &str = "10.233.0.0/16";
+
+/// Makes [`VIP_SUBNET`] and [`DNS_SUBNET`] local to the host (idempotent).
+pub fn ensure_vip_route() -> Result<()> {
+    for subnet in [VIP_SUBNET, DNS_SUBNET] {
+        ip(&["route", "replace", "local", subnet, "dev", "lo"], None, None)
+            .map_err(|e| RuntimeError::Setup(format!("virtual addresses {subnet}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// An address in `subnet` (a /16) for `seed`: stable for the same seed,
+/// neither the network's first address nor its last.
+pub fn address_in_16(subnet: std::net::Ipv4Addr, seed: &[u8], probe: u32) -> std::net::Ipv4Addr {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    seed.hash(&mut h);
+    let n = ((h.finish() as u32).wrapping_add(probe)) % 65_534 + 1;
+    std::net::Ipv4Addr::from(u32::from(subnet) + n)
+}
+
 /// The chains ingot keeps its rules in (in the filter and nat tables).
 pub const FORWARD_CHAIN: &str = "INGOT-FORWARD";
 pub const NAT_CHAIN: &str = "INGOT-POSTROUTING";

@@ -47,6 +47,7 @@ fn options(args: &RunArgs) -> Result<RunOptions> {
         tmpfs: args.tmpfs.clone(),
         files: Vec::new(),
         mounts: Vec::new(),
+        dns: Vec::new(),
         read_write: args.read_write,
         hostname: args.hostname.clone(),
         auto_remove: args.rm,

@@ -72,11 +72,13 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
     // host's FORWARD policy (rules in ingot's own chains, re-checked here).
     ingot_runtime::net::bridge::ensure_bridge()?;
     ingot_runtime::net::bridge::ensure_forwarding()?;
+    ingot_runtime::net::bridge::ensure_vip_route()?;
     // Monitors and health checks run this same (protected) binary.
     let exe = std::path::PathBuf::from("/proc/self/exe");
     let sock = sock.map(Path::to_path_buf).unwrap_or_else(|| root.join("ingot.sock"));
     let engine = ingot_deploy::engine::Engine::new(root.to_path_buf(), exe, policy.map(Path::to_path_buf))?;
     engine.allow_binds(allow_bind);
+    engine.serve_vips();
     let tcp = match tcp {
         Some(addr) => {
             let dir = tls_dir.map(Path::to_path_buf).unwrap_or_else(|| root.join("tls"));
@@ -93,6 +95,13 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
     };
     let quiet = cli.quiet;
     rt()?.block_on(async move {
+        // Service discovery for the replicas (crate ingot_deploy::dns).
+        let dns = engine.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ingot_deploy::dns::serve(dns).await {
+                tracing::error!("service discovery: no DNS server: {e}");
+            }
+        });
         if !quiet {
             eprintln!("ingot: daemon listening on {}", sock.display());
             if let Some((addr, dir)) = &tcp {
