@@ -578,6 +578,8 @@ pub struct ServiceDef {
     /// `None`: the image's HEALTHCHECK (if any); `Some(None)`: disabled.
     pub health: Option<Option<Health>>,
     pub replicas: u32,
+    /// `deploy.mode: global`: one replica per node (here, one).
+    pub global: bool,
     pub endpoint_mode: EndpointMode,
     pub update: UpdatePolicy,
     pub rollback: UpdatePolicy,
@@ -770,11 +772,17 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             return Err(at("image: empty".into()));
         }
         let deploy = s.deploy.clone().unwrap_or_default();
-        if let Some(m) = &deploy.mode {
-            if m != "replicated" {
-                return Err(at(format!("deploy.mode: {m:?} is not supported (only \"replicated\")")));
+        // global: one replica on every node; this engine is one node.
+        let global = match deploy.mode.as_deref() {
+            None | Some("replicated") => false,
+            Some("global") if deploy.replicas.is_some() => {
+                return Err(at(
+                    "deploy.replicas: a global service runs one replica per node; drop replicas".into(),
+                ))
             }
-        }
+            Some("global") => true,
+            Some(m) => return Err(at(format!("deploy.mode: {m:?} is not replicated or global"))),
+        };
         let mut ports = Vec::new();
         for p in &s.ports {
             let port = parse_port(p).map_err(|e| at(format!("ports: {e}")))?;
@@ -894,6 +902,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             ports,
             health,
             replicas: deploy.replicas.unwrap_or(1),
+            global,
             endpoint_mode: match deploy.endpoint_mode.as_deref() {
                 None | Some("vip") => EndpointMode::Vip,
                 Some("dnsrr") => EndpointMode::Dnsrr,
@@ -1524,6 +1533,11 @@ mod tests {
             ("services:\n  a:\n    image: a\n    volumes: [\"/data\"]\n", "anonymous volumes"),
             ("services:\n  a:\n    image: a\n    volumes: [\"./x:/data:rx\"]\n", "\"rx\""),
             ("services:\n  a:\n    image: a\nvolumes:\n  d: {driver: nfs}\n", "volumes.d: only the local driver"),
+            (
+                "services:\n  a:\n    image: a\n    deploy: {mode: global, replicas: 2}\n",
+                "services.a.deploy.replicas: a global service",
+            ),
+            ("services:\n  a:\n    image: a\n    deploy: {mode: everywhere}\n", "\"everywhere\""),
             ("services:\n  a:\n    image: a\nvolumes:\n  d: {name: other}\n", "volumes.d: name is for external"),
             (
                 "services:\n  a:\n    image: a\n    volumes: [\"d:/x\", \"./y:/x\"]\nvolumes:\n  d:\n",

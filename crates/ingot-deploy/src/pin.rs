@@ -122,6 +122,9 @@ pub struct PinnedService {
     pub ports: Vec<Port>,
     pub health: Option<Health>,
     pub replicas: u32,
+    /// `deploy.mode: global`: one replica per node; not scaled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub global: bool,
     /// vip (default) or dnsrr.
     #[serde(default, skip_serializing_if = "EndpointMode::is_vip")]
     pub endpoint_mode: EndpointMode,
@@ -340,6 +343,7 @@ pub fn pin(
                 ports: s.ports.clone(),
                 health,
                 replicas: s.replicas,
+                global: s.global,
                 endpoint_mode: s.endpoint_mode,
                 expose,
                 update: s.update.clone(),
@@ -620,6 +624,11 @@ impl PinnedStack {
                 if h.retries == 0 || h.retries > 1000 {
                     return Err(f("retries")(format!("{} is not in 1..=1000", h.retries)));
                 }
+            }
+            if s.global && s.replicas != 1 {
+                return Err(field(at(".replicas"))(
+                    "a global service has one replica on this node".into(),
+                ));
             }
             if s.replicas > MAX_REPLICAS {
                 return Err(field(at(".replicas"))(format!(

@@ -258,6 +258,11 @@ impl Engine {
                     .services
                     .get_mut(&name)
                     .ok_or_else(|| DeployError::NotFound(format!("service {service:?} not found")))?;
+                if svc.global {
+                    return Err(DeployError::Invalid(format!(
+                        "service {service} is global (one replica per node): it cannot be scaled"
+                    )));
+                }
                 svc.replicas = replicas;
                 let reason = reason.or(Some(format!("scale {service}={replicas}")));
                 (ledger::SCALE, pinned, reason)

@@ -243,6 +243,7 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
             start_period_ms: 0,
         }),
         replicas,
+        global: false,
         endpoint_mode: Default::default(),
         expose: vec![],
         rollback: update.clone(),
@@ -374,6 +375,30 @@ async fn a_dependent_does_not_start_while_its_dependency_is_unhealthy() {
     assert!(r.message.contains("dependency db is not healthy"), "{}", r.message);
     let ev = w.fake.events();
     assert!(!ev.iter().any(|e| e.starts_with("start api")), "{ev:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_global_service_runs_one_replica_and_is_not_scaled() {
+    let w = world().await;
+    let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
+    let mut agent = service(&w.v[0], 1, ingot_testsupport::free_port(), u);
+    agent.global = true;
+    let r = deploy(&w, &stack(vec![("agent", agent)])).await;
+    assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
+    let e = w
+        .engine
+        .submit(
+            Change::Scale {
+                service: "agent".into(),
+                replicas: 3,
+            },
+            "test".into(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("global"), "{e}");
+    assert_eq!(w.fake.running(), labels("agent", "v1", 1..=1));
 }
 
 #[tokio::test(start_paused = true)]
