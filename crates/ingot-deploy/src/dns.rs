@@ -32,29 +32,51 @@ pub fn address(root: &Path) -> SocketAddr {
 }
 
 /// Binds [`address`] (SO_REUSEPORT, so a replacing daemon of the same
-/// root can bind it too) and answers until the task is dropped.
-pub async fn serve(engine: Arc<Engine>) -> std::io::Result<()> {
+/// root can bind it too). The daemon binds before it serves anything: no
+/// replica is given a name server that does not answer.
+pub fn bind(root: &Path) -> std::io::Result<std::net::UdpSocket> {
     use rustix::net::{sockopt, AddressFamily, SocketType};
     let fd = rustix::net::socket(AddressFamily::INET, SocketType::DGRAM, None)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
     sockopt::set_socket_reuseport(&fd, true)?;
-    rustix::net::bind(&fd, &address(&engine.root))?;
-    let std_sock = std::net::UdpSocket::from(fd);
-    std_sock.set_nonblocking(true)?;
-    let sock = Arc::new(UdpSocket::from_std(std_sock)?);
+    rustix::net::bind(&fd, &address(root))?;
+    let sock = std::net::UdpSocket::from(fd);
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
+/// The most questions answered at once; more are dropped (clients retry).
+const IN_FLIGHT: usize = 256;
+
+/// Answers on `sock` until the task is dropped. Only replicas this daemon
+/// started or adopted are answered (nothing else may use it as a relay).
+pub async fn serve(engine: Arc<Engine>, sock: std::net::UdpSocket) -> std::io::Result<()> {
+    let sock = Arc::new(UdpSocket::from_std(sock)?);
     let upstream = Arc::new(upstream());
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut buf = vec![0u8; 4096];
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(_) => continue,
         };
+        let known = match peer.ip() {
+            IpAddr::V4(a) => engine.client_stack(a).is_some(),
+            IpAddr::V6(_) => false,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        if !known {
+            continue;
+        }
         let query = buf[..n].to_vec();
         let (sock, engine, upstream) = (sock.clone(), engine.clone(), upstream.clone());
         tokio::spawn(async move {
             if let Some(answer) = answer(&engine, &upstream, &query, peer).await {
                 let _ = sock.send_to(&answer, peer).await;
             }
+            drop(slot);
         });
     }
 }

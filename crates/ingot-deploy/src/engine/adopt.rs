@@ -23,6 +23,9 @@ impl Engine {
         let existing = self.runtime.list().await?;
         let mut strays = Vec::new();
         for (c, n) in existing.iter().filter_map(|c| Some((c, ReplicaName::parse(&c.name)?))) {
+            if let Some(a) = &c.address {
+                lock(&self.clients).insert(a.clone(), n.stack.to_string());
+            }
             let spec = desired.get(n.stack).and_then(|s| s.services.get(n.service));
             let Some(spec) = spec else {
                 strays.push((c.id.clone(), 10_000));

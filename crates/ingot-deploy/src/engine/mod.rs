@@ -190,6 +190,9 @@ pub struct Engine {
     bind_roots: Mutex<Vec<PathBuf>>,
     /// Each service's virtual address (STACK_SERVICE -> address).
     vips: Mutex<BTreeMap<String, std::net::Ipv4Addr>>,
+    /// Replica address -> its stack, from the moment a replica starts (or
+    /// is adopted): who may ask the DNS server for a stack's names.
+    clients: Mutex<BTreeMap<String, String>>,
     /// Set by the daemon once the virtual addresses are routed to this host.
     serve_vips: std::sync::atomic::AtomicBool,
 }
@@ -295,6 +298,7 @@ impl Engine {
             bind_roots: Mutex::new(Vec::new()),
             vips: Mutex::new(BTreeMap::new()),
             serve_vips: std::sync::atomic::AtomicBool::new(false),
+            clients: Mutex::new(BTreeMap::new()),
         }))
     }
 

@@ -25,7 +25,8 @@ impl Engine {
         }
         // The root in the seed: daemons of two roots on one host do not
         // share addresses.
-        let seed = format!("{}\0{key}", self.root.display());
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let seed = format!("{}\0{key}", root.display());
         let mut probe = 0;
         loop {
             let a = ingot_runtime::net::bridge::address_in_16(
@@ -46,15 +47,10 @@ impl Engine {
     /// `STACK_SERVICE`): its virtual address (vip), or its serving
     /// replicas' addresses (dnsrr). `None`: not a name of that stack.
     pub fn resolve(&self, client: std::net::Ipv4Addr, name: &str) -> Option<Vec<std::net::Ipv4Addr>> {
-        let client = client.to_string();
         let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let stack = self.client_stack(client)?;
         let (stack, wanted) = {
             let services = lock(&self.services);
-            let stack = services
-                .values()
-                .find(|s| s.replicas.iter().any(|r| r.address.as_deref() == Some(client.as_str())))?
-                .stack
-                .clone();
             let svc = services.values().find(|s| {
                 s.stack == stack
                     && (s.name.to_ascii_lowercase() == name || key(&s.stack, &s.name).to_ascii_lowercase() == name)
@@ -76,6 +72,12 @@ impl Engine {
             (crate::compose::EndpointMode::Vip, Some(_)) if vips => Some(vec![self.vip(&key(&stack, &svc))]),
             _ => Some(addrs),
         }
+    }
+
+    /// The stack of the replica at `client`, if it is one this daemon
+    /// started or adopted (starting and draining ones included).
+    pub fn client_stack(&self, client: std::net::Ipv4Addr) -> Option<String> {
+        lock(&self.clients).get(&client.to_string()).cloned()
     }
 
     /// Every (address, service key) a stack would listen on: published

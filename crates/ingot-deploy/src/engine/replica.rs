@@ -14,6 +14,10 @@ impl Engine {
         let version = spec.version();
         let cname = format!("{stack}.{name}.{slot}.{version}.{}", random6());
         let started = self.runtime.start(&cname, spec).await?;
+        // Its stack's names resolve for it from now on (crate::dns).
+        if let Some(a) = started.address.as_deref() {
+            lock(&self.clients).insert(a.to_string(), stack.to_string());
+        }
         tracing::info!(replica = %cname, "started");
         Ok(Replica {
             id: started.id,
@@ -41,7 +45,13 @@ impl Engine {
         if let Some(h) = &spec.health {
             return self.runtime.check(&r.id, h).await;
         }
-        match self.backend(spec, r) {
+        // TCP readiness on a published port only: an image's EXPOSE is a
+        // hint, not a promise that the replica listens there.
+        let published = spec
+            .ports
+            .first()
+            .and_then(|p| format!("{}:{}", r.address.as_deref()?, p.target).parse().ok());
+        match published {
             Some(a) => self.runtime.reachable(a, Duration::from_millis(500)).await,
             None => true,
         }

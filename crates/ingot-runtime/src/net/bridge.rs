@@ -127,19 +127,21 @@ pub fn ensure_vip_route() -> Result<()> {
     Ok(())
 }
 
-/// An address in `subnet` (a /16) for `seed`: stable for the same seed,
-/// neither the network's first address nor its last.
+/// An address in `subnet` (a /16) for `seed`: the same for the same seed
+/// in every process and version (SHA-256), neither the network's first
+/// address nor its last. Addresses of different seeds may collide
+/// (1 in 65,534); callers probe on.
 pub fn address_in_16(subnet: std::net::Ipv4Addr, seed: &[u8], probe: u32) -> std::net::Ipv4Addr {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    seed.hash(&mut h);
-    let n = ((h.finish() as u32).wrapping_add(probe)) % 65_534 + 1;
+    let hex = ingot_oci::Digest::sha256(seed).hex().to_string();
+    let h = u32::from_str_radix(&hex[..8], 16).unwrap_or(0);
+    let n = h.wrapping_add(probe) % 65_534 + 1;
     std::net::Ipv4Addr::from(u32::from(subnet) + n)
 }
 
 /// The chains ingot keeps its rules in (in the filter and nat tables).
 pub const FORWARD_CHAIN: &str = "INGOT-FORWARD";
 pub const NAT_CHAIN: &str = "INGOT-POSTROUTING";
+pub const INPUT_CHAIN: &str = "INGOT-INPUT";
 
 /// Lets the bridge's traffic through a host whose FORWARD policy drops it
 /// (Docker's engine sets DROP, and with br_netfilter even traffic between
@@ -150,7 +152,13 @@ pub const NAT_CHAIN: &str = "INGOT-POSTROUTING";
 /// start-up; idempotent and safe to race (iptables' lock, check before add).
 pub fn ensure_forwarding() -> Result<()> {
     let subnet = format!("{GATEWAY}/{PREFIX}");
-    let steps: [(&str, &str, &[&str], bool); 5] = [
+    let steps: [(&str, &str, &[&str], bool); 9] = [
+        // The virtual and DNS addresses (routed local) answer the host and
+        // its bridge only, never another interface's traffic.
+        ("filter", "INPUT", &["-j", INPUT_CHAIN], true),
+        ("filter", INPUT_CHAIN, &["-i", BRIDGE, "-j", "RETURN"], false),
+        ("filter", INPUT_CHAIN, &["-i", "lo", "-j", "RETURN"], false),
+        ("filter", INPUT_CHAIN, &["-d", "10.232.0.0/15", "-j", "DROP"], false),
         ("filter", "FORWARD", &["-j", FORWARD_CHAIN], true),
         ("filter", FORWARD_CHAIN, &["-i", BRIDGE, "-j", "ACCEPT"], false),
         (
@@ -187,7 +195,7 @@ pub fn ensure_forwarding() -> Result<()> {
     };
     let setup = || -> Result<(), String> {
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|e| format!("enable IP forwarding: {e}"))?;
-        for chain in [("filter", FORWARD_CHAIN), ("nat", NAT_CHAIN)] {
+        for chain in [("filter", FORWARD_CHAIN), ("filter", INPUT_CHAIN), ("nat", NAT_CHAIN)] {
             // -N fails when the chain exists: fine.
             run(&["-t", chain.0, "-N", chain.1])?;
         }

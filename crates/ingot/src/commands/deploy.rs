@@ -79,6 +79,14 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
     let engine = ingot_deploy::engine::Engine::new(root.to_path_buf(), exe, policy.map(Path::to_path_buf))?;
     engine.allow_binds(allow_bind);
     engine.serve_vips();
+    // Service discovery for the replicas (ingot_deploy::dns): bound now, so
+    // a daemon that cannot answer their names does not start.
+    let dns_socket = ingot_deploy::dns::bind(root).with_context(|| {
+        format!(
+            "service discovery: cannot bind DNS on {}",
+            ingot_deploy::dns::address(root)
+        )
+    })?;
     let tcp = match tcp {
         Some(addr) => {
             let dir = tls_dir.map(Path::to_path_buf).unwrap_or_else(|| root.join("tls"));
@@ -98,8 +106,8 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
         // Service discovery for the replicas (crate ingot_deploy::dns).
         let dns = engine.clone();
         tokio::spawn(async move {
-            if let Err(e) = ingot_deploy::dns::serve(dns).await {
-                tracing::error!("service discovery: no DNS server: {e}");
+            if let Err(e) = ingot_deploy::dns::serve(dns, dns_socket).await {
+                tracing::error!("service discovery: the DNS server stopped: {e}");
             }
         });
         if !quiet {
