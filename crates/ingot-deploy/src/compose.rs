@@ -564,6 +564,10 @@ pub struct Health {
     pub timeout_ms: u64,
     pub retries: u32,
     pub start_period_ms: u64,
+    /// How often a starting replica is probed during `start_period`
+    /// (else every 100 ms, to roll out fast).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_interval_ms: Option<u64>,
 }
 
 /// One service, checked and with defaults applied (images not yet pinned).
@@ -1310,6 +1314,13 @@ fn parse_health(h: &HealthcheckDef) -> std::result::Result<Option<Health>, Strin
         timeout_ms: d(&h.timeout, "timeout", 30_000)?.max(1),
         retries: h.retries.unwrap_or(3).max(1),
         start_period_ms: d(&h.start_period, "start_period", 0)?,
+        start_interval_ms: h
+            .start_interval
+            .as_deref()
+            .map(duration)
+            .transpose()
+            .map_err(|e| format!("start_interval: {e}"))?
+            .map(|ms| ms.max(1)),
     }))
 }
 
@@ -1458,6 +1469,14 @@ mod tests {
             ("site", "/site")
         );
         assert_eq!((w.configs[0].uid, w.configs[0].mode), (None, None));
+
+        let text = "services:\n  web:\n    image: a\n    healthcheck: {test: [CMD, x], start_period: 30s, start_interval: 2s}\n";
+        let h = parse("stack.yml", text).unwrap().services[0]
+            .health
+            .clone()
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.start_period_ms, h.start_interval_ms), (30_000, Some(2_000)));
 
         let text = "services:\n  web:\n    image: a\n    deploy:\n      labels: {team: web, tier: 1}\n      resources:\n        limits: {cpus: '0.5', memory: 64M, pids: 50}\n        reservations: {cpus: 0.25, memory: 16m}\n    secrets: [pw, {source: key, target: /etc/key, uid: '1', gid: '2', mode: 0440}]\nsecrets:\n  pw: {file: ./pw}\n  key: {environment: KEY}\n";
         let w = &parse("stack.yml", text).unwrap().services[0];

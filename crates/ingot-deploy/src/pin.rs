@@ -445,6 +445,10 @@ fn image_health(store: &Store, img: &ingot_store::Image) -> Result<Option<Health
         timeout_ms: ns("Timeout", 30_000),
         retries: h["Retries"].as_u64().filter(|n| *n > 0).unwrap_or(3) as u32,
         start_period_ms: ns("StartPeriod", 0),
+        start_interval_ms: h["StartInterval"]
+            .as_u64()
+            .filter(|n| *n > 0)
+            .map(|n| (n / 1_000_000).max(1)),
     }))
 }
 
@@ -621,6 +625,9 @@ impl PinnedStack {
                     check_ms(v).map_err(f(n))?;
                 }
                 check_ms(h.start_period_ms).map_err(f("start_period_ms"))?;
+                if let Some(ms) = h.start_interval_ms {
+                    check_ms(ms).map_err(f("start_interval_ms"))?;
+                }
                 if h.retries == 0 || h.retries > 1000 {
                     return Err(f("retries")(format!("{} is not in 1..=1000", h.retries)));
                 }

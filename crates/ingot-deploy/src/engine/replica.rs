@@ -86,7 +86,12 @@ impl Engine {
             if started.elapsed() > deadline.max(READY_TIMEOUT) {
                 return false;
             }
-            tokio::time::sleep(START_PROBE).await;
+            // healthcheck.start_interval paces probes during the start period.
+            let pause = match spec.health.as_ref().and_then(|h| h.start_interval_ms) {
+                Some(ms) if started.elapsed() < start_period => Duration::from_millis(ms),
+                _ => START_PROBE,
+            };
+            tokio::time::sleep(pause).await;
         }
     }
 

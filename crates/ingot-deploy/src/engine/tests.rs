@@ -241,6 +241,7 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
             timeout_ms: 500,
             retries: 1,
             start_period_ms: 0,
+            start_interval_ms: None,
         }),
         replicas,
         global: false,
@@ -399,6 +400,29 @@ async fn a_global_service_runs_one_replica_and_is_not_scaled() {
         .unwrap_err();
     assert!(e.to_string().contains("global"), "{e}");
     assert_eq!(w.fake.running(), labels("agent", "v1", 1..=1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_interval_paces_the_probes_of_a_starting_replica() {
+    let w = world().await;
+    let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
+    let mut web = service(&w.v[0], 1, ingot_testsupport::free_port(), u);
+    if let Some(h) = web.health.as_mut() {
+        h.start_period_ms = 10_000;
+        h.start_interval_ms = Some(2_000);
+        h.retries = 1;
+    }
+    lock(&w.fake.state).sick.insert((w.v[0].to_string(), 0));
+    let engine = w.engine.clone();
+    let s = stack(vec![("web", web)]);
+    let change = tokio::spawn(async move { engine.deploy(s, "test", None).await });
+    tokio::time::sleep(Duration::from_millis(5_000)).await;
+    let checks = w.fake.events().iter().filter(|e| e.starts_with("check")).count();
+    // Every 2 s over 5 s: 3 probes (0, 2, 4 s), not 50 at the default 100 ms.
+    assert!((2..=4).contains(&checks), "{checks} probes in 5 s");
+    lock(&w.fake.state).sick.clear();
+    let r = change.await.unwrap().unwrap();
+    assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
 }
 
 #[tokio::test(start_paused = true)]
