@@ -452,6 +452,43 @@ fn image_health(store: &Store, img: &ingot_store::Image) -> Result<Option<Health
     }))
 }
 
+/// A config's or secret's mount: the stack's object of that name, with
+/// that digest, at a target of its own; Err is (field, why).
+fn check_file_mount<'a>(
+    what: &str,
+    name: &str,
+    digest: &Digest,
+    known: Option<&Digest>,
+    target: &'a str,
+    mode: Option<u32>,
+    targets: &mut std::collections::BTreeSet<&'a str>,
+) -> std::result::Result<(), (&'static str, String)> {
+    let Some(known) = known else {
+        return Err(("name", format!("{what} {name:?} is not one of the stack's {what}s")));
+    };
+    if known != digest {
+        return Err(("digest", format!("{digest} is not {what} {name}'s digest {known}")));
+    }
+    check_target(target, mode, targets)
+}
+
+/// A mount's target: absolute, normalised, not /, not taken by another
+/// mount of the service; a mode within 0777.
+fn check_target<'a>(
+    target: &'a str,
+    mode: Option<u32>,
+    targets: &mut std::collections::BTreeSet<&'a str>,
+) -> std::result::Result<(), (&'static str, String)> {
+    check_container_path(target).map_err(|e| ("target", e))?;
+    if target == "/" || !targets.insert(target) {
+        return Err(("target", format!("{target:?} is / or mounted twice")));
+    }
+    match mode {
+        Some(m) if m > 0o777 => Err(("mode", format!("{m:o} is more than 0777"))),
+        _ => Ok(()),
+    }
+}
+
 /// Limits and reservations within what a cgroup can take.
 fn check_resources(r: &Resources) -> std::result::Result<(), String> {
     for (what, c) in [("cpus", r.cpus), ("reserve_cpus", r.reserve_cpus)] {
@@ -550,10 +587,8 @@ impl PinnedStack {
                 )));
             }
         }
-        for (name, sec) in &self.secrets {
-            let at = format!("stack.secrets.{name}");
-            check_name(name).map_err(field(at.clone()))?;
-            let _ = sec;
+        for name in self.secrets.keys() {
+            check_name(name).map_err(field(format!("stack.secrets.{name}")))?;
         }
         for (key, v) in &self.volumes {
             if !ingot_store::valid_volume_name(&v.name) {
@@ -658,26 +693,9 @@ impl PinnedStack {
             check_ms(s.stop_grace_ms).map_err(field(at(".stop_grace_ms")))?;
             let mut targets = std::collections::BTreeSet::new();
             for (i, c) in s.configs.iter().enumerate() {
-                let f = |x: &str| field(at(&format!(".configs[{i}].{x}")));
-                let Some(pc) = self.configs.get(&c.name) else {
-                    return Err(f("name")(format!(
-                        "config {:?} is not one of the stack's configs",
-                        c.name
-                    )));
-                };
-                if pc.digest != c.digest {
-                    return Err(f("digest")(format!(
-                        "{} is not config {}'s digest {}",
-                        c.digest, c.name, pc.digest
-                    )));
-                }
-                check_container_path(&c.target).map_err(f("target"))?;
-                if c.target == "/" || !targets.insert(c.target.as_str()) {
-                    return Err(f("target")(format!("{:?} is / or mounted twice", c.target)));
-                }
-                if c.mode.is_some_and(|m| m > 0o777) {
-                    return Err(f("mode")("more than 0777".into()));
-                }
+                let known = self.configs.get(&c.name).map(|p| &p.digest);
+                check_file_mount("config", &c.name, &c.digest, known, &c.target, c.mode, &mut targets)
+                    .map_err(|(x, why)| field(at(&format!(".configs[{i}].{x}")))(why))?;
             }
             check_resources(&s.resources).map_err(field(at(".resources")))?;
             for (k, v) in &s.labels {
@@ -689,26 +707,17 @@ impl PinnedStack {
                 check_text(v, 4096).map_err(field(at(&format!(".labels.{k}"))))?;
             }
             for (i, m) in s.secrets.iter().enumerate() {
-                let f = |x: &str| field(at(&format!(".secrets[{i}].{x}")));
-                let Some(ps) = self.secrets.get(&m.name) else {
-                    return Err(f("name")(format!(
-                        "secret {:?} is not one of the stack's secrets",
-                        m.name
-                    )));
-                };
-                if ps.digest != m.digest {
-                    return Err(f("digest")(format!(
-                        "{} is not secret {}'s digest {}",
-                        m.digest, m.name, ps.digest
-                    )));
-                }
-                check_container_path(&m.target).map_err(f("target"))?;
-                if m.target == "/" || !targets.insert(m.target.as_str()) {
-                    return Err(f("target")(format!("{:?} is / or mounted twice", m.target)));
-                }
-                if m.mode > 0o777 {
-                    return Err(f("mode")(format!("{:o} is more than 0777", m.mode)));
-                }
+                let known = self.secrets.get(&m.name).map(|p| &p.digest);
+                check_file_mount(
+                    "secret",
+                    &m.name,
+                    &m.digest,
+                    known,
+                    &m.target,
+                    Some(m.mode),
+                    &mut targets,
+                )
+                .map_err(|(x, why)| field(at(&format!(".secrets[{i}].{x}")))(why))?;
             }
             for (i, m) in s.mounts.iter().enumerate() {
                 let f = |x: &str| field(at(&format!(".mounts[{i}].{x}")));
@@ -729,10 +738,7 @@ impl PinnedStack {
                     }
                     _ => {}
                 }
-                check_container_path(&m.target).map_err(f("target"))?;
-                if m.target == "/" || !targets.insert(m.target.as_str()) {
-                    return Err(f("target")(format!("{:?} is / or mounted twice", m.target)));
-                }
+                check_target(&m.target, None, &mut targets).map_err(|(x, why)| f(x)(why))?;
             }
             for d in s.depends_on.keys() {
                 if d == name || !self.services.contains_key(d) {

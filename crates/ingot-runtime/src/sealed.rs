@@ -36,8 +36,9 @@ fn seals() -> SealFlag {
     SealFlag::F_SEAL_SEAL | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
 }
 
-/// Whether `file` is a memfd sealed as the shim's is.
-pub fn is_sealed(file: &File) -> bool {
+/// Whether `file` is a memfd sealed as the shim's is (the tests ask).
+#[cfg(test)]
+fn is_sealed(file: &File) -> bool {
     fcntl(file, FcntlArg::F_GET_SEALS).is_ok_and(|bits| SealFlag::from_bits_truncate(bits).contains(seals()))
 }
 

@@ -340,7 +340,7 @@ impl Engine {
 
     /// Keeps secret values (already checked against the digests a stack
     /// names) in the store, where replicas' monitors read them.
-    pub async fn keep_secrets(&self, values: Vec<Vec<u8>>) -> Result<()> {
+    pub(super) async fn keep_secrets(&self, values: Vec<Vec<u8>>) -> Result<()> {
         self.blocking(move |store| {
             for v in &values {
                 store.put_secret(v)?;
