@@ -61,6 +61,7 @@ pub(crate) fn run(
         user: state.string("User"),
         hostname: "ingot-build".into(),
         network: NetworkMode::None,
+        networks: Vec::new(),
         ports: Vec::new(),
         read_only: false,
         binds: Vec::new(),

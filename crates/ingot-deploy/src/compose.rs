@@ -27,8 +27,131 @@ pub struct ComposeFile {
     pub secrets: BTreeMap<String, SecretDef>,
     #[serde(default)]
     pub volumes: BTreeMap<String, Option<VolumeDef>>,
+    #[serde(default)]
+    pub networks: BTreeMap<String, Option<NetworkDef>>,
     #[serde(flatten)]
     pub extensions: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// A top-level network: a bridge and subnet of the stack's own on this
+/// host (`overlay`, a Swarm stack's usual driver, is the same here).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkDef {
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub internal: Option<bool>,
+    #[serde(default)]
+    pub ipam: Option<IpamDef>,
+    #[serde(default)]
+    pub external: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpamDef {
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub config: Vec<IpamConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpamConfig {
+    pub subnet: String,
+}
+
+/// A declared network, parsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkDecl {
+    /// No egress.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+    /// `ADDRESS/PREFIX`, when the stack gives one (else ingot picks a /24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+}
+
+/// The network every service without `networks` joins.
+pub const DEFAULT_NETWORK: &str = "default";
+
+/// One of a service's networks, with the extra names it has there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceNetwork {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceNetworkDef {
+    #[serde(default)]
+    aliases: Vec<String>,
+}
+
+/// `ADDRESS/PREFIX` with a prefix of 8 to 29 and a zero host part.
+pub fn parse_subnet(s: &str) -> std::result::Result<(std::net::Ipv4Addr, u8), String> {
+    let (a, p) = s.split_once('/').ok_or_else(|| format!("subnet {s:?} is not ADDRESS/PREFIX"))?;
+    let addr: std::net::Ipv4Addr = a.parse().map_err(|_| format!("subnet {s:?}: {a:?} is not an IPv4 address"))?;
+    let prefix: u8 = p.parse().map_err(|_| format!("subnet {s:?}: {p:?} is not a prefix length"))?;
+    if !(8..=29).contains(&prefix) {
+        return Err(format!("subnet {s:?}: the prefix must be 8 to 29 bits"));
+    }
+    if u32::from(addr) & !(u32::MAX << (32 - prefix)) != 0 {
+        return Err(format!("subnet {s:?}: the host part of the address is not zero"));
+    }
+    Ok((addr, prefix))
+}
+
+/// A service's `networks`: a list of names, or a map of name to
+/// `{aliases}` (or nothing); order kept (the first is the primary).
+fn service_networks(v: &serde_yaml_ng::Value) -> std::result::Result<Vec<ServiceNetwork>, String> {
+    let mut out: Vec<ServiceNetwork> = Vec::new();
+    match v {
+        serde_yaml_ng::Value::Sequence(items) => {
+            for i in items {
+                let name = i.as_str().ok_or("a list entry is not a network name")?;
+                out.push(ServiceNetwork {
+                    name: name.to_string(),
+                    aliases: Vec::new(),
+                });
+            }
+        }
+        serde_yaml_ng::Value::Mapping(m) => {
+            for (k, v) in m {
+                let name = k.as_str().ok_or("a key is not a network name")?;
+                let def: ServiceNetworkDef = if v.is_null() {
+                    ServiceNetworkDef::default()
+                } else {
+                    serde_yaml_ng::from_value(v.clone()).map_err(|e| format!("{name}: {e}"))?
+                };
+                for a in &def.aliases {
+                    if !valid_name(a) {
+                        return Err(format!("{name}.aliases: {a:?} is not a name (letters, digits, '-' and '_')"));
+                    }
+                }
+                out.push(ServiceNetwork {
+                    name: name.to_string(),
+                    aliases: def.aliases,
+                });
+            }
+        }
+        _ => return Err("expected a list of network names or a map".into()),
+    }
+    for (i, n) in out.iter().enumerate() {
+        if out[..i].iter().any(|o| o.name == n.name) {
+            return Err(format!("{} is listed twice", n.name));
+        }
+    }
+    if out.is_empty() {
+        return Err("an empty list leaves the service without a network".into());
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +185,8 @@ pub struct Service {
     pub stop_grace_period: Option<String>,
     #[serde(default)]
     pub depends_on: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub networks: Option<serde_yaml_ng::Value>,
     #[serde(flatten)]
     pub extensions: BTreeMap<String, serde_yaml_ng::Value>,
 }
@@ -595,6 +720,8 @@ pub struct ServiceDef {
     pub depends_on: BTreeMap<String, Condition>,
     pub resources: Resources,
     pub labels: BTreeMap<String, String>,
+    /// The networks it joins, the primary first; none: the stack's default.
+    pub networks: Vec<ServiceNetwork>,
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub stop_grace_ms: u64,
@@ -609,6 +736,8 @@ pub struct StackDef {
     pub secrets: BTreeMap<String, SecretSource>,
     /// Volume key -> its declaration.
     pub volumes: BTreeMap<String, VolumeDecl>,
+    /// Network key -> its declaration (only when the stack names networks).
+    pub networks: BTreeMap<String, NetworkDecl>,
 }
 
 #[derive(Debug, Clone)]
@@ -733,6 +862,53 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             }
         }
         volumes.insert(key.clone(), VolumeDecl { external, name: d.name });
+    }
+    let mut networks = BTreeMap::new();
+    for (key, d) in &raw.networks {
+        let d = d.clone().unwrap_or_default();
+        let at = |m: &str| invalid(format!("networks.{key}: {m}"));
+        if !valid_name(key) {
+            return Err(at("a network name is letters, digits, '-' and '_', starting with a letter or digit"));
+        }
+        if d.external == Some(true) {
+            return Err(at("external networks are not supported; a stack's networks are its own"));
+        }
+        if d.driver.as_deref().is_some_and(|drv| drv != "bridge" && drv != "overlay") {
+            return Err(at("the driver is bridge (or overlay: the same on one host)"));
+        }
+        let mut subnet = None;
+        if let Some(ipam) = &d.ipam {
+            if ipam.driver.as_deref().is_some_and(|drv| drv != "default") {
+                return Err(at("ipam.driver: only the default driver is supported"));
+            }
+            match ipam.config.as_slice() {
+                [] => {}
+                [one] => {
+                    parse_subnet(&one.subnet).map_err(|e| at(&format!("ipam.config[0]: {e}")))?;
+                    subnet = Some(one.subnet.clone());
+                }
+                _ => return Err(at("ipam.config: one subnet per network")),
+            }
+        }
+        networks.insert(
+            key.clone(),
+            NetworkDecl {
+                internal: d.internal.unwrap_or(false),
+                subnet,
+            },
+        );
+    }
+    for (i, (a, da)) in networks.iter().enumerate() {
+        for (b, db) in networks.iter().skip(i + 1) {
+            if let (Some(sa), Some(sb)) = (&da.subnet, &db.subnet) {
+                let (x, px) = parse_subnet(sa).map_err(&invalid)?;
+                let (y, py) = parse_subnet(sb).map_err(&invalid)?;
+                let m = u32::MAX << (32 - px.min(py));
+                if u32::from(x) & m == u32::from(y) & m {
+                    return Err(invalid(format!("networks.{b}: subnet {sb} overlaps networks.{a} ({sa})")));
+                }
+            }
+        }
     }
     let mut secrets = BTreeMap::new();
     for (name, d) in &raw.secrets {
@@ -891,6 +1067,18 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             }
             service_secrets.push(use_);
         }
+        let service_nets = match &s.networks {
+            None => Vec::new(),
+            Some(v) => service_networks(v).map_err(|e| at(format!("networks: {e}")))?,
+        };
+        for n in &service_nets {
+            if n.name != DEFAULT_NETWORK && !networks.contains_key(&n.name) {
+                return Err(at(format!(
+                    "networks: {:?} is not defined in the top-level networks",
+                    n.name
+                )));
+            }
+        }
         let update = update_policy(deploy.update_config.as_ref(), FailureAction::Pause, Order::StopFirst)
             .map_err(|e| at(format!("deploy.update_config.{e}")))?;
         let rollback = update_policy(deploy.rollback_config.as_ref(), FailureAction::Pause, Order::StopFirst)
@@ -921,6 +1109,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             depends_on: depends_on(s.depends_on.as_ref()).map_err(|e| at(format!("depends_on: {e}")))?,
             resources: resources(deploy.resources.as_ref()).map_err(|e| at(format!("deploy.resources.{e}")))?,
             labels: labels(deploy.labels.as_ref()).map_err(|e| at(format!("deploy.labels: {e}")))?,
+            networks: service_nets,
             user: s.user.clone(),
             workdir: match &s.working_dir {
                 Some(w) => Some(
@@ -954,11 +1143,21 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
     if let Some(cycle) = dependency_cycle(&graph) {
         return Err(invalid(format!("depends_on: a cycle: {}", cycle.join(" -> "))));
     }
+    // A stack that names networks anywhere declares every network it
+    // uses; one that names none keeps the implicit default (and an
+    // unchanged pinned form).
+    let uses_default = services
+        .iter()
+        .any(|s| s.networks.is_empty() || s.networks.iter().any(|n| n.name == DEFAULT_NETWORK));
+    if (!networks.is_empty() || services.iter().any(|s| !s.networks.is_empty())) && uses_default {
+        networks.entry(DEFAULT_NETWORK.to_string()).or_default();
+    }
     Ok(StackDef {
         services,
         configs,
         secrets,
         volumes,
+        networks,
     })
 }
 

@@ -207,6 +207,7 @@ mod tests {
             configs: BTreeMap::new(),
             secrets: BTreeMap::new(),
             volumes: BTreeMap::new(),
+            networks: BTreeMap::new(),
         }
     }
 

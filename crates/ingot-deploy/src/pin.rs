@@ -11,8 +11,8 @@ use ingot_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::compose::{
-    Condition, ConfigSource, EndpointMode, Health, MountType, Port, Resources, RestartPolicy, SecretSource, StackDef,
-    UpdatePolicy,
+    Condition, ConfigSource, EndpointMode, Health, MountType, NetworkDecl, Port, Resources, RestartPolicy,
+    SecretSource, ServiceNetwork, StackDef, UpdatePolicy,
 };
 use crate::{DeployError, Result};
 
@@ -31,6 +31,10 @@ pub struct PinnedStack {
     /// Declared volumes (the ledger records declarations, never contents).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub volumes: BTreeMap<String, PinnedVolume>,
+    /// Declared networks; empty for a stack that names none (every service
+    /// on the implicit `default`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub networks: BTreeMap<String, NetworkDecl>,
 }
 
 /// A volume of the stack: its name on the host; `external` ones must exist.
@@ -150,12 +154,23 @@ pub struct PinnedService {
     /// replicas, so changing them restarts nothing.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Its networks, the primary first; empty: the stack's `default`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<ServiceNetwork>,
     pub user: Option<String>,
     pub workdir: Option<String>,
     pub stop_grace_ms: u64,
 }
 
 impl PinnedService {
+    /// The networks its replicas join, the primary first.
+    pub fn network_names(&self) -> Vec<String> {
+        if self.networks.is_empty() {
+            return vec![crate::compose::DEFAULT_NETWORK.to_string()];
+        }
+        self.networks.iter().map(|n| n.name.clone()).collect()
+    }
+
     /// What a replica runs: everything but counts and rollout policies. Two
     /// services with the same version run identical replicas.
     pub fn version(&self) -> String {
@@ -173,6 +188,9 @@ impl PinnedService {
         let limits = (self.resources.memory, self.resources.cpus, self.resources.pids);
         if limits != (None, None, None) {
             v["limits"] = serde_json::json!(limits);
+        }
+        if !self.networks.is_empty() {
+            v["networks"] = serde_json::json!(self.network_names());
         }
         let bytes = ingot_oci::config::canonical_json(&v).unwrap_or_default();
         Digest::sha256(&bytes).hex()[..12].to_string()
@@ -377,6 +395,7 @@ pub fn pin(
                 depends_on: s.depends_on.clone(),
                 resources: s.resources.clone(),
                 labels: s.labels.clone(),
+                networks: s.networks.clone(),
                 user: s.user.clone(),
                 workdir: s.workdir.clone(),
                 stop_grace_ms: s.stop_grace_ms,
@@ -390,6 +409,7 @@ pub fn pin(
             configs,
             secrets,
             volumes,
+            networks: def.networks.clone(),
         },
         values,
     ))
@@ -590,6 +610,12 @@ impl PinnedStack {
         for name in self.secrets.keys() {
             check_name(name).map_err(field(format!("stack.secrets.{name}")))?;
         }
+        for (key, n) in &self.networks {
+            check_name(key).map_err(field(format!("stack.networks.{key}")))?;
+            if let Some(sub) = &n.subnet {
+                crate::compose::parse_subnet(sub).map_err(field(format!("stack.networks.{key}.subnet")))?;
+            }
+        }
         for (key, v) in &self.volumes {
             if !ingot_store::valid_volume_name(&v.name) {
                 return Err(field(format!("stack.volumes.{key}.name"))(format!(
@@ -739,6 +765,26 @@ impl PinnedStack {
                     _ => {}
                 }
                 check_target(&m.target, None, &mut targets).map_err(|(x, why)| f(x)(why))?;
+            }
+            for (i, n) in s.networks.iter().enumerate() {
+                let known = self.networks.contains_key(&n.name);
+                if !known || s.networks[..i].iter().any(|o| o.name == n.name) {
+                    return Err(field(at(&format!(".networks[{i}]")))(format!(
+                        "{:?} is not one of the stack's networks, or is listed twice",
+                        n.name
+                    )));
+                }
+                for a in &n.aliases {
+                    check_name(a).map_err(field(at(&format!(".networks[{i}].aliases"))))?;
+                }
+            }
+            if s.networks.is_empty()
+                && !self.networks.is_empty()
+                && !self.networks.contains_key(crate::compose::DEFAULT_NETWORK)
+            {
+                return Err(field(at(".networks"))(
+                    "the stack declares networks but not default, which this service would join".into(),
+                ));
             }
             for d in s.depends_on.keys() {
                 if d == name || !self.services.contains_key(d) {

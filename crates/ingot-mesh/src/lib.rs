@@ -200,9 +200,18 @@ impl Drop for Listener {
     }
 }
 
+/// Decides whether a client (by its address) may use a listener; a refused
+/// one is disconnected at once.
+pub type Admit = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
+
 /// Binds `addr` (with SO_REUSEPORT, so that a replacing daemon can bind the
 /// same port before this one lets go of it) and serves it from `pool`.
 pub async fn listen(addr: SocketAddr, pool: Arc<Pool>) -> Result<Listener, MeshError> {
+    listen_admitting(addr, pool, None).await
+}
+
+/// [`listen`], serving only the clients `admit` lets in (all without one).
+pub async fn listen_admitting(addr: SocketAddr, pool: Arc<Pool>, admit: Option<Admit>) -> Result<Listener, MeshError> {
     let bind = || -> std::io::Result<TcpListener> {
         let socket = match addr {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -219,10 +228,13 @@ pub async fn listen(addr: SocketAddr, pool: Arc<Pool>) -> Result<Listener, MeshE
     let counter = open.clone();
     let accept = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
+            if admit.as_ref().is_some_and(|a| !a(peer.ip())) {
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let pool = pool.clone();
             let conn = InFlight::new(counter.clone());

@@ -184,8 +184,8 @@ fn start_and_wait(
     drop(ready_r);
     let wire = || -> Result<()> {
         cgroup.add(child.as_raw())?;
-        if let (true, Some(address)) = (spec.network == crate::NetworkMode::Bridge, &rec.address) {
-            crate::net::bridge::attach(&rec.id, child.as_raw(), address)?;
+        if let Some((_, leases)) = &network {
+            crate::net::bridge::attach(&rec.id, child.as_raw(), &links(spec, leases))?;
         }
         Ok(())
     };
@@ -237,9 +237,9 @@ fn start_and_wait(
     crate::record_process(store.root(), &rec.id, rec.pid.unwrap_or(0));
     rec.started_at = Some(now());
     store.update_container(&rec)?;
-    let lease = network.map(|(published, lease)| {
-        published.serve(lease.address.into());
-        lease
+    let leases = network.map(|(published, leases)| {
+        published.serve(leases[0].address.into());
+        leases
     });
     started(Ok(child.as_raw()));
 
@@ -252,9 +252,7 @@ fn start_and_wait(
     rec.finished_at = Some(now());
     store.update_container(&rec)?;
     release(store, &rec.id);
-    if let Some(lease) = lease {
-        lease.release();
-    }
+    drop(leases);
     if spec.auto_remove {
         crate::remove_files(store, &rec.id);
         store.delete_container(&rec.id)?;
@@ -293,25 +291,36 @@ pub(crate) fn open_logs(dir: &Path, output: Output) -> Result<Option<(File, File
     Ok(Some((open("stdout.log")?, open("stderr.log")?)))
 }
 
-/// For a bridged container: the bridge exists, its published ports are
-/// bound, it holds an address (recorded, and written to its /etc/hosts).
+/// For a bridged container: its networks' bridges exist, its published
+/// ports are bound, it holds an address on each network (recorded, the
+/// primary one written to its /etc/hosts).
 pub(crate) fn prepare_network(
     store: &Store,
     rec: &mut ingot_store::ContainerRecord,
     spec: &crate::ContainerSpec,
     dir: &Path,
-) -> Result<Option<(Published, Lease)>> {
-    if spec.network != crate::NetworkMode::Bridge {
+) -> Result<Option<(Published, Vec<Lease>)>> {
+    let nets = spec.bridges();
+    if nets.is_empty() {
         return Ok(None);
     }
-    crate::net::bridge::ensure_bridge()?;
+    let mut leases = Vec::new();
+    for net in &nets {
+        crate::net::bridge::ensure(net)?;
+        leases.push(crate::net::ipam::acquire(&rec.id, net)?);
+    }
     let published = crate::net::proxy::bind(&spec.ports)?;
-    let lease = crate::net::ipam::acquire(&rec.id)?;
-    let address = lease.address.to_string();
-    store.set_address(&rec.id, Some(&address))?;
-    rec.address = Some(address.clone());
-    crate::rootfs::write_etc_files(dir, spec, Some(&address)).map_err(RuntimeError::io(dir))?;
-    Ok(Some((published, lease)))
+    let addresses: Vec<String> = leases.iter().map(|l| l.address.to_string()).collect();
+    let joined = addresses.join(" ");
+    store.set_address(&rec.id, Some(&joined))?;
+    rec.address = Some(joined);
+    crate::rootfs::write_etc_files(dir, spec, Some(&addresses[0])).map_err(RuntimeError::io(dir))?;
+    Ok(Some((published, leases)))
+}
+
+/// The (network, address) pairs a prepared container joins.
+pub(crate) fn links(spec: &crate::ContainerSpec, leases: &[Lease]) -> Vec<(crate::net::Network, std::net::Ipv4Addr)> {
+    spec.bridges().into_iter().zip(leases.iter().map(|l| l.address)).collect()
 }
 
 /// Forgets the container's bridge address; its veth went with its network

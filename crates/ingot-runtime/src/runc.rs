@@ -69,8 +69,8 @@ pub(crate) fn start_and_wait(
         if spec.network != NetworkMode::Host {
             let pid = netns_holder()?;
             holder = Some(pid);
-            match &rec.address {
-                Some(address) => bridge::attach(&rec.id, pid.as_raw(), address)?,
+            match &network {
+                Some((_, leases)) => bridge::attach(&rec.id, pid.as_raw(), &monitor::links(spec, leases))?,
                 None => bridge::loopback(pid.as_raw())?,
             }
         }
@@ -167,9 +167,9 @@ pub(crate) fn start_and_wait(
     crate::record_process(store.root(), &rec.id, rec.pid.unwrap_or(0));
     rec.started_at = Some(now());
     store.update_container(&rec)?;
-    let lease = network.map(|(published, lease)| {
-        published.serve(lease.address.into());
-        lease
+    let leases = network.map(|(published, leases)| {
+        published.serve(leases[0].address.into());
+        leases
     });
     started(Ok(pid));
 
@@ -186,7 +186,7 @@ pub(crate) fn start_and_wait(
     rec.finished_at = Some(now());
     store.update_container(&rec)?;
     monitor::release(store, &rec.id);
-    drop(lease);
+    drop(leases);
     if spec.auto_remove {
         crate::remove_files(store, &rec.id);
         store.delete_container(&rec.id)?;

@@ -133,6 +133,10 @@ pub struct ContainerSpec {
     pub user: String,
     pub hostname: String,
     pub network: NetworkMode,
+    /// The bridge networks joined (network mode bridge); none in a record
+    /// written before networks existed: the default bridge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<crate::net::Network>,
     /// Published ports (bridge network only).
     pub ports: Vec<PortMap>,
     pub read_only: bool,
@@ -168,6 +172,9 @@ pub struct RunOptions {
     pub entrypoint: Option<String>,
     pub command: Vec<String>,
     pub network: NetworkMode,
+    /// The bridge networks to join, first the primary (its address is the
+    /// one published ports and /etc/hosts use); none: ingot's default bridge.
+    pub networks: Vec<crate::net::Network>,
     /// `-p [IP:]HOST:CTR` as given.
     pub publish: Vec<String>,
     pub memory: Option<String>,
@@ -212,6 +219,16 @@ fn files(files: &[FileMount]) -> Result<Vec<FileMount>> {
 }
 
 impl ContainerSpec {
+    /// The bridge networks the container joins, first the primary (a record
+    /// from before networks existed: the default bridge).
+    pub fn bridges(&self) -> Vec<crate::net::Network> {
+        match (self.network, self.networks.is_empty()) {
+            (NetworkMode::Bridge, true) => vec![crate::net::Network::default_bridge()],
+            (NetworkMode::Bridge, false) => self.networks.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Combines the image's config with the user's options, as `docker run`.
     pub fn new(config: &ImageConfig, opts: &RunOptions, id: &str) -> Result<ContainerSpec> {
         let c = config.config.clone().unwrap_or(Value::Null);
@@ -348,6 +365,23 @@ impl ContainerSpec {
             user: opts.user.clone().unwrap_or_else(|| string("User")),
             hostname,
             network: opts.network,
+            networks: match opts.network {
+                NetworkMode::Bridge if opts.networks.is_empty() => vec![crate::net::Network::default_bridge()],
+                NetworkMode::Bridge => {
+                    for n in &opts.networks {
+                        n.validate()?;
+                    }
+                    opts.networks.clone()
+                }
+                _ if !opts.networks.is_empty() => {
+                    return Err(RuntimeError::invalid(
+                        "network",
+                        &opts.networks[0].bridge,
+                        "networks are joined in network mode bridge only",
+                    ))
+                }
+                _ => Vec::new(),
+            },
             ports,
             read_only: !opts.read_write,
             binds,

@@ -57,8 +57,24 @@ pub struct ContainerRecord {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    /// Bridge address while the container runs.
+    /// Bridge addresses while the container runs: one per network it
+    /// joined, separated by spaces, the primary first (see [`Self::addresses`]).
     pub address: Option<String>,
+}
+
+impl ContainerRecord {
+    /// The container's addresses, the primary first.
+    pub fn addresses(&self) -> Vec<String> {
+        self.address
+            .as_deref()
+            .map(|a| a.split_whitespace().map(String::from).collect())
+            .unwrap_or_default()
+    }
+
+    /// The address published ports and /etc/hosts use.
+    pub fn primary_address(&self) -> Option<String> {
+        self.addresses().into_iter().next()
+    }
 }
 
 /// Columns written on insert; `address` is assigned separately.

@@ -134,6 +134,15 @@ const MIGRATIONS: &[&str] = &[
         stack      TEXT,
         created_at TEXT NOT NULL
      );",
+    // 12: stacks' networks (bridges and subnets on this host)
+    "CREATE TABLE networks (
+        name       TEXT PRIMARY KEY,
+        stack      TEXT NOT NULL,
+        bridge     TEXT NOT NULL UNIQUE,
+        subnet     TEXT NOT NULL,
+        internal   INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+     );",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

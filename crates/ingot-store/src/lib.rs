@@ -28,6 +28,7 @@ mod ledger;
 mod registry;
 mod secrets;
 mod unpack;
+mod networks;
 mod volumes;
 
 use std::fs::{self, File};
@@ -45,6 +46,7 @@ pub use import::{import_rootfs, write_image, ImportOptions, Imported, LayerCompr
 pub use ledger::LedgerRow;
 pub use registry::{RegManifest, RegToken, TagTaken};
 pub use unpack::unpack_image;
+pub use networks::NetworkRecord;
 pub use volumes::{valid_volume_name, volume_path, VolumeRecord};
 
 /// A handle on one store root.

@@ -20,13 +20,14 @@ impl Engine {
         let settled = &rows[..rows.len() - usize::from(pending.is_some())];
         let desired = ledger::desired(settled)?;
         *lock(&self.desired) = desired.clone();
+        self.load_networks().await?;
         let existing = self.runtime.list().await?;
         let mut strays = Vec::new();
         for (c, n) in existing.iter().filter_map(|c| Some((c, ReplicaName::parse(&c.name)?))) {
-            if let Some(a) = &c.address {
-                lock(&self.clients).insert(a.clone(), n.stack.to_string());
-            }
             let spec = desired.get(n.stack).and_then(|s| s.services.get(n.service));
+            if let Some(spec) = spec {
+                self.register_client(n.stack, spec, &c.addresses);
+            }
             let Some(spec) = spec else {
                 strays.push((c.id.clone(), 10_000));
                 continue;
@@ -44,7 +45,8 @@ impl Engine {
                 slot: n.slot,
                 version: n.version.to_string(),
                 image: spec.digest.to_string(),
-                address: c.address.clone(),
+                address: c.addresses.first().cloned(),
+                addresses: c.addresses.clone(),
                 state: TaskState::Running,
                 health: HealthState::Healthy,
                 failures: 0,
@@ -57,6 +59,10 @@ impl Engine {
         }
         for stack in desired.values() {
             if let Err(e) = self.bind_ports(stack).await {
+                tracing::error!(stack = %stack.name, "{e}");
+            }
+            // After a reboot the bridges are gone; replicas need them.
+            if let Err(e) = self.ensure_networks(stack).await {
                 tracing::error!(stack = %stack.name, "{e}");
             }
         }

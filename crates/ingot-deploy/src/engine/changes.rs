@@ -284,6 +284,7 @@ impl Engine {
             self.check_policy(&stack).await?;
             self.check_reservations(&stack)?;
             self.check_mounts(&stack).await?;
+            self.check_networks(&stack).await?;
             // Every check passed: only now are secret values kept.
             if !values.is_empty() {
                 self.keep_secrets(std::mem::take(&mut values)).await?;
@@ -317,11 +318,12 @@ impl Engine {
 
     /// What a change needs before its replicas start: the services known,
     /// the published ports bound, the configs written.
-    pub(super) async fn stage(&self, stack: &PinnedStack) -> Result<()> {
+    pub(super) async fn stage(self: &Arc<Self>, stack: &PinnedStack) -> Result<()> {
         for (name, spec) in &stack.services {
             self.ensure_service(&stack.name, name, spec)?;
         }
         self.bind_ports(stack).await?;
+        self.ensure_networks(stack).await?;
         let (owner, own): (String, Vec<String>) = (
             stack.name.clone(),
             stack
@@ -359,6 +361,7 @@ impl Engine {
                     set.spawn(async move { me.remove_service(&s, &n).await });
                 }
                 while set.join_next().await.is_some() {}
+                me.remove_networks(&stack.name).await;
                 (ledger::SUCCEEDED, format!("stack {} removed", stack.name))
             } else {
                 me.rollout(&stack, previous.as_ref()).await

@@ -49,6 +49,7 @@ use crate::{DeployError, Result};
 pub mod adopt;
 pub mod changes;
 pub mod metrics;
+pub mod networks;
 pub mod ports;
 pub mod reconcile;
 pub mod replica;
@@ -73,7 +74,11 @@ pub struct Replica {
     pub slot: u32,
     pub version: String,
     pub image: String,
+    /// Its primary address (the one the mesh and health checks use).
     pub address: Option<String>,
+    /// One address per network it joined, in the order of the service's
+    /// networks (the primary first).
+    pub addresses: Vec<String>,
     /// The task state, as Docker's: starting, running, shutdown, failed.
     pub state: TaskState,
     /// Health beside it: starting, healthy, unhealthy (for a replica
@@ -115,6 +120,14 @@ impl Replica {
         self.state = TaskState::Running;
         self.health = HealthState::Healthy;
     }
+}
+
+/// A replica as a client of the stack's names and virtual addresses.
+#[derive(Debug, Clone)]
+struct Client {
+    stack: String,
+    /// Its service's networks (full names).
+    networks: Vec<String>,
 }
 
 /// Locks a std mutex of engine state; a panic elsewhere while it was held
@@ -190,9 +203,11 @@ pub struct Engine {
     bind_roots: Mutex<Vec<PathBuf>>,
     /// Each service's virtual address (STACK_SERVICE -> address).
     vips: Mutex<BTreeMap<String, std::net::Ipv4Addr>>,
-    /// Replica address -> its stack, from the moment a replica starts (or
+    /// Replica address -> whose it is, from the moment a replica starts (or
     /// is adopted): who may ask the DNS server for a stack's names.
-    clients: Mutex<BTreeMap<String, String>>,
+    clients: Mutex<BTreeMap<String, Client>>,
+    /// Networks of this root's stacks (`STACK_KEY` -> bridge and subnet).
+    networks: Mutex<BTreeMap<String, ingot_runtime::net::Network>>,
     /// Set by the daemon once the virtual addresses are routed to this host.
     serve_vips: std::sync::atomic::AtomicBool,
 }
@@ -299,6 +314,7 @@ impl Engine {
             vips: Mutex::new(BTreeMap::new()),
             serve_vips: std::sync::atomic::AtomicBool::new(false),
             clients: Mutex::new(BTreeMap::new()),
+            networks: Mutex::new(BTreeMap::new()),
         }))
     }
 

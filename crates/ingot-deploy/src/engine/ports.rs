@@ -43,33 +43,52 @@ impl Engine {
     }
 
     /// The addresses `name` resolves to for the replica at `client`, when
-    /// it names a service of the client's stack (`SERVICE` or
-    /// `STACK_SERVICE`): its virtual address (vip), or its serving
-    /// replicas' addresses (dnsrr). `None`: not a name of that stack.
+    /// it names a service of the client's stack that shares one of its
+    /// networks (`SERVICE`, `STACK_SERVICE`, or an alias the service has
+    /// on a shared network): its virtual address (vip), or its serving
+    /// replicas' addresses on the shared networks (dnsrr). `None`: not a
+    /// name this client can see.
     pub fn resolve(&self, client: std::net::Ipv4Addr, name: &str) -> Option<Vec<std::net::Ipv4Addr>> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let stack = self.client_stack(client)?;
-        let (stack, wanted) = {
+        let me = lock(&self.clients).get(&client.to_string())?.clone();
+        let (svc, mode, port, addrs) = {
             let services = lock(&self.services);
+            let shared = |s: &Service| -> Vec<usize> {
+                s.spec
+                    .network_names()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| me.networks.contains(&networks::key_name(&s.stack, n)))
+                    .map(|(i, _)| i)
+                    .collect()
+            };
             let svc = services.values().find(|s| {
-                s.stack == stack
-                    && (s.name.to_ascii_lowercase() == name || key(&s.stack, &s.name).to_ascii_lowercase() == name)
+                if s.stack != me.stack || shared(s).is_empty() {
+                    return false;
+                }
+                let alias = s.spec.networks.iter().any(|n| {
+                    me.networks.contains(&networks::key_name(&s.stack, &n.name))
+                        && n.aliases.iter().any(|a| a.to_ascii_lowercase() == name)
+                });
+                alias
+                    || s.name.to_ascii_lowercase() == name
+                    || key(&s.stack, &s.name).to_ascii_lowercase() == name
             })?;
+            let on = shared(svc);
             let addrs: Vec<std::net::Ipv4Addr> = svc
                 .replicas
                 .iter()
                 .filter(|r| r.serving())
-                .filter_map(|r| r.address.as_deref()?.parse().ok())
+                .filter_map(|r| {
+                    let i = *on.iter().find(|i| r.addresses.get(**i).is_some())?;
+                    r.addresses[i].parse().ok()
+                })
                 .collect();
-            (
-                stack,
-                (svc.name.clone(), svc.spec.endpoint_mode, service_port(&svc.spec), addrs),
-            )
+            (svc.name.clone(), svc.spec.endpoint_mode, service_port(&svc.spec), addrs)
         };
-        let (svc, mode, port, addrs) = wanted;
         let vips = self.serve_vips.load(std::sync::atomic::Ordering::SeqCst);
         match (mode, port) {
-            (crate::compose::EndpointMode::Vip, Some(_)) if vips => Some(vec![self.vip(&key(&stack, &svc))]),
+            (crate::compose::EndpointMode::Vip, Some(_)) if vips => Some(vec![self.vip(&key(&me.stack, &svc))]),
             _ => Some(addrs),
         }
     }
@@ -77,7 +96,7 @@ impl Engine {
     /// The stack of the replica at `client`, if it is one this daemon
     /// started or adopted (starting and draining ones included).
     pub fn client_stack(&self, client: std::net::Ipv4Addr) -> Option<String> {
-        lock(&self.clients).get(&client.to_string()).cloned()
+        lock(&self.clients).get(&client.to_string()).map(|c| c.stack.clone())
     }
 
     /// Every (address, service key) a stack would listen on: published
@@ -102,7 +121,7 @@ impl Engine {
 
     /// Binds the stack's published ports that are not yet bound; a port in
     /// use by another service or process is an error naming it.
-    pub(super) async fn bind_ports(&self, stack: &PinnedStack) -> Result<()> {
+    pub(super) async fn bind_ports(self: &Arc<Self>, stack: &PinnedStack) -> Result<()> {
         for (addr, svc) in self.wanted_listeners(stack)? {
             let owner = lock(&self.listeners).get(&addr).map(|(s, _)| s.clone());
             match owner {
@@ -128,7 +147,22 @@ impl Engine {
                 .unwrap_or_default();
             self.ensure_service(&stack_name, &service, &stack.services[&service])?;
             let pool = self.pool(&stack_name, &service);
-            let handle = ingot_mesh::listen(addr, pool)
+            // A virtual address serves the replicas that share a network
+            // with the service (and the host), nobody else.
+            let admit: Option<ingot_mesh::Admit> = match addr.ip() {
+                std::net::IpAddr::V4(ip) if u32::from(ip) & 0xffff_0000 == u32::from(std::net::Ipv4Addr::new(10, 232, 0, 0)) => {
+                    let nets: Vec<String> = stack.services[&service]
+                        .network_names()
+                        .iter()
+                        .map(|n| networks::key_name(&stack_name, n))
+                        .collect();
+                    let me = Arc::downgrade(self);
+                    let owner = stack_name.clone();
+                    Some(Arc::new(move |peer| me.upgrade().is_some_and(|e| e.admits(peer, &owner, &nets))))
+                }
+                _ => None,
+            };
+            let handle = ingot_mesh::listen_admitting(addr, pool, admit)
                 .await
                 .map_err(|e| DeployError::Invalid(format!("port {} cannot be published: {e}", addr.port())))?;
             lock(&self.listeners).insert(addr, (svc, Arc::new(handle)));

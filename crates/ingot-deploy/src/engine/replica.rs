@@ -13,11 +13,10 @@ impl Engine {
         self.check_binds(name, spec)?;
         let version = spec.version();
         let cname = format!("{stack}.{name}.{slot}.{version}.{}", random6());
-        let started = self.runtime.start(&cname, spec).await?;
+        let nets = self.replica_networks(stack, spec)?;
+        let started = self.runtime.start(&cname, spec, &nets).await?;
         // Its stack's names resolve for it from now on (crate::dns).
-        if let Some(a) = started.address.as_deref() {
-            lock(&self.clients).insert(a.to_string(), stack.to_string());
-        }
+        self.register_client(stack, spec, &started.addresses);
         tracing::info!(replica = %cname, "started");
         Ok(Replica {
             id: started.id,
@@ -25,12 +24,29 @@ impl Engine {
             slot,
             version,
             image: spec.digest.to_string(),
-            address: started.address,
+            address: started.addresses.first().cloned(),
+            addresses: started.addresses,
             state: TaskState::Starting,
             health: HealthState::Starting,
             failures: 0,
             last_check: None,
         })
+    }
+
+    /// Lets the replica at `addresses` ask for its stack's names.
+    pub(super) fn register_client(&self, stack: &str, spec: &PinnedService, addresses: &[String]) {
+        let client = Client {
+            stack: stack.to_string(),
+            networks: spec
+                .network_names()
+                .iter()
+                .map(|n| networks::key_name(stack, n))
+                .collect(),
+        };
+        let mut clients = lock(&self.clients);
+        for a in addresses {
+            clients.insert(a.clone(), client.clone());
+        }
     }
 
     pub(super) async fn is_running(&self, id: &str) -> bool {

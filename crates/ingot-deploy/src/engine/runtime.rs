@@ -2,6 +2,7 @@
 //! [`LocalRuntime`] is ingot-runtime on this host (the daemon's); unit
 //! tests of rollout, rollback and reconcile use a fake.
 
+use ingot_runtime::net::Network;
 use ingot_runtime::spec::{FileMount, FileSource};
 
 use crate::compose::MountType;
@@ -26,8 +27,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Debug, Clone)]
 pub struct Started {
     pub id: String,
-    /// Its address on the bridge network.
-    pub address: Option<String>,
+    /// Its address on each network, in the order asked (the primary first).
+    pub addresses: Vec<String>,
 }
 
 /// A container the runtime knows of (for adoption after a restart).
@@ -36,14 +37,19 @@ pub struct Existing {
     pub id: String,
     pub name: String,
     pub running: bool,
-    pub address: Option<String>,
+    pub addresses: Vec<String>,
 }
 
 /// What the engine needs of a container runtime.
 pub trait Runtime: Send + Sync + 'static {
     /// Starts container `name` running `spec` (detached: it outlives the
-    /// daemon); config mounts come from `configs/<hex>` under the root.
-    fn start<'a>(&'a self, name: &'a str, spec: &'a PinnedService) -> BoxFuture<'a, Result<Started>>;
+    /// daemon) on networks `nets` (the primary first); config mounts come
+    /// from `configs/<hex>` under the root.
+    fn start<'a>(&'a self, name: &'a str, spec: &'a PinnedService, nets: &'a [Network]) -> BoxFuture<'a, Result<Started>>;
+    /// Makes sure network `net`'s bridge and rules are there.
+    fn ensure_network(&self, net: Network) -> BoxFuture<'_, Result<()>>;
+    /// Removes network `net`'s bridge and rules.
+    fn remove_network(&self, net: Network) -> BoxFuture<'_, Result<()>>;
     /// Whether container `id` still runs.
     fn is_running<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool>;
     /// The exit code of a container that ended.
@@ -85,7 +91,7 @@ impl LocalRuntime {
             .map_err(|e| DeployError::Daemon(e.to_string()))?
     }
 
-    fn options(&self, name: &str, spec: &PinnedService) -> ingot_runtime::RunOptions {
+    fn options(&self, name: &str, spec: &PinnedService, nets: &[Network]) -> ingot_runtime::RunOptions {
         let configs = self.root.join("configs");
         let mut command = Vec::new();
         let mut entrypoint = None;
@@ -102,6 +108,7 @@ impl LocalRuntime {
             entrypoint,
             command,
             network: ingot_runtime::NetworkMode::Bridge,
+            networks: nets.to_vec(),
             // The daemon's DNS server (crate::dns).
             dns: vec![crate::dns::address(&self.root).ip()],
             mounts: spec
@@ -162,9 +169,9 @@ impl LocalRuntime {
 }
 
 impl Runtime for LocalRuntime {
-    fn start<'a>(&'a self, name: &'a str, spec: &'a PinnedService) -> BoxFuture<'a, Result<Started>> {
+    fn start<'a>(&'a self, name: &'a str, spec: &'a PinnedService, nets: &'a [Network]) -> BoxFuture<'a, Result<Started>> {
         Box::pin(async move {
-            let opts = self.options(name, spec);
+            let opts = self.options(name, spec, nets);
             let image = spec.digest.to_string();
             let rec = self
                 .query(move |s| Ok(ingot_runtime::create(s, &image, &opts, std::process::id())?))
@@ -183,9 +190,27 @@ impl Runtime for LocalRuntime {
             let id = rec.id.clone();
             let rec = self.query(move |s| Ok(s.container(&id)?)).await?;
             Ok(Started {
+                addresses: rec.addresses(),
                 id: rec.id,
-                address: rec.address,
             })
+        })
+    }
+
+    fn ensure_network(&self, net: Network) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || ingot_runtime::net::bridge::ensure(&net))
+                .await
+                .map_err(|e| DeployError::Daemon(e.to_string()))??;
+            Ok(())
+        })
+    }
+
+    fn remove_network(&self, net: Network) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || ingot_runtime::net::bridge::remove(&net))
+                .await
+                .map_err(|e| DeployError::Daemon(e.to_string()))??;
+            Ok(())
         })
     }
 
@@ -236,9 +261,9 @@ impl Runtime for LocalRuntime {
                 .into_iter()
                 .map(|c| Existing {
                     running: c.state == ContainerState::Running,
+                    addresses: c.addresses(),
                     id: c.id,
                     name: c.name,
-                    address: c.address,
                 })
                 .collect())
         }))

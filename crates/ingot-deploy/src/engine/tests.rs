@@ -109,7 +109,12 @@ impl Fake {
 }
 
 impl Runtime for Fake {
-    fn start<'a>(&'a self, name: &'a str, spec: &'a PinnedService) -> BoxFuture<'a, Result<Started>> {
+    fn start<'a>(
+        &'a self,
+        name: &'a str,
+        spec: &'a PinnedService,
+        _nets: &'a [ingot_runtime::net::Network],
+    ) -> BoxFuture<'a, Result<Started>> {
         Box::pin(async move {
             let n = self.next.fetch_add(1, Ordering::SeqCst) + 1;
             let c = FakeContainer {
@@ -121,13 +126,21 @@ impl Runtime for Fake {
             let mut st = lock(&self.state);
             let e = format!("start {}", st.label(&c));
             st.events.push(e);
-            let address = Some(c.address.clone());
+            let addresses = vec![c.address.clone()];
             st.containers.insert(format!("c{n}"), c);
             Ok(Started {
                 id: format!("c{n}"),
-                address,
+                addresses,
             })
         })
+    }
+
+    fn ensure_network(&self, _net: ingot_runtime::net::Network) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn remove_network(&self, _net: ingot_runtime::net::Network) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 
     fn is_running<'a>(&'a self, id: &'a str) -> BoxFuture<'a, bool> {
@@ -179,7 +192,7 @@ impl Runtime for Fake {
                     id: id.clone(),
                     name: c.name.clone(),
                     running: c.running,
-                    address: Some(c.address.clone()),
+                    addresses: vec![c.address.clone()],
                 })
                 .collect())
         })
@@ -260,6 +273,7 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
         depends_on: BTreeMap::new(),
         resources: Default::default(),
         labels: BTreeMap::new(),
+        networks: Vec::new(),
         user: None,
         workdir: None,
         stop_grace_ms: 0,
@@ -273,6 +287,7 @@ fn stack(services: Vec<(&str, PinnedService)>) -> PinnedStack {
         configs: BTreeMap::new(),
         secrets: BTreeMap::new(),
         volumes: BTreeMap::new(),
+        networks: BTreeMap::new(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Bridge addresses, unique across the whole host.
 //!
-//! The bridge is one per host while store roots can be many, so addresses
-//! cannot come from a root's database. Each address in use is a lease file
+//! Bridges are shared by the host's store roots (and networks' subnets
+//! never overlap), so addresses cannot come from a root's database. Each address in use is a lease file
 //! `/run/ingot/ipam/<address>` naming its holder: the monitor process (pid
 //! and start time, so a reused pid is not mistaken for it) and the
 //! container. A lease whose holder is gone is free: a container's processes
@@ -14,7 +14,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use super::bridge;
+use super::Network;
 use crate::error::{Result, RuntimeError};
 
 /// Host-wide runtime state (tmpfs: gone at reboot, as every lease is).
@@ -54,9 +54,10 @@ fn holder_alive(text: &str) -> bool {
     }
 }
 
-/// Leases an address for container `id`, held by the calling process.
-pub fn acquire(id: &str) -> Result<Lease> {
-    acquire_in(Path::new(RUN_DIR), id)
+/// Leases an address on `net` for container `id`, held by the calling
+/// process.
+pub fn acquire(id: &str, net: &Network) -> Result<Lease> {
+    acquire_in(Path::new(RUN_DIR), id, net)
 }
 
 /// Removes the leases whose holders are gone (as [`acquire`] does).
@@ -100,12 +101,14 @@ fn live_leases(run_dir: &Path) -> Result<(File, HashSet<String>)> {
     Ok((lock, taken))
 }
 
-fn acquire_in(run_dir: &Path, id: &str) -> Result<Lease> {
+fn acquire_in(run_dir: &Path, id: &str, net: &Network) -> Result<Lease> {
     let dir = run_dir.join("ipam");
     let (lock, taken) = live_leases(run_dir)?;
-    let address = bridge::candidates()
+    let address = net
+        .candidates()
+        .map(|a| a.to_string())
         .find(|a| !taken.contains(a))
-        .ok_or_else(|| RuntimeError::Setup(format!("no free address left on bridge {}", bridge::BRIDGE)))?;
+        .ok_or_else(|| RuntimeError::Setup(format!("no free address left on network {} ({})", net.bridge, net.cidr())))?;
     let me = std::process::id();
     let start = start_time(me).ok_or_else(|| RuntimeError::Setup("cannot read our own /proc/self/stat".into()))?;
     let path = dir.join(&address);
@@ -126,18 +129,31 @@ mod tests {
     #[test]
     fn leases_are_unique_and_stale_ones_are_reclaimed() {
         let t = tempfile::tempdir().unwrap();
-        let a = acquire_in(t.path(), "a").unwrap();
-        let b = acquire_in(t.path(), "b").unwrap();
+        let net = Network::default_bridge();
+        let a = acquire_in(t.path(), "a", &net).unwrap();
+        let b = acquire_in(t.path(), "b", &net).unwrap();
         assert_eq!(a.address.to_string(), "10.231.0.2");
         assert_eq!(b.address.to_string(), "10.231.0.3");
         // A lease of a process that is gone (pid 1 with the wrong start time).
         fs::write(t.path().join("ipam/10.231.0.4"), "1 1 ghost\n").unwrap();
         fs::write(t.path().join("ipam/10.231.0.5"), "garbage").unwrap();
-        let c = acquire_in(t.path(), "c").unwrap();
+        let c = acquire_in(t.path(), "c", &net).unwrap();
         assert_eq!(c.address.to_string(), "10.231.0.4");
         a.release();
-        let d = acquire_in(t.path(), "d").unwrap();
+        let d = acquire_in(t.path(), "d", &net).unwrap();
         assert_eq!(d.address.to_string(), "10.231.0.2");
         assert!(!t.path().join("ipam/10.231.0.5").exists());
+        // Another network: its own range.
+        let small = Network {
+            bridge: "ingn1".into(),
+            subnet: Ipv4Addr::new(10, 240, 9, 0),
+            prefix: 29,
+            internal: false,
+        };
+        let held: Vec<Lease> = (0..5).map(|i| acquire_in(t.path(), &format!("s{i}"), &small).unwrap()).collect();
+        assert_eq!(held[0].address.to_string(), "10.240.9.2");
+        assert_eq!(held[4].address.to_string(), "10.240.9.6");
+        let full = acquire_in(t.path(), "s5", &small).unwrap_err().to_string();
+        assert!(full.contains("no free address left on network ingn1 (10.240.9.0/29)"), "{full}");
     }
 }

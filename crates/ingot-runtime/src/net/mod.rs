@@ -45,6 +45,90 @@ impl std::str::FromStr for NetworkMode {
     }
 }
 
+/// A bridge network a container joins: ingot's default `ingot0` (what
+/// `ingot run --network bridge` uses), or one a stack declares (its own
+/// bridge and subnet, isolated from every other network).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// The bridge interface: `ingot0`, or `ingn…` (`ingi…` when internal),
+    /// so that firewall rules can name every network by a wildcard.
+    pub bridge: String,
+    /// The network's address (host part zero).
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    /// No way out: no default route, nothing forwarded beyond the bridge,
+    /// no NAT. The host's DNS and virtual addresses still answer.
+    #[serde(default)]
+    pub internal: bool,
+}
+
+impl Network {
+    /// `ingot0`, 10.231.0.0/16.
+    pub fn default_bridge() -> Network {
+        Network {
+            bridge: bridge::BRIDGE.to_string(),
+            subnet: Ipv4Addr::new(10, 231, 0, 0),
+            prefix: 16,
+            internal: false,
+        }
+    }
+
+    /// Checks what a client may have sent: a bridge name ingot would make,
+    /// a prefix of 8 to 29 bits, a subnet with its host part zero.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: &str| RuntimeError::invalid("network", &self.bridge, why.to_string());
+        let named = self.bridge == bridge::BRIDGE
+            || (self.bridge.len() <= 15
+                && (self.bridge.starts_with(bridge::NETWORK_PREFIX) || self.bridge.starts_with(bridge::INTERNAL_PREFIX))
+                && self.bridge[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        if !named {
+            return Err(bad("not a bridge name ingot makes (ingot0, ingn…, ingi…)"));
+        }
+        if self.internal != self.bridge.starts_with(bridge::INTERNAL_PREFIX) {
+            return Err(bad("an internal network's bridge is named ingi…, others ingn…"));
+        }
+        if !(8..=29).contains(&self.prefix) {
+            return Err(bad("a subnet's prefix is 8 to 29 bits"));
+        }
+        if u32::from(self.subnet) & !self.mask() != 0 {
+            return Err(bad("the subnet's host part is not zero"));
+        }
+        Ok(())
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX << (32 - u32::from(self.prefix))
+    }
+
+    /// The bridge's own address: the containers' gateway.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet) + 1)
+    }
+
+    /// `SUBNET/PREFIX`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.subnet, self.prefix)
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.subnet)
+    }
+
+    /// Whether the two networks share an address.
+    pub fn overlaps(&self, other: &Network) -> bool {
+        let m = self.mask() & other.mask();
+        u32::from(self.subnet) & m == u32::from(other.subnet) & m
+    }
+
+    /// Container addresses, lowest first (after the gateway, before the
+    /// broadcast address).
+    pub fn candidates(&self) -> impl Iterator<Item = Ipv4Addr> {
+        let base = u32::from(self.subnet);
+        let last = base | !self.mask();
+        (base + 2..last).map(Ipv4Addr::from)
+    }
+}
+
 /// One published port: `host_ip:host_port` on the host forwards TCP
 /// connections to `container_port` on the container's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +225,41 @@ mod tests {
             "a:b:c:d",
         ] {
             assert!(bad.parse::<PortMap>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_hold_their_addresses() {
+        let d = Network::default_bridge();
+        assert_eq!(d.gateway(), Ipv4Addr::new(10, 231, 0, 1));
+        assert_eq!(d.candidates().next(), Some(Ipv4Addr::new(10, 231, 0, 2)));
+        assert_eq!(d.candidates().last(), Some(Ipv4Addr::new(10, 231, 255, 254)));
+        assert_eq!(d.candidates().count(), 65533);
+        d.validate().unwrap();
+        let n = Network {
+            bridge: "ingn0123456789a".into(),
+            subnet: Ipv4Addr::new(10, 240, 3, 0),
+            prefix: 24,
+            internal: false,
+        };
+        n.validate().unwrap();
+        assert!(n.contains(Ipv4Addr::new(10, 240, 3, 77)));
+        assert!(!n.contains(Ipv4Addr::new(10, 240, 4, 1)));
+        assert_eq!(n.candidates().count(), 253);
+        let wide = Network {
+            subnet: Ipv4Addr::new(10, 240, 0, 0),
+            prefix: 16,
+            ..n.clone()
+        };
+        assert!(n.overlaps(&wide) && wide.overlaps(&n) && !n.overlaps(&d));
+        for bad in [
+            Network { prefix: 30, ..n.clone() },
+            Network { subnet: Ipv4Addr::new(10, 240, 3, 1), ..n.clone() },
+            Network { bridge: "eth0".into(), ..n.clone() },
+            Network { bridge: "ingn../x".into(), ..n.clone() },
+            Network { internal: true, ..n.clone() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
         }
     }
 

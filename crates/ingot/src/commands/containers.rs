@@ -40,6 +40,7 @@ fn options(args: &RunArgs) -> Result<RunOptions> {
         entrypoint: args.entrypoint.clone(),
         command: args.command.clone(),
         network: args.network.parse()?,
+        networks: Vec::new(),
         memory: args.memory.clone(),
         cpus: args.cpus.clone(),
         pids_limit: args.pids_limit,
@@ -145,7 +146,7 @@ pub fn ps(store: &Store, cli: &Cli, all: bool) -> Result<ExitCode> {
                     json!({
                         "id": c.id, "name": c.name, "image": c.image_ref, "image_digest": c.image,
                         "command": command_of(c), "state": c.state, "status": status(c),
-                        "exit_code": c.exit_code, "oom_killed": c.oom_killed, "pid": c.pid, "address": c.address,
+                        "exit_code": c.exit_code, "oom_killed": c.oom_killed, "pid": c.pid, "address": c.primary_address(), "addresses": c.addresses(),
                         "created": c.created_at, "started": c.started_at, "finished": c.finished_at,
                     })
                 })
@@ -254,7 +255,7 @@ pub fn inspect_value(store: &Store, rec: &ContainerRecord) -> Result<serde_json:
         "container": true,
         "id": rec.id, "name": rec.name, "image": rec.image_ref, "image_digest": rec.image,
         "state": rec.state, "status": status(&rec), "pid": rec.pid, "monitor_pid": rec.monitor_pid,
-        "exit_code": rec.exit_code, "oom_killed": rec.oom_killed, "error": rec.error, "address": rec.address,
+        "exit_code": rec.exit_code, "oom_killed": rec.oom_killed, "error": rec.error, "address": rec.primary_address(), "addresses": rec.addresses(),
         "created": rec.created_at, "started": rec.started_at, "finished": rec.finished_at,
         "spec": spec,
     }))
