@@ -96,9 +96,15 @@ struct ServiceNetworkDef {
 
 /// `ADDRESS/PREFIX` with a prefix of 8 to 29 and a zero host part.
 pub fn parse_subnet(s: &str) -> std::result::Result<(std::net::Ipv4Addr, u8), String> {
-    let (a, p) = s.split_once('/').ok_or_else(|| format!("subnet {s:?} is not ADDRESS/PREFIX"))?;
-    let addr: std::net::Ipv4Addr = a.parse().map_err(|_| format!("subnet {s:?}: {a:?} is not an IPv4 address"))?;
-    let prefix: u8 = p.parse().map_err(|_| format!("subnet {s:?}: {p:?} is not a prefix length"))?;
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| format!("subnet {s:?} is not ADDRESS/PREFIX"))?;
+    let addr: std::net::Ipv4Addr = a
+        .parse()
+        .map_err(|_| format!("subnet {s:?}: {a:?} is not an IPv4 address"))?;
+    let prefix: u8 = p
+        .parse()
+        .map_err(|_| format!("subnet {s:?}: {p:?} is not a prefix length"))?;
     if !(8..=29).contains(&prefix) {
         return Err(format!("subnet {s:?}: the prefix must be 8 to 29 bits"));
     }
@@ -132,7 +138,9 @@ fn service_networks(v: &serde_yaml_ng::Value) -> std::result::Result<Vec<Service
                 };
                 for a in &def.aliases {
                     if !valid_name(a) {
-                        return Err(format!("{name}.aliases: {a:?} is not a name (letters, digits, '-' and '_')"));
+                        return Err(format!(
+                            "{name}.aliases: {a:?} is not a name (letters, digits, '-' and '_')"
+                        ));
                     }
                 }
                 out.push(ServiceNetwork {
@@ -868,12 +876,19 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
         let d = d.clone().unwrap_or_default();
         let at = |m: &str| invalid(format!("networks.{key}: {m}"));
         if !valid_name(key) {
-            return Err(at("a network name is letters, digits, '-' and '_', starting with a letter or digit"));
+            return Err(at(
+                "a network name is letters, digits, '-' and '_', starting with a letter or digit",
+            ));
         }
         if d.external == Some(true) {
-            return Err(at("external networks are not supported; a stack's networks are its own"));
+            return Err(at(
+                "external networks are not supported; a stack's networks are its own",
+            ));
         }
-        if d.driver.as_deref().is_some_and(|drv| drv != "bridge" && drv != "overlay") {
+        if d.driver
+            .as_deref()
+            .is_some_and(|drv| drv != "bridge" && drv != "overlay")
+        {
             return Err(at("the driver is bridge (or overlay: the same on one host)"));
         }
         let mut subnet = None;
@@ -905,7 +920,9 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
                 let (y, py) = parse_subnet(sb).map_err(&invalid)?;
                 let m = u32::MAX << (32 - px.min(py));
                 if u32::from(x) & m == u32::from(y) & m {
-                    return Err(invalid(format!("networks.{b}: subnet {sb} overlaps networks.{a} ({sa})")));
+                    return Err(invalid(format!(
+                        "networks.{b}: subnet {sb} overlaps networks.{a} ({sa})"
+                    )));
                 }
             }
         }

@@ -320,7 +320,10 @@ pub(crate) fn prepare_network(
 
 /// The (network, address) pairs a prepared container joins.
 pub(crate) fn links(spec: &crate::ContainerSpec, leases: &[Lease]) -> Vec<(crate::net::Network, std::net::Ipv4Addr)> {
-    spec.bridges().into_iter().zip(leases.iter().map(|l| l.address)).collect()
+    spec.bridges()
+        .into_iter()
+        .zip(leases.iter().map(|l| l.address))
+        .collect()
 }
 
 /// Forgets the container's bridge address; its veth went with its network

@@ -25,10 +25,10 @@ mod gc;
 mod images;
 mod import;
 mod ledger;
+mod networks;
 mod registry;
 mod secrets;
 mod unpack;
-mod networks;
 mod volumes;
 
 use std::fs::{self, File};
@@ -44,9 +44,9 @@ pub use gc::{gc, GcReport};
 pub use images::{Image, ImageSummary, Removed};
 pub use import::{import_rootfs, write_image, ImportOptions, Imported, LayerCompression};
 pub use ledger::LedgerRow;
+pub use networks::NetworkRecord;
 pub use registry::{RegManifest, RegToken, TagTaken};
 pub use unpack::unpack_image;
-pub use networks::NetworkRecord;
 pub use volumes::{valid_volume_name, volume_path, VolumeRecord};
 
 /// A handle on one store root.

@@ -345,3 +345,91 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free loopback port")
 }
+
+/// "The outside" for egress tests: a web server in a network namespace of
+/// the test's own, reachable from the host over a veth pair, with no route
+/// back to any container subnet (its answers come back only if ingot
+/// masquerades). Serves `page` at `/` on port 8000; everything goes when
+/// dropped.
+pub struct Outside {
+    ns: String,
+    host_if: String,
+    server: Option<std::process::Child>,
+    /// `http://ADDRESS:8000/`.
+    pub url: String,
+}
+
+impl Outside {
+    /// `tag` keeps the names of concurrent tests apart (a few letters).
+    pub fn start(tag: &str, dir: &Path, page: &str) -> Outside {
+        let n = std::process::id() % 250 + 1;
+        let salt = tag.bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(b.into())) % 60;
+        let (ns, host_if) = (format!("ingot-{tag}-{n}"), format!("i{tag}{n}h"));
+        let ip = |args: &[&str]| {
+            let st = std::process::Command::new("ip").args(args).status().unwrap();
+            assert!(st.success(), "ip {}", args.join(" "));
+        };
+        let (host_ip, server_ip) = (
+            format!("10.254.{n}.{}", salt * 4 + 1),
+            format!("10.254.{n}.{}", salt * 4 + 2),
+        );
+        ip(&["netns", "add", &ns]);
+        let mut out = Outside {
+            ns: ns.clone(),
+            host_if: host_if.clone(),
+            server: None,
+            url: format!("http://{server_ip}:8000/"),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&["-n", &ns, "addr", "add", &format!("{server_ip}/30"), "dev", "eth0"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let site = dir.join(format!("outside-{tag}"));
+        std::fs::create_dir_all(&site).unwrap();
+        std::fs::write(site.join("index.html"), page).unwrap();
+        out.server = Some(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "/bin/busybox", "httpd", "-f", "-p", "8000", "-h"])
+                .arg(&site)
+                .spawn()
+                .unwrap(),
+        );
+        out
+    }
+
+    /// Whether its network namespace is still there.
+    pub fn ns_exists(ns: &str) -> bool {
+        std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(ns))
+            })
+            .unwrap_or(false)
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        if let Some(c) = self.server.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.ns])
+            .status();
+    }
+}

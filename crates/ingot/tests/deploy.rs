@@ -1353,3 +1353,169 @@ fn services_find_each_other_by_name_through_dns_and_virtual_addresses() {
     ingot.ok(&["stack", "rm", "other"]);
     ingot.ok(&["stack", "rm", "disc"]);
 }
+
+/// The bridges of stack networks on this host (`ingn…`, `ingi…`).
+fn stack_bridges() -> Vec<String> {
+    std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("ingn") || n.starts_with("ingi"))
+        .collect()
+}
+
+#[test]
+fn networks_keep_services_apart_and_internal_ones_have_no_egress() {
+    let test = "networks_keep_services_apart_and_internal_ones_have_no_egress";
+    let Some(ingot) = with_versions(test) else {
+        return;
+    };
+    let before = stack_bridges();
+    let outside = ingot_testsupport::Outside::start("nw", &ingot.root(), "the outside");
+    let _daemon = Daemon::start(&ingot);
+    // Bad input first: each refused naming the field, nothing recorded.
+    let bad = [
+        (
+            "services:\n  a:\n    image: hello:1\n    networks: [nope]\n",
+            "\"nope\" is not defined in the top-level networks",
+        ),
+        (
+            "services:\n  a:\n    image: hello:1\n    networks: [x, y]\nnetworks:\n  x:\n    ipam: {config: [{subnet: 10.99.0.0/16}]}\n  y:\n    ipam: {config: [{subnet: 10.99.3.0/24}]}\n",
+            "networks.y: subnet 10.99.3.0/24 overlaps networks.x (10.99.0.0/16)",
+        ),
+        (
+            "services:\n  a:\n    image: hello:1\n    networks: [x]\nnetworks:\n  x:\n    ipam: {config: [{subnet: 10.231.7.0/24}]}\n",
+            "subnet 10.231.7.0/24 overlaps 10.231.0.0/16 on ingot0",
+        ),
+        (
+            "services:\n  a:\n    image: hello:1\nnetworks:\n  x:\n    external: true\n",
+            "external networks are not supported",
+        ),
+    ];
+    for (text, why) in bad {
+        let f = ingot.write("bad.yml", text.as_bytes());
+        let out = ingot.run(&["deploy", "-f", f.to_str().unwrap(), "--name", "bad"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{text}: {err}");
+    }
+    assert_eq!(ingot.json(&["ledger"]).as_array().map(Vec::len), Some(0));
+    assert_eq!(stack_bridges(), before, "a refused deploy made a bridge");
+
+    let text = "services:\n  web:\n    image: hello:1\n    stop_grace_period: 1s\n    networks: [front]\n  api:\n    image: hello:1\n    stop_grace_period: 1s\n    networks:\n      front:\n      back:\n        aliases: [backend]\n  db:\n    image: hello:2\n    stop_grace_period: 1s\n    networks: [back]\nnetworks:\n  front: {}\n  back:\n    internal: true\n";
+    let f = ingot.write("nets.yml", text.as_bytes());
+    ingot.ok(&["deploy", "-f", f.to_str().unwrap(), "--name", "nets"]);
+    let made: Vec<String> = stack_bridges().into_iter().filter(|b| !before.contains(b)).collect();
+    assert_eq!(made.len(), 2, "front and back: {made:?}");
+    assert_eq!(
+        made.iter().filter(|b| b.starts_with("ingi")).count(),
+        1,
+        "back is internal: {made:?}"
+    );
+    let one = |svc: &str| -> Value { ingot.json(&["service", "ps", &format!("nets_{svc}")])[0].clone() };
+    let (web, api, db) = (one("web"), one("api"), one("db"));
+    let name = |v: &Value| v["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        api["addresses"].as_array().map(Vec::len),
+        Some(2),
+        "api joins two networks: {api}"
+    );
+    // (busybox wget's own -T crashes this busybox: `timeout` bounds it.)
+    let fetch = |from: &Value, url: &str| -> Option<String> {
+        let o = ingot.run(&[
+            "exec",
+            &name(from),
+            "/bin/busybox",
+            "timeout",
+            "3",
+            "/bin/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            url,
+        ]);
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).to_string())
+    };
+    let resolve = |from: &Value, host: &str| -> String {
+        String::from_utf8_lossy(
+            &ingot
+                .run(&["exec", &name(from), "/bin/busybox", "nslookup", host])
+                .stdout,
+        )
+        .to_string()
+    };
+    // Names on a shared network resolve and answer.
+    assert!(fetch(&web, "http://api:8080/").is_some_and(|p| p.contains("version one")));
+    assert!(fetch(&api, "http://db:8080/").is_some_and(|p| p.contains("version two")));
+    assert!(
+        fetch(&db, "http://backend:8080/").is_some_and(|p| p.contains("version one")),
+        "an alias on back"
+    );
+    // web and db share no network: no name, no virtual address, no replica address.
+    assert!(!resolve(&web, "db").contains("10.232."), "web resolved db");
+    assert!(
+        !resolve(&web, "backend").contains("10.232."),
+        "web resolved back's alias"
+    );
+    let db_vip = resolve(&api, "db")
+        .lines()
+        .filter_map(|l| l.strip_prefix("Address:"))
+        .map(|a| a.trim().to_string())
+        .find(|a| a.starts_with("10.232."))
+        .expect("db's virtual address");
+    assert!(fetch(&api, &format!("http://{db_vip}:8080/")).is_some());
+    assert_eq!(
+        fetch(&web, &format!("http://{db_vip}:8080/")),
+        None,
+        "web reached db's virtual address"
+    );
+    let db_addr = db["address"].as_str().unwrap();
+    assert_eq!(
+        fetch(&web, &format!("http://{db_addr}:8080/")),
+        None,
+        "web reached db's replica"
+    );
+    assert!(fetch(&api, &format!("http://{db_addr}:8080/")).is_some());
+    // Egress: from front yes, from the internal back no.
+    let mut out = None;
+    for _ in 0..30 {
+        out = fetch(&web, &outside.url);
+        if out.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(out.as_deref(), Some("the outside"), "egress from front");
+    assert_eq!(fetch(&db, &outside.url), None, "egress from the internal network");
+
+    // Another stack is on networks of its own.
+    let other = ingot.write(
+        "iso.yml",
+        b"services:\n  x:\n    image: hello:1\n    stop_grace_period: 1s\n",
+    );
+    ingot.ok(&["deploy", "-f", other.to_str().unwrap(), "--name", "iso"]);
+    let x = ingot.json(&["service", "ps", "iso_x"])[0].clone();
+    let web_addr = web["address"].as_str().unwrap();
+    assert_eq!(
+        fetch(&x, &format!("http://{web_addr}:8080/")),
+        None,
+        "another stack reached web"
+    );
+    assert!(fetch(&x, "http://x:8080/").is_some(), "its own name");
+
+    ingot.ok(&["stack", "rm", "iso"]);
+    ingot.ok(&["stack", "rm", "nets"]);
+    assert_eq!(stack_bridges(), before, "stack rm leaves no bridge");
+    let rules = String::from_utf8_lossy(
+        &Command::new("iptables")
+            .args(["-S", "INGOT-NETWORKS"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .to_string();
+    for b in &made {
+        assert!(!rules.contains(b.as_str()), "a rule of {b} left: {rules}");
+    }
+}

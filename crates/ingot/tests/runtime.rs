@@ -582,11 +582,6 @@ fn exec_runs_inside_the_container_as_confined_as_its_first_process() {
 }
 
 /// Runs `ip ARGS`, asserting it worked.
-fn ip(args: &[&str]) {
-    let st = Command::new("ip").args(args).status().unwrap();
-    assert!(st.success(), "ip {}", args.join(" "));
-}
-
 #[test]
 fn bridged_containers_reach_each_other_and_the_outside_through_nat() {
     let test = "bridged_containers_reach_each_other_and_the_outside_through_nat";
@@ -594,43 +589,8 @@ fn bridged_containers_reach_each_other_and_the_outside_through_nat() {
         return;
     };
     // (busybox wget's own -T crashes this busybox: `timeout` bounds it.)
-    // "The outside": a web server in a network namespace of the test's own,
-    // reachable from the host over a veth pair, with no route back to the
-    // containers' subnet: its answers come back only if ingot masquerades.
-    let n = std::process::id() % 250 + 1;
-    let (ns, host_if) = (format!("ingot-egress-{n}"), format!("ieg{n}h"));
-    let (host_ip, server_ip) = (format!("10.254.{n}.1"), format!("10.254.{n}.2"));
-    ip(&["netns", "add", &ns]);
-    struct Cleanup(String, String, Option<std::process::Child>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            if let Some(c) = self.2.as_mut() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            let _ = Command::new("ip").args(["link", "del", &self.1]).status();
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let mut cleanup = Cleanup(ns.clone(), host_if.clone(), None);
-    ip(&[
-        "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-    ]);
-    ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
-    ip(&["link", "set", &host_if, "up"]);
-    ip(&["-n", &ns, "addr", "add", &format!("{server_ip}/30"), "dev", "eth0"]);
-    ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-    ip(&["-n", &ns, "link", "set", "lo", "up"]);
-    let site = ingot.path("outside");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("index.html"), "the outside").unwrap();
-    cleanup.2 = Some(
-        Command::new("ip")
-            .args(["netns", "exec", &ns, "/bin/busybox", "httpd", "-f", "-p", "8000", "-h"])
-            .arg(&site)
-            .spawn()
-            .unwrap(),
-    );
+    let outside = ingot_testsupport::Outside::start("eg", &ingot.root(), "the outside");
+    let ns = outside.ns().to_string();
     let fetch = |url: &str| {
         let wget = [
             "/bin/busybox",
@@ -645,7 +605,7 @@ fn bridged_containers_reach_each_other_and_the_outside_through_nat() {
         ];
         ingot.run(&[&["run", "--rm", "box:1"][..], &wget[..]].concat())
     };
-    let url = format!("http://{server_ip}:8000/");
+    let url = outside.url.clone();
     let mut out = None;
     for _ in 0..50 {
         let o = fetch(&url);
@@ -674,12 +634,6 @@ fn bridged_containers_reach_each_other_and_the_outside_through_nat() {
         String::from_utf8_lossy(&o.stderr)
     );
     ingot.ok(&["rm", "-f", "srv"]);
-    drop(cleanup);
-    assert!(!Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .unwrap()
-        .stdout
-        .windows(ns.len())
-        .any(|w| w == ns.as_bytes()));
+    drop(outside);
+    assert!(!ingot_testsupport::Outside::ns_exists(&ns));
 }

@@ -166,7 +166,9 @@ impl Engine {
                             (0..POOL_SLOTS)
                                 .map(|i| Network {
                                     bridge: String::new(),
-                                    subnet: std::net::Ipv4Addr::from(u32::from(POOL) + ((start + i) % POOL_SLOTS) * 256),
+                                    subnet: std::net::Ipv4Addr::from(
+                                        u32::from(POOL) + ((start + i) % POOL_SLOTS) * 256,
+                                    ),
                                     prefix: 24,
                                     internal: false,
                                 })
@@ -207,7 +209,13 @@ impl Engine {
     pub(super) async fn remove_networks(&self, stack: &str) {
         let owner = stack.to_string();
         let recs = self
-            .blocking(move |store| Ok(store.networks()?.into_iter().filter(|r| r.stack == owner).collect::<Vec<_>>()))
+            .blocking(move |store| {
+                Ok(store
+                    .networks()?
+                    .into_iter()
+                    .filter(|r| r.stack == owner)
+                    .collect::<Vec<_>>())
+            })
             .await
             .unwrap_or_default();
         for r in recs {

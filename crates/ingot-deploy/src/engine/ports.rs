@@ -70,9 +70,7 @@ impl Engine {
                     me.networks.contains(&networks::key_name(&s.stack, &n.name))
                         && n.aliases.iter().any(|a| a.to_ascii_lowercase() == name)
                 });
-                alias
-                    || s.name.to_ascii_lowercase() == name
-                    || key(&s.stack, &s.name).to_ascii_lowercase() == name
+                alias || s.name.to_ascii_lowercase() == name || key(&s.stack, &s.name).to_ascii_lowercase() == name
             })?;
             let on = shared(svc);
             let addrs: Vec<std::net::Ipv4Addr> = svc
@@ -150,7 +148,9 @@ impl Engine {
             // A virtual address serves the replicas that share a network
             // with the service (and the host), nobody else.
             let admit: Option<ingot_mesh::Admit> = match addr.ip() {
-                std::net::IpAddr::V4(ip) if u32::from(ip) & 0xffff_0000 == u32::from(std::net::Ipv4Addr::new(10, 232, 0, 0)) => {
+                std::net::IpAddr::V4(ip)
+                    if u32::from(ip) & 0xffff_0000 == u32::from(std::net::Ipv4Addr::new(10, 232, 0, 0)) =>
+                {
                     let nets: Vec<String> = stack.services[&service]
                         .network_names()
                         .iter()
@@ -158,7 +158,9 @@ impl Engine {
                         .collect();
                     let me = Arc::downgrade(self);
                     let owner = stack_name.clone();
-                    Some(Arc::new(move |peer| me.upgrade().is_some_and(|e| e.admits(peer, &owner, &nets))))
+                    Some(Arc::new(move |peer| {
+                        me.upgrade().is_some_and(|e| e.admits(peer, &owner, &nets))
+                    }))
                 }
                 _ => None,
             };

@@ -45,7 +45,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Starts container `name` running `spec` (detached: it outlives the
     /// daemon) on networks `nets` (the primary first); config mounts come
     /// from `configs/<hex>` under the root.
-    fn start<'a>(&'a self, name: &'a str, spec: &'a PinnedService, nets: &'a [Network]) -> BoxFuture<'a, Result<Started>>;
+    fn start<'a>(
+        &'a self,
+        name: &'a str,
+        spec: &'a PinnedService,
+        nets: &'a [Network],
+    ) -> BoxFuture<'a, Result<Started>>;
     /// Makes sure network `net`'s bridge and rules are there.
     fn ensure_network(&self, net: Network) -> BoxFuture<'_, Result<()>>;
     /// Removes network `net`'s bridge and rules.
@@ -169,7 +174,12 @@ impl LocalRuntime {
 }
 
 impl Runtime for LocalRuntime {
-    fn start<'a>(&'a self, name: &'a str, spec: &'a PinnedService, nets: &'a [Network]) -> BoxFuture<'a, Result<Started>> {
+    fn start<'a>(
+        &'a self,
+        name: &'a str,
+        spec: &'a PinnedService,
+        nets: &'a [Network],
+    ) -> BoxFuture<'a, Result<Started>> {
         Box::pin(async move {
             let opts = self.options(name, spec, nets);
             let image = spec.digest.to_string();

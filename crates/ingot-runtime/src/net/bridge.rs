@@ -129,7 +129,11 @@ pub fn ensure(net: &Network) -> Result<()> {
 pub fn remove(net: &Network) -> Result<()> {
     net.validate()?;
     if net.bridge == BRIDGE {
-        return Err(RuntimeError::invalid("network", BRIDGE, "the default bridge is not removed"));
+        return Err(RuntimeError::invalid(
+            "network",
+            BRIDGE,
+            "the default bridge is not removed",
+        ));
     }
     let name = net.bridge.as_str();
     if link_exists(name) {
@@ -272,9 +276,14 @@ pub fn ensure_forwarding() -> Result<()> {
                 .write_all(fixed.as_bytes())
                 .map_err(|e| format!("iptables-restore: {e}"))?;
         }
-        let out = restore.wait_with_output().map_err(|e| format!("iptables-restore: {e}"))?;
+        let out = restore
+            .wait_with_output()
+            .map_err(|e| format!("iptables-restore: {e}"))?;
         if !out.status.success() {
-            return Err(format!("iptables-restore: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return Err(format!(
+                "iptables-restore: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
         }
         for (table, chain, target) in [
             ("filter", "INPUT", INPUT_CHAIN),

@@ -108,7 +108,13 @@ fn acquire_in(run_dir: &Path, id: &str, net: &Network) -> Result<Lease> {
         .candidates()
         .map(|a| a.to_string())
         .find(|a| !taken.contains(a))
-        .ok_or_else(|| RuntimeError::Setup(format!("no free address left on network {} ({})", net.bridge, net.cidr())))?;
+        .ok_or_else(|| {
+            RuntimeError::Setup(format!(
+                "no free address left on network {} ({})",
+                net.bridge,
+                net.cidr()
+            ))
+        })?;
     let me = std::process::id();
     let start = start_time(me).ok_or_else(|| RuntimeError::Setup("cannot read our own /proc/self/stat".into()))?;
     let path = dir.join(&address);
@@ -150,10 +156,15 @@ mod tests {
             prefix: 29,
             internal: false,
         };
-        let held: Vec<Lease> = (0..5).map(|i| acquire_in(t.path(), &format!("s{i}"), &small).unwrap()).collect();
+        let held: Vec<Lease> = (0..5)
+            .map(|i| acquire_in(t.path(), &format!("s{i}"), &small).unwrap())
+            .collect();
         assert_eq!(held[0].address.to_string(), "10.240.9.2");
         assert_eq!(held[4].address.to_string(), "10.240.9.6");
         let full = acquire_in(t.path(), "s5", &small).unwrap_err().to_string();
-        assert!(full.contains("no free address left on network ingn1 (10.240.9.0/29)"), "{full}");
+        assert!(
+            full.contains("no free address left on network ingn1 (10.240.9.0/29)"),
+            "{full}"
+        );
     }
 }

@@ -79,7 +79,8 @@ impl Network {
         let bad = |why: &str| RuntimeError::invalid("network", &self.bridge, why.to_string());
         let named = self.bridge == bridge::BRIDGE
             || (self.bridge.len() <= 15
-                && (self.bridge.starts_with(bridge::NETWORK_PREFIX) || self.bridge.starts_with(bridge::INTERNAL_PREFIX))
+                && (self.bridge.starts_with(bridge::NETWORK_PREFIX)
+                    || self.bridge.starts_with(bridge::INTERNAL_PREFIX))
                 && self.bridge[4..].bytes().all(|b| b.is_ascii_alphanumeric()));
         if !named {
             return Err(bad("not a bridge name ingot makes (ingot0, ingn…, ingi…)"));
@@ -253,11 +254,26 @@ mod tests {
         };
         assert!(n.overlaps(&wide) && wide.overlaps(&n) && !n.overlaps(&d));
         for bad in [
-            Network { prefix: 30, ..n.clone() },
-            Network { subnet: Ipv4Addr::new(10, 240, 3, 1), ..n.clone() },
-            Network { bridge: "eth0".into(), ..n.clone() },
-            Network { bridge: "ingn../x".into(), ..n.clone() },
-            Network { internal: true, ..n.clone() },
+            Network {
+                prefix: 30,
+                ..n.clone()
+            },
+            Network {
+                subnet: Ipv4Addr::new(10, 240, 3, 1),
+                ..n.clone()
+            },
+            Network {
+                bridge: "eth0".into(),
+                ..n.clone()
+            },
+            Network {
+                bridge: "ingn../x".into(),
+                ..n.clone()
+            },
+            Network {
+                internal: true,
+                ..n.clone()
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
