@@ -35,8 +35,10 @@ pub fn address(root: &Path) -> SocketAddr {
 /// root can bind it too). The daemon binds before it serves anything: no
 /// replica is given a name server that does not answer.
 pub fn bind(root: &Path) -> std::io::Result<std::net::UdpSocket> {
-    use rustix::net::{sockopt, AddressFamily, SocketType};
-    let fd = rustix::net::socket(AddressFamily::INET, SocketType::DGRAM, None)?;
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+    // CLOEXEC: no replica's monitor (a child of the daemon) may inherit it
+    // (a copy held elsewhere would take half the questions, SO_REUSEPORT).
+    let fd = rustix::net::socket_with(AddressFamily::INET, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
     sockopt::set_socket_reuseaddr(&fd, true)?;
     sockopt::set_socket_reuseport(&fd, true)?;
     rustix::net::bind(&fd, &address(root))?;

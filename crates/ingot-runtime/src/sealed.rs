@@ -64,6 +64,15 @@ impl Shim {
     /// a failure is reported on it as `CODE\nMESSAGE`. Returns only if the
     /// shim could not be executed.
     pub(crate) fn exec(&self, path: &CStr, argv: &[CString], envp: &[CString], err_fd: Option<RawFd>) -> nix::Error {
+        // Nothing of the host's beyond stdio crosses into the command: every
+        // other descriptor (a socket of the daemon that started the
+        // monitor, say) closes on exec, whoever forgot CLOEXEC on it.
+        // SAFETY: close_range only sets flags on descriptors of this
+        // process; no memory is passed.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+        if rc != 0 {
+            return nix::Error::last();
+        }
         if let Some(fd) = err_fd {
             // The shim closes it again (close-on-exec) before executing the command.
             // SAFETY: the caller's descriptor, open for as long as this call.

@@ -1292,6 +1292,19 @@ fn services_find_each_other_by_name_through_dns_and_virtual_addresses() {
         let page = ingot.ok(&["exec", &web, "wget", "-q", "-O", "-", &format!("http://{name}:8080/")]);
         assert!(page.contains("version one"), "{name}: {page}");
     }
+    // Only the daemon holds its DNS socket (no replica inherited it).
+    let holders = Command::new("ss")
+        .args(["-H", "-ulnp", "src", "10.233.0.0/16"])
+        .output()
+        .unwrap();
+    let holders = String::from_utf8_lossy(&holders.stdout).to_string();
+    assert!(holders.contains("\"ingot\""), "the daemon's DNS socket: {holders}");
+    for users in holders.lines().filter_map(|l| l.split("users:").nth(1)) {
+        assert!(
+            users.matches("pid=").count() == 1 && users.contains("\"ingot\""),
+            "another process holds a DNS socket: {holders}"
+        );
+    }
     let look = |name: &str| ingot.run(&["exec", &web, "/bin/busybox", "nslookup", name]);
     let vip = String::from_utf8_lossy(&look("api").stdout).to_string();
     assert!(vip.contains("10.232."), "a virtual address: {vip}");

@@ -82,6 +82,14 @@ impl Engine {
                         current.retain(|r| r.slot != slot);
                         self.with_service(&stack.name, name, |s| s.replicas.retain(|r| r.slot != slot));
                     }
+                    // A stop-first old replica is gone already (and its
+                    // address may be the new one's): nothing of it to park
+                    // or to take out of the pool later.
+                    let old = if policy.order == Order::StopFirst {
+                        Vec::new()
+                    } else {
+                        old
+                    };
                     match self.start_replica(&stack.name, name, spec, slot).await {
                         Ok(r) => fresh.push((r, old)),
                         Err(e) => {
