@@ -48,7 +48,10 @@ pub fn write_etc_files(dir: &Path, spec: &ContainerSpec, address: Option<&str>) 
         fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
     } else {
         let mut text: String = spec.dns.iter().map(|d| format!("nameserver {d}\n")).collect();
-        text.push_str("options ndots:0\n");
+        // A question lost while a replacing daemon takes over (a datagram
+        // queued on the old socket when it closes) is asked again after a
+        // second, not five.
+        text.push_str("options ndots:0 timeout:1 attempts:3\n");
         text
     };
     fs::write(dir.join("resolv.conf"), resolv)?;

@@ -63,8 +63,19 @@ impl Drop for Daemon {
     }
 }
 
-/// One keep-alive HTTP/1.1 GET; the page's <title>.
+/// One keep-alive HTTP/1.1 GET of `/`; the page's <title>.
 fn get(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, String> {
+    let body = get_path(conn, port, "/")?;
+    Ok(body
+        .split("<title>")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap_or("")
+        .to_string())
+}
+
+/// One keep-alive HTTP/1.1 GET of `path`; the body, unless the status is not 200.
+fn get_path(conn: &mut Option<BufReader<TcpStream>>, port: u16, path: &str) -> Result<String, String> {
     if conn.is_none() {
         let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -72,7 +83,7 @@ fn get(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, Str
     }
     let r = conn.as_mut().unwrap();
     r.get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut status = String::new();
     r.read_line(&mut status).map_err(|e| e.to_string())?;
@@ -99,14 +110,10 @@ fn get(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, Str
         // As any HTTP/1.1 client: the server closes this one; the next request reconnects.
         *conn = None;
     }
-    let body = String::from_utf8_lossy(&body);
-    Ok(body
-        .split("<title>")
-        .nth(1)
-        .and_then(|t| t.split('<').next())
-        .unwrap_or("")
-        .to_string())
+    Ok(String::from_utf8_lossy(&body).to_string())
 }
+
+type Fetch = fn(&mut Option<BufReader<TcpStream>>, u16) -> Result<String, String>;
 
 /// A bounded load loop (4 keep-alive clients, at most 60 s or 200k
 /// requests) until stopped; counts requests and failures.
@@ -119,10 +126,15 @@ struct Load {
 
 impl Load {
     fn start(port: u16) -> Load {
+        Load::start_with(port, get, 4)
+    }
+
+    /// `clients` clients each calling `fetch` in a loop.
+    fn start_with(port: u16, fetch: Fetch, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
-        let threads = (0..4)
+        let threads = (0..clients)
             .map(|_| {
                 let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
                 std::thread::spawn(move || {
@@ -132,7 +144,7 @@ impl Load {
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(60) && n < 50_000 {
                         n += 1;
-                        match get(&mut conn, port) {
+                        match fetch(&mut conn, port) {
                             Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                             Err(e) => {
                                 conn = None;
@@ -1531,4 +1543,162 @@ fn networks_keep_services_apart_and_internal_ones_have_no_egress() {
     for b in &made {
         assert!(!rules.contains(b.as_str()), "a rule of {b} left: {rules}");
     }
+}
+
+/// The shop's `/cgi-bin/visit` on a connection of its own (a CGI answer has
+/// no length); the body unless the status is not 200 or it counted nothing.
+fn visit(_: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /cgi-bin/visit HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut all = String::new();
+    s.read_to_string(&mut all).map_err(|e| e.to_string())?;
+    if !all.starts_with("HTTP/1.1 200") || !all.contains("hits=") {
+        return Err(format!(
+            "{:?}",
+            all.lines().filter(|l| !l.is_empty()).collect::<Vec<_>>()
+        ));
+    }
+    Ok(all)
+}
+
+/// `hits=N` of a visit's answer.
+fn hits(answer: &str) -> u64 {
+    answer
+        .split("hits=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_three_tier_stack_serves_through_updates_rollback_restart_and_keeps_its_data() {
+    let test = "a_three_tier_stack_serves_through_updates_rollback_restart_and_keeps_its_data";
+    let Some(ingot) = ingot_testsupport::busybox_root(test, BIN, "example/base:latest") else {
+        return;
+    };
+    // The database image: redis from Debian's packages (cached rootfs).
+    let tar = ingot.path("redis-rootfs.tar");
+    let st = Command::new(workspace_file("examples/shop/db/rootfs.sh"))
+        .arg(&tar)
+        .status()
+        .unwrap();
+    assert!(st.success(), "examples/shop/db/rootfs.sh failed");
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "example/redis-rootfs:latest"]);
+    for tier in ["web", "api", "db"] {
+        let dir = workspace_file(&format!("examples/shop/{tier}"));
+        ingot.ok(&[
+            "build",
+            "-q",
+            "--no-sbom",
+            "-t",
+            &format!("example/shop-{tier}:latest"),
+            dir.to_str().unwrap(),
+        ]);
+    }
+    let port = ingot_testsupport::free_port();
+    let password = "a-test-password-of-the-api";
+    let hash = sha256_hex(password.as_bytes());
+    let acl = format!("user default off\nuser api on #{hash} ~* &* +@all\nuser health on nopass -@all +ping\n");
+    let stack = workspace_file("examples/shop/stack.yml");
+    let deploy = |version: &str| {
+        let out = ingot
+            .command()
+            .args(["deploy", "-f", stack.to_str().unwrap(), "--name", "shop"])
+            .env("SHOP_PORT", port.to_string())
+            .env("SHOP_API_VERSION", version)
+            .env("SHOP_API_PASSWORD", password)
+            .env("SHOP_DB_ACL", &acl)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "deploy: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let daemon = Daemon::start(&ingot);
+    deploy("1");
+    let first = visit(&mut None, port).expect("a visit");
+    assert!(first.contains("api=1"), "{first}");
+    let n0 = hits(&first);
+
+    // Under load through the web tier: an update of the API, a rollback,
+    // a daemon replaced; no request fails.
+    let load = Load::start_with(port, visit, 2);
+    let mut phases = Vec::new();
+    let mut mark =
+        |what: &str, load: &Load| phases.push(format!("{what}: {} failed", load.failed.load(Ordering::Relaxed)));
+    std::thread::sleep(Duration::from_millis(500));
+    mark("before", &load);
+    deploy("2");
+    assert!(visit(&mut None, port).unwrap().contains("api=2"));
+    mark("update", &load);
+    ingot.ok(&["rollback", "shop_api"]);
+    assert!(visit(&mut None, port).unwrap().contains("api=1"));
+    mark("rollback", &load);
+    let successor = Daemon::start_with(&ingot, &["--replace"]);
+    let mut daemon = daemon;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the replaced daemon did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    mark("replace", &load);
+    let (ok, failed, errors) = load.finish();
+    assert!(ok > 20, "the load loop ran ({ok} requests)");
+    assert_eq!(
+        failed, 0,
+        "failed requests through the web tier ({phases:?}): {errors:?}"
+    );
+    let after = hits(&visit(&mut None, port).unwrap());
+    assert!(after > n0 + ok, "every visit was counted: {n0} + {ok} < {after}");
+
+    // Secrets: each readable by the one service given it.
+    let first_of = |svc: &str| -> String {
+        ingot.json(&["service", "ps", &format!("shop_{svc}")])[0]["name"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (web, api, db) = (first_of("web"), first_of("api"), first_of("db"));
+    let reads = |c: &str, secret: &str| ingot.run(&["exec", c, "cat", &format!("/run/secrets/{secret}")]);
+    assert!(String::from_utf8_lossy(&reads(&db, "db_acl").stdout).contains(&hash));
+    assert_eq!(
+        String::from_utf8_lossy(&reads(&api, "api_password").stdout).trim(),
+        password
+    );
+    for (c, secret) in [
+        (&web, "db_acl"),
+        (&web, "api_password"),
+        (&api, "db_acl"),
+        (&db, "api_password"),
+    ] {
+        assert!(!reads(c, secret).status.success(), "{c} read {secret}");
+    }
+    // web shares no network with db: no name, no connection.
+    let nc = ingot.run(&[
+        "exec",
+        &web,
+        "sh",
+        "-c",
+        "printf 'PING\\r\\n' | /bin/busybox timeout 3 /bin/busybox nc db 6379",
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&nc.stdout).contains("NOAUTH"),
+        "web reached db"
+    );
+
+    // stack rm keeps the volume; a redeploy finds the data.
+    ingot.ok(&["stack", "rm", "shop"]);
+    assert!(ingot.json(&["volume", "ls"]).to_string().contains("shop_data"));
+    deploy("1");
+    let again = hits(&visit(&mut None, port).unwrap());
+    assert!(
+        again > after,
+        "data survived stack rm and redeploy ({after} then {again})"
+    );
+    ingot.ok(&["stack", "rm", "shop"]);
+    ingot.ok(&["volume", "rm", "shop_data"]);
+    drop(successor);
 }

@@ -174,6 +174,15 @@ impl std::str::FromStr for PortMap {
     }
 }
 
+/// Lets connections waiting in the accept queue of a listener that closes
+/// move to another listener of the same SO_REUSEPORT group
+/// (`net.ipv4.tcp_migrate_req`, Linux 5.14): a replaced daemon's published
+/// ports and virtual addresses then lose no connection in the handover.
+/// Host-wide, as `ip_forward`; whether the kernel has it.
+pub fn migrate_listeners() -> bool {
+    std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1").is_ok()
+}
+
 /// Brings the loopback interface up (a fresh network namespace has it down).
 pub fn loopback_up() -> Result<(), String> {
     // SAFETY: an ifreq zeroed and named "lo", passed to two ioctls on a

@@ -73,6 +73,9 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
     ingot_runtime::net::bridge::ensure_bridge()?;
     ingot_runtime::net::bridge::ensure_forwarding()?;
     ingot_runtime::net::bridge::ensure_vip_route()?;
+    if !ingot_runtime::net::migrate_listeners() {
+        tracing::warn!("net.ipv4.tcp_migrate_req cannot be set (Linux < 5.14?): a daemon --replace may reset connections still in the accept queue");
+    }
     // Monitors and health checks run this same (protected) binary.
     let exe = std::path::PathBuf::from("/proc/self/exe");
     let sock = sock.map(Path::to_path_buf).unwrap_or_else(|| root.join("ingot.sock"));
