@@ -645,6 +645,47 @@ pub struct Port {
     pub host_ip: String,
     pub published: u16,
     pub target: u16,
+    #[serde(default, skip_serializing_if = "is_tcp")]
+    pub protocol: Protocol,
+    #[serde(default, skip_serializing_if = "PortMode::is_ingress")]
+    pub mode: PortMode,
+}
+
+pub use ingot_runtime::net::Protocol;
+
+fn is_tcp(p: &Protocol) -> bool {
+    p.is_tcp()
+}
+
+/// Where a published port is served (`ports[].mode`, as Swarm's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortMode {
+    /// By the routing mesh, balanced over every healthy replica.
+    #[default]
+    Ingress,
+    /// By the one replica on this node itself, no mesh in between.
+    Host,
+}
+
+impl PortMode {
+    pub fn is_ingress(&self) -> bool {
+        *self == PortMode::Ingress
+    }
+}
+
+impl Port {
+    /// `IP:PUBLISHED->TARGET[/udp][ (host)]`.
+    pub fn describe(&self) -> String {
+        let mut d = format!("{}:{}->{}", self.host_ip, self.published, self.target);
+        if !self.protocol.is_tcp() {
+            d.push_str(&format!("/{}", self.protocol));
+        }
+        if self.mode == PortMode::Host {
+            d.push_str(" (host)");
+        }
+        d
+    }
 }
 
 /// What to do when an update fails.
@@ -983,10 +1024,10 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
         let mut ports = Vec::new();
         for p in &s.ports {
             let port = parse_port(p).map_err(|e| at(format!("ports: {e}")))?;
-            if let Some(other) = published.insert(port.published, name.clone()) {
+            if let Some(other) = published.insert((port.published, port.protocol), name.clone()) {
                 return Err(at(format!(
-                    "ports: host port {} is already published by service {other}",
-                    port.published
+                    "ports: host port {}/{} is already published by service {other}",
+                    port.published, port.protocol
                 )));
             }
             ports.push(port);
@@ -1102,6 +1143,8 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             .map_err(|e| at(format!("deploy.rollback_config.{e}")))?;
         let restart =
             restart_policy(deploy.restart_policy.as_ref()).map_err(|e| at(format!("deploy.restart_policy.{e}")))?;
+        check_host_ports(&ports, deploy.replicas.unwrap_or(1), global, &update, &rollback)
+            .map_err(|e| at(format!("ports: {e}")))?;
         services.push(ServiceDef {
             name: name.clone(),
             image: s.image.clone(),
@@ -1454,9 +1497,16 @@ fn parse_port(p: &PortDef) -> std::result::Result<Port, String> {
     };
     match p {
         PortDef::Long(l) => {
-            if l.protocol.as_deref().is_some_and(|p| p != "tcp") {
-                return Err("only tcp ports are supported".into());
-            }
+            let protocol = match l.protocol.as_deref() {
+                None | Some("tcp") => Protocol::Tcp,
+                Some("udp") => Protocol::Udp,
+                Some(p) => return Err(format!("protocol: {p:?} is not tcp or udp")),
+            };
+            let mode = match l.mode.as_deref() {
+                None | Some("ingress") => PortMode::Ingress,
+                Some("host") => PortMode::Host,
+                Some(m) => return Err(format!("mode: {m:?} is not ingress or host")),
+            };
             let published = match &l.published {
                 Some(serde_yaml_ng::Value::Number(n)) => num(&n.to_string())?,
                 Some(serde_yaml_ng::Value::String(s)) => num(s)?,
@@ -1469,34 +1519,75 @@ fn parse_port(p: &PortDef) -> std::result::Result<Port, String> {
                 host_ip: l.host_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
                 published,
                 target: l.target,
+                protocol,
+                mode,
             })
         }
         PortDef::Short(v) => {
             let s = match v {
                 serde_yaml_ng::Value::String(s) => s.clone(),
                 serde_yaml_ng::Value::Number(n) => n.to_string(),
+                // The long form (an untagged enum tries the short one first).
+                serde_yaml_ng::Value::Mapping(_) => {
+                    let long: LongPort = serde_yaml_ng::from_value(v.clone()).map_err(|e| e.to_string())?;
+                    return parse_port(&PortDef::Long(long));
+                }
                 other => return Err(format!("{other:?} is not a port mapping")),
             };
-            let s = s.strip_suffix("/tcp").unwrap_or(&s);
-            if s.ends_with("/udp") {
-                return Err("only tcp ports are supported".into());
-            }
+            let (s, protocol) = match s.rsplit_once('/') {
+                None => (s.as_str(), Protocol::Tcp),
+                Some((p, "tcp")) => (p, Protocol::Tcp),
+                Some((p, "udp")) => (p, Protocol::Udp),
+                Some((_, other)) => return Err(format!("protocol {other:?} is not tcp or udp")),
+            };
             let parts: Vec<&str> = s.rsplitn(3, ':').collect();
-            match parts.as_slice() {
-                [target, published] => Ok(Port {
-                    host_ip: "127.0.0.1".into(),
-                    published: num(published)?,
-                    target: num(target)?,
-                }),
-                [target, published, ip] => Ok(Port {
-                    host_ip: ip.trim_matches(|c| c == '[' || c == ']').to_string(),
-                    published: num(published)?,
-                    target: num(target)?,
-                }),
-                _ => Err(format!("{s:?}: give HOST:CONTAINER (a published port is required)")),
-            }
+            let (host_ip, published, target) = match parts.as_slice() {
+                [target, published] => ("127.0.0.1".to_string(), *published, *target),
+                [target, published, ip] => (
+                    ip.trim_matches(|c| c == '[' || c == ']').to_string(),
+                    *published,
+                    *target,
+                ),
+                _ => return Err(format!("{s:?}: give HOST:CONTAINER (a published port is required)")),
+            };
+            Ok(Port {
+                host_ip,
+                published: num(published)?,
+                target: num(target)?,
+                protocol,
+                mode: PortMode::Ingress,
+            })
         }
     }
+}
+
+/// Ports in host mode are served by the replica itself: one replica per
+/// node, and never two at once (a start-first update would need both).
+pub fn check_host_ports(
+    ports: &[Port],
+    replicas: u32,
+    global: bool,
+    update: &UpdatePolicy,
+    rollback: &UpdatePolicy,
+) -> std::result::Result<(), String> {
+    let Some(p) = ports.iter().find(|p| p.mode == PortMode::Host) else {
+        return Ok(());
+    };
+    if !global && replicas > 1 {
+        return Err(format!(
+            "port {}: a host-mode port is served by one replica per node; {replicas} replicas on this node cannot all bind it (use mode ingress, or one replica)",
+            p.published
+        ));
+    }
+    for (what, policy) in [("update_config", update), ("rollback_config", rollback)] {
+        if policy.order == Order::StartFirst {
+            return Err(format!(
+                "port {}: deploy.{what}.order start-first would run two replicas on a host-mode port; use stop-first",
+                p.published
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_health(h: &HealthcheckDef) -> std::result::Result<Option<Health>, String> {

@@ -667,10 +667,15 @@ impl PinnedStack {
                 if p.published == 0 || p.target == 0 {
                     return Err(f("port 0".into()));
                 }
-                if let Some(other) = published.insert((ip, p.published), name) {
-                    return Err(f(format!("port {} is also published by service {other}", p.published)));
+                if let Some(other) = published.insert((ip, p.published, p.protocol), name) {
+                    return Err(f(format!(
+                        "port {}/{} is also published by service {other}",
+                        p.published, p.protocol
+                    )));
                 }
             }
+            crate::compose::check_host_ports(&s.ports, s.replicas, s.global, &s.update, &s.rollback)
+                .map_err(field(at(".ports")))?;
             if let Some(h) = &s.health {
                 let f = |x: &str| field(at(&format!(".health.{x}")));
                 if h.test.is_empty() {

@@ -122,6 +122,18 @@ impl Pool {
         }
     }
 
+    /// [`Pool::pick`], each backend at `port` when given (a listener for
+    /// another of the service's ports than the pool's own).
+    fn pick_at(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
+        let mut all = self.pick();
+        if let Some(p) = port {
+            for (a, _) in &mut all {
+                a.set_port(p);
+            }
+        }
+        all
+    }
+
     /// The backends in round-robin order starting at the next one.
     fn pick(&self) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
         let b = self.backends.lock().unwrap();
@@ -204,14 +216,24 @@ impl Drop for Listener {
 /// one is disconnected at once.
 pub type Admit = Arc<dyn Fn(std::net::IpAddr) -> bool + Send + Sync>;
 
+/// How a listener serves its pool.
+#[derive(Clone, Default)]
+pub struct ListenOptions {
+    /// Who may connect (everyone without one).
+    pub admit: Option<Admit>,
+    /// The replicas' port for this listener, when not the pool's own.
+    pub port: Option<u16>,
+}
+
 /// Binds `addr` (with SO_REUSEPORT, so that a replacing daemon can bind the
 /// same port before this one lets go of it) and serves it from `pool`.
 pub async fn listen(addr: SocketAddr, pool: Arc<Pool>) -> Result<Listener, MeshError> {
-    listen_admitting(addr, pool, None).await
+    listen_with(addr, pool, ListenOptions::default()).await
 }
 
-/// [`listen`], serving only the clients `admit` lets in (all without one).
-pub async fn listen_admitting(addr: SocketAddr, pool: Arc<Pool>, admit: Option<Admit>) -> Result<Listener, MeshError> {
+/// [`listen`] with [`ListenOptions`].
+pub async fn listen_with(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions) -> Result<Listener, MeshError> {
+    let ListenOptions { admit, port } = opts;
     let bind = || -> std::io::Result<TcpListener> {
         let socket = match addr {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -240,9 +262,82 @@ pub async fn listen_admitting(addr: SocketAddr, pool: Arc<Pool>, admit: Option<A
             let conn = InFlight::new(counter.clone());
             let watch = watch.clone();
             tokio::spawn(async move {
-                serve(stream, pool, watch).await;
+                serve(stream, pool, port, watch).await;
                 drop(conn);
             });
+        }
+    });
+    Ok(Listener { accept, draining, open })
+}
+
+/// How long a UDP client's flow lives without traffic.
+const UDP_IDLE: Duration = Duration::from_secs(60);
+/// The most UDP clients one listener keeps flows for at once.
+const UDP_FLOWS: usize = 4096;
+
+/// Binds UDP `addr` (SO_REUSEPORT, as [`listen`]) and relays datagrams to
+/// the pool: each client's flow goes to one replica (picked when the flow
+/// starts, as the TCP proxy picks per connection) through a socket of its
+/// own, whose replies go back to that client; a flow idle for 60 s ends.
+pub async fn listen_udp(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions) -> Result<Listener, MeshError> {
+    let bind = || -> std::io::Result<tokio::net::UdpSocket> {
+        let domain = socket2::Domain::for_address(addr);
+        let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&addr.into())?;
+        s.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(s.into())
+    };
+    let sock = Arc::new(bind().map_err(|source| MeshError::Bind { addr, source })?);
+    let (draining, _) = tokio::sync::watch::channel(false);
+    let open = Arc::new(AtomicUsize::new(0));
+    let accept = tokio::spawn(async move {
+        let flows: Arc<Mutex<BTreeMap<SocketAddr, Arc<tokio::net::UdpSocket>>>> = Arc::default();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let Ok((n, client)) = sock.recv_from(&mut buf).await else {
+                continue;
+            };
+            if opts.admit.as_ref().is_some_and(|a| !a(client.ip())) {
+                continue;
+            }
+            let known = flows.lock().unwrap().get(&client).cloned();
+            let flow = match known {
+                Some(f) => f,
+                None => {
+                    if flows.lock().unwrap().len() >= UDP_FLOWS {
+                        continue;
+                    }
+                    let Some((backend, active)) = pool.pick_at(opts.port).into_iter().next() else {
+                        pool.failures.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    let local: SocketAddr = if backend.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                        .parse()
+                        .expect("address");
+                    let up = match tokio::net::UdpSocket::bind(local).await {
+                        Ok(u) if u.connect(backend).await.is_ok() => Arc::new(u),
+                        _ => {
+                            pool.failures.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    };
+                    pool.requests.fetch_add(1, Ordering::Relaxed);
+                    flows.lock().unwrap().insert(client, up.clone());
+                    let (sock, flows, back) = (sock.clone(), flows.clone(), up.clone());
+                    tokio::spawn(async move {
+                        let _guard = InFlight::new(active);
+                        let mut buf = vec![0u8; 65_536];
+                        while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, back.recv(&mut buf)).await {
+                            let _ = sock.send_to(&buf[..n], client).await;
+                        }
+                        flows.lock().unwrap().remove(&client);
+                    });
+                    up
+                }
+            };
+            let _ = flow.send(&buf[..n]).await;
         }
     });
     Ok(Listener { accept, draining, open })
@@ -265,7 +360,12 @@ fn looks_like_http(b: &[u8]) -> bool {
         .any(|m| b.starts_with(m) || (b.len() < m.len() && m.starts_with(b) && !b.is_empty()))
 }
 
-async fn serve(stream: TcpStream, pool: Arc<Pool>, mut draining: tokio::sync::watch::Receiver<bool>) {
+async fn serve(
+    stream: TcpStream,
+    pool: Arc<Pool>,
+    port: Option<u16>,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+) {
     let mut buf = [0u8; 8];
     // Client-speaks-first protocols show their first bytes at once; a
     // server-speaks-first one gets TCP after a short wait.
@@ -281,7 +381,7 @@ async fn serve(stream: TcpStream, pool: Arc<Pool>, mut draining: tokio::sync::wa
             let pool = pool.clone();
             let closing = *closing.borrow();
             async move {
-                let mut resp = forward(req, &pool).await;
+                let mut resp = forward(req, &pool, port).await;
                 if closing {
                     resp.headers_mut().insert(
                         hyper::header::CONNECTION,
@@ -319,12 +419,12 @@ async fn serve(stream: TcpStream, pool: Arc<Pool>, mut draining: tokio::sync::wa
             let _ = tokio::time::timeout(Duration::from_secs(30), conn.as_mut()).await;
         }
     } else {
-        splice(stream, pool).await;
+        splice(stream, pool, port).await;
     }
 }
 
-async fn splice(mut client: TcpStream, pool: Arc<Pool>) {
-    for (addr, active) in pool.pick() {
+async fn splice(mut client: TcpStream, pool: Arc<Pool>, port: Option<u16>) {
+    for (addr, active) in pool.pick_at(port) {
         let Ok(Ok(mut up)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await else {
             continue;
         };
@@ -344,14 +444,14 @@ fn status(code: StatusCode, msg: &str) -> Response<Full<Bytes>> {
 }
 
 /// Sends one request to a backend, retrying on the next if it cannot be reached.
-async fn forward(req: Request<Incoming>, pool: &Pool) -> Response<Full<Bytes>> {
+async fn forward(req: Request<Incoming>, pool: &Pool, port: Option<u16>) -> Response<Full<Bytes>> {
     pool.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken"),
     };
-    let candidates = pool.pick();
+    let candidates = pool.pick_at(port);
     if candidates.is_empty() {
         pool.failures.fetch_add(1, Ordering::Relaxed);
         return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy replica");
@@ -447,6 +547,55 @@ async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn udp_flows_go_to_one_replica_each_and_replies_come_back() {
+        let lo = std::net::Ipv4Addr::LOCALHOST;
+        // Two replicas answering "<name>:<datagram>" on the same port of
+        // two loopback addresses; the pool knows them at another port.
+        let probe = std::net::UdpSocket::bind((lo, 0)).unwrap();
+        let port = probe.local_addr().unwrap().port();
+        drop(probe);
+        let pool = Pool::new();
+        for (i, ip) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
+            let s = tokio::net::UdpSocket::bind((ip, port)).await.unwrap();
+            pool.add(SocketAddr::new(ip.parse().unwrap(), 9));
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok((n, from)) = s.recv_from(&mut buf).await {
+                    let reply = format!("r{i}:{}", String::from_utf8_lossy(&buf[..n]));
+                    let _ = s.send_to(reply.as_bytes(), from).await;
+                }
+            });
+        }
+        let front_probe = std::net::UdpSocket::bind((lo, 0)).unwrap();
+        let front = front_probe.local_addr().unwrap();
+        drop(front_probe);
+        let opts = ListenOptions {
+            admit: None,
+            port: Some(port),
+        };
+        let _l = listen_udp(front, pool.clone(), opts).await.unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..2 {
+            let c = tokio::net::UdpSocket::bind((lo, 0)).await.unwrap();
+            let mut first = None;
+            for word in ["a", "b"] {
+                c.send_to(word.as_bytes(), front).await.unwrap();
+                let mut buf = [0u8; 64];
+                let n = tokio::time::timeout(Duration::from_secs(5), c.recv(&mut buf))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                let (who, what) = std::str::from_utf8(&buf[..n]).unwrap().split_once(':').unwrap();
+                assert_eq!(what, word);
+                // One client's datagrams all go to the same replica.
+                assert_eq!(*first.get_or_insert(who.to_string()), who);
+            }
+            seen.insert(first.unwrap());
+        }
+        assert_eq!(seen.len(), 2, "two clients, two replicas: {seen:?}");
+    }
 
     #[test]
     fn http_sniffing() {

@@ -1702,3 +1702,137 @@ fn a_three_tier_stack_serves_through_updates_rollback_restart_and_keeps_its_data
     ingot.ok(&["volume", "rm", "shop_data"]);
     drop(successor);
 }
+
+/// A UDP echo server: answers each datagram with `HOSTNAME:DATAGRAM`.
+const UDP_ECHO: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+int main(int argc, char **argv) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(atoi(argv[1]));
+    if (bind(s, (struct sockaddr *)&a, sizeof a) != 0) { perror("bind"); return 1; }
+    char host[64] = {0}, buf[512], out[640];
+    gethostname(host, sizeof host - 1);
+    for (;;) {
+        struct sockaddr_in from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(s, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &fl);
+        if (n < 0) continue;
+        buf[n] = 0;
+        int m = snprintf(out, sizeof out, "%s:%s", host, buf);
+        sendto(s, out, m, 0, (struct sockaddr *)&from, fl);
+    }
+}
+"#;
+
+/// One datagram to 127.0.0.1:`port` from a fresh socket; the answer.
+fn udp_ask(port: u16, what: &str) -> Option<String> {
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    for _ in 0..20 {
+        c.send_to(what.as_bytes(), ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 700];
+        if let Ok(n) = c.recv(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+    }
+    None
+}
+
+#[test]
+fn udp_ports_through_the_mesh_and_host_mode_ports_on_the_replica() {
+    let test = "udp_ports_through_the_mesh_and_host_mode_ports_on_the_replica";
+    let Some(ingot) = with_versions(test) else {
+        return;
+    };
+    if !ingot_testsupport::have("gcc") {
+        skip(test, "gcc (to build the static UDP server) is missing");
+        return;
+    }
+    let ctx = ingot.path("udp-ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("echo.c"), UDP_ECHO).unwrap();
+    let st = Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(ctx.join("udpecho"))
+        .arg(ctx.join("echo.c"))
+        .status()
+        .unwrap();
+    assert!(st.success(), "gcc -static failed (libc6-dev)");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM example/base:latest\nCOPY udpecho /udpecho\nCMD [\"/udpecho\", \"5353\"]\n",
+    )
+    .unwrap();
+    ingot.ok(&["build", "-q", "--no-sbom", "-t", "udp:1", ctx.to_str().unwrap()]);
+    let _daemon = Daemon::start(&ingot);
+
+    // Refused: two replicas on one host-mode port; start-first on one.
+    let host_port = |extra: &str| {
+        format!("services:\n  s:\n    image: udp:1\n    ports:\n      - {{target: 5353, published: 5999, protocol: udp, mode: host}}\n{extra}")
+    };
+    for (extra, why) in [
+        (
+            "    deploy: {replicas: 2}\n",
+            "2 replicas on this node cannot all bind it",
+        ),
+        (
+            "    deploy: {update_config: {order: start-first}}\n",
+            "start-first would run two replicas on a host-mode port",
+        ),
+    ] {
+        let f = ingot.write("bad.yml", host_port(extra).as_bytes());
+        let err = ingot.fails(&["deploy", "-f", f.to_str().unwrap(), "--name", "bad"]);
+        assert!(err.contains(why), "{err}");
+    }
+
+    let (mesh_udp, host_udp, host_tcp) = (
+        ingot_testsupport::free_port(),
+        ingot_testsupport::free_port(),
+        ingot_testsupport::free_port(),
+    );
+    let stack = |title: &str| {
+        let text = format!(
+            "services:\n  echo:\n    image: udp:1\n    stop_grace_period: 1s\n    ports: [\"127.0.0.1:{mesh_udp}:5353/udp\"]\n    deploy: {{replicas: 2}}\n  solo:\n    image: udp:1\n    stop_grace_period: 1s\n    environment: {{T: {title}}}\n    ports:\n      - {{target: 5353, published: {host_udp}, protocol: udp, mode: host, host_ip: 127.0.0.1}}\n  page:\n    image: {title}\n    stop_grace_period: 1s\n    ports:\n      - {{target: 8080, published: {host_tcp}, mode: host, host_ip: 127.0.0.1}}\n"
+        );
+        ingot.write("ports.yml", text.as_bytes()).to_str().unwrap().to_string()
+    };
+    ingot.ok(&["deploy", "-f", &stack("hello:1"), "--name", "ports"]);
+    // UDP through the mesh: each client's flow to one replica, both used.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        let a = udp_ask(mesh_udp, &format!("hi{i}")).expect("an answer through the mesh");
+        let (who, what) = a.split_once(':').unwrap();
+        assert_eq!(what, format!("hi{i}"));
+        seen.insert(who.to_string());
+    }
+    assert_eq!(seen.len(), 2, "both replicas answered: {seen:?}");
+    // Host mode: the replica's own port, UDP and TCP.
+    assert!(udp_ask(host_udp, "solo").is_some_and(|a| a.ends_with(":solo")));
+    let mut c = None;
+    assert_eq!(get(&mut c, host_tcp).unwrap(), "version one");
+    let services = ingot.ok(&["services"]);
+    assert!(
+        services.contains(&format!("127.0.0.1:{mesh_udp}->5353/udp")),
+        "{services}"
+    );
+    assert!(
+        services.contains(&format!("127.0.0.1:{host_tcp}->8080 (host)")),
+        "{services}"
+    );
+    // A stop-first update of host-mode services: the new replicas serve there.
+    ingot.ok(&["deploy", "-f", &stack("hello:2"), "--name", "ports"]);
+    let mut c = None;
+    assert_eq!(get(&mut c, host_tcp).unwrap(), "version two");
+    assert!(udp_ask(host_udp, "again").is_some());
+    ingot.ok(&["stack", "rm", "ports"]);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", host_tcp)).is_err(),
+        "the host-mode port was left open"
+    );
+}

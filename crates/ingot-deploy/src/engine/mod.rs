@@ -182,7 +182,7 @@ pub struct Engine {
     /// The ledger's desired state as of its last sealed entry.
     desired: Mutex<BTreeMap<String, PinnedStack>>,
     services: Mutex<BTreeMap<String, Service>>,
-    listeners: Mutex<BTreeMap<SocketAddr, (String, Arc<ingot_mesh::Listener>)>>,
+    listeners: Mutex<BTreeMap<ports::ListenAt, (String, Arc<ingot_mesh::Listener>)>>,
     /// One change at a time: the ledger's only pending entry is its last.
     change: Arc<tokio::sync::Mutex<()>>,
     /// The locks a quiesced engine holds until it exits.
@@ -395,12 +395,7 @@ impl Engine {
                 labels: s.spec.labels.clone(),
                 running: s.replicas.len(),
                 healthy: s.replicas.iter().filter(|r| r.serving()).count(),
-                ports: s
-                    .spec
-                    .ports
-                    .iter()
-                    .map(|p| format!("{}:{}->{}", p.host_ip, p.published, p.target))
-                    .collect(),
+                ports: s.spec.ports.iter().map(crate::compose::Port::describe).collect(),
             })
             .collect()
     }

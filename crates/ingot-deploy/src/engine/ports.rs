@@ -1,4 +1,5 @@
 use super::*;
+use crate::compose::{PortMode, Protocol};
 
 impl Engine {
     pub(super) fn pool(&self, stack: &str, name: &str) -> Arc<Pool> {
@@ -10,8 +11,11 @@ impl Engine {
         f(s.get_mut(&key(stack, name)).expect("service exists"))
     }
 
+    /// Replica `r` as a member of its pool (at the service port, or its
+    /// first published port of any protocol; listeners for other ports
+    /// reach it at theirs).
     pub(super) fn backend(&self, spec: &PinnedService, r: &Replica) -> Option<SocketAddr> {
-        let port = service_port(spec)?;
+        let port = service_port(spec).or_else(|| spec.ports.first().map(|p| p.target))?;
         format!("{}:{port}", r.address.as_deref()?).parse().ok()
     }
 
@@ -97,21 +101,32 @@ impl Engine {
         lock(&self.clients).get(&client.to_string()).map(|c| c.stack.clone())
     }
 
-    /// Every (address, service key) a stack would listen on: published
-    /// ports, and each vip service's port on its virtual address.
-    pub(super) fn wanted_listeners(&self, stack: &PinnedStack) -> Result<Vec<(SocketAddr, String)>> {
+    /// Every listener a stack wants: its published ingress ports (TCP
+    /// and UDP), and each vip service's port on its virtual address.
+    /// Host-mode ports are the replica's own ([`LocalRuntime`]).
+    ///
+    /// [`LocalRuntime`]: super::LocalRuntime
+    pub(super) fn wanted_listeners(&self, stack: &PinnedStack) -> Result<Vec<Wanted>> {
         let mut out = Vec::new();
         for (name, s) in &stack.services {
             let vips = self.serve_vips.load(std::sync::atomic::Ordering::SeqCst);
             if let (true, Some(port)) = (vips && s.endpoint_mode.is_vip(), service_port(s)) {
                 let vip = self.vip(&key(&stack.name, name));
-                out.push((SocketAddr::from((vip, port)), key(&stack.name, name)));
+                out.push(Wanted {
+                    at: (Protocol::Tcp, SocketAddr::from((vip, port))),
+                    service: key(&stack.name, name),
+                    target: port,
+                });
             }
-            for p in &s.ports {
+            for p in s.ports.iter().filter(|p| p.mode == PortMode::Ingress) {
                 let addr: SocketAddr = format!("{}:{}", p.host_ip, p.published)
                     .parse()
                     .map_err(|_| DeployError::Invalid(format!("service {name}: bad host address {:?}", p.host_ip)))?;
-                out.push((addr, key(&stack.name, name)));
+                out.push(Wanted {
+                    at: (p.protocol, addr),
+                    service: key(&stack.name, name),
+                    target: p.target,
+                });
             }
         }
         Ok(out)
@@ -120,20 +135,26 @@ impl Engine {
     /// Binds the stack's published ports that are not yet bound; a port in
     /// use by another service or process is an error naming it.
     pub(super) async fn bind_ports(self: &Arc<Self>, stack: &PinnedStack) -> Result<()> {
-        for (addr, svc) in self.wanted_listeners(stack)? {
-            let owner = lock(&self.listeners).get(&addr).map(|(s, _)| s.clone());
+        for Wanted {
+            at,
+            service: svc,
+            target,
+        } in self.wanted_listeners(stack)?
+        {
+            let (protocol, addr) = at;
+            let owner = lock(&self.listeners).get(&at).map(|(s, _)| s.clone());
             match owner {
                 Some(o) if o == svc => continue,
                 Some(o) => {
                     let o_stack = o.split('_').next().unwrap_or_default().to_string();
                     if o_stack != stack.name {
                         return Err(DeployError::Invalid(format!(
-                            "port {} is already published by service {o}",
+                            "port {}/{protocol} is already published by service {o}",
                             addr.port()
                         )));
                     }
                     // Moving within this stack: rebound below.
-                    if let Some((_, l)) = lock(&self.listeners).remove(&addr) {
+                    if let Some((_, l)) = lock(&self.listeners).remove(&at) {
                         l.abort();
                     }
                 }
@@ -164,17 +185,23 @@ impl Engine {
                 }
                 _ => None,
             };
-            let handle = ingot_mesh::listen_admitting(addr, pool, admit)
-                .await
-                .map_err(|e| DeployError::Invalid(format!("port {} cannot be published: {e}", addr.port())))?;
-            lock(&self.listeners).insert(addr, (svc, Arc::new(handle)));
+            let opts = ingot_mesh::ListenOptions {
+                admit,
+                port: Some(target),
+            };
+            let handle = match protocol {
+                Protocol::Tcp => ingot_mesh::listen_with(addr, pool, opts).await,
+                Protocol::Udp => ingot_mesh::listen_udp(addr, pool, opts).await,
+            }
+            .map_err(|e| DeployError::Invalid(format!("port {}/{protocol} cannot be published: {e}", addr.port())))?;
+            lock(&self.listeners).insert(at, (svc, Arc::new(handle)));
         }
         Ok(())
     }
 
-    pub(super) fn unbind(&self, svc: &str, keep: &[SocketAddr]) {
-        lock(&self.listeners).retain(|addr, (s, h)| {
-            let drop_it = s == svc && !keep.contains(addr);
+    pub(super) fn unbind(&self, svc: &str, keep: &[ListenAt]) {
+        lock(&self.listeners).retain(|at, (s, h)| {
+            let drop_it = s == svc && !keep.contains(at);
             if drop_it {
                 h.abort();
             }
@@ -197,11 +224,23 @@ impl Engine {
     }
 }
 
-/// A service's port behind the mesh: its first published port's target,
-/// else the image's first EXPOSEd port.
+/// Where a listener listens: protocol and address.
+pub(super) type ListenAt = (Protocol, SocketAddr);
+
+/// A listener a stack wants: where, for which service, to which port of
+/// its replicas.
+pub(super) struct Wanted {
+    pub at: ListenAt,
+    pub service: String,
+    pub target: u16,
+}
+
+/// A service's port behind the mesh: its first published TCP port's
+/// target, else the image's first EXPOSEd port.
 pub(super) fn service_port(spec: &PinnedService) -> Option<u16> {
     spec.ports
-        .first()
+        .iter()
+        .find(|p| p.protocol == Protocol::Tcp)
         .map(|p| p.target)
         .or_else(|| spec.expose.first().copied())
 }

@@ -65,7 +65,8 @@ impl Engine {
         // hint, not a promise that the replica listens there.
         let published = spec
             .ports
-            .first()
+            .iter()
+            .find(|p| p.protocol.is_tcp())
             .and_then(|p| format!("{}:{}", r.address.as_deref()?, p.target).parse().ok());
         match published {
             Some(a) => self.runtime.reachable(a, Duration::from_millis(500)).await,

@@ -224,7 +224,7 @@ impl Engine {
         if let Ok(wanted) = self.wanted_listeners(stack) {
             for name in stack.services.keys() {
                 let k = key(&stack.name, name);
-                let keep: Vec<SocketAddr> = wanted.iter().filter(|(_, s)| *s == k).map(|(a, _)| *a).collect();
+                let keep: Vec<ports::ListenAt> = wanted.iter().filter(|w| w.service == k).map(|w| w.at).collect();
                 self.unbind(&k, &keep);
             }
         }

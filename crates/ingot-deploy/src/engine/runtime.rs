@@ -114,6 +114,13 @@ impl LocalRuntime {
             command,
             network: ingot_runtime::NetworkMode::Bridge,
             networks: nets.to_vec(),
+            // Host-mode ports: the replica's own, not the mesh's.
+            publish: spec
+                .ports
+                .iter()
+                .filter(|p| p.mode == crate::compose::PortMode::Host)
+                .map(|p| format!("{}:{}:{}/{}", bracket(&p.host_ip), p.published, p.target, p.protocol))
+                .collect(),
             // The daemon's DNS server (crate::dns).
             dns: vec![crate::dns::address(&self.root).ip()],
             mounts: spec
@@ -170,6 +177,15 @@ impl LocalRuntime {
             detach: true,
             ..Default::default()
         }
+    }
+}
+
+/// An IPv6 address in brackets, as a port mapping writes it.
+fn bracket(ip: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
     }
 }
 

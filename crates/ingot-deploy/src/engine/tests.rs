@@ -247,6 +247,8 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
             host_ip: "127.0.0.1".into(),
             published: port,
             target: 80,
+            protocol: Default::default(),
+            mode: Default::default(),
         }],
         health: Some(Health {
             test: vec!["check".into()],

@@ -130,26 +130,54 @@ impl Network {
     }
 }
 
+/// A published port's transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn is_tcp(&self) -> bool {
+        *self == Protocol::Tcp
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
 /// One published port: `host_ip:host_port` on the host forwards TCP
-/// connections to `container_port` on the container's address.
+/// connections (or UDP datagrams) to `container_port` on the container's
+/// address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMap {
     pub host_ip: IpAddr,
     pub host_port: u16,
     pub container_port: u16,
+    #[serde(default, skip_serializing_if = "Protocol::is_tcp")]
+    pub protocol: Protocol,
 }
 
 impl std::str::FromStr for PortMap {
     type Err = RuntimeError;
 
-    /// `[IP:]HOSTPORT:CONTAINERPORT[/tcp]`; the host address defaults to
-    /// loopback, so nothing is exposed beyond this machine unless asked.
+    /// `[IP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]`; the host address defaults
+    /// to loopback, so nothing is exposed beyond this machine unless asked.
     fn from_str(s: &str) -> Result<Self> {
         let bad = |why: &str| RuntimeError::invalid("port mapping", s, why.to_string());
-        let spec = match s.rsplit_once('/') {
-            Some((p, "tcp")) => p,
-            Some((_, proto)) => return Err(bad(&format!("protocol {proto:?} is not supported; only tcp"))),
-            None => s,
+        let (spec, protocol) = match s.rsplit_once('/') {
+            Some((p, "tcp")) => (p, Protocol::Tcp),
+            Some((p, "udp")) => (p, Protocol::Udp),
+            Some((_, proto)) => return Err(bad(&format!("protocol {proto:?} is not tcp or udp"))),
+            None => (s, Protocol::Tcp),
         };
         let (ip, host, ctr) = match spec.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
             [ctr, host] => (None, *host, *ctr),
@@ -170,6 +198,7 @@ impl std::str::FromStr for PortMap {
             host_ip,
             host_port: port(host, "host")?,
             container_port: port(ctr, "container")?,
+            protocol,
         })
     }
 }
@@ -225,12 +254,14 @@ mod tests {
         assert_eq!(p.host_ip, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         let p: PortMap = "[::1]:8080:80".parse().unwrap();
         assert!(p.host_ip.is_ipv6());
+        let p: PortMap = "5353:53/udp".parse().unwrap();
+        assert_eq!((p.host_port, p.container_port, p.protocol), (5353, 53, Protocol::Udp));
         for bad in [
             "80",
             "0:80",
             "x:80",
             "8080:70000",
-            "8080:80/udp",
+            "8080:80/sctp",
             "1.2.3:8080:80",
             "a:b:c:d",
         ] {
