@@ -787,6 +787,8 @@ pub struct StackDef {
     pub volumes: BTreeMap<String, VolumeDecl>,
     /// Network key -> its declaration (only when the stack names networks).
     pub networks: BTreeMap<String, NetworkDecl>,
+    /// Fields accepted without effect, each named (printed by the CLI).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -997,6 +999,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
         secrets.insert(name.clone(), src);
     }
     let mut services = Vec::new();
+    let mut warnings = Vec::new();
     let mut published = BTreeMap::new();
     for (name, s) in &raw.services {
         let at = |m: String| invalid(format!("services.{name}.{m}"));
@@ -1006,6 +1009,11 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             )));
         }
         check_extensions(&s.extensions, &format!("services.{name}")).map_err(invalid)?;
+        for (field, why) in NO_MEANING_ON_DEPLOY {
+            if s.extensions.contains_key(*field) {
+                warnings.push(format!("services.{name}.{field} is ignored: {why}"));
+            }
+        }
         if s.image.trim().is_empty() {
             return Err(at("image: empty".into()));
         }
@@ -1218,6 +1226,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
         secrets,
         volumes,
         networks,
+        warnings,
     })
 }
 
@@ -1446,8 +1455,16 @@ pub(crate) fn valid_name(n: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
 }
 
+/// Service fields with no meaning on a deploy (as `docker stack deploy`
+/// says of them): accepted with a warning that names them.
+const NO_MEANING_ON_DEPLOY: &[(&str, &str)] = &[
+    ("build", "images are built before a deploy (ingot build)"),
+    ("container_name", "replicas are named STACK.SERVICE.SLOT..."),
+];
+
 fn check_extensions(ext: &BTreeMap<String, serde_yaml_ng::Value>, at: &str) -> std::result::Result<(), String> {
-    match ext.keys().find(|k| !k.starts_with("x-")) {
+    let meaningless = |k: &str| at.starts_with("services.") && NO_MEANING_ON_DEPLOY.iter().any(|(f, _)| *f == k);
+    match ext.keys().find(|k| !k.starts_with("x-") && !meaningless(k)) {
         Some(k) => Err(format!("{at}: unknown field `{k}`")),
         None => Ok(()),
     }
@@ -1798,8 +1815,45 @@ mod tests {
             ("/etc/key", 2, 0o440)
         );
 
+        // Fields with no meaning on a deploy: a warning naming each.
+        let text = "services:\n  web:\n    image: a\n    build: ./web\n    container_name: w\n";
+        assert_eq!(
+            parse("stack.yml", text).unwrap().warnings,
+            [
+                "services.web.build is ignored: images are built before a deploy (ingot build)",
+                "services.web.container_name is ignored: replicas are named STACK.SERVICE.SLOT..."
+            ]
+        );
+        // Ports: both syntaxes, UDP, host mode; networks with aliases.
+        let text = "services:\n  dns:\n    image: a\n    ports:\n      - \"5353:53/udp\"\n      - {target: 80, published: 8080, mode: host}\n    networks:\n      back: {aliases: [resolver]}\nnetworks:\n  back: {internal: true, ipam: {config: [{subnet: 10.99.0.0/24}]}}\n";
+        let st = parse("stack.yml", text).unwrap();
+        let p = &st.services[0].ports;
+        assert_eq!(
+            (p[0].protocol, p[0].mode, p[0].published),
+            (Protocol::Udp, PortMode::Ingress, 5353)
+        );
+        assert_eq!(
+            (p[1].protocol, p[1].mode, p[1].target),
+            (Protocol::Tcp, PortMode::Host, 80)
+        );
+        assert_eq!(st.services[0].networks[0].aliases, ["resolver"]);
+        assert_eq!(st.networks["back"].subnet.as_deref(), Some("10.99.0.0/24"));
+        assert!(st.networks["back"].internal && !st.networks.contains_key("default"));
+
         for (bad, want) in [
             ("services:\n  web:\n    image: a\n    imagee: b\n", "imagee"),
+            (
+                "services:\n  web:\n    image: a\n    ports: [{target: 80, published: 80, mode: sideways}]\n",
+                "mode: \"sideways\" is not ingress or host",
+            ),
+            (
+                "services:\n  web:\n    image: a\n    ports: [\"80:80/sctp\"]\n",
+                "protocol \"sctp\" is not tcp or udp",
+            ),
+            (
+                "services:\n  web:\n    image: a\n    networks: [x]\nnetworks:\n  x: {ipam: {config: [{subnet: 10.0.0.1/24}]}}\n",
+                "host part of the address is not zero",
+            ),
             (
                 "services:\n  web:\n    image: a\n    ports: [\"x:80\"]\n",
                 "services.web.ports",

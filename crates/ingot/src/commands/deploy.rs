@@ -127,6 +127,9 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
 pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&str>, detach: bool) -> Result<ExitCode> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let def = ingot_deploy::compose::parse(&file.display().to_string(), &text)?;
+    for w in &def.warnings {
+        eprintln!("ingot: warning: {}: {w}", file.display());
+    }
     let dir = file.parent().unwrap_or(Path::new("."));
     let store = Store::open(root)?;
     let (pinned, secrets) = ingot_deploy::pin::pin(&store, name, &def, dir)?;
