@@ -1836,3 +1836,45 @@ fn udp_ports_through_the_mesh_and_host_mode_ports_on_the_replica() {
         "the host-mode port was left open"
     );
 }
+
+#[test]
+fn dns_answers_too_long_for_udp_are_truncated_and_served_over_tcp() {
+    let test = "dns_answers_too_long_for_udp_are_truncated_and_served_over_tcp";
+    let Some(ingot) = with_versions(test) else {
+        return;
+    };
+    let _daemon = Daemon::start(&ingot);
+    // 40 replicas' addresses (16 bytes each) do not fit 512 bytes.
+    let text = "services:\n  rr:\n    image: hello:1\n    stop_grace_period: 1s\n    healthcheck: {disable: true}\n    deploy: {replicas: 40, endpoint_mode: dnsrr}\n  client:\n    image: hello:1\n    stop_grace_period: 1s\n    healthcheck: {disable: true}\n";
+    let f = ingot.write("many.yml", text.as_bytes());
+    ingot.ok(&["deploy", "-f", f.to_str().unwrap(), "--name", "many"]);
+    let client = ingot.json(&["service", "ps", "many_client"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // busybox nslookup asks over UDP only: the truncated answer has no address.
+    let udp = ingot.run(&["exec", &client, "/bin/busybox", "nslookup", "rr"]);
+    let udp = String::from_utf8_lossy(&udp.stdout).to_string() + &String::from_utf8_lossy(&udp.stderr);
+    let answered = udp
+        .lines()
+        .filter(|l| l.starts_with("Address:"))
+        .count()
+        .saturating_sub(1);
+    assert!(answered < 40, "a UDP answer with 40 addresses: {udp}");
+    // The C library's resolver sees TC and asks again over TCP: the name works.
+    let page = ingot.ok(&[
+        "exec",
+        &client,
+        "/bin/busybox",
+        "timeout",
+        "10",
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://rr:8080/",
+    ]);
+    assert!(page.contains("version one"), "{page}");
+    ingot.ok(&["stack", "rm", "many"]);
+}

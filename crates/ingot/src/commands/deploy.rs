@@ -84,7 +84,7 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
     engine.serve_vips();
     // Service discovery for the replicas (ingot_deploy::dns): bound now, so
     // a daemon that cannot answer their names does not start.
-    let dns_socket = ingot_deploy::dns::bind(root).with_context(|| {
+    let dns_sockets = ingot_deploy::dns::bind(root).with_context(|| {
         format!(
             "service discovery: cannot bind DNS on {}",
             ingot_deploy::dns::address(root)
@@ -109,7 +109,7 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
         // Service discovery for the replicas (crate ingot_deploy::dns).
         let dns = engine.clone();
         tokio::spawn(async move {
-            if let Err(e) = ingot_deploy::dns::serve(dns, dns_socket).await {
+            if let Err(e) = ingot_deploy::dns::serve(dns, dns_sockets).await {
                 tracing::error!("service discovery: the DNS server stopped: {e}");
             }
         });
