@@ -11,15 +11,14 @@
 //! within one bridge, except that non-internal networks reach the outside
 //! (NAT) and every network reaches the host's DNS and virtual addresses.
 //!
-//! Links are configured with iproute2's `ip`, run in the container's
-//! namespace through `setns` for the container side.
+//! Links, addresses and routes are made over rtnetlink ([`super::netlink`]),
+//! the container side through a socket opened in its namespace.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+use super::netlink::{parse_mac, Netlink};
 use super::Network;
 use crate::error::{Result, RuntimeError};
 
@@ -30,42 +29,6 @@ pub const BRIDGE: &str = "ingot0";
 pub const NETWORK_PREFIX: &str = "ingn";
 /// ...and an internal network's with this.
 pub const INTERNAL_PREFIX: &str = "ingi";
-
-/// Runs `ip ARGS...` (in the network namespace `netns` when given).
-fn ip(args: &[&str], netns: Option<&File>, stdin: Option<&str>) -> Result<(), String> {
-    let mut cmd = Command::new("ip");
-    cmd.args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    if let Some(ns) = netns {
-        let fd = ns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; fd stays open until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("ip {}: {e} (is iproute2 installed?)", args.join(" ")))?;
-    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        let _ = input.write_all(text.as_bytes());
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if !out.status.success() {
-        let what = stdin.map_or_else(|| args.join(" "), |s| s.trim().replace('\n', "; "));
-        return Err(format!("ip {what}: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
-}
 
 fn link_exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
@@ -84,14 +47,16 @@ pub fn ensure(net: &Network) -> Result<()> {
     let name = net.bridge.as_str();
     let mut created = false;
     let mut setup = || -> Result<(), String> {
+        let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
         if !link_exists(name) {
             created = true;
-            if let Err(e) = ip(&["link", "add", name, "type", "bridge"], None, None) {
-                if !link_exists(name) {
-                    return Err(e);
-                }
+            match nl.add_bridge(name) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(format!("create: {e}")),
             }
         }
+        let index = nl.must_index(name).map_err(|e| e.to_string())?;
         // A fixed MAC: a bridge without one takes its lowest port's, which
         // changes as containers come and go, and every container's cached
         // gateway MAC goes stale (replies lost for the ~5 s the kernel waits
@@ -99,12 +64,12 @@ pub fn ensure(net: &Network) -> Result<()> {
         let mac = mac_for(&net.gateway().to_string()).ok_or("bad gateway address")?;
         let current = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).unwrap_or_default();
         let assigned = std::fs::read_to_string(format!("/sys/class/net/{name}/addr_assign_type")).unwrap_or_default();
-        if current.trim() != mac || assigned.trim() != "3" {
-            ip(&["link", "set", name, "address", &mac], None, None)?;
-        }
-        let addr = format!("{}/{}", net.gateway(), net.prefix);
-        ip(&["addr", "replace", &addr, "dev", name], None, None)?;
-        ip(&["link", "set", name, "up"], None, None)
+        let set_mac = (current.trim() != mac || assigned.trim() != "3")
+            .then(|| parse_mac(&mac))
+            .flatten();
+        nl.replace_address(index, net.gateway(), net.prefix)
+            .map_err(|e| format!("address {}/{}: {e}", net.gateway(), net.prefix))?;
+        nl.set_link(index, set_mac, None, true).map_err(|e| format!("up: {e}"))
     };
     setup().map_err(|e| RuntimeError::Setup(format!("bridge {name}: {e}")))?;
     // Once per boot (the mark is on /run's tmpfs, as the rules are in the
@@ -136,13 +101,17 @@ pub fn remove(net: &Network) -> Result<()> {
         ));
     }
     let name = net.bridge.as_str();
-    if link_exists(name) {
-        if let Err(e) = ip(&["link", "del", name], None, None) {
-            if link_exists(name) {
-                return Err(RuntimeError::Setup(format!("remove bridge {name}: {e}")));
-            }
+    let gone = (|| -> std::io::Result<()> {
+        let mut nl = Netlink::open()?;
+        match nl.index(name)? {
+            Some(i) => match nl.delete_link(i) {
+                Err(e) if e.raw_os_error() != Some(libc::ENODEV) => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
         }
-    }
+    })();
+    gone.map_err(|e| RuntimeError::Setup(format!("remove bridge {name}: {e}")))?;
     let _ = std::fs::remove_file(std::path::Path::new(super::ipam::RUN_DIR).join(format!("forwarding-{name}")));
     network_rules(net, false).map_err(|e| RuntimeError::Setup(format!("firewall rules of {name}: {e}")))
 }
@@ -197,8 +166,12 @@ pub const DNS_SUBNET: &str = "10.233.0.0/16";
 
 /// Makes [`VIP_SUBNET`] and [`DNS_SUBNET`] local to the host (idempotent).
 pub fn ensure_vip_route() -> Result<()> {
-    for subnet in [VIP_SUBNET, DNS_SUBNET] {
-        ip(&["route", "replace", "local", subnet, "dev", "lo"], None, None)
+    let mut nl = Netlink::open().map_err(|e| RuntimeError::Setup(format!("netlink: {e}")))?;
+    for (subnet, net) in [
+        (VIP_SUBNET, Ipv4Addr::new(10, 232, 0, 0)),
+        (DNS_SUBNET, Ipv4Addr::new(10, 233, 0, 0)),
+    ] {
+        nl.replace_local_route(net, 16)
             .map_err(|e| RuntimeError::Setup(format!("virtual addresses {subnet}: {e}")))?;
     }
     Ok(())
@@ -327,34 +300,44 @@ pub fn attach(id: &str, pid: i32, links: &[(Network, Ipv4Addr)]) -> Result<()> {
     if links.len() > 16 {
         return Err(RuntimeError::Setup(format!("container {id}: at most 16 networks")));
     }
-    let pid_s = pid.to_string();
     let ns_path = format!("/proc/{pid}/ns/net");
     let run = || -> Result<(), String> {
         let ns = File::open(&ns_path).map_err(|e| format!("{ns_path}: {e}"))?;
-        let mut inside = String::from("link set lo up\n");
+        let pid = u32::try_from(pid).map_err(|_| "bad pid")?;
+        let mut host = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
         for (n, (net, address)) in links.iter().enumerate() {
             let veth = host_veth(id, n);
+            let mac = mac_for(&address.to_string())
+                .and_then(|m| parse_mac(&m))
+                .ok_or("bad address")?;
+            host.add_veth(&veth, &format!("eth{n}"), mac, pid)
+                .map_err(|e| format!("veth {veth}: {e}"))?;
+            let bridge = host.must_index(&net.bridge).map_err(|e| e.to_string())?;
+            let index = host.must_index(&veth).map_err(|e| e.to_string())?;
+            host.set_link(index, None, Some(bridge), true)
+                .map_err(|e| format!("{veth} on {}: {e}", net.bridge))?;
+        }
+        let mut inside = Netlink::open_in(&ns).map_err(|e| format!("netlink in the container: {e}"))?;
+        let lo = inside.must_index("lo").map_err(|e| e.to_string())?;
+        inside
+            .set_link(lo, None, None, true)
+            .map_err(|e| format!("lo up: {e}"))?;
+        for (n, (net, address)) in links.iter().enumerate() {
             let eth = format!("eth{n}");
-            let mac = mac_for(&address.to_string()).ok_or("bad address")?;
-            ip(
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", &eth, "address", &mac, "netns", &pid_s,
-                ],
-                None,
-                None,
-            )?;
-            ip(&["link", "set", &veth, "master", &net.bridge, "up"], None, None)?;
-            inside.push_str(&format!(
-                "addr add {address}/{} dev {eth}\nlink set {eth} up\n",
-                net.prefix
-            ));
+            let index = inside.must_index(&eth).map_err(|e| e.to_string())?;
+            inside
+                .replace_address(index, *address, net.prefix)
+                .map_err(|e| format!("{eth} {address}/{}: {e}", net.prefix))?;
+            inside
+                .set_link(index, None, None, true)
+                .map_err(|e| format!("{eth} up: {e}"))?;
         }
         match links.iter().find(|(net, _)| !net.internal).or(links.first()) {
-            Some((net, _)) if !net.internal => inside.push_str(&format!("route add default via {}\n", net.gateway())),
-            Some((net, _)) => inside.push_str(&format!("route add 10.232.0.0/15 via {}\n", net.gateway())),
-            None => {}
+            Some((net, _)) if !net.internal => inside.add_route(None, net.gateway()),
+            Some((net, _)) => inside.add_route(Some((Ipv4Addr::new(10, 232, 0, 0), 15)), net.gateway()),
+            None => Ok(()),
         }
-        ip(&["-batch", "-"], Some(&ns), Some(&inside))
+        .map_err(|e| format!("route: {e}"))
     };
     run().map_err(|e| RuntimeError::Setup(format!("network for container {}: {e}", &id[..12.min(id.len())])))
 }
@@ -363,7 +346,12 @@ pub fn attach(id: &str, pid: i32, links: &[(Network, Ipv4Addr)]) -> Result<()> {
 pub fn loopback(pid: i32) -> Result<()> {
     let ns_path = format!("/proc/{pid}/ns/net");
     let ns = File::open(&ns_path).map_err(RuntimeError::io(&ns_path))?;
-    ip(&["link", "set", "lo", "up"], Some(&ns), None).map_err(RuntimeError::Setup)
+    let up = || -> std::io::Result<()> {
+        let mut nl = Netlink::open_in(&ns)?;
+        let lo = nl.must_index("lo")?;
+        nl.set_link(lo, None, None, true)
+    };
+    up().map_err(|e| RuntimeError::Setup(format!("bring up lo: {e}")))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 pub mod bridge;
 pub mod ipam;
+pub mod netlink;
 pub mod proxy;
 
 use std::net::{IpAddr, Ipv4Addr};
