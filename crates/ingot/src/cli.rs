@@ -329,6 +329,11 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// Stacks' networks on this host: ls, inspect
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
     /// (internal) the per-container monitor process of `run -d`
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -371,6 +376,17 @@ pub enum VolumeCommand {
     },
     /// Remove every volume no container uses
     Prune,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum NetworkCommand {
+    /// List networks: name, stack, bridge, subnet, internal
+    Ls,
+    /// Show networks with the containers attached to each
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

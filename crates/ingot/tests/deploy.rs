@@ -1435,6 +1435,19 @@ fn networks_keep_services_apart_and_internal_ones_have_no_egress() {
         1,
         "back is internal: {made:?}"
     );
+    let nets = ingot.json(&["network", "ls"]);
+    let names: Vec<(&str, bool)> = nets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap(), n["internal"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(names, [("nets_back", true), ("nets_front", false)]);
+    let back = ingot.ok(&["network", "inspect", "nets_back"]);
+    assert!(
+        back.contains("nets.api.1.") && back.contains("nets.db.1.") && !back.contains("nets.web."),
+        "{back}"
+    );
     let one = |svc: &str| -> Value { ingot.json(&["service", "ps", &format!("nets_{svc}")])[0].clone() };
     let (web, api, db) = (one("web"), one("api"), one("db"));
     let name = |v: &Value| v["name"].as_str().unwrap().to_string();
@@ -1532,6 +1545,7 @@ fn networks_keep_services_apart_and_internal_ones_have_no_egress() {
     ingot.ok(&["stack", "rm", "iso"]);
     ingot.ok(&["stack", "rm", "nets"]);
     assert_eq!(stack_bridges(), before, "stack rm leaves no bridge");
+    assert_eq!(ingot.json(&["network", "ls"]), serde_json::json!([]));
     let rules = String::from_utf8_lossy(
         &Command::new("iptables")
             .args(["-S", "INGOT-NETWORKS"])

@@ -275,6 +275,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             command: crate::cli::StackCommand::Rm { ref stack, volumes },
         } => deploy::stack_rm(&root, &cli, stack, volumes),
         Command::Volume { ref command } => volumes::volume(&open()?, &cli, command),
+        Command::Network { ref command } => volumes::network(&open()?, &cli, command),
         Command::Ledger { ref command } => deploy::ledger(&root, &cli, command.as_ref()),
         Command::Drift => deploy::drift(&root, &cli),
     }

@@ -1,4 +1,5 @@
-//! `ingot volume`: named volumes in the store.
+//! `ingot volume`: named volumes in the store; `ingot network`: the
+//! stacks' networks on this host.
 
 use std::process::ExitCode;
 
@@ -6,7 +7,7 @@ use anyhow::Result;
 use ingot_store::Store;
 use serde_json::json;
 
-use crate::cli::{Cli, Format, VolumeCommand};
+use crate::cli::{Cli, Format, NetworkCommand, VolumeCommand};
 use crate::output;
 
 /// Volumes a deployed stack declares (by its ledger): not removed, even
@@ -89,6 +90,65 @@ pub fn volume(store: &Store, cli: &Cli, command: &VolumeCommand) -> Result<ExitC
                     println!("{}", v.name);
                 }
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ingot network ls|inspect`: the networks the store records (made by
+/// deploys, removed by `stack rm`).
+pub fn network(store: &Store, cli: &Cli, command: &NetworkCommand) -> Result<ExitCode> {
+    check_local()?;
+    let all = store.networks()?;
+    match command {
+        NetworkCommand::Ls => match cli.format {
+            Format::Json => output::json(&all)?,
+            Format::Table if cli.quiet => all.iter().for_each(|n| println!("{}", n.name)),
+            Format::Table => {
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.name.clone(),
+                            n.stack.clone(),
+                            n.bridge.clone(),
+                            n.subnet.clone(),
+                            n.internal.to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["NAME", "STACK", "BRIDGE", "SUBNET", "INTERNAL"], &rows)?;
+            }
+        },
+        NetworkCommand::Inspect { names } => {
+            let containers = store.containers()?;
+            let mut out = Vec::new();
+            for name in names {
+                let n = all
+                    .iter()
+                    .find(|n| &n.name == name)
+                    .ok_or_else(|| anyhow::anyhow!("network {name:?} not found (ingot network ls)"))?;
+                // A container is on the network when it holds an address there.
+                let subnet = ingot_deploy::compose::parse_subnet(&n.subnet).ok();
+                let attached: Vec<serde_json::Value> = containers
+                    .iter()
+                    .filter_map(|c| {
+                        let (net, prefix) = subnet?;
+                        let mask = u32::MAX << (32 - u32::from(prefix));
+                        let addr = c.addresses().into_iter().find(|a| {
+                            a.parse::<std::net::Ipv4Addr>()
+                                .is_ok_and(|ip| u32::from(ip) & mask == u32::from(net))
+                        })?;
+                        Some(json!({"name": c.name, "address": addr}))
+                    })
+                    .collect();
+                out.push(json!({
+                    "name": n.name, "stack": n.stack, "bridge": n.bridge, "subnet": n.subnet,
+                    "gateway": subnet.map(|(net, _)| std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()),
+                    "internal": n.internal, "created_at": n.created_at, "containers": attached,
+                }));
+            }
+            output::json(&out)?;
         }
     }
     Ok(ExitCode::SUCCESS)
