@@ -433,3 +433,23 @@ impl Drop for Outside {
             .status();
     }
 }
+
+/// `busybox wget -q -O - URL` bounded by `busybox timeout SECS` (this
+/// busybox's own `wget -T` crashes), as argv for a container.
+pub fn bounded_wget(secs: u32, url: &str) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        "/bin/busybox",
+        "timeout",
+        &secs.to_string(),
+        "/bin/busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.push(url.to_string());
+    argv
+}

@@ -1458,19 +1458,11 @@ fn networks_keep_services_apart_and_internal_ones_have_no_egress() {
     );
     // (busybox wget's own -T crashes this busybox: `timeout` bounds it.)
     let fetch = |from: &Value, url: &str| -> Option<String> {
-        let o = ingot.run(&[
-            "exec",
-            &name(from),
-            "/bin/busybox",
-            "timeout",
-            "3",
-            "/bin/busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            url,
-        ]);
+        let argv = ingot_testsupport::bounded_wget(3, url);
+        let mut args = vec!["exec".to_string(), name(from)];
+        args.extend(argv);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = ingot.run(&args);
         o.status
             .success()
             .then(|| String::from_utf8_lossy(&o.stdout).to_string())

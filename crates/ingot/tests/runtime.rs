@@ -592,18 +592,10 @@ fn bridged_containers_reach_each_other_and_the_outside_through_nat() {
     let outside = ingot_testsupport::Outside::start("eg", &ingot.root(), "the outside");
     let ns = outside.ns().to_string();
     let fetch = |url: &str| {
-        let wget = [
-            "/bin/busybox",
-            "timeout",
-            "5",
-            "/bin/busybox",
-            "wget",
-            "-q",
-            "-O",
-            "-",
-            url,
-        ];
-        ingot.run(&[&["run", "--rm", "box:1"][..], &wget[..]].concat())
+        let wget = ingot_testsupport::bounded_wget(5, url);
+        let mut args = vec!["run", "--rm", "box:1"];
+        args.extend(wget.iter().map(String::as_str));
+        ingot.run(&args)
     };
     let url = outside.url.clone();
     let mut out = None;
