@@ -3,10 +3,20 @@
 //!
 //! A connection whose first bytes look like an HTTP/1.x request is served
 //! by hyper, and every request on it is routed on its own (so a keep-alive
-//! client moves off a replica as soon as it leaves the pool); anything else
-//! is spliced to one backend as TCP. A request that cannot reach a backend
-//! (connection refused or reset before a response) is retried on the next
-//! one, so a replica that dies between two requests costs no failure.
+//! client moves off a replica as soon as it leaves the pool) to the less
+//! loaded of two replicas picked at random (power of two choices over the
+//! in-flight counts), over a pooled keep-alive connection to it; anything
+//! else is spliced to one backend as TCP. Bodies stream both ways, never
+//! buffered whole. A request is retried on another connection or replica
+//! when none of it was sent (connection refused, a pooled connection found
+//! closed), and also after it was sent when it is idempotent and its body
+//! is small enough to have been kept ([`REPLAY_BODY`]), so a replica that
+//! dies between two requests costs no failure.
+//!
+//! Upstream connections: at most [`MAX_IDLE`] idle ones per replica, each
+//! reused for at most [`IDLE_TIMEOUT`]; a replica that leaves the pool has
+//! its idle connections closed at once, and those in use close when their
+//! response ends.
 //!
 //! Invariants: only backends in the pool receive new requests or
 //! connections; a backend's in-flight count ([`Pool::active`]) covers every
@@ -29,8 +39,20 @@ use tokio::net::{TcpListener, TcpStream};
 /// keep-alive connection) before the mesh closes the connection.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Largest request body the mesh buffers (it buffers to be able to retry).
-pub const MAX_BODY: usize = 16 << 20;
+/// Idle keep-alive connections kept per replica.
+pub const MAX_IDLE: usize = 64;
+/// How long an idle upstream connection is kept for reuse.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest body of an idempotent request the mesh keeps to be able to
+/// send it again (larger ones stream through once).
+pub const REPLAY_BODY: usize = 64 << 10;
+
+/// A request or response body as the mesh passes it on (streamed).
+type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// An upstream connection's request sender.
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -46,9 +68,13 @@ struct Backend {
 }
 
 /// The healthy replicas of one service, shared by its listeners.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Pool {
     backends: Mutex<Vec<Backend>>,
+    /// Idle keep-alive connections per replica, with when each went idle.
+    idle: Mutex<BTreeMap<SocketAddr, Vec<(Sender, tokio::time::Instant)>>>,
+    /// Connections opened to replicas (for tests and metrics).
+    pub connects: AtomicU64,
     /// Every backend ever seen keeps its counter, so a removed one can drain.
     counters: Mutex<BTreeMap<SocketAddr, Arc<AtomicUsize>>>,
     next: AtomicUsize,
@@ -75,10 +101,44 @@ impl Pool {
         }
     }
 
-    /// Takes a replica out: no new traffic goes to it.
+    /// Takes a replica out: no new traffic goes to it, its idle
+    /// connections close.
     pub fn remove(&self, addr: SocketAddr) {
         tracing::debug!(%addr, "leaves the pool");
         self.backends.lock().unwrap().retain(|b| b.addr != addr);
+        self.idle.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
+    }
+
+    /// A pooled connection to `addr` ready for a request, if one is idle.
+    fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.get_mut(&addr)?;
+        while let Some((s, since)) = list.pop() {
+            if s.is_ready() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose response has ended for the next request,
+    /// if its replica is still in the pool and there is room.
+    fn checkin(&self, addr: SocketAddr, s: Sender) {
+        let member = self.backends.lock().unwrap().iter().any(|b| b.addr.ip() == addr.ip());
+        if !member || s.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        let list = idle.entry(addr).or_default();
+        list.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+        if list.len() < MAX_IDLE {
+            list.push((s, tokio::time::Instant::now()));
+        }
+    }
+
+    /// Idle connections kept for `addr` now.
+    pub fn idle_connections(&self, addr: SocketAddr) -> usize {
+        self.idle.lock().unwrap().get(&addr).map_or(0, Vec::len)
     }
 
     /// Replaces the whole set at once (a rollback's swap).
@@ -92,6 +152,10 @@ impl Pool {
             })
             .collect();
         *self.backends.lock().unwrap() = new;
+        self.idle
+            .lock()
+            .unwrap()
+            .retain(|a, _| addrs.iter().any(|m| m.ip() == a.ip()));
     }
 
     pub fn members(&self) -> Vec<SocketAddr> {
@@ -130,6 +194,21 @@ impl Pool {
             for (a, _) in &mut all {
                 a.set_port(p);
             }
+        }
+        all
+    }
+
+    /// The order to try the backends in for one request: the less loaded
+    /// of two picked at random first (power of two choices over the
+    /// in-flight counts), then the rest round-robin.
+    fn pick_p2c(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
+        let mut all = self.pick_at(port);
+        if all.len() > 1 {
+            let r = self.next.fetch_add(0x9E37_79B9, Ordering::Relaxed);
+            let (i, j) = (r % all.len(), (r / all.len()) % all.len());
+            let load = |k: usize| all[k].1.load(Ordering::Relaxed);
+            let best = if j != i && load(j) < load(i) { j } else { i };
+            all.swap(0, best);
         }
         all
     }
@@ -257,12 +336,13 @@ pub async fn listen_with(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions)
             if admit.as_ref().is_some_and(|a| !a(peer.ip())) {
                 continue;
             }
+            let client = peer;
             let _ = stream.set_nodelay(true);
             let pool = pool.clone();
             let conn = InFlight::new(counter.clone());
             let watch = watch.clone();
             tokio::spawn(async move {
-                serve(stream, pool, port, watch).await;
+                serve(stream, client, pool, port, watch).await;
                 drop(conn);
             });
         }
@@ -362,6 +442,7 @@ fn looks_like_http(b: &[u8]) -> bool {
 
 async fn serve(
     stream: TcpStream,
+    client: SocketAddr,
     pool: Arc<Pool>,
     port: Option<u16>,
     mut draining: tokio::sync::watch::Receiver<bool>,
@@ -381,7 +462,7 @@ async fn serve(
             let pool = pool.clone();
             let closing = *closing.borrow();
             async move {
-                let mut resp = forward(req, &pool, port).await;
+                let mut resp = forward(req, &pool, port, client).await;
                 if closing {
                     resp.headers_mut().insert(
                         hyper::header::CONNECTION,
@@ -437,28 +518,76 @@ async fn splice(mut client: TcpStream, pool: Arc<Pool>, port: Option<u16>) {
     pool.failures.fetch_add(1, Ordering::Relaxed);
 }
 
-fn status(code: StatusCode, msg: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{msg}\n"))));
+fn status(code: StatusCode, msg: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("{msg}\n")));
     *r.status_mut() = code;
     r
 }
 
-/// Sends one request to a backend, retrying on the next if it cannot be reached.
-async fn forward(req: Request<Incoming>, pool: &Pool, port: Option<u16>) -> Response<Full<Bytes>> {
-    pool.requests.fetch_add(1, Ordering::Relaxed);
-    let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or broken"),
-    };
-    let candidates = pool.pick_at(port);
-    if candidates.is_empty() {
-        pool.failures.fetch_add(1, Ordering::Relaxed);
-        return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy replica");
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// and every header the Connection header names.
+fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
+    let named: Vec<hyper::header::HeaderName> = h
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| hyper::header::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
     }
-    let mut last = String::new();
-    // A request the replica may have received is retried only if repeating
-    // it is harmless (RFC 9110 idempotent methods).
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        h.remove(n);
+    }
+}
+
+/// Opens a keep-alive connection to `addr` (a replica on a local bridge: a
+/// connect that takes long is to one that is gone, so give up soon).
+async fn connect(pool: &Pool, addr: SocketAddr) -> Result<Sender, String> {
+    let stream = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    pool.connects.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request to a replica, streaming its body and the response's,
+/// retrying on another connection or replica while that is safe.
+async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, port: Option<u16>, client: SocketAddr) -> Response<Body> {
+    pool.requests.fetch_add(1, Ordering::Relaxed);
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", client.ip()),
+        None => client.ip().to_string(),
+    };
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&forwarded) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts.version = hyper::Version::HTTP_11;
+    // Sent and lost, a request is repeated only if that is harmless (an
+    // RFC 9110 idempotent method) and possible (no body to send again).
     let idempotent = matches!(
         parts.method,
         hyper::Method::GET
@@ -468,80 +597,86 @@ async fn forward(req: Request<Incoming>, pool: &Pool, port: Option<u16>) -> Resp
             | hyper::Method::PUT
             | hyper::Method::DELETE
     );
-    for (addr, active) in candidates {
-        let _guard = InFlight::new(active);
-        let started = tokio::time::Instant::now();
-        let sent = send(addr, &parts, body.clone()).await;
-        if started.elapsed() > Duration::from_secs(1) {
-            tracing::warn!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, ok = sent.is_ok(), "slow replica");
+    // An idempotent request's small body is kept, so the request can be
+    // sent again; any other body streams through once.
+    let small = hyper::body::Body::size_hint(&body)
+        .exact()
+        .is_some_and(|n| n <= REPLAY_BODY as u64);
+    let (replayable, kept, mut body): (bool, Bytes, Option<Body>) = if idempotent && small {
+        match http_body_util::Limited::new(body, REPLAY_BODY).collect().await {
+            Ok(b) => (true, b.to_bytes(), None),
+            Err(_) => return status(StatusCode::BAD_REQUEST, "request body broken"),
         }
-        match sent {
-            Ok(r) => return r,
-            Err(e) => {
-                last = format!("{addr}: {}", e.message);
-                if e.sent && !idempotent {
-                    break;
+    } else {
+        (false, Bytes::new(), Some(body.boxed()))
+    };
+    let candidates = pool.pick_p2c(port);
+    if candidates.is_empty() {
+        pool.failures.fetch_add(1, Ordering::Relaxed);
+        return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy replica");
+    }
+    let mut last = String::new();
+    'replicas: for (addr, active) in candidates {
+        let guard = InFlight::new(active);
+        // A pooled connection may turn out closed: then a fresh one.
+        for _ in 0..3 {
+            let (mut sender, pooled) = match pool.checkout(addr) {
+                Some(s) => (s, true),
+                None => match connect(pool, addr).await {
+                    Ok(s) => (s, false),
+                    Err(e) => {
+                        last = format!("{addr}: {e}");
+                        tracing::warn!(%addr, "replica unreachable, trying the next: {e}");
+                        continue 'replicas;
+                    }
+                },
+            };
+            let b = match body.take() {
+                Some(b) => b,
+                None if replayable => full(kept.clone()),
+                None => break 'replicas,
+            };
+            let started = tokio::time::Instant::now();
+            match sender.try_send_request(Request::from_parts(parts.clone(), b)).await {
+                Ok(resp) => {
+                    if started.elapsed() > Duration::from_secs(1) {
+                        tracing::warn!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, "slow replica");
+                    }
+                    // The connection is ready again once the response body has
+                    // been read to its end: back to the pool, and the request
+                    // stops counting against the replica (drain waits for it).
+                    let pool = pool.clone();
+                    tokio::spawn(async move {
+                        if sender.ready().await.is_ok() {
+                            pool.checkin(addr, sender);
+                        }
+                        drop(guard);
+                    });
+                    let (mut rparts, rbody) = resp.into_parts();
+                    strip_hop_by_hop(&mut rparts.headers);
+                    return Response::from_parts(rparts, rbody.boxed());
                 }
-                tracing::warn!(%addr, "request to replica failed, trying the next: {}", e.message);
+                Err(mut e) => {
+                    last = format!("{addr}: {}", e.error());
+                    match e.take_message() {
+                        // Not sent: the same request again, elsewhere.
+                        Some(req) => body = Some(req.into_body()),
+                        None if replayable => {}
+                        None => {
+                            tracing::warn!(%addr, "request to replica failed after it was sent: {last}");
+                            break 'replicas;
+                        }
+                    }
+                    tracing::debug!(%addr, pooled, "request to replica failed, trying again: {last}");
+                    if !pooled {
+                        continue 'replicas;
+                    }
+                }
             }
         }
     }
     pool.failures.fetch_add(1, Ordering::Relaxed);
     status(StatusCode::BAD_GATEWAY, &format!("no replica answered ({last})"))
-}
-
-/// Why a request to one replica failed, and whether it may have reached it.
-struct SendError {
-    sent: bool,
-    message: String,
-}
-
-fn unsent(e: impl std::fmt::Display) -> SendError {
-    SendError {
-        sent: false,
-        message: e.to_string(),
-    }
-}
-
-async fn send(
-    addr: SocketAddr,
-    parts: &hyper::http::request::Parts,
-    body: Bytes,
-) -> Result<Response<Full<Bytes>>, SendError> {
-    // Replicas are on a local bridge: a connect that takes long is to a
-    // replica that is gone; try the next one soon.
-    let stream = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
-        .await
-        .map_err(|_| unsent("connect timed out"))?
-        .map_err(unsent)?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .map_err(unsent)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let mut req = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(hyper::Version::HTTP_11);
-    for (k, v) in &parts.headers {
-        if k != hyper::header::CONNECTION {
-            req = req.header(k, v);
-        }
-    }
-    let req = req.body(Full::new(body)).map_err(unsent)?;
-    let sent = |e: hyper::Error| SendError {
-        sent: true,
-        message: e.to_string(),
-    };
-    let resp = sender.send_request(req).await.map_err(sent)?;
-    let (rparts, rbody) = resp.into_parts();
-    let bytes = rbody.collect().await.map_err(sent)?.to_bytes();
-    let mut out = Response::from_parts(rparts, Full::new(bytes));
-    out.headers_mut().remove(hyper::header::CONNECTION);
-    out.headers_mut().remove(hyper::header::TRANSFER_ENCODING);
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -595,6 +730,178 @@ mod tests {
             seen.insert(first.unwrap());
         }
         assert_eq!(seen.len(), 2, "two clients, two replicas: {seen:?}");
+    }
+
+    /// A hyper backend on loopback answering with `handler`; counts the
+    /// connections it accepted and those still open.
+    async fn hyper_backend<F, B>(handler: F) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>)
+    where
+        F: Fn(Request<Incoming>) -> Response<B> + Send + Sync + Copy + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (accepted, open) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (a, o) = (accepted.clone(), open.clone());
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                o.fetch_add(1, Ordering::SeqCst);
+                let o = o.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| async move {
+                        Ok::<_, std::convert::Infallible>(handler(req))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, accepted, open)
+    }
+
+    /// A keep-alive client connection to `front`.
+    async fn client<B>(front: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let s = TcpStream::connect(front).await.unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+
+    #[tokio::test]
+    async fn upstream_connections_are_kept_alive_and_closed_when_a_replica_leaves() {
+        let (backend, accepted, open) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
+        let pool = Pool::new();
+        pool.set(&[backend]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let _l = listen(front, pool.clone()).await.unwrap();
+        // Four clients, 50 requests each, one after the other on each.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            set.spawn(async move {
+                let mut c = client::<Full<Bytes>>(front).await;
+                for _ in 0..50 {
+                    c.ready().await.unwrap();
+                    let req = Request::builder()
+                        .uri("/")
+                        .header("host", "x")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let resp = c.send_request(req).await.unwrap();
+                    assert_eq!(resp.status(), StatusCode::OK);
+                    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        let n = accepted.load(Ordering::SeqCst);
+        assert!(n <= 4, "200 requests over {n} upstream connections");
+        assert_eq!(pool.connects.load(Ordering::SeqCst) as usize, n);
+        assert!(pool.idle_connections(backend) >= 1);
+        assert_eq!(pool.active(backend), 0, "nothing in flight");
+        // Leaving the pool closes its idle connections.
+        pool.remove(backend);
+        assert_eq!(pool.idle_connections(backend), 0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while open.load(Ordering::SeqCst) > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "idle connections left open");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `chunks` chunks of 64 KiB, made as they are read.
+    struct Generated {
+        left: usize,
+    }
+
+    impl hyper::body::Body for Generated {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            if self.left == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            self.left -= 1;
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(vec![7u8; 64 << 10])))))
+        }
+    }
+
+    /// Peak resident memory of this process (VmHWM), in KiB.
+    fn peak_rss_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bodies_stream_both_ways_with_bounded_memory() {
+        // The replica echoes the request body back as it reads it.
+        let (backend, _, _) = hyper_backend(|req: Request<Incoming>| Response::new(req.into_body())).await;
+        let pool = Pool::new();
+        pool.set(&[backend]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let _l = listen(front, pool.clone()).await.unwrap();
+        let before = peak_rss_kib();
+        // 256 MiB up and back, sixteen times the old buffering limit.
+        let chunks = 4096;
+        let mut c = client::<Generated>(front).await;
+        let req = Request::builder()
+            .method("POST")
+            .uri("/echo")
+            .header("host", "x")
+            .body(Generated { left: chunks })
+            .unwrap();
+        let resp = c.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        let mut got = 0usize;
+        while let Some(frame) = body.frame().await {
+            if let Ok(d) = frame.unwrap().into_data() {
+                assert!(d.iter().all(|b| *b == 7));
+                got += d.len();
+            }
+        }
+        assert_eq!(got, chunks << 16, "every byte came back");
+        let grew = peak_rss_kib().saturating_sub(before);
+        println!("peak RSS grew by {grew} KiB moving 256 MiB each way");
+        assert!(grew < 64 << 10, "the mesh buffered: peak RSS grew by {grew} KiB");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_not_forwarded() {
+        let mut h = hyper::HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ] {
+            h.insert(hyper::header::HeaderName::from_static(k), v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 
     #[test]
