@@ -478,7 +478,8 @@ async fn serve(
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
             .keep_alive(true)
-            .serve_connection(io, svc);
+            .serve_connection(io, svc)
+            .with_upgrades();
         tokio::pin!(conn);
         // Draining: responses say Connection: close; a connection idle for
         // a second after that is closed.
@@ -554,6 +555,110 @@ fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
     }
 }
 
+/// A request's head as it goes to a replica: hop-by-hop headers dropped,
+/// the client appended to `X-Forwarded-For`, HTTP/1.1.
+fn outgoing(parts: &mut hyper::http::request::Parts, client: SocketAddr) {
+    strip_hop_by_hop(&mut parts.headers);
+    let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", client.ip()),
+        None => client.ip().to_string(),
+    };
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&forwarded) {
+        parts.headers.insert("x-forwarded-for", v);
+    }
+    parts.version = hyper::Version::HTTP_11;
+}
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` and
+/// an `Upgrade` header: WebSocket, say).
+fn is_upgrade(h: &hyper::HeaderMap) -> bool {
+    h.contains_key(hyper::header::UPGRADE)
+        && h.get_all(hyper::header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        })
+}
+
+/// An upgrade request (WebSocket): sent on a connection of its own to one
+/// replica; when it answers 101, the client's connection and the replica's
+/// are joined and copied both ways until either side closes (the request
+/// counts in flight until then, so a drain waits for the tunnel).
+async fn upgrade(
+    mut req: Request<Incoming>,
+    pool: &Arc<Pool>,
+    port: Option<u16>,
+    client: SocketAddr,
+) -> Response<Body> {
+    let from_client = hyper::upgrade::on(&mut req);
+    let (mut parts, body) = req.into_parts();
+    let protocol = parts.headers.get(hyper::header::UPGRADE).cloned();
+    outgoing(&mut parts, client);
+    if let Some(p) = protocol {
+        parts.headers.insert(hyper::header::UPGRADE, p);
+        parts.headers.insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("upgrade"),
+        );
+    }
+    let mut last = String::from("no healthy replica");
+    for (addr, active) in pool.pick_p2c(port) {
+        let guard = InFlight::new(active);
+        let stream = match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                last = format!("{addr}: {e}");
+                continue;
+            }
+            Err(_) => {
+                last = format!("{addr}: connect timed out");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake::<_, Body>(hyper_util::rt::TokioIo::new(stream)).await
+        else {
+            continue;
+        };
+        pool.connects.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let mut resp = match sender.send_request(Request::from_parts(parts, body.boxed())).await {
+            Ok(r) => r,
+            Err(e) => {
+                pool.failures.fetch_add(1, Ordering::Relaxed);
+                return status(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the replica did not answer ({addr}: {e})"),
+                );
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let from_replica = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(r)) = (from_client.await, from_replica.await) {
+                    let (mut c, mut r) = (hyper_util::rt::TokioIo::new(c), hyper_util::rt::TokioIo::new(r));
+                    let _ = tokio::io::copy_bidirectional(&mut c, &mut r).await;
+                }
+                drop(guard);
+            });
+            let (rparts, _) = resp.into_parts();
+            return Response::from_parts(rparts, full(Bytes::new()));
+        }
+        // Refused: an ordinary response, streamed.
+        tokio::spawn(async move {
+            let _ = sender.ready().await;
+            drop(guard);
+        });
+        let (mut rparts, rbody) = resp.into_parts();
+        strip_hop_by_hop(&mut rparts.headers);
+        return Response::from_parts(rparts, rbody.boxed());
+    }
+    pool.failures.fetch_add(1, Ordering::Relaxed);
+    status(StatusCode::BAD_GATEWAY, &format!("no replica answered ({last})"))
+}
+
 /// Opens a keep-alive connection to `addr` (a replica on a local bridge: a
 /// connect that takes long is to one that is gone, so give up soon).
 async fn connect(pool: &Pool, addr: SocketAddr) -> Result<Sender, String> {
@@ -576,16 +681,11 @@ async fn connect(pool: &Pool, addr: SocketAddr) -> Result<Sender, String> {
 /// retrying on another connection or replica while that is safe.
 async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, port: Option<u16>, client: SocketAddr) -> Response<Body> {
     pool.requests.fetch_add(1, Ordering::Relaxed);
-    let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", client.ip()),
-        None => client.ip().to_string(),
-    };
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&forwarded) {
-        parts.headers.insert("x-forwarded-for", v);
+    if is_upgrade(req.headers()) {
+        return upgrade(req, pool, port, client).await;
     }
-    parts.version = hyper::Version::HTTP_11;
+    let (mut parts, body) = req.into_parts();
+    outgoing(&mut parts, client);
     // Sent and lost, a request is repeated only if that is harmless (an
     // RFC 9110 idempotent method) and possible (no body to send again).
     let idempotent = matches!(
@@ -885,6 +985,80 @@ mod tests {
         let grew = peak_rss_kib().saturating_sub(before);
         println!("peak RSS grew by {grew} KiB moving 256 MiB each way");
         assert!(grew < 64 << 10, "the mesh buffered: peak RSS grew by {grew} KiB");
+    }
+
+    #[tokio::test]
+    async fn upgrades_are_passed_through_both_ways() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A replica that switches to an echo protocol on `Upgrade: echo`.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                        let wanted = req.headers().get("upgrade").is_some_and(|v| v == "echo");
+                        let forwarded = req.headers().get("x-forwarded-for").is_some();
+                        if !wanted || !forwarded {
+                            return Ok::<_, std::convert::Infallible>(
+                                Response::builder().status(400).body(Full::new(Bytes::new())).unwrap(),
+                            );
+                        }
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
+                            let mut buf = [0u8; 64];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        Ok(Response::builder()
+                            .status(101)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "echo")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        let pool = Pool::new();
+        pool.set(&[backend]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let _l = listen(front, pool.clone()).await.unwrap();
+        let mut c = TcpStream::connect(front).await.unwrap();
+        c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(c.read(&mut b).await.unwrap(), 1, "closed before the head ended");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: echo"), "{head}");
+        assert_eq!(pool.active(backend), 1, "the tunnel counts in flight");
+        for word in ["hello", "through the mesh"] {
+            c.write_all(word.as_bytes()).await.unwrap();
+            let mut got = vec![0u8; word.len()];
+            c.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, word.as_bytes());
+        }
+        drop(c);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.active(backend) > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the tunnel did not end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
