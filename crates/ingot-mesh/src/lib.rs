@@ -39,6 +39,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// keep-alive connection) before the mesh closes the connection.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Failures in a row that eject a replica from the picks, and for how long.
+pub const EJECT_AFTER: u32 = 3;
+pub const EJECT_FOR: Duration = Duration::from_secs(5);
+
 /// Idle keep-alive connections kept per replica.
 pub const MAX_IDLE: usize = 64;
 /// How long an idle upstream connection is kept for reuse.
@@ -75,6 +79,10 @@ pub struct Pool {
     idle: Mutex<BTreeMap<SocketAddr, Vec<(Sender, tokio::time::Instant)>>>,
     /// Connections opened to replicas (for tests and metrics).
     pub connects: AtomicU64,
+    /// The power-of-two-choices draw.
+    p2c: AtomicUsize,
+    /// Per replica address: failures in a row, and until when it is ejected.
+    outliers: Mutex<BTreeMap<std::net::IpAddr, (u32, Option<tokio::time::Instant>)>>,
     /// Every backend ever seen keeps its counter, so a removed one can drain.
     counters: Mutex<BTreeMap<SocketAddr, Arc<AtomicUsize>>>,
     next: AtomicUsize,
@@ -93,6 +101,9 @@ impl Pool {
 
     /// Adds a replica (idempotent).
     pub fn add(&self, addr: SocketAddr) {
+        // A replica that joins has just passed its health check: whatever
+        // an earlier holder of its address did is forgotten.
+        self.outliers.lock().unwrap().remove(&addr.ip());
         let active = self.counter(addr);
         let mut b = self.backends.lock().unwrap();
         if !b.iter().any(|x| x.addr == addr) {
@@ -186,10 +197,43 @@ impl Pool {
         }
     }
 
+    /// Counts a request's outcome at `addr`: [`EJECT_AFTER`] failures in a
+    /// row (unreachable, no answer, a 5xx) take the replica out of the
+    /// picks for [`EJECT_FOR`] (passive outlier ejection); a success ends
+    /// the run.
+    fn report(&self, addr: SocketAddr, ok: bool) {
+        let mut o = self.outliers.lock().unwrap();
+        let e = o.entry(addr.ip()).or_insert((0, None));
+        if ok {
+            e.0 = 0;
+            return;
+        }
+        e.0 += 1;
+        if e.0 >= EJECT_AFTER {
+            e.0 = 0;
+            e.1 = Some(tokio::time::Instant::now() + EJECT_FOR);
+            tracing::warn!(%addr, "replica ejected for {EJECT_FOR:?} after {EJECT_AFTER} failures in a row");
+        }
+    }
+
+    /// Whether `addr` is ejected now.
+    pub fn ejected(&self, addr: SocketAddr) -> bool {
+        self.outliers
+            .lock()
+            .unwrap()
+            .get(&addr.ip())
+            .and_then(|(_, until)| *until)
+            .is_some_and(|u| tokio::time::Instant::now() < u)
+    }
+
     /// [`Pool::pick`], each backend at `port` when given (a listener for
     /// another of the service's ports than the pool's own).
     fn pick_at(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
         let mut all = self.pick();
+        // Ejected replicas are left out, unless that leaves none.
+        if all.iter().any(|(a, _)| !self.ejected(*a)) {
+            all.retain(|(a, _)| !self.ejected(*a));
+        }
         if let Some(p) = port {
             for (a, _) in &mut all {
                 a.set_port(p);
@@ -204,8 +248,11 @@ impl Pool {
     fn pick_p2c(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
         let mut all = self.pick_at(port);
         if all.len() > 1 {
-            let r = self.next.fetch_add(0x9E37_79B9, Ordering::Relaxed);
-            let (i, j) = (r % all.len(), (r / all.len()) % all.len());
+            // Two indexes from a counter scrambled by a multiplicative hash.
+            let x = self.p2c.fetch_add(1, Ordering::Relaxed) as u64;
+            let h = x.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let n = all.len() as u64;
+            let (i, j) = (((h >> 40) % n) as usize, ((h >> 20) % n) as usize);
             let load = |k: usize| all[k].1.load(Ordering::Relaxed);
             let best = if j != i && load(j) < load(i) { j } else { i };
             all.swap(0, best);
@@ -302,6 +349,20 @@ pub struct ListenOptions {
     pub admit: Option<Admit>,
     /// The replicas' port for this listener, when not the pool's own.
     pub port: Option<u16>,
+    /// How long a replica may take to send a response head
+    /// ([`RESPONSE_TIMEOUT`] unless given); then the client gets a 504.
+    pub response_timeout: Option<Duration>,
+}
+
+/// How long a replica may take to answer a request with a response head.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a listener's requests go: the replicas' port, how long they may
+/// take to answer.
+#[derive(Clone, Copy)]
+struct Target {
+    port: Option<u16>,
+    response_timeout: Duration,
 }
 
 /// Binds `addr` (with SO_REUSEPORT, so that a replacing daemon can bind the
@@ -312,7 +373,15 @@ pub async fn listen(addr: SocketAddr, pool: Arc<Pool>) -> Result<Listener, MeshE
 
 /// [`listen`] with [`ListenOptions`].
 pub async fn listen_with(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions) -> Result<Listener, MeshError> {
-    let ListenOptions { admit, port } = opts;
+    let ListenOptions {
+        admit,
+        port,
+        response_timeout,
+    } = opts;
+    let target = Target {
+        port,
+        response_timeout: response_timeout.unwrap_or(RESPONSE_TIMEOUT),
+    };
     let bind = || -> std::io::Result<TcpListener> {
         let socket = match addr {
             SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
@@ -342,7 +411,7 @@ pub async fn listen_with(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions)
             let conn = InFlight::new(counter.clone());
             let watch = watch.clone();
             tokio::spawn(async move {
-                serve(stream, client, pool, port, watch).await;
+                serve(stream, client, pool, target, watch).await;
                 drop(conn);
             });
         }
@@ -444,7 +513,7 @@ async fn serve(
     stream: TcpStream,
     client: SocketAddr,
     pool: Arc<Pool>,
-    port: Option<u16>,
+    target: Target,
     mut draining: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut buf = [0u8; 8];
@@ -462,7 +531,7 @@ async fn serve(
             let pool = pool.clone();
             let closing = *closing.borrow();
             async move {
-                let mut resp = forward(req, &pool, port, client).await;
+                let mut resp = forward(req, &pool, target, client).await;
                 if closing {
                     resp.headers_mut().insert(
                         hyper::header::CONNECTION,
@@ -501,15 +570,17 @@ async fn serve(
             let _ = tokio::time::timeout(Duration::from_secs(30), conn.as_mut()).await;
         }
     } else {
-        splice(stream, pool, port).await;
+        splice(stream, pool, target.port).await;
     }
 }
 
 async fn splice(mut client: TcpStream, pool: Arc<Pool>, port: Option<u16>) {
-    for (addr, active) in pool.pick_at(port) {
+    for (addr, active) in pool.pick_p2c(port) {
         let Ok(Ok(mut up)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await else {
+            pool.report(addr, false);
             continue;
         };
+        pool.report(addr, true);
         let _guard = InFlight::new(active);
         pool.requests.fetch_add(1, Ordering::Relaxed);
         let _ = up.set_nodelay(true);
@@ -583,12 +654,7 @@ fn is_upgrade(h: &hyper::HeaderMap) -> bool {
 /// replica; when it answers 101, the client's connection and the replica's
 /// are joined and copied both ways until either side closes (the request
 /// counts in flight until then, so a drain waits for the tunnel).
-async fn upgrade(
-    mut req: Request<Incoming>,
-    pool: &Arc<Pool>,
-    port: Option<u16>,
-    client: SocketAddr,
-) -> Response<Body> {
+async fn upgrade(mut req: Request<Incoming>, pool: &Arc<Pool>, target: Target, client: SocketAddr) -> Response<Body> {
     let from_client = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     let protocol = parts.headers.get(hyper::header::UPGRADE).cloned();
@@ -601,7 +667,7 @@ async fn upgrade(
         );
     }
     let mut last = String::from("no healthy replica");
-    for (addr, active) in pool.pick_p2c(port) {
+    for (addr, active) in pool.pick_p2c(target.port) {
         let guard = InFlight::new(active);
         let stream = match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -679,10 +745,10 @@ async fn connect(pool: &Pool, addr: SocketAddr) -> Result<Sender, String> {
 
 /// Sends one request to a replica, streaming its body and the response's,
 /// retrying on another connection or replica while that is safe.
-async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, port: Option<u16>, client: SocketAddr) -> Response<Body> {
+async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, client: SocketAddr) -> Response<Body> {
     pool.requests.fetch_add(1, Ordering::Relaxed);
     if is_upgrade(req.headers()) {
-        return upgrade(req, pool, port, client).await;
+        return upgrade(req, pool, target, client).await;
     }
     let (mut parts, body) = req.into_parts();
     outgoing(&mut parts, client);
@@ -710,7 +776,7 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, port: Option<u16>, cl
     } else {
         (false, Bytes::new(), Some(body.boxed()))
     };
-    let candidates = pool.pick_p2c(port);
+    let candidates = pool.pick_p2c(target.port);
     if candidates.is_empty() {
         pool.failures.fetch_add(1, Ordering::Relaxed);
         return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy replica");
@@ -725,6 +791,7 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, port: Option<u16>, cl
                 None => match connect(pool, addr).await {
                     Ok(s) => (s, false),
                     Err(e) => {
+                        pool.report(addr, false);
                         last = format!("{addr}: {e}");
                         tracing::warn!(%addr, "replica unreachable, trying the next: {e}");
                         continue 'replicas;
@@ -737,8 +804,22 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, port: Option<u16>, cl
                 None => break 'replicas,
             };
             let started = tokio::time::Instant::now();
-            match sender.try_send_request(Request::from_parts(parts.clone(), b)).await {
+            let sent = tokio::time::timeout(
+                target.response_timeout,
+                sender.try_send_request(Request::from_parts(parts.clone(), b)),
+            )
+            .await;
+            let Ok(sent) = sent else {
+                // Accepted and never answered: the client is told, the
+                // replica counts a failure (its connection is dropped).
+                pool.report(addr, false);
+                pool.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%addr, "replica did not answer within {:?}", target.response_timeout);
+                return status(StatusCode::GATEWAY_TIMEOUT, "the replica did not answer in time");
+            };
+            match sent {
                 Ok(resp) => {
+                    pool.report(addr, !resp.status().is_server_error());
                     if started.elapsed() > Duration::from_secs(1) {
                         tracing::warn!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, "slow replica");
                     }
@@ -807,8 +888,8 @@ mod tests {
         let front = front_probe.local_addr().unwrap();
         drop(front_probe);
         let opts = ListenOptions {
-            admit: None,
             port: Some(port),
+            ..Default::default()
         };
         let _l = listen_udp(front, pool.clone(), opts).await.unwrap();
         let mut seen = std::collections::BTreeSet::new();
@@ -1059,6 +1140,61 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "the tunnel did not end");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_never_answers_times_out_and_is_ejected() {
+        use tokio::io::AsyncReadExt;
+        // Accepts, reads, never answers (on an address of its own: replicas
+        // are told apart by address).
+        let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
+        let hung = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+                });
+            }
+        });
+        let (good, _, _) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
+        let pool = Pool::new();
+        pool.set(&[hung]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let opts = ListenOptions {
+            response_timeout: Some(Duration::from_millis(200)),
+            ..Default::default()
+        };
+        let _l = listen_with(front, pool.clone(), opts).await.unwrap();
+        let get = || async move {
+            let mut c = client::<Full<Bytes>>(front).await;
+            let req = Request::builder()
+                .uri("/")
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            c.send_request(req).await.unwrap().status()
+        };
+        for _ in 0..EJECT_AFTER {
+            let t = tokio::time::Instant::now();
+            assert_eq!(get().await, StatusCode::GATEWAY_TIMEOUT);
+            assert!(t.elapsed() < Duration::from_secs(2), "answered in {:?}", t.elapsed());
+        }
+        assert!(pool.ejected(hung), "ejected after {EJECT_AFTER} timeouts in a row");
+        // With a healthy replica beside it, every request lands there.
+        pool.set(&[hung, good]);
+        for _ in 0..10 {
+            assert_eq!(get().await, StatusCode::OK);
+        }
+        assert!(!pool.ejected(good));
+        // An address nobody listens on is ejected too, and nobody notices it.
+        let dead = TcpListener::bind("127.0.0.3:0").await.unwrap().local_addr().unwrap();
+        pool.set(&[dead, good]);
+        for _ in 0..30 {
+            assert_eq!(get().await, StatusCode::OK);
+        }
+        assert!(pool.ejected(dead));
     }
 
     #[test]

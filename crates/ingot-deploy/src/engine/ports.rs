@@ -188,6 +188,7 @@ impl Engine {
             let opts = ingot_mesh::ListenOptions {
                 admit,
                 port: Some(target),
+                ..Default::default()
             };
             let handle = match protocol {
                 Protocol::Tcp => ingot_mesh::listen_with(addr, pool, opts).await,
