@@ -509,6 +509,38 @@ fn looks_like_http(b: &[u8]) -> bool {
         .any(|m| b.starts_with(m) || (b.len() < m.len() && m.starts_with(b) && !b.is_empty()))
 }
 
+/// HTTP/2 with prior knowledge (h2c): each stream's request is routed on
+/// its own, as HTTP/1.1 requests are (to replicas over HTTP/1.1). When the
+/// listener drains, the client gets a GOAWAY and its open streams finish.
+async fn serve_h2c(
+    stream: TcpStream,
+    client: SocketAddr,
+    pool: Arc<Pool>,
+    target: Target,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+) {
+    let svc = hyper::service::service_fn(move |req| {
+        let pool = pool.clone();
+        async move { Ok::<_, std::convert::Infallible>(forward(req, &pool, target, client).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            changed = draining.changed() => {
+                if changed.is_err() || *draining.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(30), conn.as_mut()).await;
+}
+
 async fn serve(
     stream: TcpStream,
     client: SocketAddr,
@@ -524,7 +556,9 @@ async fn serve(
         Ok(Err(_)) => return,
         Err(_) => 0,
     };
-    if n > 0 && looks_like_http(&buf[..n]) {
+    if n == 8 && &buf == b"PRI * HT" {
+        serve_h2c(stream, client, pool, target, draining).await;
+    } else if n > 0 && looks_like_http(&buf[..n]) {
         let io = hyper_util::rt::TokioIo::new(stream);
         let closing = draining.clone();
         let svc = hyper::service::service_fn(move |req| {
@@ -630,6 +664,19 @@ fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
 /// the client appended to `X-Forwarded-For`, HTTP/1.1.
 fn outgoing(parts: &mut hyper::http::request::Parts, client: SocketAddr) {
     strip_hop_by_hop(&mut parts.headers);
+    // An HTTP/2 request names its authority in the URI: HTTP/1.1 wants it
+    // in Host and the target in origin form.
+    if let Some(authority) = parts.uri.authority().cloned() {
+        if !parts.headers.contains_key(hyper::header::HOST) {
+            if let Ok(v) = hyper::header::HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(hyper::header::HOST, v);
+            }
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = path.parse() {
+            parts.uri = uri;
+        }
+    }
     let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", client.ip()),
         None => client.ip().to_string(),
@@ -1195,6 +1242,51 @@ mod tests {
             assert_eq!(get().await, StatusCode::OK);
         }
         assert!(pool.ejected(dead));
+    }
+
+    #[tokio::test]
+    async fn http2_clients_with_prior_knowledge_are_served() {
+        let (backend, _, _) = hyper_backend(|req: Request<Incoming>| {
+            let host = req.headers().get("host").map(|h| h.to_str().unwrap_or("").to_string());
+            Response::new(Full::new(Bytes::from(format!(
+                "{} {} host={}",
+                req.version() == hyper::Version::HTTP_11,
+                req.uri(),
+                host.unwrap_or_default()
+            ))))
+        })
+        .await;
+        let pool = Pool::new();
+        pool.set(&[backend]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let _l = listen(front, pool.clone()).await.unwrap();
+        let s = TcpStream::connect(front).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        // Several streams on one connection, at once.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let req = Request::builder()
+                .uri(format!("http://shop.example/item/{i}?x=1"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let fut = send.send_request(req);
+            set.spawn(async move {
+                let resp = fut.await.unwrap();
+                assert_eq!(resp.version(), hyper::Version::HTTP_2);
+                assert_eq!(resp.status(), StatusCode::OK);
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(body, format!("true /item/{i}?x=1 host=shop.example").as_bytes());
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
     }
 
     #[test]
