@@ -1289,6 +1289,61 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_replica_that_resets_mid_response_breaks_that_response_only() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Announces 1 MiB, sends 64 KiB, resets the connection.
+        let l = TcpListener::bind("127.0.0.4:0").await.unwrap();
+        let breaker = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n").await;
+                    let _ = s.write_all(&[1u8; 65536]).await;
+                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                });
+            }
+        });
+        let (good, _, _) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
+        let pool = Pool::new();
+        pool.set(&[breaker]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let _l = listen(front, pool.clone()).await.unwrap();
+        let mut c = client::<Full<Bytes>>(front).await;
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "the head came through");
+        assert!(
+            resp.into_body().collect().await.is_err(),
+            "the cut shows as a broken body"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.active(breaker) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the broken request stayed in flight"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Other clients are served.
+        pool.set(&[good]);
+        let mut c = client::<Full<Bytes>>(front).await;
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.send_request(req).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+
     #[test]
     fn hop_by_hop_headers_are_not_forwarded() {
         let mut h = hyper::HeaderMap::new();
