@@ -960,6 +960,24 @@ mod tests {
         assert_eq!(seen.len(), 2, "two clients, two replicas: {seen:?}");
     }
 
+    /// A raw TCP backend on `ip` (an address of its own): `conn` serves
+    /// each accepted connection.
+    async fn raw_backend<F, Fut>(ip: &str, conn: F) -> SocketAddr
+    where
+        F: Fn(TcpStream) -> Fut + Send + Sync + Copy + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let l = TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                tokio::spawn(conn(s));
+            }
+        });
+        addr
+    }
+
     /// A hyper backend on loopback answering with `handler`; counts the
     /// connections it accepted and those still open.
     async fn hyper_backend<F, B>(handler: F) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>)
@@ -1194,17 +1212,11 @@ mod tests {
         use tokio::io::AsyncReadExt;
         // Accepts, reads, never answers (on an address of its own: replicas
         // are told apart by address).
-        let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
-        let hung = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = l.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    while s.read(&mut buf).await.unwrap_or(0) > 0 {}
-                });
-            }
-        });
+        let hung = raw_backend("127.0.0.2", |mut s| async move {
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).await.unwrap_or(0) > 0 {}
+        })
+        .await;
         let (good, _, _) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
         let pool = Pool::new();
         pool.set(&[hung]);
@@ -1293,20 +1305,14 @@ mod tests {
     async fn a_replica_that_resets_mid_response_breaks_that_response_only() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // Announces 1 MiB, sends 64 KiB, resets the connection.
-        let l = TcpListener::bind("127.0.0.4:0").await.unwrap();
-        let breaker = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = l.accept().await.unwrap();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let _ = s.read(&mut buf).await;
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n").await;
-                    let _ = s.write_all(&[1u8; 65536]).await;
-                    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
-                });
-            }
-        });
+        let breaker = raw_backend("127.0.0.4", |mut s| async move {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n").await;
+            let _ = s.write_all(&[1u8; 65536]).await;
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+        })
+        .await;
         let (good, _, _) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
         let pool = Pool::new();
         pool.set(&[breaker]);
