@@ -9,18 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${SECS:-10}
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-[ -x /bin/busybox ] || need+=(busybox-static)
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet --bin ingot
-ingot=$PWD/target/release/ingot
-work=$(mktemp -d /var/tmp/ingot-bench.XXXXXX)
-R=$work/root
-I="$ingot --root $R"
+. bench/lib.sh
+bench_setup wrk=wrk nginx=nginx-light busybox=busybox-static
 cleanup() {
     [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     $I stack rm bench >/dev/null 2>&1 || true

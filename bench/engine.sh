@@ -13,18 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REST=${REST:-20}
 N=50
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v docker-compose >/dev/null || need+=(docker-compose)
-[ -x /bin/busybox ] || need+=(busybox-static)
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet --bin ingot
-ingot=$PWD/target/release/ingot
-work=$(mktemp -d /var/tmp/ingot-bench.XXXXXX)
-R=$work/root
-I="$ingot --root $R"
+. bench/lib.sh
+bench_setup wrk=wrk docker-compose=docker-compose busybox=busybox-static
 cleanup() {
     (cd "$work/docker" 2>/dev/null && docker-compose -p ingotbench down -t 1 >/dev/null 2>&1) || true
     docker rmi ingot-bench-hello:1 >/dev/null 2>&1 || true

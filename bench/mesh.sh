@@ -12,18 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-8}
 ROUNDS=${ROUNDS:-3}
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v debootstrap >/dev/null || need+=(debootstrap)
-if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet --bin ingot
-ingot=$PWD/target/release/ingot
-work=$(mktemp -d /var/tmp/ingot-bench.XXXXXX)
-R=$work/root
-I="$ingot --root $R"
+. bench/lib.sh
+bench_setup wrk=wrk nginx=nginx-light debootstrap=debootstrap
 cleanup() {
     [ -n "${proxy:-}" ] && kill "$proxy" 2>/dev/null
     $I stack rm bench >/dev/null 2>&1 || true
