@@ -1137,44 +1137,38 @@ mod tests {
     async fn upgrades_are_passed_through_both_ways() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // A replica that switches to an echo protocol on `Upgrade: echo`.
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let backend = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (s, _) = l.accept().await.unwrap();
+        let backend = raw_backend("127.0.0.1", |s| async move {
+            let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                let wanted = req.headers().get("upgrade").is_some_and(|v| v == "echo");
+                let forwarded = req.headers().get("x-forwarded-for").is_some();
+                if !wanted || !forwarded {
+                    return Ok::<_, std::convert::Infallible>(
+                        Response::builder().status(400).body(Full::new(Bytes::new())).unwrap(),
+                    );
+                }
+                let on = hyper::upgrade::on(&mut req);
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
-                        let wanted = req.headers().get("upgrade").is_some_and(|v| v == "echo");
-                        let forwarded = req.headers().get("x-forwarded-for").is_some();
-                        if !wanted || !forwarded {
-                            return Ok::<_, std::convert::Infallible>(
-                                Response::builder().status(400).body(Full::new(Bytes::new())).unwrap(),
-                            );
+                    let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
                         }
-                        let on = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
-                            let mut buf = [0u8; 64];
-                            while let Ok(n) = io.read(&mut buf).await {
-                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        });
-                        Ok(Response::builder()
-                            .status(101)
-                            .header("connection", "upgrade")
-                            .header("upgrade", "echo")
-                            .body(Full::new(Bytes::new()))
-                            .unwrap())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .with_upgrades()
-                        .await;
+                    }
                 });
-            }
-        });
+                Ok(Response::builder()
+                    .status(101)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "echo")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap())
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                .with_upgrades()
+                .await;
+        })
+        .await;
         let pool = Pool::new();
         pool.set(&[backend]);
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
