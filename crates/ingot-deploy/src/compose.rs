@@ -959,10 +959,16 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
     for (i, (a, da)) in networks.iter().enumerate() {
         for (b, db) in networks.iter().skip(i + 1) {
             if let (Some(sa), Some(sb)) = (&da.subnet, &db.subnet) {
-                let (x, px) = parse_subnet(sa).map_err(&invalid)?;
-                let (y, py) = parse_subnet(sb).map_err(&invalid)?;
-                let m = u32::MAX << (32 - px.min(py));
-                if u32::from(x) & m == u32::from(y) & m {
+                let net = |s: &str| -> Result<ingot_runtime::net::Network> {
+                    let (subnet, prefix) = parse_subnet(s).map_err(&invalid)?;
+                    Ok(ingot_runtime::net::Network {
+                        bridge: String::new(),
+                        subnet,
+                        prefix,
+                        internal: false,
+                    })
+                };
+                if net(sa)?.overlaps(&net(sb)?) {
                     return Err(invalid(format!(
                         "networks.{b}: subnet {sb} overlaps networks.{a} ({sa})"
                     )));

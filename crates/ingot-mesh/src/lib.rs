@@ -509,6 +509,24 @@ fn looks_like_http(b: &[u8]) -> bool {
         .any(|m| b.starts_with(m) || (b.len() < m.len() && m.starts_with(b) && !b.is_empty()))
 }
 
+/// Drives a connection until it ends (true) or its listener starts
+/// draining (false: the caller winds it down).
+async fn served_before_draining<F: std::future::Future>(
+    mut conn: std::pin::Pin<&mut F>,
+    draining: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return true,
+            changed = draining.changed() => {
+                if changed.is_err() || *draining.borrow() {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 /// HTTP/2 with prior knowledge (h2c): each stream's request is routed on
 /// its own, as HTTP/1.1 requests are (to replicas over HTTP/1.1). When the
 /// listener drains, the client gets a GOAWAY and its open streams finish.
@@ -527,15 +545,8 @@ async fn serve_h2c(
         .timer(hyper_util::rt::TokioTimer::new())
         .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
     tokio::pin!(conn);
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            changed = draining.changed() => {
-                if changed.is_err() || *draining.borrow() {
-                    break;
-                }
-            }
-        }
+    if served_before_draining(conn.as_mut(), &mut draining).await {
+        return;
     }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(30), conn.as_mut()).await;
@@ -586,15 +597,8 @@ async fn serve(
         tokio::pin!(conn);
         // Draining: responses say Connection: close; a connection idle for
         // a second after that is closed.
-        loop {
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                changed = draining.changed() => {
-                    if changed.is_err() || *draining.borrow() {
-                        break;
-                    }
-                }
-            }
+        if served_before_draining(conn.as_mut(), &mut draining).await {
+            return;
         }
         if tokio::time::timeout(Duration::from_secs(1), conn.as_mut())
             .await
@@ -716,27 +720,14 @@ async fn upgrade(mut req: Request<Incoming>, pool: &Arc<Pool>, target: Target, c
     let mut last = String::from("no healthy replica");
     for (addr, active) in pool.pick_p2c(target.port) {
         let guard = InFlight::new(active);
-        let stream = match tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
+        let mut sender = match connect(pool, addr, true).await {
+            Ok(s) => s,
+            Err(e) => {
+                pool.report(addr, false);
                 last = format!("{addr}: {e}");
                 continue;
             }
-            Err(_) => {
-                last = format!("{addr}: connect timed out");
-                continue;
-            }
         };
-        let _ = stream.set_nodelay(true);
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake::<_, Body>(hyper_util::rt::TokioIo::new(stream)).await
-        else {
-            continue;
-        };
-        pool.connects.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
         let mut resp = match sender.send_request(Request::from_parts(parts, body.boxed())).await {
             Ok(r) => r,
             Err(e) => {
@@ -773,8 +764,9 @@ async fn upgrade(mut req: Request<Incoming>, pool: &Arc<Pool>, target: Target, c
 }
 
 /// Opens a keep-alive connection to `addr` (a replica on a local bridge: a
-/// connect that takes long is to one that is gone, so give up soon).
-async fn connect(pool: &Pool, addr: SocketAddr) -> Result<Sender, String> {
+/// connect that takes long is to one that is gone, so give up soon);
+/// `upgrades`: the connection may switch protocols (it is not pooled then).
+async fn connect(pool: &Pool, addr: SocketAddr, upgrades: bool) -> Result<Sender, String> {
     let stream = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
         .await
         .map_err(|_| "connect timed out".to_string())?
@@ -785,7 +777,11 @@ async fn connect(pool: &Pool, addr: SocketAddr) -> Result<Sender, String> {
         .map_err(|e| e.to_string())?;
     pool.connects.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
     });
     Ok(sender)
 }
@@ -835,7 +831,7 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
         for _ in 0..3 {
             let (mut sender, pooled) = match pool.checkout(addr) {
                 Some(s) => (s, true),
-                None => match connect(pool, addr).await {
+                None => match connect(pool, addr, false).await {
                     Ok(s) => (s, false),
                     Err(e) => {
                         pool.report(addr, false);

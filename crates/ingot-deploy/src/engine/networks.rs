@@ -22,7 +22,8 @@ pub fn declared(stack: &PinnedStack) -> BTreeMap<String, NetworkDecl> {
     stack.networks.clone()
 }
 
-fn record_network(r: &NetworkRecord) -> Option<Network> {
+/// A recorded network as the runtime knows it (`None`: a bad subnet).
+pub fn record_network(r: &NetworkRecord) -> Option<Network> {
     let (subnet, prefix) = crate::compose::parse_subnet(&r.subnet).ok()?;
     Some(Network {
         bridge: r.bridge.clone(),
@@ -139,12 +140,13 @@ impl Engine {
     pub(super) async fn ensure_networks(&self, stack: &PinnedStack) -> Result<()> {
         let decls = declared(stack);
         let mut nets = Vec::new();
+        let routes = host_routes();
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
         for (key, d) in &decls {
             let full = key_name(&stack.name, key);
             let (bridge, root_seed) = (self.bridge_name(&full, d.internal), full.clone());
             let (stack_name, d) = (stack.name.clone(), d.clone());
-            let routes = host_routes();
-            let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+            let (routes, root) = (routes.clone(), root.clone());
             let rec = self
                 .blocking(move |store| {
                     if let Some(r) = store.network(&root_seed)? {

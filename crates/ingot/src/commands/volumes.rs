@@ -129,22 +129,21 @@ pub fn network(store: &Store, cli: &Cli, command: &NetworkCommand) -> Result<Exi
                     .find(|n| &n.name == name)
                     .ok_or_else(|| anyhow::anyhow!("network {name:?} not found (ingot network ls)"))?;
                 // A container is on the network when it holds an address there.
-                let subnet = ingot_deploy::compose::parse_subnet(&n.subnet).ok();
+                let net = ingot_deploy::engine::networks::record_network(n);
                 let attached: Vec<serde_json::Value> = containers
                     .iter()
                     .filter_map(|c| {
-                        let (net, prefix) = subnet?;
-                        let mask = u32::MAX << (32 - u32::from(prefix));
-                        let addr = c.addresses().into_iter().find(|a| {
-                            a.parse::<std::net::Ipv4Addr>()
-                                .is_ok_and(|ip| u32::from(ip) & mask == u32::from(net))
-                        })?;
+                        let net = net.as_ref()?;
+                        let addr = c
+                            .addresses()
+                            .into_iter()
+                            .find(|a| a.parse().is_ok_and(|ip| net.contains(ip)))?;
                         Some(json!({"name": c.name, "address": addr}))
                     })
                     .collect();
                 out.push(json!({
                     "name": n.name, "stack": n.stack, "bridge": n.bridge, "subnet": n.subnet,
-                    "gateway": subnet.map(|(net, _)| std::net::Ipv4Addr::from(u32::from(net) + 1).to_string()),
+                    "gateway": net.as_ref().map(|n| n.gateway().to_string()),
                     "internal": n.internal, "created_at": n.created_at, "containers": attached,
                 }));
             }
