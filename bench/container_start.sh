@@ -68,5 +68,17 @@ for c in "${cmds[@]}"; do
     fi
     args+=(-n "$name" "$cmd")
 done
-hyperfine -N --warmup 3 --runs "$RUNS" --export-markdown "$work/table.md" "${args[@]}" >&2
-cat "$work/table.md"
+hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$work/runs.json" "${args[@]}" >&2
+# Medians first: a start that waits on the kernel (an RCU grace period, a
+# journal commit) now and then moves the mean more than the typical run.
+python3 - "$work/runs.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))["results"]
+crun = next((r["median"] for r in rows if r["command"].startswith("crun")), None)
+print("| Command | Median [ms] | Mean [ms] | Min [ms] | Max [ms] | Median vs crun |")
+print("|:---|---:|---:|---:|---:|---:|")
+for r in rows:
+    ms = lambda v: f"{v * 1000:.1f}"
+    ratio = f"{r['median'] / crun:.2f}" if crun else "n/a"
+    print(f"| `{r['command']}` | {ms(r['median'])} | {ms(r['mean'])} ± {ms(r['stddev'])} | {ms(r['min'])} | {ms(r['max'])} | {ratio} |")
+PY

@@ -641,26 +641,27 @@ fn full(b: impl Into<Bytes>) -> Body {
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
 /// and every header the Connection header names.
 fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
-    let named: Vec<hyper::header::HeaderName> = h
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| hyper::header::HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    use hyper::header::{CONNECTION, HeaderName, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    // Most messages name nothing in Connection: no list to build then.
+    if h.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        h.remove(n);
+    // Constant names: no name to parse per message.
+    const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    for n in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        if h.contains_key(&n) {
+            h.remove(n);
+        }
     }
 }
 
@@ -681,12 +682,13 @@ fn outgoing(parts: &mut hyper::http::request::Parts, client: SocketAddr) {
             parts.uri = uri;
         }
     }
-    let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    const X_FORWARDED_FOR: hyper::header::HeaderName = hyper::header::HeaderName::from_static("x-forwarded-for");
+    let forwarded = match parts.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) => format!("{prior}, {}", client.ip()),
         None => client.ip().to_string(),
     };
     if let Ok(v) = hyper::header::HeaderValue::from_str(&forwarded) {
-        parts.headers.insert("x-forwarded-for", v);
+        parts.headers.insert(X_FORWARDED_FOR, v);
     }
     parts.version = hyper::Version::HTTP_11;
 }
@@ -811,7 +813,10 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
     let small = hyper::body::Body::size_hint(&body)
         .exact()
         .is_some_and(|n| n <= REPLAY_BODY as u64);
-    let (replayable, kept, mut body): (bool, Bytes, Option<Body>) = if idempotent && small {
+    let empty = hyper::body::Body::size_hint(&body).exact() == Some(0);
+    let (replayable, kept, mut body): (bool, Bytes, Option<Body>) = if idempotent && empty {
+        (true, Bytes::new(), None)
+    } else if idempotent && small {
         match http_body_util::Limited::new(body, REPLAY_BODY).collect().await {
             Ok(b) => (true, b.to_bytes(), None),
             Err(_) => return status(StatusCode::BAD_REQUEST, "request body broken"),

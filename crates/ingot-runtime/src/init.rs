@@ -1,9 +1,13 @@
 //! The container's first process, between fork and exec.
 //!
-//! Order matters: namespaces; wait for the parent to place us in our
-//! cgroup; cgroup namespace; root filesystem and pivot; loopback; hostname;
-//! user lookup inside the new root; bounding set; groups and ids; process
-//! capabilities; no_new_privs; seccomp; exec. Any failure is written to the
+//! Order matters: join our cgroup (where the host lets a process move
+//! itself: see [`crate::cgroups::Cgroup::self_join_files`]); namespaces;
+//! root filesystem and pivot; loopback; hostname; wait for the parent to
+//! have wired our network (and placed us in our cgroup where we could not);
+//! cgroup namespace; user lookup inside the new root; bounding
+//! set; groups and ids; process capabilities; no_new_privs; seccomp; exec.
+//! Where the parent moves us into the cgroup (v2), it does so right after
+//! fork, while we set up the root filesystem. Any failure is written to the
 //! error pipe as `CODE\nMESSAGE` and the process exits with CODE (125, or
 //! 126/127 for an unusable or missing command, as Docker).
 
@@ -33,12 +37,16 @@ pub struct InitPlan<'a> {
     pub shim: &'a Shim,
     /// stdout/stderr files for a detached container; `None` inherits.
     pub logs: Option<(RawFd, RawFd)>,
+    /// The cgroup files the child writes "0" to, joining its cgroup itself
+    /// as its first step (see [`crate::cgroups::Cgroup::self_join_files`]);
+    /// empty when the parent moves it.
+    pub cgroup_tasks: &'a [CString],
 }
 
 /// Runs in the forked child; never returns.
 /// `ready_write` gets one byte once the namespaces exist (the parent then
-/// wires the network namespace and the cgroup); `sync_read` one byte back
-/// when the parent is done.
+/// wires the network namespace); `sync_read` one byte back when the parent
+/// is done, read once the root filesystem is ready, just before exec.
 pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: RawFd) -> ! {
     let fail = |code: i32, msg: String| -> ! {
         let text = format!("{code}\n{msg}");
@@ -59,6 +67,25 @@ pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: Raw
             libc::dup2(err, 2);
         }
     }
+    for file in plan.cgroup_tasks {
+        // SAFETY: a NUL-terminated path; a local buffer; a descriptor we close.
+        let joined = unsafe {
+            let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let ok = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            let e = std::io::Error::last_os_error();
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            if ok {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        };
+        if let Err(e) = joined {
+            fail(125, format!("cgroup {}: cannot join: {e}", file.to_string_lossy()));
+        }
+    }
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if plan.spec.network != NetworkMode::Host {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -70,16 +97,6 @@ pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: Raw
     unsafe {
         libc::write(ready_write, b"r".as_ptr().cast(), 1);
         libc::close(ready_write);
-    }
-    let mut go = [0u8; 1];
-    // SAFETY: reading one byte into a local buffer.
-    if unsafe { libc::read(sync_read, go.as_mut_ptr().cast(), 1) } != 1 {
-        // The parent went away before starting us: leave quietly.
-        unsafe { libc::_exit(125) }
-    }
-    // Now in our cgroup: make it the cgroup namespace's root.
-    if unshare(CloneFlags::CLONE_NEWCGROUP).is_err() {
-        tracing::debug!("no cgroup namespace on this kernel");
     }
     let root = RootPlan {
         spec: plan.spec,
@@ -97,6 +114,16 @@ pub fn run(plan: &InitPlan, ready_write: RawFd, sync_read: RawFd, err_write: Raw
     }
     if let Err(e) = nix::unistd::sethostname(&plan.spec.hostname) {
         fail(125, format!("sethostname: {e}"));
+    }
+    let mut go = [0u8; 1];
+    // SAFETY: reading one byte into a local buffer.
+    if unsafe { libc::read(sync_read, go.as_mut_ptr().cast(), 1) } != 1 {
+        // The parent went away before starting us: leave quietly.
+        unsafe { libc::_exit(125) }
+    }
+    // Now in our cgroup: make it the cgroup namespace's root.
+    if unshare(CloneFlags::CLONE_NEWCGROUP).is_err() {
+        tracing::debug!("no cgroup namespace on this kernel");
     }
     become_and_exec(plan.spec, &plan.spec.args, plan.seccomp, plan.shim, Some(err_write))
 }

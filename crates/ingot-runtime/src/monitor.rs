@@ -148,7 +148,14 @@ fn start_and_wait(
             started,
         ));
     }
+    let cgroup_tasks: Vec<std::ffi::CString> = cgroup
+        .self_join_files()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).ok())
+        .collect();
     let plan = InitPlan {
+        cgroup_tasks: &cgroup_tasks,
         spec,
         container_dir: &dir,
         lowers: &lowers,
@@ -177,24 +184,36 @@ fn start_and_wait(
     drop(err_w);
     drop(ready_w);
     drop(logs);
-    // Wait for the child's namespaces; EOF instead means it already failed,
-    // and its report follows on the error pipe.
-    let mut ready = [0u8; 1];
-    let namespaces_ready = matches!(nix::unistd::read(&ready_r, &mut ready), Ok(1));
-    drop(ready_r);
+    // Into the cgroup, unless the child joins it itself (v1): at once, as
+    // this write can wait for an RCU grace period while the child makes its
+    // namespaces and root filesystem. Then wait for the child's namespaces
+    // (EOF instead means it already failed, and its report follows on the
+    // error pipe) and wire its network.
     let wire = || -> Result<()> {
-        cgroup.add(child.as_raw())?;
-        if let Some((_, leases)) = &network {
+        if cgroup_tasks.is_empty() {
+            cgroup.add(child.as_raw())?;
+        }
+        let mut ready = [0u8; 1];
+        let namespaces_ready = matches!(nix::unistd::read(&ready_r, &mut ready), Ok(1));
+        if let (true, Some((_, leases))) = (namespaces_ready, &network) {
             crate::net::bridge::attach(&rec.id, child.as_raw(), &links(spec, leases))?;
         }
         Ok(())
     };
-    if namespaces_ready {
-        if let Err(e) = wire() {
-            let _ = signal::kill(child, Signal::SIGKILL);
-            let _ = waitpid(child, None);
-            return Err(fail(e, started));
-        }
+    let wired = wire();
+    drop(ready_r);
+    if let Err(e) = wired {
+        let _ = signal::kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        // A child that failed on its own said why: that comes first.
+        drop(sync_w);
+        let mut report = String::new();
+        let _ = File::from(err_r).read_to_string(&mut report);
+        let e = match report.split_once('\n') {
+            Some((_, msg)) if !msg.is_empty() => RuntimeError::Setup(msg.to_string()),
+            _ => e,
+        };
+        return Err(fail(e, started));
     }
     // Let the child go on; then learn whether its exec succeeded.
     let _ = nix::unistd::write(&sync_w, b"g");

@@ -174,6 +174,14 @@ fn try_open(path: &Path) -> rusqlite::Result<Connection> {
     let mut db = Connection::open(path)?;
     db.busy_timeout(Duration::from_secs(30))?;
     db.pragma_update(None, "journal_mode", "WAL")?;
+    // The last connection to close would checkpoint and delete the WAL,
+    // and the next process recreate it: four fsyncs per short-lived
+    // command (`ingot run --rm`) for nothing durability needs. The WAL stays
+    // (ingot.db-wal is part of the database) and is checkpointed as it grows
+    // past 100 pages: the first process to open the database after the last
+    // one closed reads the whole WAL to rebuild its index, so it stays small.
+    db.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    db.pragma_update(None, "wal_autocheckpoint", 100)?;
     db.pragma_update(None, "synchronous", "FULL")?;
     db.pragma_update(None, "foreign_keys", "ON")?;
     migrate(&mut db)?;
@@ -181,6 +189,11 @@ fn try_open(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 fn migrate(db: &mut Connection) -> rusqlite::Result<()> {
+    // Up to date (every open but the first of a new build): no write lock.
+    let version: usize = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= MIGRATIONS.len() {
+        return Ok(());
+    }
     loop {
         // IMMEDIATE: two processes opening a new root must not both migrate.
         let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

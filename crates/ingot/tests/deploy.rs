@@ -451,9 +451,10 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
         let copy = ingot.path("tampered");
         let _ = std::fs::remove_dir_all(&copy);
         std::fs::create_dir_all(&copy).unwrap();
-        std::fs::copy(&db, copy.join("ingot.db")).unwrap();
+        // A copy through SQLite's backup API: the database is ingot.db and
+        // its write-ahead log.
         let st = Command::new("python3")
-            .args(["-c", &format!("import sqlite3; c = sqlite3.connect({:?}); c.executescript({sql:?}); c.commit()", copy.join("ingot.db").to_str().unwrap())])
+            .args(["-c", &format!("import sqlite3; s = sqlite3.connect({:?}); c = sqlite3.connect({:?}); s.backup(c); c.executescript({sql:?}); c.commit()", db.to_str().unwrap(), copy.join("ingot.db").to_str().unwrap())])
             .status()
             .unwrap();
         assert!(st.success());

@@ -67,6 +67,20 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The files a single-threaded process writes "0" to in order to move
+    /// itself into this cgroup, where the host allows it (v1: each
+    /// hierarchy's `tasks`). Moving oneself as one thread skips the
+    /// kernel's global threadgroup lock, whose first writer after a quiet
+    /// spell waits for an RCU grace period (3 to 20 ms); `add` from the
+    /// parent pays that on every container start. `None` on v2, where
+    /// `cgroup.threads` cannot cross domains: the parent uses `add`.
+    pub fn self_join_files(&self) -> Option<Vec<PathBuf>> {
+        match self {
+            Cgroup::V1(c) => Some(c.dirs().into_iter().map(|d| d.join("tasks")).collect()),
+            Cgroup::V2(_) => None,
+        }
+    }
+
     /// Whether the kernel OOM-killed a process of this cgroup.
     pub fn oom_killed(&self) -> bool {
         match self {
