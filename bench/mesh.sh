@@ -134,9 +134,12 @@ hostile=$(( DURATION + 2 ))
 curl -s -o /dev/null --max-time 60 -w '%{size_download} %{time_total}\n' \
     "http://127.0.0.1:$mesh_port/big" >"$work/big.out" &
 big=$!
+slow=()
 for i in 1 2; do
-    curl -s -o /dev/null --limit-rate 1M --max-time "$hostile" -w '%{size_download}\n' \
-        "http://127.0.0.1:$mesh_port/big" >"$work/slow$i.out" 2>/dev/null &
+    # Stopped by --max-time (curl exits 28 then): the point is what it read.
+    (curl -s -o /dev/null --limit-rate 1M --max-time "$hostile" -w '%{size_download}\n' \
+        "http://127.0.0.1:$mesh_port/big" >"$work/slow$i.out" || true) &
+    slow+=($!)
 done
 python3 - "$mesh_port" "$hostile" >"$work/uploads.out" <<'PY' &
 import socket, sys, threading, time
@@ -172,8 +175,7 @@ uploads=$!
 sampler=$!
 sleep 1
 run "ingot mesh while hostile clients hold it" "$mesh_port"
-wait "$big" "$uploads" "$sampler"
-wait
+wait "$big" "$uploads" "$sampler" "${slow[@]}" || true
 peak=$(sort -n "$work/rss.samples" | tail -1)
 echo
 read -r big_bytes big_time <"$work/big.out"
