@@ -641,7 +641,7 @@ fn full(b: impl Into<Bytes>) -> Body {
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
 /// and every header the Connection header names.
 fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
-    use hyper::header::{CONNECTION, HeaderName, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+    use hyper::header::{HeaderName, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
     // Most messages name nothing in Connection: no list to build then.
     if h.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = h
@@ -658,7 +658,15 @@ fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
     // Constant names: no name to parse per message.
     const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-    for n in [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+    for n in [
+        CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ] {
         if h.contains_key(&n) {
             h.remove(n);
         }
