@@ -667,9 +667,7 @@ fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
         TRANSFER_ENCODING,
         UPGRADE,
     ] {
-        if h.contains_key(&n) {
-            h.remove(n);
-        }
+        h.remove(n);
     }
 }
 
@@ -818,10 +816,9 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
     );
     // An idempotent request's small body is kept, so the request can be
     // sent again; any other body streams through once.
-    let small = hyper::body::Body::size_hint(&body)
-        .exact()
-        .is_some_and(|n| n <= REPLAY_BODY as u64);
-    let empty = hyper::body::Body::size_hint(&body).exact() == Some(0);
+    let size = hyper::body::Body::size_hint(&body).exact();
+    let small = size.is_some_and(|n| n <= REPLAY_BODY as u64);
+    let empty = size == Some(0);
     let (replayable, kept, mut body): (bool, Bytes, Option<Body>) = if idempotent && empty {
         (true, Bytes::new(), None)
     } else if idempotent && small {

@@ -53,6 +53,23 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
+/// What the child wrote on its error pipe before it failed (`CODE\nMESSAGE`,
+/// see [`crate::init`]), read to the end; `None` if it wrote nothing (it
+/// exec'd its command).
+fn child_report(err_r: std::os::fd::OwnedFd) -> Option<RuntimeError> {
+    let mut report = String::new();
+    let _ = File::from(err_r).read_to_string(&mut report);
+    if report.is_empty() {
+        return None;
+    }
+    let (code, msg) = report.split_once('\n').unwrap_or(("125", report.as_str()));
+    Some(match code {
+        "126" => RuntimeError::CannotExecute(msg.to_string()),
+        "127" => RuntimeError::NotFound(msg.to_string()),
+        _ => RuntimeError::Setup(msg.to_string()),
+    })
+}
+
 /// Starts container `id` and waits for it. `started` is called once the
 /// command has been exec'd (with its pid) or has failed to start.
 pub fn run(
@@ -148,14 +165,26 @@ fn start_and_wait(
             started,
         ));
     }
-    let cgroup_tasks: Vec<std::ffi::CString> = cgroup
+    // The child joins its cgroup itself where the host allows it; else
+    // (`None`) the parent moves it.
+    let self_join = match cgroup
         .self_join_files()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).ok())
-        .collect();
+        .map(|files| {
+            files
+                .into_iter()
+                .map(|p| {
+                    std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                        .map_err(|_| RuntimeError::Setup(format!("cgroup path {} holds a NUL byte", p.display())))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()
+    {
+        Ok(j) => j,
+        Err(e) => return Err(fail(e, started)),
+    };
     let plan = InitPlan {
-        cgroup_tasks: &cgroup_tasks,
+        cgroup_tasks: self_join.as_deref().unwrap_or_default(),
         spec,
         container_dir: &dir,
         lowers: &lowers,
@@ -190,7 +219,7 @@ fn start_and_wait(
     // (EOF instead means it already failed, and its report follows on the
     // error pipe) and wire its network.
     let wire = || -> Result<()> {
-        if cgroup_tasks.is_empty() {
+        if self_join.is_none() {
             cgroup.add(child.as_raw())?;
         }
         let mut ready = [0u8; 1];
@@ -207,27 +236,14 @@ fn start_and_wait(
         let _ = waitpid(child, None);
         // A child that failed on its own said why: that comes first.
         drop(sync_w);
-        let mut report = String::new();
-        let _ = File::from(err_r).read_to_string(&mut report);
-        let e = match report.split_once('\n') {
-            Some((_, msg)) if !msg.is_empty() => RuntimeError::Setup(msg.to_string()),
-            _ => e,
-        };
+        let e = child_report(err_r).unwrap_or(e);
         return Err(fail(e, started));
     }
     // Let the child go on; then learn whether its exec succeeded.
     let _ = nix::unistd::write(&sync_w, b"g");
     drop(sync_w);
-    let mut report = String::new();
-    let _ = File::from(err_r).read_to_string(&mut report);
-    if !report.is_empty() {
+    if let Some(err) = child_report(err_r) {
         let _ = waitpid(child, None);
-        let (code, msg) = report.split_once('\n').unwrap_or(("125", report.as_str()));
-        let err = match code {
-            "126" => RuntimeError::CannotExecute(msg.to_string()),
-            "127" => RuntimeError::NotFound(msg.to_string()),
-            _ => RuntimeError::Setup(msg.to_string()),
-        };
         rec.state = ContainerState::Exited;
         rec.exit_code = Some(err.exit_code().into());
         rec.error = Some(err.to_string());
