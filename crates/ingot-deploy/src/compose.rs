@@ -271,6 +271,59 @@ pub struct DeployDef {
     pub labels: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     pub resources: Option<ResourcesDef>,
+    #[serde(default)]
+    pub placement: Option<PlacementDef>,
+}
+
+/// `deploy.placement`: which nodes of a cluster may run the replicas.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementDef {
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub max_replicas_per_node: Option<u32>,
+}
+
+/// A service's placement on a cluster's nodes (Swarm's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// `node.role == manager`, `node.labels.zone != b`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas_per_node: Option<u32>,
+}
+
+impl Placement {
+    pub fn is_empty(&self) -> bool {
+        self.constraints.is_empty() && self.max_replicas_per_node.is_none()
+    }
+}
+
+/// Checks one placement constraint: `ATTRIBUTE == VALUE` or `!=`, the
+/// attribute `node.id`, `node.hostname`, `node.role`, `node.platform.os`,
+/// `node.platform.arch`, `node.labels.KEY` or `engine.labels.KEY`.
+pub fn check_constraint(c: &str) -> std::result::Result<(), String> {
+    let (attr, value) = c
+        .split_once("==")
+        .or_else(|| c.split_once("!="))
+        .ok_or_else(|| format!("{c:?}: expected ATTRIBUTE == VALUE or ATTRIBUTE != VALUE"))?;
+    let (attr, value) = (attr.trim(), value.trim());
+    let known = ["node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch"];
+    let labelled = ["node.labels.", "engine.labels."]
+        .iter()
+        .any(|p| attr.strip_prefix(p).is_some_and(|k| !k.is_empty()));
+    if !known.contains(&attr) && !labelled {
+        return Err(format!(
+            "{c:?}: unknown attribute {attr:?} (node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.KEY, engine.labels.KEY)"
+        ));
+    }
+    if value.is_empty() || value.len() > 256 || value.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+        return Err(format!("{c:?}: the value must be 1 to 256 characters without spaces"));
+    }
+    Ok(())
 }
 
 /// `deploy.resources`: limits applied to each replica's cgroup;
@@ -769,6 +822,7 @@ pub struct ServiceDef {
     pub depends_on: BTreeMap<String, Condition>,
     pub resources: Resources,
     pub labels: BTreeMap<String, String>,
+    pub placement: Placement,
     /// The networks it joins, the primary first; none: the stack's default.
     pub networks: Vec<ServiceNetwork>,
     pub user: Option<String>,
@@ -1157,7 +1211,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             .map_err(|e| at(format!("deploy.rollback_config.{e}")))?;
         let restart =
             restart_policy(deploy.restart_policy.as_ref()).map_err(|e| at(format!("deploy.restart_policy.{e}")))?;
-        check_host_ports(&ports, deploy.replicas.unwrap_or(1), global, &update, &rollback)
+        check_host_ports(&ports, &update, &rollback)
             .map_err(|e| at(format!("ports: {e}")))?;
         services.push(ServiceDef {
             name: name.clone(),
@@ -1183,6 +1237,18 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             depends_on: depends_on(s.depends_on.as_ref()).map_err(|e| at(format!("depends_on: {e}")))?,
             resources: resources(deploy.resources.as_ref()).map_err(|e| at(format!("deploy.resources.{e}")))?,
             labels: labels(deploy.labels.as_ref()).map_err(|e| at(format!("deploy.labels: {e}")))?,
+            placement: match &deploy.placement {
+                Some(p) => {
+                    for c in &p.constraints {
+                        check_constraint(c).map_err(|e| at(format!("deploy.placement.constraints: {e}")))?;
+                    }
+                    Placement {
+                        constraints: p.constraints.clone(),
+                        max_replicas_per_node: p.max_replicas_per_node,
+                    }
+                }
+                None => Placement::default(),
+            },
             networks: service_nets,
             user: s.user.clone(),
             workdir: match &s.working_dir {
@@ -1584,24 +1650,24 @@ fn parse_port(p: &PortDef) -> std::result::Result<Port, String> {
     }
 }
 
-/// Ports in host mode are served by the replica itself: one replica per
-/// node, and never two at once (a start-first update would need both).
-pub fn check_host_ports(
-    ports: &[Port],
-    replicas: u32,
-    global: bool,
-    update: &UpdatePolicy,
-    rollback: &UpdatePolicy,
-) -> std::result::Result<(), String> {
+/// On one node (the local engine), a host-mode port is served by one
+/// replica.
+pub fn check_host_ports_one_node(ports: &[Port], replicas: u32, global: bool) -> std::result::Result<(), String> {
+    match ports.iter().find(|p| p.mode == PortMode::Host) {
+        Some(p) if !global && replicas > 1 => Err(format!(
+            "port {}: a host-mode port is served by one replica per node; {replicas} replicas on this node cannot all bind it (use mode ingress, or one replica)",
+            p.published
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Ports in host mode are served by the replica itself: never two at once
+/// on a node (a start-first update would need both).
+pub fn check_host_ports(ports: &[Port], update: &UpdatePolicy, rollback: &UpdatePolicy) -> std::result::Result<(), String> {
     let Some(p) = ports.iter().find(|p| p.mode == PortMode::Host) else {
         return Ok(());
     };
-    if !global && replicas > 1 {
-        return Err(format!(
-            "port {}: a host-mode port is served by one replica per node; {replicas} replicas on this node cannot all bind it (use mode ingress, or one replica)",
-            p.published
-        ));
-    }
     for (what, policy) in [("update_config", update), ("rollback_config", rollback)] {
         if policy.order == Order::StartFirst {
             return Err(format!(

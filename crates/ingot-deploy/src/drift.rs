@@ -17,11 +17,12 @@ pub struct Difference {
     pub actual: String,
 }
 
-/// Every difference; empty when the running replicas match the ledger.
+/// Every difference between this host's replicas and the ledger's stacks
+/// on the local engine; empty when they match.
 pub fn drift(store: &Store) -> Result<Vec<Difference>> {
     let rows = store.ledger_rows()?;
     ledger::verify(&rows)?;
-    let desired = ledger::desired(&rows)?;
+    let desired = ledger::desired_on(&rows, crate::pin::EngineKind::Local)?;
     // (stack, service) -> running replicas' (slot, version, image)
     type Running = Vec<(String, String, String)>;
     let mut running: BTreeMap<(String, String), Running> = BTreeMap::new();

@@ -3,7 +3,8 @@
 //! entry by hash:
 //!
 //! `hash = sha256(canonical JSON of {seq, time, actor, reason, kind, stack,
-//! digest, prev, outcome})`, `digest = sha256(body)`, `prev` = the
+//! digest, prev, outcome[, detail]})` (`detail` only when an entry has one,
+//! so entries sealed before it existed keep their hashes), `digest = sha256(body)`, `prev` = the
 //! previous entry's hash (64 zeros for the first).
 //!
 //! An entry is appended with outcome "pending" before the change is carried
@@ -20,7 +21,7 @@ use ingot_oci::Digest;
 use ingot_store::{LedgerRow, Store};
 use serde::Serialize;
 
-use crate::pin::PinnedStack;
+use crate::pin::{EngineKind, PinnedStack};
 use crate::{DeployError, Result};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -50,6 +51,8 @@ pub fn hash(row: &LedgerRow) -> String {
         digest: &'a str,
         prev: &'a str,
         outcome: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: &'a Option<String>,
     }
     let h = Hashed {
         seq: row.seq,
@@ -61,6 +64,7 @@ pub fn hash(row: &LedgerRow) -> String {
         digest: &row.digest,
         prev: &row.prev,
         outcome: &row.outcome,
+        detail: &row.detail,
     };
     let bytes = ingot_oci::config::canonical_json(&h).unwrap_or_default();
     Digest::sha256(&bytes).hex().to_string()
@@ -83,6 +87,15 @@ pub fn append(
             });
         }
     }
+    // One stack, one engine: moving it means removing it first.
+    if let Some(there) = desired(&rows)?.get(&stack.name) {
+        if there.engine != stack.engine {
+            return Err(DeployError::Invalid(format!(
+                "stack {} is deployed on the {} engine, not {}: remove it there first (`ingot stack rm {} --engine {}`)",
+                stack.name, there.engine, stack.engine, stack.name, there.engine
+            )));
+        }
+    }
     let body = String::from_utf8(stack.canonical()).unwrap_or_default();
     let mut row = LedgerRow {
         seq: rows.last().map_or(1, |r| r.seq + 1),
@@ -96,6 +109,7 @@ pub fn append(
         prev: rows.last().map_or(GENESIS.to_string(), |r| r.hash.clone()),
         hash: String::new(),
         outcome: PENDING.to_string(),
+        detail: None,
     };
     row.hash = hash(&row);
     store.ledger_append(&row)?;
@@ -104,10 +118,16 @@ pub fn append(
 
 /// Seals `row` with its outcome.
 pub fn finish(store: &Store, row: &LedgerRow, outcome: &str) -> Result<LedgerRow> {
+    finish_with(store, row, outcome, None)
+}
+
+/// Seals `row` with its outcome and what it was made of (`detail`, JSON).
+pub fn finish_with(store: &Store, row: &LedgerRow, outcome: &str, detail: Option<String>) -> Result<LedgerRow> {
     let mut row = row.clone();
     row.outcome = outcome.to_string();
+    row.detail = detail;
     row.hash = hash(&row);
-    store.ledger_finish(row.seq, &row.outcome, &row.hash)?;
+    store.ledger_finish(row.seq, &row.outcome, row.detail.as_deref(), &row.hash)?;
     Ok(row)
 }
 
@@ -162,6 +182,68 @@ pub fn desired(rows: &[LedgerRow]) -> Result<BTreeMap<String, PinnedStack>> {
     Ok(out)
 }
 
+/// The desired state of the stacks deployed on `engine`.
+pub fn desired_on(rows: &[LedgerRow], engine: EngineKind) -> Result<BTreeMap<String, PinnedStack>> {
+    let mut all = desired(rows)?;
+    all.retain(|_, s| s.engine == engine);
+    Ok(all)
+}
+
+/// The stack of an entry.
+pub fn stack_of(row: &LedgerRow) -> Result<PinnedStack> {
+    serde_json::from_str(&row.body).map_err(|e| DeployError::Ledger {
+        seq: row.seq,
+        why: format!("its stack does not parse: {e}"),
+    })
+}
+
+/// The stack that rolls `name` of `stack` (called `service` in errors)
+/// back to the version it ran before its current one, with its
+/// rollback_config as the update policy; on any engine.
+pub fn rollback_target(rows: &[LedgerRow], stack: &str, name: &str, service: &str) -> Result<PinnedStack> {
+    let current = desired(rows)?.remove(stack);
+    let cur_version = current
+        .as_ref()
+        .and_then(|c| c.services.get(name))
+        .map(crate::pin::PinnedService::version);
+    // The latest earlier state of the stack in which this service ran another version.
+    let mut target = None;
+    let mut state: BTreeMap<String, PinnedStack> = BTreeMap::new();
+    for r in rows.iter().filter(|r| applies(r)) {
+        if r.kind == RM {
+            state.remove(&r.stack);
+        } else if let Ok(s) = serde_json::from_str::<PinnedStack>(&r.body) {
+            state.insert(r.stack.clone(), s);
+        }
+        if let Some(s) = state.get(stack) {
+            if s.services.get(name).map(crate::pin::PinnedService::version) != cur_version && s.services.contains_key(name) {
+                target = Some(s.clone());
+            }
+        }
+    }
+    let Some(prev) = target else {
+        return Err(DeployError::Invalid(format!(
+            "service {service} has no previous version to roll back to"
+        )));
+    };
+    let mut pinned = current.ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
+    let mut svc = prev.services[name].clone();
+    svc.replicas = pinned.services.get(name).map_or(svc.replicas, |s| s.replicas);
+    svc.update = svc.rollback.clone();
+    for c in &svc.configs {
+        if let Some(pc) = prev.configs.get(&c.name) {
+            pinned.configs.insert(c.name.clone(), pc.clone());
+        }
+    }
+    for m in &svc.secrets {
+        if let Some(ps) = prev.secrets.get(&m.name) {
+            pinned.secrets.insert(m.name.clone(), ps.clone());
+        }
+    }
+    pinned.services.insert(name.to_string(), svc);
+    Ok(pinned)
+}
+
 /// The digest of a desired state (equal on every host that replayed the same entries).
 pub fn state_digest(state: &BTreeMap<String, PinnedStack>) -> String {
     let bytes = ingot_oci::config::canonical_json(state).unwrap_or_default();
@@ -208,6 +290,7 @@ mod tests {
             secrets: BTreeMap::new(),
             volumes: BTreeMap::new(),
             networks: BTreeMap::new(),
+            engine: Default::default(),
         }
     }
 

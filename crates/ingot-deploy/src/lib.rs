@@ -21,6 +21,7 @@ pub mod health;
 pub mod ledger;
 pub mod peer;
 pub mod pin;
+pub mod swarm;
 pub mod tls;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,9 +45,30 @@ pub enum DeployError {
     NotFound(String),
     #[error("daemon: {0}")]
     Daemon(String),
+    /// The swarm manager at `host` (DOCKER_HOST) refused or failed.
+    #[error("swarm at {host}: {why}")]
+    Swarm { host: String, why: String },
 }
 
 pub type Result<T, E = DeployError> = std::result::Result<T, E>;
+
+/// Evaluates the image policy at `policy` for every image of `stack`;
+/// the error names the first image refused and why.
+pub fn check_policy(store: &ingot_store::Store, stack: &pin::PinnedStack, policy: &std::path::Path) -> Result<()> {
+    let policy = ingot_trust::policy::Policy::load(policy).map_err(|e| DeployError::Invalid(e.to_string()))?;
+    let today = time::OffsetDateTime::now_utc().date();
+    for s in stack.services.values() {
+        let d = ingot_trust::policy::evaluate(store, &s.digest.to_string(), &policy, today)
+            .map_err(|e| DeployError::Invalid(e.to_string()))?;
+        if !d.passed() {
+            return Err(DeployError::Policy {
+                image: s.image.clone(),
+                refusals: d.refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+            });
+        }
+    }
+    Ok(())
+}
 
 /// RFC 3339 UTC now.
 pub(crate) fn now() -> String {

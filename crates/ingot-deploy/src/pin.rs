@@ -11,7 +11,7 @@ use ingot_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::compose::{
-    Condition, ConfigSource, EndpointMode, Health, MountType, NetworkDecl, Port, Resources, RestartPolicy,
+    Condition, ConfigSource, EndpointMode, Placement, Health, MountType, NetworkDecl, Port, Resources, RestartPolicy,
     SecretSource, ServiceNetwork, StackDef, UpdatePolicy,
 };
 use crate::{DeployError, Result};
@@ -35,6 +35,34 @@ pub struct PinnedStack {
     /// on the implicit `default`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub networks: BTreeMap<String, NetworkDecl>,
+    /// Where it runs: this host's engine (the daemon), or a Docker Swarm.
+    #[serde(default, skip_serializing_if = "EngineKind::is_local")]
+    pub engine: EngineKind,
+}
+
+/// The engine a stack is deployed on: the same ledger, policy and pinning,
+/// a different executor (the daemon's engine, or `crate::swarm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Local,
+    Swarm,
+}
+
+impl EngineKind {
+    pub fn is_local(&self) -> bool {
+        *self == EngineKind::Local
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EngineKind::Local => "local",
+            EngineKind::Swarm => "swarm",
+        })
+    }
 }
 
 /// A volume of the stack: its name on the host; `external` ones must exist.
@@ -154,6 +182,9 @@ pub struct PinnedService {
     /// replicas, so changing them restarts nothing.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Which nodes of a cluster may run it (`deploy.placement`; Swarm only).
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
     /// Its networks, the primary first; empty: the stack's `default`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<ServiceNetwork>,
@@ -213,6 +244,32 @@ impl PinnedStack {
             .into_iter()
             .map(String::from)
             .collect()
+    }
+
+    /// Refuses what this host's engine cannot honour: a stack meant for
+    /// another engine, placement among a cluster's nodes.
+    pub fn runs_locally(&self) -> Result<()> {
+        if !self.engine.is_local() {
+            return Err(DeployError::Field {
+                field: "stack.engine".into(),
+                why: format!("{}: the daemon runs stacks on this host only (deploy with --engine {})", self.engine, self.engine),
+            });
+        }
+        for (name, s) in &self.services {
+            crate::compose::check_host_ports_one_node(&s.ports, s.replicas, s.global).map_err(|why| {
+                DeployError::Field {
+                    field: format!("services.{name}.ports"),
+                    why,
+                }
+            })?;
+            if !s.placement.is_empty() {
+                return Err(DeployError::Field {
+                    field: format!("services.{name}.deploy.placement"),
+                    why: "placement chooses among a cluster's nodes; the local engine has one (deploy with --engine swarm, or remove it)".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn canonical(&self) -> Vec<u8> {
@@ -395,6 +452,7 @@ pub fn pin(
                 depends_on: s.depends_on.clone(),
                 resources: s.resources.clone(),
                 labels: s.labels.clone(),
+                placement: s.placement.clone(),
                 networks: s.networks.clone(),
                 user: s.user.clone(),
                 workdir: s.workdir.clone(),
@@ -410,6 +468,7 @@ pub fn pin(
             secrets,
             volumes,
             networks: def.networks.clone(),
+            engine: Default::default(),
         },
         values,
     ))
@@ -674,7 +733,7 @@ impl PinnedStack {
                     )));
                 }
             }
-            crate::compose::check_host_ports(&s.ports, s.replicas, s.global, &s.update, &s.rollback)
+            crate::compose::check_host_ports(&s.ports, &s.update, &s.rollback)
                 .map_err(field(at(".ports")))?;
             if let Some(h) = &s.health {
                 let f = |x: &str| field(at(&format!(".health.{x}")));
@@ -729,6 +788,9 @@ impl PinnedStack {
                     .map_err(|(x, why)| field(at(&format!(".configs[{i}].{x}")))(why))?;
             }
             check_resources(&s.resources).map_err(field(at(".resources")))?;
+            for (i, c) in s.placement.constraints.iter().enumerate() {
+                crate::compose::check_constraint(c).map_err(field(at(&format!(".placement.constraints[{i}]"))))?;
+            }
             for (k, v) in &s.labels {
                 if k.is_empty() || k.len() > 256 || v.len() > 4096 {
                     return Err(field(at(&format!(".labels.{k}")))(

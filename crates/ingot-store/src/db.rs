@@ -143,6 +143,9 @@ const MIGRATIONS: &[&str] = &[
         internal   INTEGER NOT NULL,
         created_at TEXT NOT NULL
      );",
+    // 13: what a change's outcome was made of (per-service states of a
+    // Swarm update), sealed with the outcome
+    "ALTER TABLE ledger ADD COLUMN detail TEXT;",
 ];
 
 pub(crate) fn open(path: &Path) -> Result<Connection> {

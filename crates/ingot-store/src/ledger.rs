@@ -22,9 +22,13 @@ pub struct LedgerRow {
     pub prev: String,
     pub hash: String,
     pub outcome: String,
+    /// What the outcome was made of (JSON; e.g. each Swarm service's update
+    /// state), set with the outcome; covered by the hash when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
-const COLUMNS: &str = "seq, time, actor, reason, kind, stack, digest, body, prev, hash, outcome";
+const COLUMNS: &str = "seq, time, actor, reason, kind, stack, digest, body, prev, hash, outcome, detail";
 
 impl Store {
     /// Every entry, in sequence order.
@@ -69,7 +73,7 @@ impl Store {
             )));
         }
         tx.execute(
-            &format!("INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+            &format!("INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
             params![
                 row.seq,
                 row.time,
@@ -81,7 +85,8 @@ impl Store {
                 row.body,
                 row.prev,
                 row.hash,
-                row.outcome
+                row.outcome,
+                row.detail
             ],
         )
         .and_then(|_| tx.commit())
@@ -91,13 +96,13 @@ impl Store {
         })
     }
 
-    /// Records the outcome of the last entry (and its new hash).
-    pub fn ledger_finish(&self, seq: i64, outcome: &str, hash: &str) -> Result<()> {
+    /// Records the outcome of the last entry (its detail, its new hash).
+    pub fn ledger_finish(&self, seq: i64, outcome: &str, detail: Option<&str>, hash: &str) -> Result<()> {
         let changed = self
             .db
             .execute(
-                "UPDATE ledger SET outcome = ?2, hash = ?3 WHERE seq = ?1 AND seq = (SELECT MAX(seq) FROM ledger)",
-                params![seq, outcome, hash],
+                "UPDATE ledger SET outcome = ?2, hash = ?3, detail = ?4 WHERE seq = ?1 AND seq = (SELECT MAX(seq) FROM ledger)",
+                params![seq, outcome, hash, detail],
             )
             .map_err(self.db_err())?;
         if changed != 1 {
@@ -122,5 +127,6 @@ fn ledger_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
         prev: r.get(8)?,
         hash: r.get(9)?,
         outcome: r.get(10)?,
+        detail: r.get(11)?,
     })
 }

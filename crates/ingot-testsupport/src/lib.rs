@@ -1,5 +1,7 @@
 //! Helpers shared by ingot's tests. Nothing here is used by the product.
 
+pub mod swarm;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -29,6 +29,12 @@ pub struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Where stacks run: this host's daemon, or the Docker Swarm whose
+    /// manager DOCKER_HOST names (deploy, services, service, rollback,
+    /// stack, drift)
+    #[arg(long, global = true, env = "INGOT_ENGINE", value_enum, default_value_t = EngineArg::Local)]
+    pub engine: EngineArg,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,6 +53,12 @@ pub enum OutputFormat {
     Sarif,
     SpdxJson,
     CyclonedxJson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    Local,
+    Swarm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -302,6 +314,18 @@ pub enum Command {
         /// Return at once instead of waiting for the rollout
         #[arg(long, short = 'd')]
         detach: bool,
+        /// --engine swarm: the registry the nodes pull from (HOST:PORT);
+        /// every image is pushed there and referenced by digest
+        #[arg(long, value_name = "HOST:PORT")]
+        registry: Option<String>,
+        /// --engine swarm: the registry speaks plain HTTP (or its HTTPS
+        /// certificate is not verified)
+        #[arg(long)]
+        insecure: bool,
+        /// --engine swarm: the image policy every image must pass (the
+        /// local engine uses the daemon's --policy)
+        #[arg(long, env = "INGOT_POLICY", value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// List deployed services
     Services,

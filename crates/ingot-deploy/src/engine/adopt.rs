@@ -18,7 +18,13 @@ impl Engine {
         ledger::verify(&rows)?;
         let pending = rows.last().filter(|r| r.outcome == ledger::PENDING).cloned();
         let settled = &rows[..rows.len() - usize::from(pending.is_some())];
-        let desired = ledger::desired(settled)?;
+        // Stacks on another engine (Swarm) are not this daemon's to run, nor
+        // is a change to one left pending (its own client carries it out).
+        let desired = ledger::desired_on(settled, EngineKind::Local)?;
+        let pending = match pending {
+            Some(p) if ledger::stack_of(&p)?.engine != EngineKind::Local => None,
+            p => p,
+        };
         *lock(&self.desired) = desired.clone();
         self.load_networks().await?;
         let existing = self.runtime.list().await?;

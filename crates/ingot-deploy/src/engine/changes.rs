@@ -108,31 +108,8 @@ impl Engine {
         let Some(path) = self.policy.clone() else {
             return Ok(());
         };
-        let digests: Vec<(String, String)> = stack
-            .services
-            .values()
-            .map(|s| (s.image.clone(), s.digest.to_string()))
-            .collect();
-        self.blocking(move |store| {
-            let policy = ingot_trust::policy::Policy::load(&path).map_err(|e| DeployError::Invalid(e.to_string()))?;
-            let today = time::OffsetDateTime::now_utc().date();
-            for (image, digest) in digests {
-                let d = ingot_trust::policy::evaluate(store, &digest, &policy, today)
-                    .map_err(|e| DeployError::Invalid(e.to_string()))?;
-                if !d.passed() {
-                    return Err(DeployError::Policy {
-                        image,
-                        refusals: d
-                            .refusals
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    });
-                }
-            }
-            Ok(())
-        })
+        let stack = stack.clone();
+        self.blocking(move |store| crate::check_policy(store, &stack, &path))
         .await
     }
 
@@ -281,6 +258,7 @@ impl Engine {
         };
         let previous = self.current(&stack.name).await?;
         if kind != ledger::RM {
+            stack.runs_locally()?;
             self.check_policy(&stack).await?;
             self.check_reservations(&stack)?;
             self.check_mounts(&stack).await?;
@@ -399,47 +377,7 @@ impl Engine {
     pub(super) async fn rollback_target(&self, service: &str) -> Result<PinnedStack> {
         let (stack, name) = self.find(service)?;
         let rows = self.blocking(|s| Ok(s.ledger_rows()?)).await?;
-        let current = ledger::desired(&rows)?.remove(&stack);
-        let cur_version = current
-            .as_ref()
-            .and_then(|c| c.services.get(&name))
-            .map(PinnedService::version);
-        // The latest earlier state of the stack in which this service ran another version.
-        let mut target = None;
-        let mut state: BTreeMap<String, PinnedStack> = BTreeMap::new();
-        for r in rows.iter().filter(|r| ledger::applies(r)) {
-            if r.kind == ledger::RM {
-                state.remove(&r.stack);
-            } else if let Ok(s) = serde_json::from_str::<PinnedStack>(&r.body) {
-                state.insert(r.stack.clone(), s);
-            }
-            if let Some(s) = state.get(&stack) {
-                if s.services.get(&name).map(PinnedService::version) != cur_version && s.services.contains_key(&name) {
-                    target = Some(s.clone());
-                }
-            }
-        }
-        let Some(prev) = target else {
-            return Err(DeployError::Invalid(format!(
-                "service {service} has no previous version to roll back to"
-            )));
-        };
-        let mut pinned = current.ok_or_else(|| DeployError::NotFound(format!("stack {stack} is not deployed")))?;
-        let mut svc = prev.services[&name].clone();
-        svc.replicas = pinned.services.get(&name).map_or(svc.replicas, |s| s.replicas);
-        svc.update = svc.rollback.clone();
-        for c in &svc.configs {
-            if let Some(pc) = prev.configs.get(&c.name) {
-                pinned.configs.insert(c.name.clone(), pc.clone());
-            }
-        }
-        for m in &svc.secrets {
-            if let Some(ps) = prev.secrets.get(&m.name) {
-                pinned.secrets.insert(m.name.clone(), ps.clone());
-            }
-        }
-        pinned.services.insert(name.clone(), svc);
-        Ok(pinned)
+        ledger::rollback_target(&rows, &stack, &name, service)
     }
 }
 

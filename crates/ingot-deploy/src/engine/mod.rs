@@ -43,7 +43,7 @@ use serde::Serialize;
 
 use crate::compose::{FailureAction, Order, RestartCondition, UpdatePolicy};
 use crate::ledger;
-use crate::pin::{PinnedService, PinnedStack};
+use crate::pin::{EngineKind, PinnedService, PinnedStack};
 use crate::{DeployError, Result};
 
 pub mod adopt;

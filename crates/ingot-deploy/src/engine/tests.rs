@@ -275,6 +275,7 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
         depends_on: BTreeMap::new(),
         resources: Default::default(),
         labels: BTreeMap::new(),
+        placement: Default::default(),
         networks: Vec::new(),
         user: None,
         workdir: None,
@@ -290,6 +291,7 @@ fn stack(services: Vec<(&str, PinnedService)>) -> PinnedStack {
         secrets: BTreeMap::new(),
         volumes: BTreeMap::new(),
         networks: BTreeMap::new(),
+        engine: Default::default(),
     }
 }
 

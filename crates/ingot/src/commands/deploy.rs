@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
+use ingot_deploy::pin::PinnedStack;
 use ingot_deploy::{client, ledger};
 use ingot_store::Store;
 use serde_json::{json, Value};
@@ -27,7 +28,7 @@ fn endpoint(root: &Path) -> Result<client::Endpoint> {
     )?)
 }
 
-fn rt() -> Result<tokio::runtime::Runtime> {
+pub(super) fn rt() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -124,15 +125,22 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&str>, detach: bool) -> Result<ExitCode> {
+/// Parses and pins the stack file `file` as stack `name`.
+pub(super) fn pin_file(store: &Store, file: &Path, name: &str) -> Result<(PinnedStack, Secrets)> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let def = ingot_deploy::compose::parse(&file.display().to_string(), &text)?;
     for w in &def.warnings {
         eprintln!("ingot: warning: {}: {w}", file.display());
     }
     let dir = file.parent().unwrap_or(Path::new("."));
+    Ok(ingot_deploy::pin::pin(store, name, &def, dir)?)
+}
+
+type Secrets = std::collections::BTreeMap<String, ingot_deploy::pin::SecretValue>;
+
+pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&str>, detach: bool) -> Result<ExitCode> {
     let store = Store::open(root)?;
-    let (pinned, secrets) = ingot_deploy::pin::pin(&store, name, &def, dir)?;
+    let (pinned, secrets) = pin_file(&store, file, name)?;
     drop(store);
     // The values travel beside the stack (which names their digests only);
     // the daemon keeps them in its store, never in the ledger.
@@ -223,7 +231,7 @@ fn report(cli: &Cli, r: &Value) -> Result<ExitCode> {
 
 /// Prints the daemon's JSON answer `v` as JSON, or as a table of `header`
 /// with one row per array element.
-fn json_or_table(cli: &Cli, v: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) -> Result<ExitCode> {
+pub(super) fn json_or_table(cli: &Cli, v: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) -> Result<ExitCode> {
     match cli.format {
         Format::Json => output::json(v)?,
         Format::Table => {
@@ -234,11 +242,11 @@ fn json_or_table(cli: &Cli, v: &Value, header: &[&str], row: impl Fn(&Value) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn text(v: &Value) -> String {
+pub(super) fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_string()
 }
 
-fn short(v: &Value) -> String {
+pub(super) fn short(v: &Value) -> String {
     v.as_str().unwrap_or_default().chars().take(19).collect()
 }
 

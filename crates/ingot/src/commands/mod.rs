@@ -5,6 +5,7 @@ mod containers;
 mod deploy;
 mod images;
 mod scan;
+mod swarm;
 mod trust;
 mod volumes;
 
@@ -18,6 +19,7 @@ use crate::output;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let root = cli.root.clone().unwrap_or_else(crate::default_root);
+    let swarm = cli.engine == crate::cli::EngineArg::Swarm;
     let open = || Store::open(&root);
     match cli.command {
         Command::Import {
@@ -248,7 +250,35 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref name,
             ref reason,
             detach,
-        } => deploy::deploy(&root, &cli, file, name, reason.as_deref(), detach),
+            ref registry,
+            insecure,
+            ref policy,
+        } if swarm => {
+            if detach {
+                anyhow::bail!("--detach: a swarm deploy is carried out by this command; it cannot detach");
+            }
+            let target = swarm::Target {
+                registry: registry.as_deref(),
+                insecure,
+                policy: policy.as_deref(),
+            };
+            swarm::deploy(&root, &cli, file, name, reason.as_deref(), &target)
+        }
+        Command::Deploy {
+            ref file,
+            ref name,
+            ref reason,
+            detach,
+            ref registry,
+            ref policy,
+            ..
+        } => {
+            if registry.is_some() || policy.is_some() {
+                anyhow::bail!("--registry and --policy are for --engine swarm (the local engine uses the daemon's store and --policy)");
+            }
+            deploy::deploy(&root, &cli, file, name, reason.as_deref(), detach)
+        }
+        Command::Services if swarm => swarm::services(&cli),
         Command::Services => deploy::services(&root, &cli),
         Command::Exec {
             ref container,
@@ -266,17 +296,33 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Service {
             command: crate::cli::ServiceCommand::Ps { ref service },
+        } if swarm => swarm::service_ps(&cli, service),
+        Command::Service {
+            command: crate::cli::ServiceCommand::Ps { ref service },
         } => deploy::service_ps(&root, &cli, service),
         Command::Service {
             command: crate::cli::ServiceCommand::Scale { ref spec },
+        } if swarm => swarm::scale(&root, &cli, spec),
+        Command::Service {
+            command: crate::cli::ServiceCommand::Scale { ref spec },
         } => deploy::scale(&root, &cli, spec),
+        Command::Rollback { ref service } if swarm => swarm::rollback(&root, &cli, service),
         Command::Rollback { ref service } => deploy::rollback(&root, &cli, service),
+        Command::Stack {
+            command: crate::cli::StackCommand::Rm { ref stack, volumes },
+        } if swarm => {
+            if volumes {
+                anyhow::bail!("--volumes: a swarm's volumes live on its nodes; remove them there (`docker volume rm`)");
+            }
+            swarm::stack_rm(&root, &cli, stack)
+        }
         Command::Stack {
             command: crate::cli::StackCommand::Rm { ref stack, volumes },
         } => deploy::stack_rm(&root, &cli, stack, volumes),
         Command::Volume { ref command } => volumes::volume(&open()?, &cli, command),
         Command::Network { ref command } => volumes::network(&open()?, &cli, command),
         Command::Ledger { ref command } => deploy::ledger(&root, &cli, command.as_ref()),
+        Command::Drift if swarm => swarm::drift(&root, &cli),
         Command::Drift => deploy::drift(&root, &cli),
     }
 }

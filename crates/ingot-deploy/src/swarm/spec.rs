@@ -1,0 +1,358 @@
+//! A pinned service as a Swarm service spec (Engine API 1.41): pure, so
+//! the mapping is tested without a swarm. What Swarm cannot honour is
+//! refused here, naming the field and why.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum, EndpointSpec,
+    EndpointSpecModeEnum, HealthConfig, Limit, Mount as DockerMount, MountType as DockerMountType,
+    NetworkAttachmentConfig, ResourceObject, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile, TaskSpecContainerSpecFile1,
+    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum,
+};
+use ingot_oci::Digest;
+
+use crate::compose::{EndpointMode, FailureAction, MountType, Order, PortMode, RestartCondition, UpdatePolicy};
+use crate::pin::{PinnedService, PinnedStack};
+use crate::{DeployError, Result};
+
+/// Labels ingot writes on every Swarm object it makes.
+pub const STACK_LABEL: &str = "com.docker.stack.namespace";
+pub const INGOT_STACK: &str = "ingot.stack";
+pub const INGOT_SERVICE: &str = "ingot.service";
+pub const INGOT_STACK_DIGEST: &str = "ingot.stack-digest";
+pub const INGOT_VERSION: &str = "ingot.version";
+pub const INGOT_TEMPLATE: &str = "ingot.template";
+pub const INGOT_ENTRY: &str = "ingot.ledger-entry";
+
+/// `STACK_NAME`, as `docker stack deploy` names its objects.
+pub fn scoped(stack: &str, name: &str) -> String {
+    format!("{stack}_{name}")
+}
+
+/// A config's or secret's Swarm name: immutable, so named by its digest.
+pub fn object_name(stack: &str, name: &str, digest: &Digest) -> String {
+    format!("{stack}_{name}_{}", &digest.hex()[..12])
+}
+
+/// Where the nodes pull a service's image: `REGISTRY/REPO@DIGEST`, the
+/// repository being the image's own name without its registry and tag.
+pub fn image_ref(registry: &str, svc: &PinnedService) -> String {
+    format!("{registry}/{}@{}", repository(&svc.image), svc.digest)
+}
+
+/// The tag a pushed image keeps beside its digest (its own, else latest).
+pub fn push_ref(registry: &str, svc: &PinnedService) -> String {
+    let tag = tag_of(&svc.image).unwrap_or("latest");
+    format!("{registry}/{}:{tag}", repository(&svc.image))
+}
+
+fn repository(image: &str) -> String {
+    let no_digest = image.split('@').next().unwrap_or(image);
+    let mut parts: Vec<&str> = no_digest.split('/').collect();
+    if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
+        parts.remove(0);
+    }
+    let last = parts.pop().unwrap_or_default();
+    let name = last.split(':').next().unwrap_or(last);
+    parts.push(name);
+    parts.join("/")
+}
+
+fn tag_of(image: &str) -> Option<&str> {
+    let no_digest = image.split('@').next()?;
+    let last = no_digest.rsplit('/').next()?;
+    last.split_once(':').map(|(_, t)| t)
+}
+
+fn ns(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+}
+
+fn update_config(p: &UpdatePolicy) -> ServiceSpecUpdateConfig {
+    ServiceSpecUpdateConfig {
+        parallelism: Some(p.parallelism.into()),
+        delay: Some(ns(p.delay_ms)),
+        failure_action: Some(match p.failure_action {
+            FailureAction::Rollback => ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK,
+            FailureAction::Pause => ServiceSpecUpdateConfigFailureActionEnum::PAUSE,
+            FailureAction::Continue => ServiceSpecUpdateConfigFailureActionEnum::CONTINUE,
+        }),
+        monitor: Some(ns(p.monitor_ms)),
+        max_failure_ratio: Some(p.max_failure_ratio),
+        order: Some(match p.order {
+            Order::StartFirst => ServiceSpecUpdateConfigOrderEnum::START_FIRST,
+            Order::StopFirst => ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
+        }),
+    }
+}
+
+fn rollback_config(p: &UpdatePolicy) -> ServiceSpecRollbackConfig {
+    ServiceSpecRollbackConfig {
+        parallelism: Some(p.parallelism.into()),
+        delay: Some(ns(p.delay_ms)),
+        failure_action: Some(match p.failure_action {
+            // Swarm's rollback_config knows pause and continue only.
+            FailureAction::Rollback | FailureAction::Pause => ServiceSpecRollbackConfigFailureActionEnum::PAUSE,
+            FailureAction::Continue => ServiceSpecRollbackConfigFailureActionEnum::CONTINUE,
+        }),
+        monitor: Some(ns(p.monitor_ms)),
+        max_failure_ratio: Some(p.max_failure_ratio),
+        order: Some(match p.order {
+            Order::StartFirst => ServiceSpecRollbackConfigOrderEnum::START_FIRST,
+            Order::StopFirst => ServiceSpecRollbackConfigOrderEnum::STOP_FIRST,
+        }),
+    }
+}
+
+/// The spec of service `name` of `stack`; `entry` is the ledger entry it
+/// is deployed by, `image` where the nodes pull its image.
+pub fn service_spec(stack: &PinnedStack, name: &str, entry: i64, image: &str) -> Result<ServiceSpec> {
+    let svc = &stack.services[name];
+    let at = |f: &str| format!("services.{name}.{f}");
+    let refuse = |f: &str, why: &str| DeployError::Field {
+        field: at(f),
+        why: format!("{why} (the swarm engine cannot honour it)"),
+    };
+    let mut ports = Vec::new();
+    for (i, p) in svc.ports.iter().enumerate() {
+        if !(p.host_ip.is_empty() || p.host_ip == "0.0.0.0") {
+            return Err(refuse(
+                &format!("ports[{i}]"),
+                &format!(
+                    "{}: Swarm publishes a port on every address of a node, not on {} (ingot's default is loopback; write host_ip: 0.0.0.0 to publish it on every address)",
+                    p.describe(),
+                    p.host_ip
+                ),
+            ));
+        }
+        ports.push(EndpointPortConfig {
+            name: None,
+            protocol: Some(if p.protocol.is_tcp() {
+                EndpointPortConfigProtocolEnum::TCP
+            } else {
+                EndpointPortConfigProtocolEnum::UDP
+            }),
+            target_port: Some(p.target.into()),
+            published_port: (p.published != 0).then_some(p.published.into()),
+            publish_mode: Some(match p.mode {
+                PortMode::Ingress => EndpointPortConfigPublishModeEnum::INGRESS,
+                PortMode::Host => EndpointPortConfigPublishModeEnum::HOST,
+            }),
+        });
+    }
+    let mut mounts = Vec::new();
+    for (i, m) in svc.mounts.iter().enumerate() {
+        let typ = match m.kind {
+            MountType::Volume => DockerMountType::VOLUME,
+            MountType::Tmpfs => DockerMountType::TMPFS,
+            MountType::Bind => {
+                return Err(refuse(
+                    &format!("volumes[{i}]"),
+                    &format!(
+                        "a bind mount of {} names a path on whichever node runs the task; use a named volume",
+                        m.source
+                    ),
+                ))
+            }
+        };
+        mounts.push(DockerMount {
+            target: Some(m.target.clone()),
+            source: (m.kind == MountType::Volume).then(|| m.source.clone()),
+            typ: Some(typ),
+            read_only: Some(m.read_only),
+            volume_options: (m.kind == MountType::Volume && m.nocopy).then(|| bollard::models::MountVolumeOptions {
+                no_copy: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let health = Some(match &svc.health {
+        Some(h) => HealthConfig {
+            test: Some(std::iter::once("CMD".to_string()).chain(h.test.iter().cloned()).collect()),
+            interval: Some(ns(h.interval_ms)),
+            timeout: Some(ns(h.timeout_ms)),
+            retries: Some(h.retries.into()),
+            start_period: Some(ns(h.start_period_ms)),
+            // start_interval needs Engine API 1.44; 1.41 is spoken here.
+            start_interval: None,
+        },
+        // Pinned without one: the image's own must not apply either.
+        None => HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        },
+    });
+    let configs = svc
+        .configs
+        .iter()
+        .map(|c| TaskSpecContainerSpecConfigs {
+            file: Some(TaskSpecContainerSpecFile1 {
+                name: Some(c.target.clone()),
+                uid: Some(c.uid.unwrap_or(0).to_string()),
+                gid: Some(c.gid.unwrap_or(0).to_string()),
+                mode: Some(c.mode.unwrap_or(0o444)),
+            }),
+            config_name: Some(object_name(&stack.name, &c.name, &c.digest)),
+            config_id: None,
+            runtime: None,
+        })
+        .collect::<Vec<_>>();
+    let secrets = svc
+        .secrets
+        .iter()
+        .map(|s| TaskSpecContainerSpecSecrets {
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(s.target.clone()),
+                uid: Some(s.uid.to_string()),
+                gid: Some(s.gid.to_string()),
+                mode: Some(s.mode),
+            }),
+            secret_name: Some(object_name(&stack.name, &s.name, &s.digest)),
+            secret_id: None,
+        })
+        .collect::<Vec<_>>();
+    let networks = svc
+        .network_names()
+        .iter()
+        .map(|n| {
+            let mut aliases = vec![name.to_string()];
+            if let Some(sn) = svc.networks.iter().find(|sn| &sn.name == n) {
+                aliases.extend(sn.aliases.iter().cloned());
+            }
+            NetworkAttachmentConfig {
+                target: Some(scoped(&stack.name, n)),
+                aliases: Some(aliases),
+                driver_opts: None,
+            }
+        })
+        .collect::<Vec<_>>();
+    let r = &svc.resources;
+    let nano = |c: f64| (c * 1e9).round() as i64;
+    let resources = TaskSpecResources {
+        limits: Some(Limit {
+            nano_cpus: r.cpus.map(nano),
+            memory_bytes: r.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            pids: r.pids,
+        }),
+        reservations: Some(ResourceObject {
+            nano_cpus: r.reserve_cpus.map(nano),
+            memory_bytes: r.reserve_memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
+            generic_resources: None,
+        }),
+        ..Default::default()
+    };
+    let ns_labels = HashMap::from([(STACK_LABEL.to_string(), stack.name.clone())]);
+    let task = TaskSpec {
+        container_spec: Some(TaskSpecContainerSpec {
+            image: Some(image.to_string()),
+            labels: Some(ns_labels),
+            command: svc.entrypoint.clone(),
+            args: svc.command.clone(),
+            env: Some(svc.env.clone()),
+            dir: svc.workdir.clone(),
+            user: svc.user.clone(),
+            mounts: Some(mounts),
+            stop_grace_period: Some(ns(svc.stop_grace_ms)),
+            health_check: health,
+            configs: Some(configs),
+            secrets: Some(secrets),
+            ..Default::default()
+        }),
+        resources: Some(resources),
+        restart_policy: Some(TaskSpecRestartPolicy {
+            condition: Some(match svc.restart.condition {
+                RestartCondition::None => TaskSpecRestartPolicyConditionEnum::NONE,
+                RestartCondition::OnFailure => TaskSpecRestartPolicyConditionEnum::ON_FAILURE,
+                RestartCondition::Any => TaskSpecRestartPolicyConditionEnum::ANY,
+            }),
+            delay: Some(ns(svc.restart.delay_ms)),
+            max_attempts: svc.restart.max_attempts.map(i64::from),
+            window: None,
+        }),
+        placement: Some(TaskSpecPlacement {
+            constraints: Some(svc.placement.constraints.clone()),
+            max_replicas: svc.placement.max_replicas_per_node.map(i64::from),
+            ..Default::default()
+        }),
+        networks: Some(networks),
+        ..Default::default()
+    };
+    let template = ingot_oci::config::canonical_json(&task).unwrap_or_default();
+    let labels: HashMap<String, String> = svc
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain([
+            (STACK_LABEL.to_string(), stack.name.clone()),
+            (INGOT_STACK.to_string(), stack.name.clone()),
+            (INGOT_SERVICE.to_string(), name.to_string()),
+            (INGOT_STACK_DIGEST.to_string(), stack.digest()),
+            (INGOT_VERSION.to_string(), svc.version()),
+            (INGOT_TEMPLATE.to_string(), Digest::sha256(&template).hex()[..16].to_string()),
+            (INGOT_ENTRY.to_string(), entry.to_string()),
+        ])
+        .collect();
+    Ok(ServiceSpec {
+        name: Some(scoped(&stack.name, name)),
+        labels: Some(labels),
+        task_template: Some(task),
+        mode: Some(if svc.global {
+            ServiceSpecMode {
+                global: Some(HashMap::new()),
+                ..Default::default()
+            }
+        } else {
+            ServiceSpecMode {
+                replicated: Some(ServiceSpecModeReplicated {
+                    replicas: Some(svc.replicas.into()),
+                }),
+                ..Default::default()
+            }
+        }),
+        update_config: Some(update_config(&svc.update)),
+        rollback_config: Some(rollback_config(&svc.rollback)),
+        networks: None,
+        endpoint_spec: Some(EndpointSpec {
+            mode: Some(match svc.endpoint_mode {
+                EndpointMode::Vip => EndpointSpecModeEnum::VIP,
+                EndpointMode::Dnsrr => EndpointSpecModeEnum::DNSRR,
+            }),
+            ports: Some(ports),
+        }),
+    })
+}
+
+/// Fills in the IDs of the configs and secrets `spec` names (Swarm wants
+/// both name and ID); `ids` maps their names to IDs.
+pub fn resolve_ids(spec: &mut ServiceSpec, ids: &HashMap<String, String>) {
+    let Some(c) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else {
+        return;
+    };
+    for r in c.configs.iter_mut().flatten() {
+        r.config_id = r.config_name.as_ref().and_then(|n| ids.get(n)).cloned();
+    }
+    for r in c.secrets.iter_mut().flatten() {
+        r.secret_id = r.secret_name.as_ref().and_then(|n| ids.get(n)).cloned();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_and_tags() {
+        assert_eq!(repository("web:v1"), "web");
+        assert_eq!(repository("shop/web:v1"), "shop/web");
+        assert_eq!(repository("localhost:5000/shop/web:v1"), "shop/web");
+        assert_eq!(repository("reg.example/web@sha256:ab"), "web");
+        assert_eq!(tag_of("localhost:5000/web"), None);
+        assert_eq!(tag_of("localhost:5000/web:v2"), Some("v2"));
+    }
+}
