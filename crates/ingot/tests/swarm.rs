@@ -46,7 +46,10 @@ impl Drop for Registry {
 
 fn stack(api: &str, web: &str) -> String {
     let health = r#"healthcheck: {test: [CMD, /bin/busybox, wget, -q, -O, /dev/null, "http://127.0.0.1:8080/health"], interval: 1s, timeout: 1s, retries: 2, start_period: 1s}"#;
+    // web publishes a host port: one task per node, stopped before its
+    // successor starts; api has no port: two at a time, start-first.
     let update = "{parallelism: 1, delay: 0s, monitor: 1s, failure_action: rollback, order: stop-first}";
+    let api_update = "{parallelism: 2, delay: 0s, monitor: 1s, failure_action: rollback, order: start-first}";
     format!(
         "services:
   api:
@@ -58,7 +61,7 @@ fn stack(api: &str, web: &str) -> String {
     deploy:
       replicas: 2
       endpoint_mode: dnsrr
-      update_config: {update}
+      update_config: {api_update}
       rollback_config: {{parallelism: 0, monitor: 1s}}
       restart_policy: {{delay: 5s}}
       placement: {{constraints: [node.platform.os == linux]}}

@@ -814,14 +814,7 @@ impl Swarm {
             .await?
             .filter(|s| label_of(s, spec::INGOT_STACK).is_some())
             .ok_or_else(|| DeployError::NotFound(format!("no service {service:?} deployed by ingot on the swarm")))?;
-        let has_health = s
-            .spec
-            .as_ref()
-            .and_then(|s| s.task_template.as_ref())
-            .and_then(|t| t.container_spec.as_ref())
-            .and_then(|c| c.health_check.as_ref())
-            .and_then(|h| h.test.as_ref())
-            .is_some_and(|t| t.first().map(String::as_str) != Some("NONE"));
+        let has_health = label_of(&s, spec::INGOT_HEALTH).as_deref() == Some("true");
         let nodes = self.node_names().await?;
         let mut out: Vec<TaskView> = self
             .tasks_of(service)
@@ -841,7 +834,7 @@ impl Swarm {
                     .and_then(|s| s.container_spec.as_ref())
                     .and_then(|c| c.image.clone())
                     .unwrap_or_default();
-                let ports = st
+                let mut ports: Vec<String> = st
                     .port_status
                     .as_ref()
                     .and_then(|p| p.ports.clone())
@@ -849,6 +842,7 @@ impl Swarm {
                     .iter()
                     .filter_map(|p| Some(format!("{addr}:{}->{}", p.published_port?, p.target_port?)))
                     .collect();
+                ports.dedup();
                 TaskView {
                     id: t.id.clone().unwrap_or_default(),
                     slot: t.slot.unwrap_or(0),
@@ -911,7 +905,8 @@ impl Swarm {
                 self.docker.delete_secret(&id).await.map_err(self.api("removing a secret"))?;
             }
         }
-        // A network is busy until its tasks' containers are gone.
+        // A network is busy until its tasks' containers are gone, and the
+        // manager removes it after it answered: wait until none is listed.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let nets = self
@@ -930,11 +925,13 @@ impl Swarm {
                     }
                 }
             }
-            match last {
-                None => break,
-                Some(e) if Instant::now() > deadline => return Err(self.api("removing a network")(e)),
-                Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            if Instant::now() > deadline {
+                return Err(match last {
+                    Some(e) => self.api("removing a network")(e),
+                    None => err(&self.host, "the stack's networks are still listed after 60 s"),
+                });
             }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Ok(Outcome {
             outcome: ledger::SUCCEEDED.into(),

@@ -28,6 +28,10 @@ pub const INGOT_STACK_DIGEST: &str = "ingot.stack-digest";
 pub const INGOT_VERSION: &str = "ingot.version";
 pub const INGOT_TEMPLATE: &str = "ingot.template";
 pub const INGOT_ENTRY: &str = "ingot.ledger-entry";
+/// Whether the service has a health check ("true"/"false"): Docker 20.10
+/// answers the spec's health check under a key (`Healthcheck`) its own
+/// API description spells `HealthCheck`, so a client cannot read it back.
+pub const INGOT_HEALTH: &str = "ingot.health-check";
 
 /// `STACK_NAME`, as `docker stack deploy` names its objects.
 pub fn scoped(stack: &str, name: &str) -> String {
@@ -296,6 +300,7 @@ pub fn service_spec(stack: &PinnedStack, name: &str, entry: i64, image: &str) ->
             (INGOT_VERSION.to_string(), svc.version()),
             (INGOT_TEMPLATE.to_string(), Digest::sha256(&template).hex()[..16].to_string()),
             (INGOT_ENTRY.to_string(), entry.to_string()),
+            (INGOT_HEALTH.to_string(), svc.health.is_some().to_string()),
         ])
         .collect();
     Ok(ServiceSpec {
