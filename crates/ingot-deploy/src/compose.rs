@@ -311,7 +311,13 @@ pub fn check_constraint(c: &str) -> std::result::Result<(), String> {
         .or_else(|| c.split_once("!="))
         .ok_or_else(|| format!("{c:?}: expected ATTRIBUTE == VALUE or ATTRIBUTE != VALUE"))?;
     let (attr, value) = (attr.trim(), value.trim());
-    let known = ["node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch"];
+    let known = [
+        "node.id",
+        "node.hostname",
+        "node.role",
+        "node.platform.os",
+        "node.platform.arch",
+    ];
     let labelled = ["node.labels.", "engine.labels."]
         .iter()
         .any(|p| attr.strip_prefix(p).is_some_and(|k| !k.is_empty()));
@@ -1211,8 +1217,7 @@ pub fn parse(file: &str, text: &str) -> Result<StackDef> {
             .map_err(|e| at(format!("deploy.rollback_config.{e}")))?;
         let restart =
             restart_policy(deploy.restart_policy.as_ref()).map_err(|e| at(format!("deploy.restart_policy.{e}")))?;
-        check_host_ports(&ports, &update, &rollback)
-            .map_err(|e| at(format!("ports: {e}")))?;
+        check_host_ports(&ports, &update, &rollback).map_err(|e| at(format!("ports: {e}")))?;
         services.push(ServiceDef {
             name: name.clone(),
             image: s.image.clone(),
@@ -1664,7 +1669,11 @@ pub fn check_host_ports_one_node(ports: &[Port], replicas: u32, global: bool) ->
 
 /// Ports in host mode are served by the replica itself: never two at once
 /// on a node (a start-first update would need both).
-pub fn check_host_ports(ports: &[Port], update: &UpdatePolicy, rollback: &UpdatePolicy) -> std::result::Result<(), String> {
+pub fn check_host_ports(
+    ports: &[Port],
+    update: &UpdatePolicy,
+    rollback: &UpdatePolicy,
+) -> std::result::Result<(), String> {
     let Some(p) = ports.iter().find(|p| p.mode == PortMode::Host) else {
         return Ok(());
     };

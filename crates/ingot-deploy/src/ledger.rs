@@ -216,7 +216,9 @@ pub fn rollback_target(rows: &[LedgerRow], stack: &str, name: &str, service: &st
             state.insert(r.stack.clone(), s);
         }
         if let Some(s) = state.get(stack) {
-            if s.services.get(name).map(crate::pin::PinnedService::version) != cur_version && s.services.contains_key(name) {
+            if s.services.get(name).map(crate::pin::PinnedService::version) != cur_version
+                && s.services.contains_key(name)
+            {
                 target = Some(s.clone());
             }
         }

@@ -12,6 +12,7 @@
 //! on a unix socket; [`client`] is the CLI's side of it.
 
 pub mod api;
+pub mod backend;
 pub mod client;
 pub mod compose;
 pub mod dns;
@@ -63,7 +64,12 @@ pub fn check_policy(store: &ingot_store::Store, stack: &pin::PinnedStack, policy
         if !d.passed() {
             return Err(DeployError::Policy {
                 image: s.image.clone(),
-                refusals: d.refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                refusals: d
+                    .refusals
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
             });
         }
     }

@@ -11,7 +11,7 @@ use ingot_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::compose::{
-    Condition, ConfigSource, EndpointMode, Placement, Health, MountType, NetworkDecl, Port, Resources, RestartPolicy,
+    Condition, ConfigSource, EndpointMode, Health, MountType, NetworkDecl, Placement, Port, Resources, RestartPolicy,
     SecretSource, ServiceNetwork, StackDef, UpdatePolicy,
 };
 use crate::{DeployError, Result};
@@ -252,7 +252,10 @@ impl PinnedStack {
         if !self.engine.is_local() {
             return Err(DeployError::Field {
                 field: "stack.engine".into(),
-                why: format!("{}: the daemon runs stacks on this host only (deploy with --engine {})", self.engine, self.engine),
+                why: format!(
+                    "{}: the daemon runs stacks on this host only (deploy with --engine {})",
+                    self.engine, self.engine
+                ),
             });
         }
         for (name, s) in &self.services {
@@ -733,8 +736,7 @@ impl PinnedStack {
                     )));
                 }
             }
-            crate::compose::check_host_ports(&s.ports, &s.update, &s.rollback)
-                .map_err(field(at(".ports")))?;
+            crate::compose::check_host_ports(&s.ports, &s.update, &s.rollback).map_err(field(at(".ports")))?;
             if let Some(h) = &s.health {
                 let f = |x: &str| field(at(&format!(".health.{x}")));
                 if h.test.is_empty() {

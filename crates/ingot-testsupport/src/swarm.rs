@@ -94,7 +94,10 @@ impl SwarmLab {
                 .map(|n| {
                     let log = std::fs::read_to_string(lab.node_dir(n).join("dockerd.log")).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                    format!("--- node {n}:\n{}\n", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                    format!(
+                        "--- node {n}:\n{}\n",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
                 })
                 .collect();
             drop(lab);
@@ -132,7 +135,10 @@ impl SwarmLab {
     }
 
     fn up(&self) -> Result<(), String> {
-        if !ip(&["route", "show", &format!("{}.0/24", self.prefix)])?.trim().is_empty() {
+        if !ip(&["route", "show", &format!("{}.0/24", self.prefix)])?
+            .trim()
+            .is_empty()
+        {
             return Err(format!("{}.0/24 is already routed on this host", self.prefix));
         }
         std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
@@ -141,7 +147,9 @@ impl SwarmLab {
             self.start_node(n)?;
         }
         for n in 1..=self.nodes {
-            wait_for(&format!("dockerd of node {n}"), 60, || self.docker(n, &["info"]).is_ok())?;
+            wait_for(&format!("dockerd of node {n}"), 60, || {
+                self.docker(n, &["info"]).is_ok()
+            })?;
         }
         let manager = self.node_ip(1);
         self.docker(
@@ -187,7 +195,9 @@ impl SwarmLab {
         ip(&["-n", &hub, "link", "set", "lo", "up"])?;
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &hub, "link", "set", "br0", "up"])?;
-        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", "host", "netns", &hub])?;
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "host", "netns", &hub,
+        ])?;
         ip(&["-n", &hub, "link", "set", "host", "master", "br0", "up"])?;
         ip(&["addr", "add", &format!("{}/24", self.host_ip()), "dev", &host_if])?;
         ip(&["link", "set", &host_if, "up"])?;
@@ -195,10 +205,20 @@ impl SwarmLab {
             let ns = self.netns(n);
             let port = format!("n{n}");
             ip(&["netns", "add", &ns])?;
-            ip(&["-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            ip(&[
+                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
             ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", self.node_ip(n)), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", self.node_ip(n)),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         }
         Ok(())
@@ -273,7 +293,11 @@ impl SwarmLab {
         // Then whatever is left in the lab's cgroups, by pid.
         for _ in 0..3 {
             for n in 1..=self.nodes {
-                for cg in self.cgroups(n).iter().filter(|c| c.to_string_lossy().contains("/pids/")) {
+                for cg in self
+                    .cgroups(n)
+                    .iter()
+                    .filter(|c| c.to_string_lossy().contains("/pids/"))
+                {
                     for procs in cgroup_procs(cg) {
                         signal(procs, "KILL");
                     }
@@ -329,7 +353,9 @@ fn remove_cgroup(cg: &Path) {
 }
 
 fn signal(pid: i32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }
 
 impl Drop for SwarmLab {

@@ -1806,6 +1806,10 @@ fn udp_ports_through_the_mesh_and_host_mode_ports_on_the_replica() {
             "    deploy: {update_config: {order: start-first}}\n",
             "start-first would run two replicas on a host-mode port",
         ),
+        (
+            "    deploy: {placement: {constraints: [node.role == manager]}}\n",
+            "placement chooses among a cluster's nodes",
+        ),
     ] {
         let f = ingot.write("bad.yml", host_port(extra).as_bytes());
         let err = ingot.fails(&["deploy", "-f", f.to_str().unwrap(), "--name", "bad"]);

@@ -73,6 +73,7 @@ fn stack(api: &str, web: &str) -> String {
     ports: [{{target: 8080, published: 8080, mode: host, host_ip: 0.0.0.0}}]
     depends_on: [api]
     configs: [{{source: motd, target: /etc/motd}}]
+    secrets: [token]
     deploy:
       replicas: 3
       endpoint_mode: dnsrr
@@ -82,6 +83,8 @@ fn stack(api: &str, web: &str) -> String {
       labels: {{team: web}}
 configs:
   motd: {{content: hello from the ledger}}
+secrets:
+  token: {{file: ./token}}
 "
     )
 }
@@ -172,6 +175,7 @@ fn a_stack_on_a_three_node_swarm() {
         digests.push(d.trim().to_string());
     }
     let file = ingot.path("stack.yml");
+    std::fs::write(ingot.path("token"), "s3cret").unwrap();
     let lab = SwarmLab::start(3);
     let manager = lab.docker_host(1);
     let reg_addr = format!("{}:{}", lab.host_ip(), 5000 + std::process::id() % 1000);
@@ -197,25 +201,74 @@ fn a_stack_on_a_three_node_swarm() {
     std::fs::write(&file, stack("web:v1", "web:v1")).unwrap();
 
     // Bad input first: nothing may reach the ledger.
-    let o = with_host(&ingot, "unix:///nonexistent/docker.sock", &["deploy", "-f", file.to_str().unwrap(), "--name", "shop", "--registry", &reg_addr, "--insecure"]);
+    let o = with_host(
+        &ingot,
+        "unix:///nonexistent/docker.sock",
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "--name",
+            "shop",
+            "--registry",
+            &reg_addr,
+            "--insecure",
+        ],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("no Docker engine answers"), "{err}");
-    let o = with_host(&ingot, &lab.docker_host(2), &["deploy", "-f", file.to_str().unwrap(), "--name", "shop", "--registry", &reg_addr, "--insecure"]);
+    let o = with_host(
+        &ingot,
+        &lab.docker_host(2),
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "--name",
+            "shop",
+            "--registry",
+            &reg_addr,
+            "--insecure",
+        ],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("worker node"), "{err}");
     // A registry the host can push to but the nodes cannot reach.
     let lo = format!("127.0.0.1:{}", ingot_testsupport::free_port());
     let loopback = Registry::start(&lo);
-    let o = with_host(&ingot, &manager, &["deploy", "-f", file.to_str().unwrap(), "--name", "shop", "--registry", &lo]);
+    let o = with_host(
+        &ingot,
+        &manager,
+        &[
+            "deploy",
+            "-f",
+            file.to_str().unwrap(),
+            "--name",
+            "shop",
+            "--registry",
+            &lo,
+        ],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("cannot resolve"), "{err}");
     drop(loopback);
+    // An image policy that wants signatures: refused before anything moves.
+    let key = ingot.path("k");
+    ingot.ok(&["key", "generate", "--out", key.to_str().unwrap()]);
+    let policy = ingot.write("policy.toml", b"trusted_keys = [\"k.pub\"]\n");
+    let o = with_host(&ingot, &manager, &["deploy", "-f", file.to_str().unwrap(), "--name", "shop", "--registry", &reg_addr, "--insecure", "--policy", policy.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("policy refused web:v1: trusted_keys"), "{err}");
     assert!(ledger(&ingot).is_empty(), "a refused change left a ledger entry");
+    assert!(images(&lab, "shop").is_empty(), "a refused change reached the swarm");
 
     // v1: both services created, in depends_on order; blocks until converged.
     let t0 = Instant::now();
     ok(&deploy("first release"), "deploy v1");
-    eprintln!("deploy v1 (create 2 services, 5 tasks): {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "deploy v1 (create 2 services, 5 tasks): {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let entries = ledger(&ingot);
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["outcome"], "succeeded");
@@ -223,30 +276,64 @@ fn a_stack_on_a_three_node_swarm() {
     assert_eq!(detail["services"]["web"]["action"], "created", "{detail}");
     assert_eq!(detail["registry"], reg_addr.as_str());
     for n in 1..=3 {
-        assert_eq!(get(&format!("{}:8080", lab.node_ip(n)), "/version").unwrap().trim(), "v1");
+        assert_eq!(
+            get(&format!("{}:8080", lab.node_ip(n)), "/version").unwrap().trim(),
+            "v1"
+        );
     }
     let services = with_host(&ingot, &manager, &["services", "--format", "json"]);
     let services: Value = serde_json::from_str(&ok(&services, "services")).unwrap();
-    let web = services.as_array().unwrap().iter().find(|s| s["name"] == "shop_web").unwrap();
-    assert_eq!((web["running"].as_u64(), web["desired"].as_u64()), (Some(3), Some(3)), "{web}");
+    let web = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "shop_web")
+        .unwrap();
+    assert_eq!(
+        (web["running"].as_u64(), web["desired"].as_u64()),
+        (Some(3), Some(3)),
+        "{web}"
+    );
     assert_eq!(web["digest"], digests[0].as_str());
     let ps = with_host(&ingot, &manager, &["service", "ps", "shop_web", "--format", "json"]);
     let ps: Value = serde_json::from_str(&ok(&ps, "service ps")).unwrap();
-    let running: Vec<&Value> = ps.as_array().unwrap().iter().filter(|t| t["state"] == "running").collect();
+    let running: Vec<&Value> = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "running")
+        .collect();
     assert_eq!(running.len(), 3, "{ps}");
     let mut nodes: Vec<&str> = running.iter().map(|t| t["node"].as_str().unwrap()).collect();
     nodes.sort();
     nodes.dedup();
     assert_eq!(nodes.len(), 3, "one task per node (host port 8080): {ps}");
     assert!(running.iter().all(|t| t["health"] == "healthy"), "{ps}");
+    // The config and the secret, inside a task on node 1.
+    let id = lab
+        .docker(1, &["ps", "-q", "--filter", "label=com.docker.swarm.service.name=shop_web"])
+        .unwrap();
+    let id = id.trim();
+    assert_eq!(lab.docker(1, &["exec", id, "cat", "/etc/motd"]).unwrap(), "hello from the ledger");
+    assert_eq!(lab.docker(1, &["exec", id, "cat", "/run/secrets/token"]).unwrap(), "s3cret");
+    // The image's referrers (its SBOM) travelled with it.
+    let refs = get(&reg_addr, &format!("/v2/web/referrers/{}", digests[0])).unwrap();
+    let refs: Value = serde_json::from_str(&refs).unwrap();
+    assert!(!refs["manifests"].as_array().unwrap().is_empty(), "{refs}");
 
     // v2 of both: rolling updates, each completed before the next service.
     std::fs::write(&file, stack("web:v2", "web:v2")).unwrap();
     let t0 = Instant::now();
     ok(&deploy("second release"), "deploy v2");
-    eprintln!("deploy v2 (rolling update of 5 tasks): {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "deploy v2 (rolling update of 5 tasks): {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     for n in 1..=3 {
-        assert_eq!(get(&format!("{}:8080", lab.node_ip(n)), "/version").unwrap().trim(), "v2");
+        assert_eq!(
+            get(&format!("{}:8080", lab.node_ip(n)), "/version").unwrap().trim(),
+            "v2"
+        );
     }
 
     // api to v1 (fine), web to v3 (fails its health check): Swarm rolls web
@@ -254,7 +341,10 @@ fn a_stack_on_a_three_node_swarm() {
     std::fs::write(&file, stack("web:v1", "web:v3")).unwrap();
     let t0 = Instant::now();
     let o = deploy("a broken release");
-    eprintln!("failed deploy to whole-stack rollback: {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "failed deploy to whole-stack rollback: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
     let entries = ledger(&ingot);
     assert_eq!(entries[2]["outcome"], "rolled-back", "{}", entries[2]);
@@ -270,7 +360,10 @@ fn a_stack_on_a_three_node_swarm() {
         "every service back on v2"
     );
     for n in 1..=3 {
-        assert_eq!(get(&format!("{}:8080", lab.node_ip(n)), "/version").unwrap().trim(), "v2");
+        assert_eq!(
+            get(&format!("{}:8080", lab.node_ip(n)), "/version").unwrap().trim(),
+            "v2"
+        );
     }
 
     // Drift: none; then a change outside ingot is found; scale restores it.
@@ -281,10 +374,16 @@ fn a_stack_on_a_three_node_swarm() {
     assert_eq!(o.status.code(), Some(1));
     let d: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(
-        d.as_array().unwrap().iter().any(|x| x["service"] == "shop_web" && x["what"] == "replicas" && x["actual"] == "2"),
+        d.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["service"] == "shop_web" && x["what"] == "replicas" && x["actual"] == "2"),
         "{d}"
     );
-    ok(&with_host(&ingot, &manager, &["service", "scale", "shop_web=3"]), "scale");
+    ok(
+        &with_host(&ingot, &manager, &["service", "scale", "shop_web=3"]),
+        "scale",
+    );
     ok(&with_host(&ingot, &manager, &["drift"]), "drift after scale");
 
     // Rollback of one service: web to the version before v2.
@@ -297,8 +396,13 @@ fn a_stack_on_a_three_node_swarm() {
     ingot.ok(&["ledger", "verify"]);
     let entries = ledger(&ingot);
     let outcomes: Vec<&str> = entries.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
-    assert_eq!(outcomes, ["succeeded", "succeeded", "rolled-back", "succeeded", "succeeded"]);
-    assert!(entries.iter().all(|e| e["body"].as_str().unwrap().contains("\"engine\":\"swarm\"")));
+    assert_eq!(
+        outcomes,
+        ["succeeded", "succeeded", "rolled-back", "succeeded", "succeeded"]
+    );
+    assert!(entries
+        .iter()
+        .all(|e| e["body"].as_str().unwrap().contains("\"engine\":\"swarm\"")));
 
     // stack rm: services, networks and configs gone.
     ok(&with_host(&ingot, &manager, &["stack", "rm", "shop"]), "stack rm");

@@ -110,7 +110,7 @@ impl Engine {
         };
         let stack = stack.clone();
         self.blocking(move |store| crate::check_policy(store, &stack, &path))
-        .await
+            .await
     }
 
     /// Records `change` in the ledger and carries it out in a task of its

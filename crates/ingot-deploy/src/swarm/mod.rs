@@ -30,9 +30,9 @@ use bollard::query_parameters::{
     ListTasksOptionsBuilder, UpdateServiceOptions,
 };
 use bollard::{ClientVersion, Docker};
-use ingot_store::{LedgerRow, Store};
 use serde::Serialize;
 
+use crate::backend::{Backend, Outcome, ServiceReport};
 use crate::drift::Difference;
 use crate::ledger;
 use crate::pin::{EngineKind, PinnedService, PinnedStack, SecretValue};
@@ -64,77 +64,6 @@ pub struct Cluster {
     pub nodes: i64,
     pub managers: i64,
     pub node: String,
-}
-
-/// The registry the nodes pull from: `HOST[:PORT]`, plain HTTP when
-/// `insecure` (as `ingot push --insecure`).
-#[derive(Debug, Clone)]
-pub struct Registry {
-    pub host: String,
-    pub insecure: bool,
-}
-
-impl Registry {
-    /// `HOST[:PORT]` or `http(s)://HOST[:PORT]`.
-    pub fn parse(s: &str, insecure: bool) -> Result<Registry> {
-        let (host, insecure) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
-            (Some(h), _) => (h, true),
-            (_, Some(h)) => (h, insecure),
-            _ => (s, insecure),
-        };
-        let host = host.trim_end_matches('/');
-        if host.is_empty() || host.contains('/') || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(DeployError::Invalid(format!(
-                "--registry {s:?}: expected HOST[:PORT] (the registry the swarm's nodes pull from)"
-            )));
-        }
-        Ok(Registry {
-            host: host.to_string(),
-            insecure,
-        })
-    }
-
-    fn remote(&self, reference: &str) -> Result<ingot_registry::client::Remote> {
-        // As `ingot push`: plain HTTP when insecure or on loopback.
-        ingot_registry::client::Remote::parse(reference, self.insecure)
-            .map_err(|e| DeployError::Invalid(e.to_string()))
-    }
-}
-
-/// How one service of a change ended.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ServiceReport {
-    /// created, updated, unchanged, removed, rolled-back, not-started
-    pub action: String,
-    /// Swarm's update state (completed, rollback_completed, paused, ...) or
-    /// how ingot saw it end (converged, failed, timeout).
-    pub state: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub message: String,
-}
-
-/// A change's outcome on the swarm.
-#[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
-    /// A ledger outcome: succeeded, rolled-back, paused, failed.
-    pub outcome: String,
-    pub message: String,
-    pub services: BTreeMap<String, ServiceReport>,
-}
-
-/// The detail sealed into a swarm entry.
-#[derive(Debug, Serialize, serde::Deserialize)]
-struct Detail {
-    engine: String,
-    manager: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    registry: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    insecure: Option<bool>,
-    #[serde(default)]
-    services: serde_json::Value,
 }
 
 /// `DOCKER_HOST` as the docker CLI reads it: `unix://PATH`, or
@@ -171,7 +100,10 @@ impl Swarm {
                 Docker::connect_with_http(host, 120, &API)
             }
         } else {
-            return Err(err(host, "unsupported DOCKER_HOST (expected unix://PATH or tcp://HOST:PORT)"));
+            return Err(err(
+                host,
+                "unsupported DOCKER_HOST (expected unix://PATH or tcp://HOST:PORT)",
+            ));
         }
         .map_err(|e| err(host, format!("no Docker engine answers here: {e}")))?;
         Ok(Swarm {
@@ -317,13 +249,17 @@ impl Swarm {
             if have.contains(&name) {
                 continue;
             }
-            let ipam = stack.networks.get(&n).and_then(|d| d.subnet.clone()).map(|subnet| bollard::models::Ipam {
-                config: Some(vec![bollard::models::IpamConfig {
-                    subnet: Some(subnet),
+            let ipam = stack
+                .networks
+                .get(&n)
+                .and_then(|d| d.subnet.clone())
+                .map(|subnet| bollard::models::Ipam {
+                    config: Some(vec![bollard::models::IpamConfig {
+                        subnet: Some(subnet),
+                        ..Default::default()
+                    }]),
                     ..Default::default()
-                }]),
-                ..Default::default()
-            });
+                });
             self.docker
                 .create_network(NetworkCreateRequest {
                     name: name.clone(),
@@ -398,7 +334,7 @@ impl Swarm {
     /// Applies `next` (after `previous`, the stack as the ledger had it),
     /// service by service in start order, waiting for each; on a failure
     /// rolls the whole change back.
-    pub async fn apply(
+    async fn apply_stack(
         &self,
         next: &PinnedStack,
         entry: i64,
@@ -414,7 +350,7 @@ impl Swarm {
         for name in next.start_order() {
             let svc = &next.services[&name];
             let full = spec::scoped(&next.name, &name);
-            let image = spec::image_ref(registry, svc);
+            let image = crate::backend::image_ref(registry, svc);
             let mut want = spec::service_spec(next, &name, entry, &image)?;
             spec::resolve_ids(&mut want, &ids);
             let current = match self.inspect(&full).await {
@@ -425,7 +361,13 @@ impl Swarm {
                 }
             };
             let known: HashSet<String> = match &current {
-                Some(_) => self.tasks_of(&full).await.unwrap_or_default().into_iter().filter_map(|t| t.id).collect(),
+                Some(_) => self
+                    .tasks_of(&full)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|t| t.id)
+                    .collect(),
                 None => HashSet::new(),
             };
             let sent = match &current {
@@ -446,7 +388,11 @@ impl Swarm {
                             .cloned()
                     };
                     let template_changes = label(cur, spec::INGOT_TEMPLATE).as_deref()
-                        != want.labels.as_ref().and_then(|l| l.get(spec::INGOT_TEMPLATE)).map(String::as_str);
+                        != want
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(spec::INGOT_TEMPLATE))
+                            .map(String::as_str);
                     let version = cur.version.as_ref().and_then(|v| v.index).unwrap_or(0);
                     progress(&format!(
                         "updating {full}{}",
@@ -476,7 +422,10 @@ impl Swarm {
             };
             done.push((name.clone(), created));
             let mark = current.as_ref().and_then(update_mark);
-            match self.wait(&full, svc, rolls && !created, mark, &known, Goal::Update).await {
+            match self
+                .wait(&full, svc, rolls && !created, mark, &known, Goal::Update)
+                .await
+            {
                 Ok(state) => {
                     reports.insert(
                         name.clone(),
@@ -593,7 +542,12 @@ impl Swarm {
                 },
             );
         }
-        let untouched: Vec<String> = next.services.keys().filter(|n| !reports.contains_key(*n)).cloned().collect();
+        let untouched: Vec<String> = next
+            .services
+            .keys()
+            .filter(|n| !reports.contains_key(*n))
+            .cloned()
+            .collect();
         for name in untouched {
             reports.insert(
                 name,
@@ -614,10 +568,7 @@ impl Swarm {
         } else {
             Ok(Outcome {
                 outcome: ledger::FAILED.into(),
-                message: format!(
-                    "{full}: {why}; and rolling back failed: {}",
-                    rollback_errors.join("; ")
-                ),
+                message: format!("{full}: {why}; and rolling back failed: {}", rollback_errors.join("; ")),
                 services: reports,
             })
         }
@@ -689,7 +640,10 @@ impl Swarm {
                 .ok_or_else(|| Waited::Failed(format!("service {full} disappeared")))?;
             let tasks = self.tasks_of(full).await.map_err(Waited::Error)?;
             // A node that cannot pull the image: say so at once.
-            for t in tasks.iter().filter(|t| t.id.as_ref().is_some_and(|id| !known.contains(id))) {
+            for t in tasks
+                .iter()
+                .filter(|t| t.id.as_ref().is_some_and(|id| !known.contains(id)))
+            {
                 let st = t.status.clone().unwrap_or_default();
                 let e = st.err.clone().unwrap_or_default();
                 if matches!(st.state, Some(TaskState::REJECTED)) && pull_error(&e) {
@@ -761,13 +715,20 @@ impl Swarm {
                 .unwrap_or_default();
             let status = s.service_status.clone().unwrap_or_default();
             let mut ports = Vec::new();
-            for p in spec.endpoint_spec.as_ref().and_then(|e| e.ports.clone()).unwrap_or_default() {
+            for p in spec
+                .endpoint_spec
+                .as_ref()
+                .and_then(|e| e.ports.clone())
+                .unwrap_or_default()
+            {
                 ports.push(format!(
                     "*:{}->{}/{} ({})",
                     p.published_port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
                     p.target_port.unwrap_or(0),
                     p.protocol.map(|p| p.to_string()).unwrap_or_else(|| "tcp".into()),
-                    p.publish_mode.map(|m| m.to_string()).unwrap_or_else(|| "ingress".into())
+                    p.publish_mode
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "ingress".into())
                 ));
             }
             let _ = &nodes;
@@ -800,7 +761,11 @@ impl Swarm {
         Ok(nodes
             .into_iter()
             .filter_map(|n| {
-                let host = n.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_default();
+                let host = n
+                    .description
+                    .as_ref()
+                    .and_then(|d| d.hostname.clone())
+                    .unwrap_or_default();
                 let addr = n.status.as_ref().and_then(|s| s.addr.clone()).unwrap_or_default();
                 Some((n.id?, (host, addr)))
             })
@@ -868,7 +833,7 @@ impl Swarm {
 
     /// Removes every object of `stack` ingot made: services, then
     /// networks, configs and secrets.
-    pub async fn remove(&self, stack: &str) -> Result<Outcome> {
+    async fn remove_stack(&self, stack: &str) -> Result<Outcome> {
         let mut reports = BTreeMap::new();
         for s in self.stack_services(Some(stack)).await? {
             self.docker
@@ -892,7 +857,10 @@ impl Swarm {
             .map_err(self.api("listing configs"))?
         {
             if let Some(id) = c.id {
-                self.docker.delete_config(&id).await.map_err(self.api("removing a config"))?;
+                self.docker
+                    .delete_config(&id)
+                    .await
+                    .map_err(self.api("removing a config"))?;
             }
         }
         for c in self
@@ -902,7 +870,10 @@ impl Swarm {
             .map_err(self.api("listing secrets"))?
         {
             if let Some(id) = c.id {
-                self.docker.delete_secret(&id).await.map_err(self.api("removing a secret"))?;
+                self.docker
+                    .delete_secret(&id)
+                    .await
+                    .map_err(self.api("removing a secret"))?;
             }
         }
         // A network is busy until its tasks' containers are gone, and the
@@ -943,7 +914,7 @@ impl Swarm {
     /// What runs on the swarm against the ledger's swarm stacks: services
     /// missing, extra, scaled, or changed outside ingot (image, command,
     /// environment: `docker service update`/`scale`).
-    pub async fn drift(&self, desired: &BTreeMap<String, PinnedStack>) -> Result<Vec<Difference>> {
+    async fn drift_of(&self, desired: &BTreeMap<String, PinnedStack>) -> Result<Vec<Difference>> {
         let mut running: BTreeMap<String, Service> = self
             .stack_services(None)
             .await?
@@ -969,7 +940,11 @@ impl Swarm {
                     .as_ref()
                     .and_then(|t| t.container_spec.clone())
                     .unwrap_or_default();
-                let replicas = hs.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas);
+                let replicas = hs
+                    .mode
+                    .as_ref()
+                    .and_then(|m| m.replicated.as_ref())
+                    .and_then(|r| r.replicas);
                 if !svc.global && replicas != Some(svc.replicas.into()) {
                     out.push(Difference {
                         service: full.clone(),
@@ -1027,6 +1002,52 @@ impl Swarm {
             });
         }
         Ok(out)
+    }
+}
+
+impl Backend for Swarm {
+    const KIND: EngineKind = EngineKind::Swarm;
+
+    fn place(&self) -> String {
+        self.host.clone()
+    }
+
+    async fn check(&self) -> Result<String> {
+        let c = self.manager().await?;
+        Ok(format!(
+            "swarm at {}: manager {}, {} nodes, {} managers",
+            self.host, c.node, c.nodes, c.managers
+        ))
+    }
+
+    fn validate(&self, stack: &PinnedStack, registry: &str) -> Result<()> {
+        for (name, svc) in &stack.services {
+            spec::service_spec(stack, name, 0, &crate::backend::image_ref(registry, svc))?;
+        }
+        Ok(())
+    }
+
+    async fn check_image(&self, image: &str) -> Result<()> {
+        self.check_pull(image).await
+    }
+
+    async fn apply(
+        &self,
+        next: &PinnedStack,
+        entry: i64,
+        registry: &str,
+        secrets: &BTreeMap<String, SecretValue>,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Outcome> {
+        self.apply_stack(next, entry, registry, secrets, progress).await
+    }
+
+    async fn remove(&self, stack: &str) -> Result<Outcome> {
+        self.remove_stack(stack).await
+    }
+
+    async fn drift(&self, desired: &BTreeMap<String, PinnedStack>) -> Result<Vec<Difference>> {
+        self.drift_of(desired).await
     }
 }
 
@@ -1117,175 +1138,25 @@ fn converged(s: &Service, tasks: &[Task], svc: &PinnedService) -> bool {
 
 fn running_summary(tasks: &[Task]) -> String {
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
-    for t in tasks.iter().filter(|t| matches!(t.desired_state, Some(TaskState::RUNNING))) {
-        let s = t.status.as_ref().and_then(|s| s.state).map(|s| s.to_string()).unwrap_or_default();
+    for t in tasks
+        .iter()
+        .filter(|t| matches!(t.desired_state, Some(TaskState::RUNNING)))
+    {
+        let s = t
+            .status
+            .as_ref()
+            .and_then(|s| s.state)
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         *by_state.entry(s).or_default() += 1;
     }
     let parts: Vec<String> = by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    format!("tasks: {}", if parts.is_empty() { "none".into() } else { parts.join(", ") })
-}
-
-/// One change to a swarm stack, from the ledger's point of view.
-pub struct Change<'a> {
-    pub kind: &'a str,
-    /// The stack after the change (`engine` is set to swarm here).
-    pub stack: PinnedStack,
-    pub secrets: BTreeMap<String, SecretValue>,
-    pub actor: &'a str,
-    pub reason: Option<&'a str>,
-    /// Needed to deploy; scale and rollback reuse the stack's last one.
-    pub registry: Option<Registry>,
-    pub policy: Option<&'a Path>,
-}
-
-/// How a swarm change ended: the sealed entry and the outcome.
-pub struct Sealed {
-    pub entry: LedgerRow,
-    pub outcome: Outcome,
-}
-
-/// The last registry a swarm entry of `stack` recorded.
-fn last_registry(rows: &[LedgerRow], stack: &str) -> Option<Registry> {
-    rows.iter().rev().filter(|r| r.stack == stack).find_map(|r| {
-        let d: Detail = serde_json::from_str(r.detail.as_deref()?).ok()?;
-        Some(Registry {
-            host: d.registry?,
-            insecure: d.insecure.unwrap_or(false),
-        })
-    })
-}
-
-/// Holds `<root>/swarm.lock` while a swarm change runs from this root: a
-/// pending swarm entry found while it is free was left by a client that
-/// died, and is sealed as failed before anything else.
-struct ChangeLock(#[allow(dead_code)] std::fs::File);
-
-impl ChangeLock {
-    fn take(root: &Path) -> Result<ChangeLock> {
-        let path = root.join("swarm.lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| DeployError::Invalid(format!("{}: {e}", path.display())))?;
-        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-            DeployError::Invalid("another swarm change is being carried out from this root; wait for it".into())
-        })?;
-        Ok(ChangeLock(f))
-    }
-}
-
-/// Records `change` in the ledger and carries it out on `swarm`; blocks
-/// until every service converged or the stack was rolled back. Nothing is
-/// recorded when a check before it fails (manager, policy, push, pull).
-pub fn carry_out(
-    rt: &tokio::runtime::Runtime,
-    store: &mut Store,
-    swarm: &Swarm,
-    change: Change<'_>,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<Sealed> {
-    let Change {
-        kind,
-        mut stack,
-        secrets,
-        actor,
-        reason,
-        registry,
-        policy,
-    } = change;
-    stack.engine = EngineKind::Swarm;
-    let cluster = rt.block_on(swarm.manager())?;
-    progress(&format!(
-        "swarm at {}: {} nodes, {} managers",
-        swarm.host, cluster.nodes, cluster.managers
-    ));
-    let _lock = ChangeLock::take(store.root())?;
-    let rows = store.ledger_rows()?;
-    ledger::verify(&rows)?;
-    if let Some(last) = rows.last().filter(|r| r.outcome == ledger::PENDING) {
-        if ledger::stack_of(last)?.engine == EngineKind::Swarm {
-            let detail = serde_json::json!({"engine": "swarm", "interrupted": true}).to_string();
-            ledger::finish_with(store, last, ledger::FAILED, Some(detail))?;
-            progress(&format!(
-                "sealed entry #{} as failed: the client carrying it out stopped before it ended",
-                last.seq
-            ));
+    format!(
+        "tasks: {}",
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
         }
-    }
-    let rows = store.ledger_rows()?;
-    let registry = match (kind, registry) {
-        (ledger::RM, r) => r,
-        (_, Some(r)) => Some(r),
-        (_, None) => Some(last_registry(&rows, &stack.name).ok_or_else(|| {
-            DeployError::Invalid(
-                "--registry HOST:PORT is needed: the registry the swarm's nodes pull the images from".into(),
-            )
-        })?),
-    };
-    if kind != ledger::RM {
-        stack.validate(store)?;
-        if let Some(p) = policy {
-            crate::check_policy(store, &stack, p)?;
-        }
-        let registry = registry.as_ref().expect("set above for every kind but rm");
-        // Every service maps onto Swarm (or is refused, naming why) before
-        // anything is pushed or recorded.
-        for (name, svc) in &stack.services {
-            spec::service_spec(&stack, name, 0, &spec::image_ref(&registry.host, svc))?;
-        }
-        for (name, svc) in &stack.services {
-            let dest = registry.remote(&spec::push_ref(&registry.host, svc))?;
-            progress(&format!("pushing {name}: {}", spec::push_ref(&registry.host, svc)));
-            ingot_registry::client::push(
-                store,
-                &svc.digest.to_string(),
-                &dest,
-                std::sync::Arc::new(ingot_registry::client::Quiet),
-            )
-            .map_err(|e| DeployError::Invalid(format!("pushing the image of {name} to {}: {e}", registry.host)))?;
-        }
-        for svc in stack.services.values() {
-            rt.block_on(swarm.check_pull(&spec::image_ref(&registry.host, svc)))?;
-        }
-    }
-    let entry = ledger::append(store, kind, &stack, actor, reason)?;
-    progress(&format!("ledger entry #{}: {kind} of stack {} pending", entry.seq, stack.name));
-    let run = async {
-        tokio::select! {
-            r = async {
-                if kind == ledger::RM {
-                    swarm.remove(&stack.name).await
-                } else {
-                    let host = &registry.as_ref().expect("set for every kind but rm").host;
-                    swarm.apply(&stack, entry.seq, host, &secrets, progress).await
-                }
-            } => r,
-            _ = tokio::signal::ctrl_c() => Ok(Outcome {
-                outcome: ledger::FAILED.into(),
-                message: "interrupted (Ctrl-C): the swarm may still be converging; `ingot drift --engine swarm` shows where it stands".into(),
-                services: BTreeMap::new(),
-            }),
-        }
-    };
-    let outcome = match rt.block_on(run) {
-        Ok(o) => o,
-        Err(e) => Outcome {
-            outcome: ledger::FAILED.into(),
-            message: e.to_string(),
-            services: BTreeMap::new(),
-        },
-    };
-    let detail = Detail {
-        engine: "swarm".into(),
-        manager: swarm.host.clone(),
-        registry: registry.as_ref().map(|r| r.host.clone()),
-        insecure: registry.as_ref().map(|r| r.insecure),
-        services: serde_json::to_value(&outcome.services).unwrap_or_default(),
-        message: outcome.message.clone(),
-    };
-    let detail = serde_json::to_string(&detail).unwrap_or_default();
-    let entry = ledger::finish_with(store, &entry, &outcome.outcome, Some(detail))?;
-    Ok(Sealed { entry, outcome })
+    )
 }

@@ -17,7 +17,7 @@ use bollard::models::{
 use ingot_oci::Digest;
 
 use crate::compose::{EndpointMode, FailureAction, MountType, Order, PortMode, RestartCondition, UpdatePolicy};
-use crate::pin::{PinnedService, PinnedStack};
+use crate::pin::PinnedStack;
 use crate::{DeployError, Result};
 
 /// Labels ingot writes on every Swarm object it makes.
@@ -43,38 +43,10 @@ pub fn object_name(stack: &str, name: &str, digest: &Digest) -> String {
     format!("{stack}_{name}_{}", &digest.hex()[..12])
 }
 
-/// Where the nodes pull a service's image: `REGISTRY/REPO@DIGEST`, the
-/// repository being the image's own name without its registry and tag.
-pub fn image_ref(registry: &str, svc: &PinnedService) -> String {
-    format!("{registry}/{}@{}", repository(&svc.image), svc.digest)
-}
-
-/// The tag a pushed image keeps beside its digest (its own, else latest).
-pub fn push_ref(registry: &str, svc: &PinnedService) -> String {
-    let tag = tag_of(&svc.image).unwrap_or("latest");
-    format!("{registry}/{}:{tag}", repository(&svc.image))
-}
-
-fn repository(image: &str) -> String {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    let mut parts: Vec<&str> = no_digest.split('/').collect();
-    if parts.len() > 1 && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost") {
-        parts.remove(0);
-    }
-    let last = parts.pop().unwrap_or_default();
-    let name = last.split(':').next().unwrap_or(last);
-    parts.push(name);
-    parts.join("/")
-}
-
-fn tag_of(image: &str) -> Option<&str> {
-    let no_digest = image.split('@').next()?;
-    let last = no_digest.rsplit('/').next()?;
-    last.split_once(':').map(|(_, t)| t)
-}
-
 fn ns(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX / 1_000_000).saturating_mul(1_000_000)
+    i64::try_from(ms)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000)
 }
 
 fn update_config(p: &UpdatePolicy) -> ServiceSpecUpdateConfig {
@@ -178,7 +150,11 @@ pub fn service_spec(stack: &PinnedStack, name: &str, entry: i64, image: &str) ->
     }
     let health = Some(match &svc.health {
         Some(h) => HealthConfig {
-            test: Some(std::iter::once("CMD".to_string()).chain(h.test.iter().cloned()).collect()),
+            test: Some(
+                std::iter::once("CMD".to_string())
+                    .chain(h.test.iter().cloned())
+                    .collect(),
+            ),
             interval: Some(ns(h.interval_ms)),
             timeout: Some(ns(h.timeout_ms)),
             retries: Some(h.retries.into()),
@@ -298,7 +274,10 @@ pub fn service_spec(stack: &PinnedStack, name: &str, entry: i64, image: &str) ->
             (INGOT_SERVICE.to_string(), name.to_string()),
             (INGOT_STACK_DIGEST.to_string(), stack.digest()),
             (INGOT_VERSION.to_string(), svc.version()),
-            (INGOT_TEMPLATE.to_string(), Digest::sha256(&template).hex()[..16].to_string()),
+            (
+                INGOT_TEMPLATE.to_string(),
+                Digest::sha256(&template).hex()[..16].to_string(),
+            ),
             (INGOT_ENTRY.to_string(), entry.to_string()),
             (INGOT_HEALTH.to_string(), svc.health.is_some().to_string()),
         ])
@@ -351,13 +330,80 @@ pub fn resolve_ids(spec: &mut ServiceSpec, ids: &HashMap<String, String>) {
 mod tests {
     use super::*;
 
+    fn stack(extra: serde_json::Value) -> PinnedStack {
+        let policy = serde_json::json!({"parallelism": 1, "delay_ms": 0, "failure_action": "rollback",
+            "monitor_ms": 2000, "max_failure_ratio": 0.0, "order": "stop-first"});
+        let mut svc = serde_json::json!({
+            "image": "reg.example:5000/shop/web:v2",
+            "digest": format!("sha256:{}", "ab".repeat(32)),
+            "command": ["httpd", "-f"], "entrypoint": null, "env": ["A=1"],
+            "ports": [{"host_ip": "0.0.0.0", "published": 8080, "target": 80, "mode": "host"}],
+            "health": {"test": ["wget", "-q", "http://127.0.0.1/"], "interval_ms": 1000, "timeout_ms": 500,
+                       "retries": 2, "start_period_ms": 0},
+            "replicas": 3, "update": policy, "rollback": policy,
+            "restart": {"condition": "on-failure", "delay_ms": 5000, "max_attempts": 3},
+            "configs": [{"name": "motd", "digest": format!("sha256:{}", "cd".repeat(32)), "target": "/etc/motd"}],
+            "user": null, "workdir": null, "stop_grace_ms": 1000,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            svc[k] = v.clone();
+        }
+        serde_json::from_value(serde_json::json!({
+            "name": "shop", "services": {"web": svc},
+            "configs": {"motd": {"digest": format!("sha256:{}", "cd".repeat(32)), "content": "hi"}},
+        }))
+        .unwrap()
+    }
+
     #[test]
-    fn repositories_and_tags() {
-        assert_eq!(repository("web:v1"), "web");
-        assert_eq!(repository("shop/web:v1"), "shop/web");
-        assert_eq!(repository("localhost:5000/shop/web:v1"), "shop/web");
-        assert_eq!(repository("reg.example/web@sha256:ab"), "web");
-        assert_eq!(tag_of("localhost:5000/web"), None);
-        assert_eq!(tag_of("localhost:5000/web:v2"), Some("v2"));
+    fn a_service_maps_onto_swarm() {
+        let s = stack(serde_json::json!({}));
+        let spec = service_spec(&s, "web", 7, "reg:5000/shop/web@sha256:ab").unwrap();
+        assert_eq!(spec.name.as_deref(), Some("shop_web"));
+        let l = spec.labels.as_ref().unwrap();
+        assert_eq!(l[STACK_LABEL], "shop");
+        assert_eq!(l[INGOT_ENTRY], "7");
+        assert_eq!(l[INGOT_VERSION], s.services["web"].version());
+        let t = spec.task_template.as_ref().unwrap();
+        let c = t.container_spec.as_ref().unwrap();
+        assert_eq!(c.args.as_deref(), Some(&["httpd".to_string(), "-f".to_string()][..]));
+        assert_eq!(c.command, None, "no entrypoint: the image's");
+        let h = c.health_check.as_ref().unwrap();
+        assert_eq!(h.test.as_ref().unwrap()[0], "CMD");
+        assert_eq!(h.interval, Some(1_000_000_000));
+        assert_eq!(c.stop_grace_period, Some(1_000_000_000));
+        let cfg = &c.configs.as_ref().unwrap()[0];
+        assert_eq!(cfg.config_name.as_deref(), Some(&*format!("shop_motd_{}", &"cd".repeat(6))));
+        assert_eq!(cfg.file.as_ref().unwrap().mode, Some(0o444));
+        let mode = spec.mode.as_ref().unwrap();
+        assert_eq!(mode.replicated.as_ref().unwrap().replicas, Some(3));
+        let u = spec.update_config.as_ref().unwrap();
+        assert_eq!(u.monitor, Some(2_000_000_000));
+        assert_eq!(u.failure_action, Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK));
+        let p = &spec.endpoint_spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+        assert_eq!((p.published_port, p.target_port), (Some(8080), Some(80)));
+        assert_eq!(p.publish_mode, Some(EndpointPortConfigPublishModeEnum::HOST));
+        let r = t.restart_policy.as_ref().unwrap();
+        assert_eq!(r.condition, Some(TaskSpecRestartPolicyConditionEnum::ON_FAILURE));
+        assert_eq!(r.max_attempts, Some(3));
+        let net = &t.networks.as_ref().unwrap()[0];
+        assert_eq!(net.target.as_deref(), Some("shop_default"));
+
+        // Global, no health check: one task per node, the image's check off.
+        let g = stack(serde_json::json!({"global": true, "health": null}));
+        let spec = service_spec(&g, "web", 1, "x").unwrap();
+        assert!(spec.mode.as_ref().unwrap().global.is_some());
+        let c = spec.task_template.unwrap().container_spec.unwrap();
+        assert_eq!(c.health_check.unwrap().test.unwrap(), ["NONE"]);
+    }
+
+    #[test]
+    fn what_swarm_cannot_honour_is_refused_by_field() {
+        let lo = stack(serde_json::json!({"ports": [{"host_ip": "127.0.0.1", "published": 8080, "target": 80}]}));
+        let e = service_spec(&lo, "web", 1, "x").unwrap_err().to_string();
+        assert!(e.contains("services.web.ports[0]") && e.contains("host_ip: 0.0.0.0"), "{e}");
+        let bind = stack(serde_json::json!({"mounts": [{"type": "bind", "source": "/srv", "target": "/data", "read_only": true}]}));
+        let e = service_spec(&bind, "web", 1, "x").unwrap_err().to_string();
+        assert!(e.contains("services.web.volumes[0]") && e.contains("named volume"), "{e}");
     }
 }

@@ -231,7 +231,12 @@ fn report(cli: &Cli, r: &Value) -> Result<ExitCode> {
 
 /// Prints the daemon's JSON answer `v` as JSON, or as a table of `header`
 /// with one row per array element.
-pub(super) fn json_or_table(cli: &Cli, v: &Value, header: &[&str], row: impl Fn(&Value) -> Vec<String>) -> Result<ExitCode> {
+pub(super) fn json_or_table(
+    cli: &Cli,
+    v: &Value,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> Result<ExitCode> {
     match cli.format {
         Format::Json => output::json(v)?,
         Format::Table => {

@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use ingot_deploy::pin::{EngineKind, PinnedStack};
-use ingot_deploy::swarm::{self, Registry, Swarm};
+use ingot_deploy::backend::{self, Backend, Registry};
 use ingot_deploy::ledger;
+use ingot_deploy::pin::{EngineKind, PinnedStack};
+use ingot_deploy::swarm::{self, Swarm};
 use ingot_store::Store;
 use serde_json::json;
 
@@ -44,11 +45,11 @@ fn progress(cli: &Cli) -> impl Fn(&str) + Sync {
     }
 }
 
-fn carry_out(root: &Path, cli: &Cli, change: swarm::Change<'_>) -> Result<ExitCode> {
+fn carry_out(root: &Path, cli: &Cli, change: backend::Change<'_>) -> Result<ExitCode> {
     let swarm = connect()?;
     let rt = rt()?;
     let mut store = Store::open(root)?;
-    let sealed = swarm::carry_out(&rt, &mut store, &swarm, change, &progress(cli))?;
+    let sealed = backend::carry_out(&rt, &mut store, &swarm, change, &progress(cli))?;
     let (e, o) = (&sealed.entry, &sealed.outcome);
     match cli.format {
         Format::Json => output::json(&json!({
@@ -61,7 +62,11 @@ fn carry_out(root: &Path, cli: &Cli, change: swarm::Change<'_>) -> Result<ExitCo
             );
             println!("  stack digest {}  hash {}", e.digest, e.hash);
             for (name, r) in &o.services {
-                let msg = if r.message.is_empty() { String::new() } else { format!(": {}", r.message) };
+                let msg = if r.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.message)
+                };
                 println!("  {}_{name}: {} ({}){msg}", e.stack, r.action, r.state);
             }
         }
@@ -84,7 +89,7 @@ pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&s
     carry_out(
         root,
         cli,
-        swarm::Change {
+        backend::Change {
             kind: ledger::DEPLOY,
             stack,
             secrets,
@@ -137,7 +142,7 @@ pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {
     carry_out(
         root,
         cli,
-        swarm::Change {
+        backend::Change {
             kind: ledger::SCALE,
             stack: pinned,
             secrets: BTreeMap::new(),
@@ -159,7 +164,7 @@ pub fn rollback(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
     carry_out(
         root,
         cli,
-        swarm::Change {
+        backend::Change {
             kind: ledger::ROLLBACK,
             stack: pinned,
             secrets: BTreeMap::new(),
@@ -179,7 +184,7 @@ pub fn stack_rm(root: &Path, cli: &Cli, stack: &str) -> Result<ExitCode> {
     carry_out(
         root,
         cli,
-        swarm::Change {
+        backend::Change {
             kind: ledger::RM,
             stack: pinned,
             secrets: BTreeMap::new(),
@@ -196,22 +201,27 @@ pub fn services(cli: &Cli) -> Result<ExitCode> {
     let rt = rt()?;
     rt.block_on(swarm.manager())?;
     let v = serde_json::to_value(rt.block_on(swarm.services(None))?)?;
-    json_or_table(cli, &v, &["NAME", "MODE", "REPLICAS", "DIGEST", "UPDATE", "PORTS"], |s| {
-        let ports: Vec<&str> = s["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str())
-            .collect();
-        vec![
-            text(&s["name"]),
-            text(&s["mode"]),
-            format!("{}/{}", s["running"], s["desired"]),
-            short(&s["digest"]),
-            text(&s["update"]),
-            ports.join(","),
-        ]
-    })
+    json_or_table(
+        cli,
+        &v,
+        &["NAME", "MODE", "REPLICAS", "DIGEST", "UPDATE", "PORTS"],
+        |s| {
+            let ports: Vec<&str> = s["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str())
+                .collect();
+            vec![
+                text(&s["name"]),
+                text(&s["mode"]),
+                format!("{}/{}", s["running"], s["desired"]),
+                short(&s["digest"]),
+                text(&s["update"]),
+                ports.join(","),
+            ]
+        },
+    )
 }
 
 pub fn service_ps(cli: &Cli, service: &str) -> Result<ExitCode> {
@@ -222,7 +232,9 @@ pub fn service_ps(cli: &Cli, service: &str) -> Result<ExitCode> {
     json_or_table(
         cli,
         &v,
-        &["ID", "SLOT", "NODE", "DESIRED", "STATE", "HEALTH", "DIGEST", "PORTS", "ERROR"],
+        &[
+            "ID", "SLOT", "NODE", "DESIRED", "STATE", "HEALTH", "DIGEST", "PORTS", "ERROR",
+        ],
         |t| {
             let ports: Vec<&str> = t["ports"]
                 .as_array()
