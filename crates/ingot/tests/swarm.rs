@@ -58,8 +58,9 @@ fn stack(api: &str, web: &str) -> String {
     {health}
     stop_grace_period: 1s
     environment: {{ROLE: api}}
+    volumes: [data:/data]
     deploy:
-      replicas: 2
+      mode: global
       endpoint_mode: dnsrr
       update_config: {api_update}
       rollback_config: {{parallelism: 0, monitor: 1s}}
@@ -85,6 +86,8 @@ configs:
   motd: {{content: hello from the ledger}}
 secrets:
   token: {{file: ./token}}
+volumes:
+  data: {{}}
 "
     )
 }
@@ -266,7 +269,7 @@ fn a_stack_on_a_three_node_swarm() {
     let t0 = Instant::now();
     ok(&deploy("first release"), "deploy v1");
     eprintln!(
-        "deploy v1 (create 2 services, 5 tasks): {:.1} s",
+        "deploy v1 (create 2 services, 6 tasks): {:.1} s",
         t0.elapsed().as_secs_f64()
     );
     let entries = ledger(&ingot);
@@ -316,6 +319,11 @@ fn a_stack_on_a_three_node_swarm() {
     let id = id.trim();
     assert_eq!(lab.docker(1, &["exec", id, "cat", "/etc/motd"]).unwrap(), "hello from the ledger");
     assert_eq!(lab.docker(1, &["exec", id, "cat", "/run/secrets/token"]).unwrap(), "s3cret");
+    // api is global: one task on every node, each with the named volume.
+    let api = services.as_array().unwrap().iter().find(|s| s["name"] == "shop_api").unwrap();
+    assert_eq!((api["mode"].as_str(), api["running"].as_u64()), (Some("global"), Some(3)), "{api}");
+    let vols = lab.docker(2, &["volume", "ls", "-q"]).unwrap();
+    assert!(vols.lines().any(|v| v.ends_with("data")), "{vols}");
     // The image's referrers (its SBOM) travelled with it.
     let refs = get(&reg_addr, &format!("/v2/web/referrers/{}", digests[0])).unwrap();
     let refs: Value = serde_json::from_str(&refs).unwrap();
@@ -326,7 +334,7 @@ fn a_stack_on_a_three_node_swarm() {
     let t0 = Instant::now();
     ok(&deploy("second release"), "deploy v2");
     eprintln!(
-        "deploy v2 (rolling update of 5 tasks): {:.1} s",
+        "deploy v2 (rolling update of 6 tasks): {:.1} s",
         t0.elapsed().as_secs_f64()
     );
     for n in 1..=3 {

@@ -342,6 +342,23 @@ impl Swarm {
         secrets: &BTreeMap<String, SecretValue>,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Outcome> {
+        let ingress: Vec<&String> = next
+            .services
+            .iter()
+            .filter(|(_, s)| s.ports.iter().any(|p| p.mode == crate::compose::PortMode::Ingress))
+            .map(|(n, _)| n)
+            .collect();
+        if !ingress.is_empty() {
+            progress(&format!(
+                "{} publish ports in ingress mode: Swarm's routing mesh needs IPVS in every node's kernel{}",
+                ingress.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                if self.host.starts_with("unix://") && !Path::new("/proc/net/ip_vs").exists() {
+                    " (this machine's kernel has none: those ports will not answer here; use mode: host)"
+                } else {
+                    ""
+                }
+            ));
+        }
         let ids = self.ensure_objects(next, secrets).await?;
         let mut reports: BTreeMap<String, ServiceReport> = BTreeMap::new();
         // Services this change touched, in order: (name, created).
