@@ -101,6 +101,16 @@ pub struct ServiceReport {
     pub message: String,
 }
 
+impl ServiceReport {
+    pub fn new(action: &str, state: &str, message: impl Into<String>) -> ServiceReport {
+        ServiceReport {
+            action: action.into(),
+            state: state.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A change's outcome on a backend.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {

@@ -239,21 +239,28 @@ impl Drop for Ingot {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
         let dir = self.dir.path().to_string_lossy().into_owned();
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&dir))
-            .map(String::from)
-            .collect();
-        for m in mounts.iter().rev() {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
+        let mounts = unmount_under(self.dir.path());
         if !std::thread::panicking() {
             assert!(left.is_empty(), "processes of {needle} were left running: {left:?}");
             assert!(mounts.is_empty(), "mounts under {dir} were left: {mounts:?}");
         }
     }
+}
+
+/// Lazily unmounts every mount under `dir` (deepest first); returns them.
+pub fn unmount_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(String::from)
+        .collect();
+    for m in mounts.iter().rev() {
+        let _ = Command::new("umount").args(["-l", m]).status();
+    }
+    mounts
 }
 
 /// (pid, command line) of every process whose command line contains `needle`.

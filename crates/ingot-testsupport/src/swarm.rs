@@ -313,17 +313,7 @@ impl SwarmLab {
         }
         let _ = ip(&["netns", "del", &format!("{}-hub", self.tag)]);
         let _ = ip(&["link", "del", &format!("{}h", self.tag)]);
-        let dir = self.dir.to_string_lossy().into_owned();
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&dir))
-            .map(String::from)
-            .collect();
-        for m in mounts.iter().rev() {
-            let _ = Command::new("umount").args(["-l", m]).status();
-        }
+        crate::unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

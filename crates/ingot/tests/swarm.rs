@@ -183,85 +183,37 @@ fn a_stack_on_a_three_node_swarm() {
     let manager = lab.docker_host(1);
     let reg_addr = format!("{}:{}", lab.host_ip(), 5000 + std::process::id() % 1000);
     let _registry = Registry::start(&reg_addr);
-    let deploy = |reason: &str| {
-        with_host(
-            &ingot,
-            &manager,
-            &[
-                "deploy",
-                "-f",
-                file.to_str().unwrap(),
-                "--name",
-                "shop",
-                "--registry",
-                &reg_addr,
-                "--insecure",
-                "--reason",
-                reason,
-            ],
-        )
+    let deploy_to = |host: &str, extra: &[&str]| {
+        let mut args = vec!["deploy", "-f", file.to_str().unwrap(), "--name", "shop"];
+        args.extend_from_slice(extra);
+        with_host(&ingot, host, &args)
     };
+    let deploy = |reason: &str| deploy_to(&manager, &["--registry", &reg_addr, "--insecure", "--reason", reason]);
     std::fs::write(&file, stack("web:v1", "web:v1")).unwrap();
 
-    // Bad input first: nothing may reach the ledger.
-    let o = with_host(
-        &ingot,
-        "unix:///nonexistent/docker.sock",
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "--name",
-            "shop",
-            "--registry",
-            &reg_addr,
-            "--insecure",
-        ],
+    // Bad input first: nothing may reach the ledger or the swarm.
+    let refused = |o: std::process::Output, why: &str| {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(why), "wanted {why:?}: {err}");
+    };
+    let to_registry = ["--registry", reg_addr.as_str(), "--insecure"];
+    refused(
+        deploy_to("unix:///nonexistent/docker.sock", &to_registry),
+        "no Docker engine answers",
     );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("no Docker engine answers"), "{err}");
-    let o = with_host(
-        &ingot,
-        &lab.docker_host(2),
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "--name",
-            "shop",
-            "--registry",
-            &reg_addr,
-            "--insecure",
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("worker node"), "{err}");
+    refused(deploy_to(&lab.docker_host(2), &to_registry), "worker node");
     // A registry the host can push to but the nodes cannot reach.
     let lo = format!("127.0.0.1:{}", ingot_testsupport::free_port());
     let loopback = Registry::start(&lo);
-    let o = with_host(
-        &ingot,
-        &manager,
-        &[
-            "deploy",
-            "-f",
-            file.to_str().unwrap(),
-            "--name",
-            "shop",
-            "--registry",
-            &lo,
-        ],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("cannot resolve"), "{err}");
+    refused(deploy_to(&manager, &["--registry", &lo]), "cannot resolve");
     drop(loopback);
     // An image policy that wants signatures: refused before anything moves.
     let key = ingot.path("k");
     ingot.ok(&["key", "generate", "--out", key.to_str().unwrap()]);
     let policy = ingot.write("policy.toml", b"trusted_keys = [\"k.pub\"]\n");
-    let o = with_host(&ingot, &manager, &["deploy", "-f", file.to_str().unwrap(), "--name", "shop", "--registry", &reg_addr, "--insecure", "--policy", policy.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("policy refused web:v1: trusted_keys"), "{err}");
+    let mut with_policy = to_registry.to_vec();
+    with_policy.extend(["--policy", policy.to_str().unwrap()]);
+    refused(deploy_to(&manager, &with_policy), "policy refused web:v1: trusted_keys");
     assert!(ledger(&ingot).is_empty(), "a refused change left a ledger entry");
     assert!(images(&lab, "shop").is_empty(), "a refused change reached the swarm");
 
@@ -314,14 +266,32 @@ fn a_stack_on_a_three_node_swarm() {
     assert!(running.iter().all(|t| t["health"] == "healthy"), "{ps}");
     // The config and the secret, inside a task on node 1.
     let id = lab
-        .docker(1, &["ps", "-q", "--filter", "label=com.docker.swarm.service.name=shop_web"])
+        .docker(
+            1,
+            &["ps", "-q", "--filter", "label=com.docker.swarm.service.name=shop_web"],
+        )
         .unwrap();
     let id = id.trim();
-    assert_eq!(lab.docker(1, &["exec", id, "cat", "/etc/motd"]).unwrap(), "hello from the ledger");
-    assert_eq!(lab.docker(1, &["exec", id, "cat", "/run/secrets/token"]).unwrap(), "s3cret");
+    assert_eq!(
+        lab.docker(1, &["exec", id, "cat", "/etc/motd"]).unwrap(),
+        "hello from the ledger"
+    );
+    assert_eq!(
+        lab.docker(1, &["exec", id, "cat", "/run/secrets/token"]).unwrap(),
+        "s3cret"
+    );
     // api is global: one task on every node, each with the named volume.
-    let api = services.as_array().unwrap().iter().find(|s| s["name"] == "shop_api").unwrap();
-    assert_eq!((api["mode"].as_str(), api["running"].as_u64()), (Some("global"), Some(3)), "{api}");
+    let api = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "shop_api")
+        .unwrap();
+    assert_eq!(
+        (api["mode"].as_str(), api["running"].as_u64()),
+        (Some("global"), Some(3)),
+        "{api}"
+    );
     let vols = lab.docker(2, &["volume", "ls", "-q"]).unwrap();
     assert!(vols.lines().any(|v| v.ends_with("data")), "{vols}");
     // The image's referrers (its SBOM) travelled with it.

@@ -461,14 +461,7 @@ impl Swarm {
                     );
                 }
                 Err(Waited::Paused(msg)) => {
-                    reports.insert(
-                        name.clone(),
-                        ServiceReport {
-                            action: "updated".into(),
-                            state: "paused".into(),
-                            message: msg.clone(),
-                        },
-                    );
+                    reports.insert(name.clone(), ServiceReport::new("updated", "paused", msg.clone()));
                     return Ok(Outcome {
                         outcome: ledger::PAUSED.into(),
                         message: format!("the update of {full} paused (its failure_action): {msg}"),
@@ -499,14 +492,7 @@ impl Swarm {
                         .delete_service(name_of(&s))
                         .await
                         .map_err(self.api(&format!("removing service {}", name_of(&s))))?;
-                    reports.insert(
-                        svc_name,
-                        ServiceReport {
-                            action: "removed".into(),
-                            state: "removed".into(),
-                            message: String::new(),
-                        },
-                    );
+                    reports.insert(svc_name, ServiceReport::new("removed", "removed", ""));
                 }
             }
             return Ok(Outcome {
@@ -524,11 +510,7 @@ impl Swarm {
             if *name == failed && swarm_rolled_back {
                 reports.insert(
                     name.clone(),
-                    ServiceReport {
-                        action: "rolled-back".into(),
-                        state: "rollback_completed".into(),
-                        message: why.clone(),
-                    },
+                    ServiceReport::new("rolled-back", "rollback_completed", why.clone()),
                 );
                 continue;
             }
@@ -566,14 +548,7 @@ impl Swarm {
             .cloned()
             .collect();
         for name in untouched {
-            reports.insert(
-                name,
-                ServiceReport {
-                    action: "not-started".into(),
-                    state: String::new(),
-                    message: String::new(),
-                },
-            );
+            reports.insert(name, ServiceReport::new("not-started", "", ""));
         }
         let full = spec::scoped(&next.name, &failed);
         if rollback_errors.is_empty() {
@@ -859,11 +834,7 @@ impl Swarm {
                 .map_err(self.api(&format!("removing service {}", name_of(&s))))?;
             reports.insert(
                 label_of(&s, spec::INGOT_SERVICE).unwrap_or_default(),
-                ServiceReport {
-                    action: "removed".into(),
-                    state: "removed".into(),
-                    message: String::new(),
-                },
+                ServiceReport::new("removed", "removed", ""),
             );
         }
         let filters = HashMap::from([("label", vec![format!("{}={stack}", spec::INGOT_STACK)])]);

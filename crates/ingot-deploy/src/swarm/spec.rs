@@ -373,13 +373,19 @@ mod tests {
         assert_eq!(h.interval, Some(1_000_000_000));
         assert_eq!(c.stop_grace_period, Some(1_000_000_000));
         let cfg = &c.configs.as_ref().unwrap()[0];
-        assert_eq!(cfg.config_name.as_deref(), Some(&*format!("shop_motd_{}", &"cd".repeat(6))));
+        assert_eq!(
+            cfg.config_name.as_deref(),
+            Some(&*format!("shop_motd_{}", &"cd".repeat(6)))
+        );
         assert_eq!(cfg.file.as_ref().unwrap().mode, Some(0o444));
         let mode = spec.mode.as_ref().unwrap();
         assert_eq!(mode.replicated.as_ref().unwrap().replicas, Some(3));
         let u = spec.update_config.as_ref().unwrap();
         assert_eq!(u.monitor, Some(2_000_000_000));
-        assert_eq!(u.failure_action, Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK));
+        assert_eq!(
+            u.failure_action,
+            Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK)
+        );
         let p = &spec.endpoint_spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
         assert_eq!((p.published_port, p.target_port), (Some(8080), Some(80)));
         assert_eq!(p.publish_mode, Some(EndpointPortConfigPublishModeEnum::HOST));
@@ -401,9 +407,17 @@ mod tests {
     fn what_swarm_cannot_honour_is_refused_by_field() {
         let lo = stack(serde_json::json!({"ports": [{"host_ip": "127.0.0.1", "published": 8080, "target": 80}]}));
         let e = service_spec(&lo, "web", 1, "x").unwrap_err().to_string();
-        assert!(e.contains("services.web.ports[0]") && e.contains("host_ip: 0.0.0.0"), "{e}");
-        let bind = stack(serde_json::json!({"mounts": [{"type": "bind", "source": "/srv", "target": "/data", "read_only": true}]}));
+        assert!(
+            e.contains("services.web.ports[0]") && e.contains("host_ip: 0.0.0.0"),
+            "{e}"
+        );
+        let bind = stack(
+            serde_json::json!({"mounts": [{"type": "bind", "source": "/srv", "target": "/data", "read_only": true}]}),
+        );
         let e = service_spec(&bind, "web", 1, "x").unwrap_err().to_string();
-        assert!(e.contains("services.web.volumes[0]") && e.contains("named volume"), "{e}");
+        assert!(
+            e.contains("services.web.volumes[0]") && e.contains("named volume"),
+            "{e}"
+        );
     }
 }

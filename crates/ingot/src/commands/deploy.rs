@@ -417,11 +417,17 @@ pub fn drift(root: &Path, cli: &Cli) -> Result<ExitCode> {
     let store = Store::open(root)?;
     ingot_runtime::reconcile(&store)?;
     let diffs = ingot_deploy::drift::drift(&store)?;
+    print_drift(cli, &diffs, "running replicas match the ledger")
+}
+
+/// Prints differences (`none`: what matches when there are none); exit 1
+/// on any.
+pub(super) fn print_drift(cli: &Cli, diffs: &[ingot_deploy::drift::Difference], none: &str) -> Result<ExitCode> {
     match cli.format {
         Format::Json => output::json(&diffs)?,
         Format::Table if diffs.is_empty() => {
             if !cli.quiet {
-                println!("No drift: running replicas match the ledger");
+                println!("No drift: {none}");
             }
         }
         Format::Table => {

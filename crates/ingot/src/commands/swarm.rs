@@ -196,6 +196,12 @@ pub fn stack_rm(root: &Path, cli: &Cli, stack: &str) -> Result<ExitCode> {
     )
 }
 
+/// A JSON array of strings, comma-separated.
+fn strings(v: &serde_json::Value) -> String {
+    let all: Vec<&str> = v.as_array().into_iter().flatten().filter_map(|p| p.as_str()).collect();
+    all.join(",")
+}
+
 pub fn services(cli: &Cli) -> Result<ExitCode> {
     let swarm = connect()?;
     let rt = rt()?;
@@ -236,12 +242,6 @@ pub fn service_ps(cli: &Cli, service: &str) -> Result<ExitCode> {
             "ID", "SLOT", "NODE", "DESIRED", "STATE", "HEALTH", "DIGEST", "PORTS", "ERROR",
         ],
         |t| {
-            let ports: Vec<&str> = t["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.as_str())
-                .collect();
             vec![
                 text(&t["id"]).chars().take(12).collect(),
                 t["slot"].to_string(),
@@ -250,7 +250,7 @@ pub fn service_ps(cli: &Cli, service: &str) -> Result<ExitCode> {
                 text(&t["state"]),
                 text(&t["health"]),
                 short(&t["digest"]),
-                ports.join(","),
+                strings(&t["ports"]),
                 text(&t["error"]),
             ]
         },
@@ -263,24 +263,5 @@ pub fn drift(root: &Path, cli: &Cli) -> Result<ExitCode> {
     let rt = rt()?;
     rt.block_on(swarm.manager())?;
     let diffs = rt.block_on(swarm.drift(&desired))?;
-    match cli.format {
-        Format::Json => output::json(&diffs)?,
-        Format::Table if diffs.is_empty() => {
-            if !cli.quiet {
-                println!("No drift: the swarm's services match the ledger");
-            }
-        }
-        Format::Table => {
-            let t: Vec<Vec<String>> = diffs
-                .iter()
-                .map(|d| vec![d.service.clone(), d.what.clone(), d.desired.clone(), d.actual.clone()])
-                .collect();
-            output::table(&["SERVICE", "WHAT", "DESIRED", "ACTUAL"], &t)?;
-        }
-    }
-    Ok(if diffs.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    super::deploy::print_drift(cli, &diffs, "the swarm's services match the ledger")
 }
