@@ -175,6 +175,9 @@ pub struct Change<'a> {
     pub reason: Option<&'a str>,
     /// Needed to deploy; scale and rollback reuse the stack's last one.
     pub registry: Option<Registry>,
+    /// The last entry's seq the stack was derived from (scale, rollback,
+    /// rm): the change is refused if the ledger moved on meanwhile.
+    pub based_on: Option<i64>,
     pub policy: Option<&'a Path>,
 }
 
@@ -238,6 +241,7 @@ pub fn carry_out<B: Backend>(
         reason,
         registry,
         policy,
+        based_on,
     } = change;
     stack.engine = B::KIND;
     progress(&rt.block_on(backend.check())?);
@@ -255,6 +259,13 @@ pub fn carry_out<B: Backend>(
         }
     }
     let rows = store.ledger_rows()?;
+    let last = rows.last().map_or(0, |r| r.seq);
+    if based_on.is_some_and(|b| b != last) {
+        return Err(DeployError::Invalid(format!(
+            "the ledger moved on (entry #{last}) while this {kind} was prepared from it; run it again"
+        )));
+    }
+    ledger::check_append(&rows, &stack)?;
     let registry = match (kind, registry) {
         (ledger::RM, r) => r,
         (_, Some(r)) => Some(r),

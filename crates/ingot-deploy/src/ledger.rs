@@ -70,6 +70,36 @@ pub fn hash(row: &LedgerRow) -> String {
     Digest::sha256(&bytes).hex().to_string()
 }
 
+/// Whether an entry for `stack` could be appended after `rows`: no change
+/// is in progress, and the stack does not live on another engine.
+pub fn check_append(rows: &[LedgerRow], stack: &PinnedStack) -> Result<()> {
+    if let Some(last) = rows.last() {
+        if last.outcome == PENDING {
+            let engine = stack_of(last).map(|s| s.engine).unwrap_or_default();
+            let hint = match engine {
+                EngineKind::Local => String::new(),
+                other => format!(
+                    " on the {other} engine (if its client died, the next `--engine {other}` command from this root seals it)"
+                ),
+            };
+            return Err(DeployError::Ledger {
+                seq: last.seq,
+                why: format!("{} of stack {} is still in progress{hint}", last.kind, last.stack),
+            });
+        }
+    }
+    // One stack, one engine: moving it means removing it first.
+    if let Some(there) = desired(rows)?.get(&stack.name) {
+        if there.engine != stack.engine {
+            return Err(DeployError::Invalid(format!(
+                "stack {} is deployed on the {} engine, not {}: remove it there first (`ingot stack rm {} --engine {}`)",
+                stack.name, there.engine, stack.engine, stack.name, there.engine
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Appends a pending entry for `kind` of `stack`; returns it.
 pub fn append(
     store: &mut Store,
@@ -79,23 +109,7 @@ pub fn append(
     reason: Option<&str>,
 ) -> Result<LedgerRow> {
     let rows = store.ledger_rows()?;
-    if let Some(last) = rows.last() {
-        if last.outcome == PENDING {
-            return Err(DeployError::Ledger {
-                seq: last.seq,
-                why: format!("{} of stack {} is still in progress", last.kind, last.stack),
-            });
-        }
-    }
-    // One stack, one engine: moving it means removing it first.
-    if let Some(there) = desired(&rows)?.get(&stack.name) {
-        if there.engine != stack.engine {
-            return Err(DeployError::Invalid(format!(
-                "stack {} is deployed on the {} engine, not {}: remove it there first (`ingot stack rm {} --engine {}`)",
-                stack.name, there.engine, stack.engine, stack.name, there.engine
-            )));
-        }
-    }
+    check_append(&rows, stack)?;
     let body = String::from_utf8(stack.canonical()).unwrap_or_default();
     let mut row = LedgerRow {
         seq: rows.last().map_or(1, |r| r.seq + 1),
@@ -212,6 +226,10 @@ pub fn rollback_target(rows: &[LedgerRow], stack: &str, name: &str, service: &st
     for r in rows.iter().filter(|r| applies(r)) {
         if r.kind == RM {
             state.remove(&r.stack);
+            if r.stack == stack {
+                // A removed stack's past is not its rollback target.
+                target = None;
+            }
         } else if let Ok(s) = serde_json::from_str::<PinnedStack>(&r.body) {
             state.insert(r.stack.clone(), s);
         }

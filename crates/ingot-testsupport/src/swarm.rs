@@ -32,6 +32,9 @@ pub struct SwarmLab {
     /// `10.79.N`: the host is `.1`, node i is `.1i`.
     pub prefix: String,
     nodes: usize,
+    /// Whether dropping it asserts that nothing is left (not while the
+    /// failure of its own start is being reported).
+    check: bool,
 }
 
 fn sh(cmd: &mut Command) -> Result<String, String> {
@@ -81,13 +84,8 @@ impl SwarmLab {
     /// Starts `nodes` dockerds and joins them: node 1 the manager, the rest
     /// workers. Panics (after cleaning up) when that fails.
     pub fn start(nodes: usize) -> SwarmLab {
-        let pid = std::process::id();
-        let lab = SwarmLab {
-            dir: PathBuf::from(format!("/run/isw{pid}")),
-            tag: format!("isw{pid}"),
-            prefix: format!("10.79.{}", pid % 250 + 1),
-            nodes,
-        };
+        reap_stale();
+        let mut lab = SwarmLab::named(std::process::id(), nodes);
         let t0 = Instant::now();
         if let Err(e) = lab.up() {
             let logs: String = (1..=nodes)
@@ -100,11 +98,22 @@ impl SwarmLab {
                     )
                 })
                 .collect();
+            lab.check = false;
             drop(lab);
             panic!("swarm lab: {e}\n{logs}");
         }
         eprintln!("swarm lab: {nodes} nodes up in {:.1} s", t0.elapsed().as_secs_f64());
         lab
+    }
+
+    fn named(pid: u32, nodes: usize) -> SwarmLab {
+        SwarmLab {
+            dir: PathBuf::from(format!("/run/isw{pid}")),
+            tag: format!("isw{pid}"),
+            prefix: format!("10.79.{}", pid % 250 + 1),
+            nodes,
+            check: true,
+        }
     }
 
     fn node_dir(&self, n: usize) -> PathBuf {
@@ -224,11 +233,18 @@ impl SwarmLab {
         Ok(())
     }
 
+    /// The lab's cgroups of node `n` in every v1 hierarchy (its daemon's
+    /// `<tag>-nN.d`, and `<tag>-nN`, dockerd's cgroup parent).
     fn cgroups(&self, n: usize) -> Vec<PathBuf> {
+        let names = [format!("{}-n{n}.d", self.tag), format!("{}-n{n}", self.tag)];
         let mut out = Vec::new();
-        for c in ["memory", "pids"] {
-            out.push(PathBuf::from(format!("/sys/fs/cgroup/{c}/{}-n{n}.d", self.tag)));
-            out.push(PathBuf::from(format!("/sys/fs/cgroup/{c}/{}-n{n}", self.tag)));
+        for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            for name in &names {
+                let p = h.path().join(name);
+                if p.is_dir() {
+                    out.push(p);
+                }
+            }
         }
         out
     }
@@ -318,6 +334,30 @@ impl SwarmLab {
     }
 }
 
+/// Tears down the labs of test processes that died without dropping
+/// theirs (killed by a timeout): their dockerds would otherwise run on, and
+/// hold the address range a later test with the same pid modulo 250 needs.
+fn reap_stale() {
+    let listed = ip(&["netns", "list"]).unwrap_or_default();
+    for line in listed.lines() {
+        let Some(pid) = line
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.strip_prefix("isw"))
+            .and_then(|n| n.strip_suffix("-hub"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("swarm lab: tearing down the lab of dead test process {pid}");
+            let mut stale = SwarmLab::named(pid, 9);
+            stale.check = false;
+            drop(stale);
+        }
+    }
+}
+
 /// Every pid in a cgroup and its children.
 fn cgroup_procs(cg: &Path) -> Vec<i32> {
     let mut out: Vec<i32> = std::fs::read_to_string(cg.join("cgroup.procs"))
@@ -353,14 +393,17 @@ impl Drop for SwarmLab {
         self.down();
         let needle = self.dir.to_string_lossy().into_owned();
         let left = crate::processes_naming(&needle);
+        let mine = format!("{}-", self.tag);
         let netns_left = ip(&["netns", "list"])
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.starts_with(&self.tag))
+            .filter(|l| l.starts_with(&mine))
             .count();
-        if !std::thread::panicking() {
+        let cgroups_left: Vec<PathBuf> = (1..=self.nodes).flat_map(|n| self.cgroups(n)).collect();
+        if self.check && !std::thread::panicking() {
             assert!(left.is_empty(), "swarm lab: processes left: {left:?}");
             assert_eq!(netns_left, 0, "swarm lab: network namespaces left");
+            assert!(cgroups_left.is_empty(), "swarm lab: cgroups left: {cgroups_left:?}");
             assert!(!self.dir.exists(), "swarm lab: {} left", self.dir.display());
         }
     }

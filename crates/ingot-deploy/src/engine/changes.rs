@@ -257,6 +257,10 @@ impl Engine {
             }
         };
         let previous = self.current(&stack.name).await?;
+        // Refused now rather than at the append, before anything is staged.
+        let s = stack.clone();
+        self.blocking(move |store| ledger::check_append(&store.ledger_rows()?, &s))
+            .await?;
         if kind != ledger::RM {
             stack.runs_locally()?;
             self.check_policy(&stack).await?;

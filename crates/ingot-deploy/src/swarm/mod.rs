@@ -38,8 +38,9 @@ use crate::ledger;
 use crate::pin::{EngineKind, PinnedService, PinnedStack, SecretValue};
 use crate::{DeployError, Result};
 
-/// The Engine API version spoken (Docker 20.10's).
-pub const API: ClientVersion = ClientVersion {
+/// The oldest Engine API version spoken (Docker 20.10's); the version is
+/// negotiated down from bollard's own to the server's.
+pub const MIN_API: ClientVersion = ClientVersion {
     major_version: 1,
     minor_version: 41,
 };
@@ -80,7 +81,7 @@ pub fn docker_host() -> String {
 impl Swarm {
     pub fn connect(host: &str) -> Result<Swarm> {
         let docker = if let Some(path) = host.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, 120, &API)
+            Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION)
         } else if host.starts_with("tcp://") {
             let tls = std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0");
             if tls {
@@ -94,10 +95,10 @@ impl Swarm {
                     &dir.join("cert.pem"),
                     &dir.join("ca.pem"),
                     120,
-                    &API,
+                    bollard::API_DEFAULT_VERSION,
                 )
             } else {
-                Docker::connect_with_http(host, 120, &API)
+                Docker::connect_with_http(host, 120, bollard::API_DEFAULT_VERSION)
             }
         } else {
             return Err(err(
@@ -125,6 +126,19 @@ impl Swarm {
     /// The swarm's shape; an error names why this engine is not a usable
     /// manager (nothing answers, not in a swarm, a worker).
     pub async fn manager(&self) -> Result<Cluster> {
+        // The version is shared by every clone of the client.
+        self.docker
+            .clone()
+            .negotiate_version()
+            .await
+            .map_err(|e| err(&self.host, format!("no Docker engine answers here: {e}")))?;
+        let v = self.docker.client_version();
+        if v < MIN_API {
+            return Err(err(
+                &self.host,
+                format!("Docker Engine API {v} is older than {MIN_API} (Docker 20.10): upgrade the engine"),
+            ));
+        }
         let info = self
             .docker
             .info()
@@ -377,6 +391,7 @@ impl Swarm {
                     break;
                 }
             };
+            let mut scaled = false;
             let known: HashSet<String> = match &current {
                 Some(_) => self
                     .tasks_of(&full)
@@ -411,6 +426,10 @@ impl Swarm {
                             .and_then(|l| l.get(spec::INGOT_TEMPLATE))
                             .map(String::as_str);
                     let version = cur.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+                    let replicas = |s: Option<&bollard::models::ServiceSpec>| {
+                        s.and_then(|s| s.mode.as_ref()).and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas)
+                    };
+                    scaled = replicas(cur.spec.as_ref()) != replicas(Some(&want));
                     progress(&format!(
                         "updating {full}{}",
                         if template_changes { " (rolling)" } else { "" }
@@ -451,6 +470,8 @@ impl Swarm {
                                 "created"
                             } else if rolls {
                                 "updated"
+                            } else if scaled {
+                                "scaled"
                             } else {
                                 "unchanged"
                             }
@@ -572,6 +593,17 @@ impl Swarm {
             .inspect(full)
             .await?
             .ok_or_else(|| err(&self.host, format!("service {full} is gone")))?;
+        // Swarm may be rolling it back already (its failure_action): wait
+        // for that rollback rather than ask for another.
+        use ServiceUpdateStatusStateEnum as U;
+        let state = cur.update_status.as_ref().and_then(|u| u.state);
+        if matches!(state, Some(U::ROLLBACK_STARTED | U::ROLLBACK_COMPLETED)) {
+            return match self.wait(full, svc, true, None, &HashSet::new(), Goal::Rollback).await {
+                Ok(s) => Ok(s),
+                Err(Waited::Error(e)) => Err(e),
+                Err(Waited::Paused(m) | Waited::Failed(m) | Waited::RolledBack(m)) => Err(err(&self.host, m)),
+            };
+        }
         let version = cur.version.as_ref().and_then(|v| v.index).unwrap_or(0);
         let spec = cur.spec.clone().unwrap_or_default();
         let known: HashSet<String> = self.tasks_of(full).await?.into_iter().filter_map(|t| t.id).collect();
@@ -610,18 +642,23 @@ impl Swarm {
         known: &HashSet<String>,
         goal: Goal,
     ) -> std::result::Result<String, Waited> {
-        let policy = match goal {
-            Goal::Update => &svc.update,
-            Goal::Rollback => &svc.rollback,
+        // Bounded by the update and, Swarm's failure_action being
+        // rollback, the rollback after it, batch by batch.
+        let tasks_now = self
+            .inspect(full)
+            .await
+            .map_err(Waited::Error)?
+            .and_then(|s| s.service_status)
+            .and_then(|st| st.desired_tasks)
+            .unwrap_or(0);
+        let tasks = u32::try_from(tasks_now).unwrap_or(u32::MAX).max(svc.replicas).max(1);
+        let time = |p: &crate::compose::UpdatePolicy| {
+            let batches = if p.parallelism == 0 { 1 } else { u64::from(tasks.div_ceil(p.parallelism)) };
+            batches * (p.monitor_ms + p.delay_ms + svc.stop_grace_ms + 60_000)
         };
-        let batches = if policy.parallelism == 0 {
-            1
-        } else {
-            u64::from(svc.replicas.max(1).div_ceil(policy.parallelism))
-        };
-        let per_batch = policy.monitor_ms + policy.delay_ms + svc.stop_grace_ms + 60_000;
-        let limit = Duration::from_millis(60_000 + batches * per_batch);
-        let deadline = Instant::now() + limit;
+        let limit = Duration::from_millis(60_000 + time(&svc.update) + time(&svc.rollback));
+        let started = Instant::now();
+        let deadline = started + limit;
         let mut failures = 0;
         let mut counted: HashSet<String> = HashSet::new();
         loop {
@@ -661,6 +698,11 @@ impl Swarm {
             if rolls {
                 // Wait for this update's status, not an earlier one's.
                 let fresh = mark.is_some() && mark != before;
+                if !fresh && converged && started.elapsed() > Duration::from_secs(10) {
+                    // Nothing Swarm restarts tasks for changed after all
+                    // (a placement that the running tasks still meet).
+                    return Ok("converged".into());
+                }
                 if fresh {
                     use ServiceUpdateStatusStateEnum as U;
                     match (goal, state) {

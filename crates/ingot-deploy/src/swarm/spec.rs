@@ -263,7 +263,20 @@ pub fn service_spec(stack: &PinnedStack, name: &str, entry: i64, image: &str) ->
         networks: Some(networks),
         ..Default::default()
     };
-    let template = ingot_oci::config::canonical_json(&task).unwrap_or_default();
+    let endpoint = EndpointSpec {
+        mode: Some(match svc.endpoint_mode {
+            EndpointMode::Vip => EndpointSpecModeEnum::VIP,
+            EndpointMode::Dnsrr => EndpointSpecModeEnum::DNSRR,
+        }),
+        ports: Some(ports),
+    };
+    // What Swarm replaces tasks for: the task template (but placement,
+    // which it checks against the running tasks' nodes) and the endpoint.
+    let rolled = serde_json::json!({
+        "task": TaskSpec { placement: None, ..task.clone() },
+        "endpoint": endpoint,
+    });
+    let template = ingot_oci::config::canonical_json(&rolled).unwrap_or_default();
     let labels: HashMap<String, String> = svc
         .labels
         .iter()
@@ -302,13 +315,7 @@ pub fn service_spec(stack: &PinnedStack, name: &str, entry: i64, image: &str) ->
         update_config: Some(update_config(&svc.update)),
         rollback_config: Some(rollback_config(&svc.rollback)),
         networks: None,
-        endpoint_spec: Some(EndpointSpec {
-            mode: Some(match svc.endpoint_mode {
-                EndpointMode::Vip => EndpointSpecModeEnum::VIP,
-                EndpointMode::Dnsrr => EndpointSpecModeEnum::DNSRR,
-            }),
-            ports: Some(ports),
-        }),
+        endpoint_spec: Some(endpoint),
     })
 }
 

@@ -40,7 +40,9 @@ fn progress(cli: &Cli) -> impl Fn(&str) + Sync {
     let show = !cli.quiet && cli.format == Format::Table;
     move |m: &str| {
         if show {
-            eprintln!("ingot: {m}");
+            // Never a panic mid-change for a closed stderr.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "ingot: {m}");
         }
     }
 }
@@ -97,16 +99,20 @@ pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&s
             reason,
             registry,
             policy: t.policy,
+            based_on: None,
         },
     )
 }
 
-/// The swarm stacks as the ledger leaves them.
-fn desired(root: &Path) -> Result<BTreeMap<String, PinnedStack>> {
+/// The swarm stacks as the ledger leaves them, and its last entry's seq.
+fn desired(root: &Path) -> Result<(BTreeMap<String, PinnedStack>, i64)> {
     let store = Store::open(root)?;
     let rows = store.ledger_rows()?;
     ledger::verify(&rows)?;
-    Ok(ledger::desired_on(&rows, EngineKind::Swarm)?)
+    Ok((
+        ledger::desired_on(&rows, EngineKind::Swarm)?,
+        rows.last().map_or(0, |r| r.seq),
+    ))
 }
 
 /// `STACK_SERVICE` -> (stack, service) among the swarm stacks.
@@ -129,7 +135,7 @@ pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {
     if n > ingot_deploy::pin::MAX_REPLICAS {
         bail!("replicas: {n} is more than {}", ingot_deploy::pin::MAX_REPLICAS);
     }
-    let desired = desired(root)?;
+    let (desired, seq) = desired(root)?;
     let (stack, name) = find(&desired, service)?;
     let mut pinned = desired[&stack].clone();
     let svc = pinned.services.get_mut(&name).expect("found above");
@@ -150,12 +156,13 @@ pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {
             reason: Some(&reason),
             registry: None,
             policy: None,
+            based_on: Some(seq),
         },
     )
 }
 
 pub fn rollback(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
-    let desired = desired(root)?;
+    let (desired, seq) = desired(root)?;
     let (stack, name) = find(&desired, service)?;
     let rows = Store::open(root)?.ledger_rows()?;
     let pinned = ledger::rollback_target(&rows, &stack, &name, service)?;
@@ -172,12 +179,14 @@ pub fn rollback(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
             reason: Some(&reason),
             registry: None,
             policy: None,
+            based_on: Some(seq),
         },
     )
 }
 
 pub fn stack_rm(root: &Path, cli: &Cli, stack: &str) -> Result<ExitCode> {
-    let Some(pinned) = desired(root)?.remove(stack) else {
+    let (mut desired, seq) = desired(root)?;
+    let Some(pinned) = desired.remove(stack) else {
         bail!("stack {stack} is not deployed on the swarm (see `ingot ledger`)");
     };
     let actor = actor();
@@ -192,6 +201,7 @@ pub fn stack_rm(root: &Path, cli: &Cli, stack: &str) -> Result<ExitCode> {
             reason: Some("stack rm"),
             registry: None,
             policy: None,
+            based_on: Some(seq),
         },
     )
 }
@@ -258,7 +268,7 @@ pub fn service_ps(cli: &Cli, service: &str) -> Result<ExitCode> {
 }
 
 pub fn drift(root: &Path, cli: &Cli) -> Result<ExitCode> {
-    let desired = desired(root)?;
+    let (desired, _) = desired(root)?;
     let swarm = connect()?;
     let rt = rt()?;
     rt.block_on(swarm.manager())?;

@@ -14,7 +14,7 @@ use crate::output;
 /// between two replicas (a stop-first update), until `stack rm`.
 fn declared(store: &Store) -> Result<std::collections::BTreeMap<String, String>> {
     let rows = store.ledger_rows()?;
-    Ok(ingot_deploy::ledger::desired(&rows)?
+    Ok(ingot_deploy::ledger::desired_on(&rows, ingot_deploy::pin::EngineKind::Local)?
         .into_values()
         .flat_map(|s| {
             let stack = s.name.clone();
