@@ -143,6 +143,22 @@ impl SwarmLab {
         sh(Command::new("docker").arg("-H").arg(self.docker_host(n)).args(args))
     }
 
+    /// Node `n` goes down hard: its dockerd is killed (SIGKILL), and its
+    /// containers with it; the rest of the swarm finds out by heartbeat.
+    pub fn kill_node(&self, n: usize) {
+        if let Some(pid) = std::fs::read_to_string(self.node_dir(n).join("docker.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            signal(pid, "KILL");
+        }
+        for cg in self.cgroups(n).iter().filter(|c| c.starts_with("/sys/fs/cgroup/pids")) {
+            for p in cgroup_procs(cg) {
+                signal(p, "KILL");
+            }
+        }
+    }
+
     fn up(&self) -> Result<(), String> {
         if !ip(&["route", "show", &format!("{}.0/24", self.prefix)])?
             .trim()

@@ -391,4 +391,78 @@ fn a_stack_on_a_three_node_swarm() {
     assert!(left.trim().is_empty(), "networks left: {left}");
     let left = lab.docker(1, &["config", "ls", "-q"]).unwrap();
     assert!(left.trim().is_empty(), "configs left: {left}");
+
+    // A node goes down in the middle of an update: Swarm's update would
+    // wait for it to come back; ingot names the node, rolls the stack back
+    // (Swarm places the tasks on the nodes left), seals its entry, and
+    // what runs is what the ledger says.
+    let edge = |image: &str| {
+        format!(
+            "services:\n  svc:\n    image: {image}\n    command: [/bin/busybox, httpd, -f, -p, \"8080\", -h, /www]\n    stop_grace_period: 1s\n    deploy:\n      replicas: 3\n      update_config: {{parallelism: 1, delay: 1s, monitor: 1s, failure_action: rollback, order: stop-first}}\n"
+        )
+    };
+    let edge_file = ingot.path("edge.yml");
+    let deploy_edge = |image: &str| {
+        std::fs::write(&edge_file, edge(image)).unwrap();
+        let args = [
+            "deploy",
+            "-f",
+            edge_file.to_str().unwrap(),
+            "--name",
+            "edge",
+            "--registry",
+            &reg_addr,
+            "--insecure",
+        ];
+        let mut c = ingot.command();
+        c.env("DOCKER_HOST", &manager).env("INGOT_ENGINE", "swarm").args(args);
+        c
+    };
+    ok(&deploy_edge("web:v1").output().unwrap(), "deploy edge v1");
+    let t0 = Instant::now();
+    let update = deploy_edge("web:v2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    lab.kill_node(3);
+    let o = update.wait_with_output().unwrap();
+    eprintln!(
+        "update with a node killed 2 s in: exit {:?} after {:.1} s\n{}",
+        o.status.code(),
+        t0.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let entries = ledger(&ingot);
+    let last = entries.last().unwrap();
+    assert_ne!(last["outcome"], "pending", "{last}");
+    ingot.ok(&["ledger", "verify"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(last["outcome"], "rolled-back", "{err}");
+    assert!(err.contains("went down during the update"), "{err}");
+    let now = images(&lab, "edge");
+    assert_eq!(now, vec![("edge_svc".to_string(), digests[0].clone())]);
+    let running = lab
+        .docker(
+            1,
+            &[
+                "service",
+                "ps",
+                "edge_svc",
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.Node}} {{.CurrentState}}",
+            ],
+        )
+        .unwrap();
+    let on: Vec<&str> = running.lines().filter(|l| l.contains("Running")).collect();
+    assert_eq!(on.len(), 3, "{running}");
+    assert!(
+        on.iter()
+            .all(|l| !l.starts_with(&format!("isw{}-n3", std::process::id()))),
+        "{running}"
+    );
 }

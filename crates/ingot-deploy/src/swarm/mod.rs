@@ -427,7 +427,9 @@ impl Swarm {
                             .map(String::as_str);
                     let version = cur.version.as_ref().and_then(|v| v.index).unwrap_or(0);
                     let replicas = |s: Option<&bollard::models::ServiceSpec>| {
-                        s.and_then(|s| s.mode.as_ref()).and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas)
+                        s.and_then(|s| s.mode.as_ref())
+                            .and_then(|m| m.replicated.as_ref())
+                            .and_then(|r| r.replicas)
                     };
                     scaled = replicas(cur.spec.as_ref()) != replicas(Some(&want));
                     progress(&format!(
@@ -653,7 +655,11 @@ impl Swarm {
             .unwrap_or(0);
         let tasks = u32::try_from(tasks_now).unwrap_or(u32::MAX).max(svc.replicas).max(1);
         let time = |p: &crate::compose::UpdatePolicy| {
-            let batches = if p.parallelism == 0 { 1 } else { u64::from(tasks.div_ceil(p.parallelism)) };
+            let batches = if p.parallelism == 0 {
+                1
+            } else {
+                u64::from(tasks.div_ceil(p.parallelism))
+            };
             batches * (p.monitor_ms + p.delay_ms + svc.stop_grace_ms + 60_000)
         };
         let limit = Duration::from_millis(60_000 + time(&svc.update) + time(&svc.rollback));
@@ -685,6 +691,27 @@ impl Swarm {
                     if !rolls && failures >= 3 {
                         return Err(Waited::Failed(format!("its tasks keep failing: {e}")));
                     }
+                }
+            }
+            // A node that goes down while its tasks are being replaced
+            // stalls Swarm's update for as long as it is down (the updater
+            // waits for them to report stopped): fail now, naming the node.
+            let updating = matches!(
+                s.update_status.as_ref().and_then(|u| u.state),
+                Some(ServiceUpdateStatusStateEnum::UPDATING)
+            );
+            if rolls && goal == Goal::Update && updating {
+                let down = self.nodes_down().await.map_err(Waited::Error)?;
+                let stranded: Vec<&String> = tasks
+                    .iter()
+                    .filter(|t| !terminal(t))
+                    .filter_map(|t| down.get(t.node_id.as_ref()?))
+                    .collect();
+                if let Some(host) = stranded.first() {
+                    return Err(Waited::Failed(format!(
+                        "node {host} went down during the update with {} of its tasks not confirmed stopped (Swarm's update waits for them until the node returns)",
+                        stranded.len()
+                    )));
                 }
             }
             let converged = converged(&s, &tasks, svc);
@@ -788,6 +815,28 @@ impl Swarm {
             });
         }
         Ok(out)
+    }
+
+    /// Nodes whose state is down or disconnected: ID -> host name.
+    async fn nodes_down(&self) -> Result<HashMap<String, String>> {
+        let nodes = self.docker.list_nodes(None).await.map_err(self.api("listing nodes"))?;
+        Ok(nodes
+            .into_iter()
+            .filter(|n| {
+                matches!(
+                    n.status.as_ref().and_then(|s| s.state),
+                    Some(bollard::models::NodeState::DOWN | bollard::models::NodeState::DISCONNECTED)
+                )
+            })
+            .filter_map(|n| {
+                let host = n
+                    .description
+                    .as_ref()
+                    .and_then(|d| d.hostname.clone())
+                    .unwrap_or_default();
+                Some((n.id?, host))
+            })
+            .collect())
     }
 
     async fn node_names(&self) -> Result<HashMap<String, (String, String)>> {
@@ -1137,6 +1186,21 @@ fn label_of(s: &Service, key: &str) -> Option<String> {
 fn update_mark(s: &Service) -> Option<String> {
     let started = s.update_status.as_ref()?.started_at.clone()?.to_string();
     (!started.is_empty()).then_some(started)
+}
+
+/// Whether a task has ended (so a node down does not hold it).
+fn terminal(t: &Task) -> bool {
+    matches!(
+        t.status.as_ref().and_then(|s| s.state),
+        Some(
+            TaskState::COMPLETE
+                | TaskState::SHUTDOWN
+                | TaskState::FAILED
+                | TaskState::REJECTED
+                | TaskState::REMOVE
+                | TaskState::ORPHANED
+        )
+    )
 }
 
 fn pull_error(e: &str) -> bool {

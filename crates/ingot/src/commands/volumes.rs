@@ -14,13 +14,15 @@ use crate::output;
 /// between two replicas (a stop-first update), until `stack rm`.
 fn declared(store: &Store) -> Result<std::collections::BTreeMap<String, String>> {
     let rows = store.ledger_rows()?;
-    Ok(ingot_deploy::ledger::desired_on(&rows, ingot_deploy::pin::EngineKind::Local)?
-        .into_values()
-        .flat_map(|s| {
-            let stack = s.name.clone();
-            s.volumes.into_values().map(move |v| (v.name, stack.clone()))
-        })
-        .collect())
+    Ok(
+        ingot_deploy::ledger::desired_on(&rows, ingot_deploy::pin::EngineKind::Local)?
+            .into_values()
+            .flat_map(|s| {
+                let stack = s.name.clone();
+                s.volumes.into_values().map(move |v| (v.name, stack.clone()))
+            })
+            .collect(),
+    )
 }
 
 fn check_local() -> Result<()> {
