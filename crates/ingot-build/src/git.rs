@@ -11,8 +11,9 @@ pub struct GitInfo {
     pub remote: Option<String>,
     pub commit: Option<String>,
     pub dirty: bool,
-    /// Unix time of the last commit.
-    #[serde(skip)]
+    /// Unix time of the last commit (`committed`): where a change's lead
+    /// time starts (`ingot dora`).
+    #[serde(default, rename = "committed", skip_serializing_if = "Option::is_none")]
     pub commit_time: Option<i64>,
 }
 

@@ -135,11 +135,17 @@ pub fn finish(store: &Store, row: &LedgerRow, outcome: &str) -> Result<LedgerRow
     finish_with(store, row, outcome, None)
 }
 
-/// Seals `row` with its outcome and what it was made of (`detail`, JSON).
+/// Seals `row` with its outcome and what it was made of (`detail`, a JSON
+/// object; `sealed`, the time, is added to it).
 pub fn finish_with(store: &Store, row: &LedgerRow, outcome: &str, detail: Option<String>) -> Result<LedgerRow> {
     let mut row = row.clone();
     row.outcome = outcome.to_string();
-    row.detail = detail;
+    let mut d = detail
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| serde_json::json!({}));
+    d["sealed"] = serde_json::Value::String(crate::now());
+    row.detail = Some(d.to_string());
     row.hash = hash(&row);
     store.ledger_finish(row.seq, &row.outcome, row.detail.as_deref(), &row.hash)?;
     Ok(row)
@@ -194,6 +200,12 @@ pub fn desired(rows: &[LedgerRow]) -> Result<BTreeMap<String, PinnedStack>> {
         out.insert(r.stack.clone(), s);
     }
     Ok(out)
+}
+
+/// When an entry was sealed (its detail's `sealed`), if it says.
+pub fn sealed_at(row: &LedgerRow) -> Option<String> {
+    let d: serde_json::Value = serde_json::from_str(row.detail.as_deref()?).ok()?;
+    d["sealed"].as_str().map(String::from)
 }
 
 /// The desired state of the stacks deployed on `engine`.

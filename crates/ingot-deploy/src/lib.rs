@@ -16,6 +16,7 @@ pub mod backend;
 pub mod client;
 pub mod compose;
 pub mod dns;
+pub mod dora;
 pub mod drift;
 pub mod engine;
 pub mod health;

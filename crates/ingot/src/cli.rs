@@ -348,6 +348,21 @@ pub enum Command {
     },
     /// Compare running replicas with the ledger's desired state (exit 1 on any difference)
     Drift,
+    /// Delivery measured from the ledger (DORA): deployment frequency, lead
+    /// time for changes, change failure rate, time to restore, each with
+    /// its 2024 cluster and the entries it comes from
+    Dora {
+        /// Only this stack
+        #[arg(long)]
+        stack: Option<String>,
+        /// The window, back from now: 30d, 2w, 12h, 90m
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// A deploy this soon after the stack's previous one succeeded
+        /// marks that one as having needed a fix
+        #[arg(long, default_value = "1h")]
+        fix_window: String,
+    },
     /// Named volumes: ls, create, inspect, rm, prune
     Volume {
         #[command(subcommand)]

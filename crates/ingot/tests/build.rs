@@ -161,6 +161,7 @@ fn builds_are_reproducible_cached_and_carry_their_bom() {
     assert_eq!(bom["git"]["commit"], head.as_str());
     assert_eq!(bom["git"]["remote"], "https://git.example.invalid/team/app.git");
     assert_eq!(bom["git"]["dirty"], false);
+    assert!(bom["git"]["committed"].as_i64().is_some_and(|t| t > 0), "{bom}");
     assert_eq!(bom["tags"], serde_json::json!(["app:1", "app:latest"]));
     assert_eq!(bom["project"], "ctx");
     assert_eq!(bom["update"], "rolling");

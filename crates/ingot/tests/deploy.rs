@@ -279,6 +279,7 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
     let err = ingot.fails(&["deploy", "-f", typo.to_str().unwrap(), "--name", "demo"]);
     assert!(err.contains("typo.yml") && err.contains("replica"), "{err}");
     assert_eq!(ingot.json(&["ledger"]).as_array().unwrap().len(), 0);
+    assert!(ingot.ok(&["dora"]).contains("Nothing to measure yet"));
 
     // v1: three healthy replicas behind the mesh; the config is mounted.
     let v1 = stack_file(&ingot, "v1", "hello:1", port, 3, "1s");
@@ -441,6 +442,37 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
     );
     drop(daemon);
 
+    // Delivery metrics from this ledger: five deployments; every one that
+    // rolled back, or was rolled back by hand, counts as failed.
+    let entries = ingot.json(&["ledger"]);
+    let entries = entries.as_array().unwrap();
+    let dora = ingot.json(&["dora", "--since", "1d"]);
+    assert_eq!(dora["deployments"], 5, "{dora}");
+    let failed: Vec<i64> = dora["change_failure_rate"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_i64().unwrap())
+        .collect();
+    for (i, e) in entries.iter().enumerate() {
+        let by_hand = entries.get(i + 1).is_some_and(|n| n["kind"] == "rollback");
+        if e["kind"] == "deploy" && (e["outcome"] == "rolled-back" || (e["outcome"] == "succeeded" && by_hand)) {
+            assert!(failed.contains(&e["seq"].as_i64().unwrap()), "{e} not failed in {dora}");
+        }
+    }
+    let ok = entries
+        .iter()
+        .filter(|e| e["kind"] == "deploy" && e["outcome"] == "succeeded")
+        .count();
+    assert_eq!(dora["deployment_frequency"]["value"].as_f64(), Some(ok as f64));
+    assert!(dora["time_to_restore"]["value"].as_f64().is_some(), "{dora}");
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["detail"].as_str().is_some_and(|d| d.contains("sealed"))),
+        "every entry records when it was sealed"
+    );
+
     // Tampering: an edited, a removed and a reordered entry are each named.
     let db = ingot.root().join("ingot.db");
     for (sql, seq) in [
@@ -465,6 +497,13 @@ fn deploy_update_rollback_scale_replace_restart_ledger() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{sql}");
         assert!(err.contains(seq), "{sql}: {err}");
+        // No metrics from a ledger that does not verify.
+        let out = Command::new(BIN)
+            .args(["--root", copy.to_str().unwrap(), "dora"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("does not verify"), "{sql}: {err}");
     }
 }
 

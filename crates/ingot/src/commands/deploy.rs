@@ -444,3 +444,77 @@ pub(super) fn print_drift(cli: &Cli, diffs: &[ingot_deploy::drift::Difference], 
         ExitCode::from(1)
     })
 }
+
+/// `ingot dora`: the four delivery metrics over the ledger.
+pub fn dora(store: &Store, cli: &Cli, stack: Option<&str>, since: &str, fix_window: &str) -> Result<ExitCode> {
+    use ingot_deploy::dora;
+    let since = dora::parse_since(since)?;
+    let fix_ms =
+        ingot_deploy::compose::duration(fix_window).map_err(|e| anyhow::anyhow!("--fix-window {fix_window:?}: {e}"))?;
+    let window = dora::Window {
+        now: time::OffsetDateTime::now_utc(),
+        since,
+        stack: stack.map(String::from),
+        fix_window: time::Duration::milliseconds(i64::try_from(fix_ms).unwrap_or(i64::MAX)),
+    };
+    let rows = store.ledger_rows()?;
+    let commit_time = |d: &ingot_oci::Digest| {
+        ingot_build::executor::read_bom(store, &d.to_string())
+            .ok()
+            .flatten()
+            .and_then(|b| b.git)
+            .and_then(|g| g.commit_time)
+    };
+    let r = dora::compute(&rows, &commit_time, &window)
+        .map_err(|e| anyhow::anyhow!("{e}: the ledger does not verify, so nothing is measured from it"))?;
+    if cli.format == Format::Json {
+        output::json(&r)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let scope = stack.map_or("every stack".to_string(), |s| format!("stack {s}"));
+    if r.deployments == 0 {
+        println!(
+            "Nothing to measure yet: no deployment of {scope} from {} to {}",
+            r.from, r.to
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Delivery of {scope} from {} to {}: {} deployments",
+        r.from, r.to, r.deployments
+    );
+    let row = |name: &str, m: &dora::Metric| {
+        let entries: Vec<String> = m.entries.iter().map(|e| format!("#{e}")).collect();
+        vec![
+            name.to_string(),
+            m.value.map_or("-".into(), |v| format!("{v:.2} {}", m.unit)),
+            m.band.map_or("-".into(), |b| {
+                serde_json::to_value(b)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            }),
+            m.samples.to_string(),
+            entries.join(" "),
+        ]
+    };
+    output::table(
+        &["METRIC", "VALUE", "BAND (DORA 2024)", "SAMPLES", "ENTRIES"],
+        &[
+            row("deployment frequency", &r.deployment_frequency),
+            row("lead time for changes", &r.lead_time),
+            row("change failure rate", &r.change_failure_rate),
+            row("time to restore", &r.time_to_restore),
+        ],
+    )?;
+    if r.images_without_commit_time > 0 {
+        println!(
+            "({} deployed images name no git commit time in their bill of materials: not in the lead time)",
+            r.images_without_commit_time
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

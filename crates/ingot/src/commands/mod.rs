@@ -322,6 +322,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Volume { ref command } => volumes::volume(&open()?, &cli, command),
         Command::Network { ref command } => volumes::network(&open()?, &cli, command),
         Command::Ledger { ref command } => deploy::ledger(&root, &cli, command.as_ref()),
+        Command::Dora {
+            ref stack,
+            ref since,
+            ref fix_window,
+        } => deploy::dora(&open()?, &cli, stack.as_deref(), since, fix_window),
         Command::Drift if swarm => swarm::drift(&root, &cli),
         Command::Drift => deploy::drift(&root, &cli),
     }
