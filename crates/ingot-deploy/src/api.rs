@@ -206,6 +206,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/stacks/{name}", delete(remove_stack))
         .route("/v1/ledger/{seq}/wait", get(wait))
         .route("/v1/handover", post(handover))
+        .route("/v1/events", get(events))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(engine)
@@ -294,6 +295,63 @@ async fn handover(State(e): State<Arc<Engine>>, ConnectInfo(peer): ConnectInfo<P
     e.quiesce().await;
     tracing::info!(by = %peer.0, "handing over to a replacing daemon");
     ok(&json!({"pid": std::process::id()}))
+}
+
+/// The daemon's events as JSON lines: those kept since `?since=RFC3339`,
+/// then each as it happens, until the client goes or the daemon stops.
+async fn events(State(e): State<Arc<Engine>>, uri: axum::http::Uri) -> Answer {
+    let since = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("since="))
+        .map(String::from);
+    if let Some(t) = &since {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|err| {
+            ApiError(DeployError::Field {
+                field: "since".into(),
+                why: format!("{t:?} is not an RFC 3339 time: {err}"),
+            })
+        })?;
+    }
+    let (past, rx) = e.events.follow(since.as_deref());
+    let closing = e.closing_signal();
+    let line = |ev: &crate::events::Event| {
+        let mut v = serde_json::to_vec(ev).unwrap_or_default();
+        v.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(v))
+    };
+    let past = futures_util::stream::iter(past.iter().map(line).collect::<Vec<_>>());
+    let live = futures_util::stream::unfold((rx, closing), move |(mut rx, mut closing)| async move {
+        loop {
+            if *closing.borrow() {
+                return None;
+            }
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Ok(ev) => return Some((line(&ev), (rx, closing))),
+                    // A follower too slow for the channel misses some: it
+                    // is told how many, and goes on.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let note = format!("{{\"type\":\"lagged\",\"missed\":{n}}}\n");
+                        return Some((Ok(Bytes::from(note)), (rx, closing)));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                },
+                changed = closing.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    });
+    use futures_util::StreamExt;
+    Ok((
+        [("content-type", "application/x-ndjson")],
+        axum::body::Body::from_stream(past.chain(live)),
+    )
+        .into_response())
 }
 
 async fn metrics(State(e): State<Arc<Engine>>) -> Response {

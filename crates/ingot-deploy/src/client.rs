@@ -41,8 +41,11 @@ impl Endpoint {
     }
 }
 
-/// Sends `method path` with an optional JSON body; returns (status, JSON).
-pub async fn call(endpoint: &Endpoint, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+/// A connection to the daemon, whichever transport.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn open(endpoint: &Endpoint) -> Result<Box<dyn Io>> {
     match endpoint {
         Endpoint::Unix(socket) => {
             let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
@@ -51,7 +54,7 @@ pub async fn call(endpoint: &Endpoint, method: &str, path: &str, body: Option<&V
                     socket.display()
                 ))
             })?;
-            exchange(stream, method, path, body).await
+            Ok(Box::new(stream))
         }
         Endpoint::Tcp { addr, tls } => {
             let connector = crate::tls::connector(tls)?;
@@ -68,15 +71,63 @@ pub async fn call(endpoint: &Endpoint, method: &str, path: &str, body: Option<&V
                 .connect(name, tcp)
                 .await
                 .map_err(|e| DeployError::Daemon(format!("TLS with the daemon at {addr}: {e}")))?;
-            exchange(stream, method, path, body).await
+            Ok(Box::new(stream))
         }
     }
 }
 
-async fn exchange<S>(stream: S, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+/// Sends `method path` with an optional JSON body; returns (status, JSON).
+pub async fn call(endpoint: &Endpoint, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+    let resp = send(open(endpoint).await?, method, path, body).await?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| DeployError::Daemon(e.to_string()))?
+        .to_bytes();
+    let v =
+        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    Ok((status, v))
+}
+
+/// GETs `path`, a stream of JSON lines, and hands each line to `each`
+/// until it returns false or the daemon ends the stream.
+pub async fn follow(endpoint: &Endpoint, path: &str, mut each: impl FnMut(&str) -> bool) -> Result<()> {
+    let resp = send(open(endpoint).await?, "GET", path, None).await?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| DeployError::Daemon(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        pending.extend_from_slice(&data);
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            if status >= 400 {
+                let v: Value = serde_json::from_str(&line).unwrap_or_default();
+                return Err(DeployError::Invalid(v["error"].as_str().unwrap_or(&line).to_string()));
+            }
+            if !line.is_empty() && !each(&line) {
+                return Ok(());
+            }
+        }
+    }
+    if status >= 400 {
+        let text = String::from_utf8_lossy(&pending).into_owned();
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        return Err(DeployError::Invalid(v["error"].as_str().unwrap_or(&text).to_string()));
+    }
+    Ok(())
+}
+
+async fn send(
+    stream: Box<dyn Io>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<hyper::Response<hyper::body::Incoming>> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| DeployError::Daemon(e.to_string()))?;
@@ -93,20 +144,10 @@ where
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(bytes)))
         .map_err(|e| DeployError::Daemon(e.to_string()))?;
-    let resp = sender
+    sender
         .send_request(req)
         .await
-        .map_err(|e| DeployError::Daemon(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| DeployError::Daemon(e.to_string()))?
-        .to_bytes();
-    let v =
-        serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    Ok((status, v))
+        .map_err(|e| DeployError::Daemon(e.to_string()))
 }
 
 /// Like [`call`], but a 4xx/5xx answer is an error carrying the daemon's message.

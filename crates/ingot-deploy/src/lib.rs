@@ -19,6 +19,7 @@ pub mod dns;
 pub mod dora;
 pub mod drift;
 pub mod engine;
+pub mod events;
 pub mod health;
 pub mod ledger;
 pub mod peer;

@@ -88,9 +88,22 @@ pub struct Pool {
     next: AtomicUsize,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    /// Told of every replica that joins or leaves ("join"/"leave").
+    watcher: std::sync::OnceLock<Box<dyn Fn(&'static str, SocketAddr) + Send + Sync>>,
 }
 
 impl Pool {
+    /// Sets who hears of joins and leaves (once).
+    pub fn watch(&self, f: impl Fn(&'static str, SocketAddr) + Send + Sync + 'static) {
+        let _ = self.watcher.set(Box::new(f));
+    }
+
+    fn tell(&self, what: &'static str, addr: SocketAddr) {
+        if let Some(w) = self.watcher.get() {
+            w(what, addr);
+        }
+    }
+
     pub fn new() -> Arc<Pool> {
         Arc::new(Pool::default())
     }
@@ -109,6 +122,8 @@ impl Pool {
         if !b.iter().any(|x| x.addr == addr) {
             tracing::debug!(%addr, "joins the pool");
             b.push(Backend { addr, active });
+            drop(b);
+            self.tell("join", addr);
         }
     }
 
@@ -116,8 +131,16 @@ impl Pool {
     /// connections close.
     pub fn remove(&self, addr: SocketAddr) {
         tracing::debug!(%addr, "leaves the pool");
-        self.backends.lock().unwrap().retain(|b| b.addr != addr);
+        let left = {
+            let mut b = self.backends.lock().unwrap();
+            let before = b.len();
+            b.retain(|b| b.addr != addr);
+            b.len() != before
+        };
         self.idle.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
+        if left {
+            self.tell("leave", addr);
+        }
     }
 
     /// A pooled connection to `addr` ready for a request, if one is idle.
@@ -162,11 +185,22 @@ impl Pool {
                 active: self.counter(*a),
             })
             .collect();
-        *self.backends.lock().unwrap() = new;
+        let old: Vec<SocketAddr> = {
+            let mut b = self.backends.lock().unwrap();
+            let old = b.iter().map(|x| x.addr).collect();
+            *b = new;
+            old
+        };
         self.idle
             .lock()
             .unwrap()
             .retain(|a, _| addrs.iter().any(|m| m.ip() == a.ip()));
+        for a in addrs.iter().filter(|a| !old.contains(a)) {
+            self.tell("join", *a);
+        }
+        for a in old.iter().filter(|a| !addrs.contains(a)) {
+            self.tell("leave", *a);
+        }
     }
 
     pub fn members(&self) -> Vec<SocketAddr> {

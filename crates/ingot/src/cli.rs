@@ -348,6 +348,17 @@ pub enum Command {
     },
     /// Compare running replicas with the ledger's desired state (exit 1 on any difference)
     Drift,
+    /// Follow the daemon's events, as `docker events`: replicas started,
+    /// healthy, unhealthy, died, stopped; pool joins and leaves; ledger
+    /// entries appended and sealed; policy refusals (JSON lines with --format json)
+    Events {
+        /// Also the kept events since then: a duration back (10m, 2h) or an RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+        /// Stop following after this long (30s, 5m); default: until Ctrl-C
+        #[arg(long)]
+        until: Option<String>,
+    },
     /// Delivery measured from the ledger (DORA): deployment frequency, lead
     /// time for changes, change failure rate, time to restore, each with
     /// its 2024 cluster and the entries it comes from

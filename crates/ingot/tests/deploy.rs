@@ -643,6 +643,18 @@ fn the_daemon_refuses_what_its_policy_refuses() {
         0,
         "a refused deploy records nothing"
     );
+    // The refusal is an event, replayed with --since.
+    let events = ingot.ok(&["events", "--since", "5m", "--until", "1s", "--format", "json"]);
+    let refused: Vec<Value> = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] == "policy" && e["action"] == "refuse")
+        .collect();
+    assert_eq!(refused.len(), 1, "{events}");
+    assert_eq!(refused[0]["stack"], "p");
+    assert!(refused[0]["detail"].as_str().unwrap().contains("trusted_keys"));
+    let err = ingot.fails(&["events", "--since", "yesterday"]);
+    assert!(err.contains("--since"), "{err}");
     assert_eq!(ingot.json(&["services"]).as_array().unwrap().len(), 0);
     assert!(
         ingot.json(&["ps", "-a"]).as_array().unwrap().is_empty(),
@@ -667,11 +679,56 @@ fn services_of_a_stack_roll_back_together() {
             .to_string()
     };
     let _daemon = Daemon::start(&ingot);
+    // A follower of the daemon's events from before the first deploy.
+    let mut follower = ingot
+        .command()
+        .args(["events", "--format", "json", "--until", "120s"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
     let (code, r) = deploy(&ingot, &stack("hello:1", "hello:1"), "both v1");
     assert_eq!(code, 0, "{r}");
     // api (first in order) updates fine, web fails: the change rolls back as a whole.
     let (code, r) = deploy(&ingot, &stack("hello:2", "hello:bad"), "api v2, web broken");
     assert_eq!((code, r["outcome"].as_str()), (1, Some("rolled-back")), "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = follower.kill();
+    let out = follower.wait_with_output().unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let count = |t: &str, a: &str, svc: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == t && e["action"] == a && (svc.is_empty() || e["service"] == svc))
+            .count()
+    };
+    assert_eq!(count("ledger", "append", ""), 2, "{events:?}");
+    let seals: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "ledger" && e["action"] == "seal")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(seals, ["succeeded", "rolled-back"]);
+    assert_eq!(
+        count("replica", "start", "web"),
+        3,
+        "2 of v1, then a broken one: {events:?}"
+    );
+    assert_eq!(count("replica", "unhealthy", "web"), 1, "{events:?}");
+    assert_eq!(
+        count("replica", "stop", "api"),
+        2,
+        "v2 stopped after the rollback: {events:?}"
+    );
+    // api: v1 joins (2), v2 replaces it one by one (2 joins, 2 leaves), the
+    // rollback's swap puts v1 back (2 joins, 2 leaves).
+    assert_eq!(count("pool", "join", "api"), 6, "{events:?}");
+    assert_eq!(count("pool", "leave", "api"), 4, "{events:?}");
+    let ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
     for port in [pa, pw] {
         let mut c = None;
         for _ in 0..4 {

@@ -263,7 +263,11 @@ impl Engine {
             .await?;
         if kind != ledger::RM {
             stack.runs_locally()?;
-            self.check_policy(&stack).await?;
+            if let Err(e) = self.check_policy(&stack).await {
+                self.events
+                    .emit("policy", "refuse", &stack.name, "", "", &e.to_string());
+                return Err(e);
+            }
             self.check_reservations(&stack)?;
             self.check_mounts(&stack).await?;
             self.check_networks(&stack).await?;
@@ -295,6 +299,8 @@ impl Engine {
             .blocking(move |s| ledger::append(s, kind, &stack_c, &actor_c, reason.as_deref()))
             .await?;
         tracing::info!(seq = entry.seq, stack = %stack.name, kind, actor, "change recorded");
+        self.events
+            .emit("ledger", "append", &stack.name, "", &entry.seq.to_string(), kind);
         Ok(Prepared { entry, stack, previous })
     }
 
@@ -362,6 +368,8 @@ impl Engine {
         match self.blocking(move |s| ledger::finish(s, &e, outcome)).await {
             Ok(row) => {
                 tracing::info!(seq, outcome, "change finished");
+                self.events
+                    .emit("ledger", "seal", &row.stack, "", &seq.to_string(), outcome);
                 if ledger::applies(&row) {
                     let mut desired = lock(&self.desired);
                     if row.kind == ledger::RM {

@@ -210,6 +210,8 @@ pub struct Engine {
     networks: Mutex<BTreeMap<String, ingot_runtime::net::Network>>,
     /// Set by the daemon once the virtual addresses are routed to this host.
     serve_vips: std::sync::atomic::AtomicBool,
+    /// What happens, for `ingot events` (crate::events).
+    pub events: Arc<crate::events::EventLog>,
 }
 
 /// A change the API asks for; carried out by a task of its own, so a
@@ -315,7 +317,15 @@ impl Engine {
             serve_vips: std::sync::atomic::AtomicBool::new(false),
             clients: Mutex::new(BTreeMap::new()),
             networks: Mutex::new(BTreeMap::new()),
+            events: Arc::new(crate::events::EventLog::default()),
         }))
+    }
+
+    /// A replica event: stack and service from the replica's name.
+    pub(super) fn replica_event(&self, action: &'static str, replica: &str, detail: &str) {
+        if let Some(n) = ReplicaName::parse(replica) {
+            self.events.emit("replica", action, n.stack, n.service, replica, detail);
+        }
     }
 
     /// Serves `endpoint_mode: vip` services on their virtual addresses
@@ -335,6 +345,11 @@ impl Engine {
 
     /// The daemon is stopping: [`Engine::wait`] callers are answered at
     /// once (they re-attach to the next daemon with `ingot ledger wait`).
+    /// Turns true when the daemon stops (followers of events end then).
+    pub fn closing_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     pub fn closing(&self) {
         self.closing.send_replace(true);
     }

@@ -216,7 +216,15 @@ impl Engine {
             stack: stack.to_string(),
             name: name.to_string(),
             spec: spec.clone(),
-            pool: Pool::new(),
+            pool: {
+                let pool = Pool::new();
+                let (events, st, sv) = (self.events.clone(), stack.to_string(), name.to_string());
+                pool.watch(move |what, addr| {
+                    let action = if what == "join" { "join" } else { "leave" };
+                    events.emit("pool", action, &st, &sv, &addr.to_string(), "");
+                });
+                pool
+            },
             replicas: Vec::new(),
             restarts: 0,
             held: Default::default(),

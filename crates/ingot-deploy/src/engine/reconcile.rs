@@ -111,6 +111,7 @@ impl Engine {
     pub(super) async fn check_replica(&self, spec: &PinnedService, mut r: Replica) -> (Replica, bool) {
         if !self.is_running(&r.id).await {
             r.state = TaskState::Failed;
+            self.replica_event("die", &r.name, "");
             return (r, false);
         }
         let Some(h) = spec.health.as_ref().filter(|_| r.serving()) else {
@@ -131,6 +132,7 @@ impl Engine {
         if r.failures >= h.retries {
             r.health = HealthState::Unhealthy;
             r.state = TaskState::Failed;
+            self.replica_event("unhealthy", &r.name, &format!("{} checks failed in a row", r.failures));
             return (r, false);
         }
         (r, true)

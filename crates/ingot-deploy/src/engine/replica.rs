@@ -18,6 +18,7 @@ impl Engine {
         // Its stack's names resolve for it from now on (crate::dns).
         self.register_client(stack, spec, &started.addresses);
         tracing::info!(replica = %cname, "started");
+        self.replica_event("start", &cname, &spec.digest.to_string());
         Ok(Replica {
             id: started.id,
             name: cname,
@@ -124,6 +125,7 @@ impl Engine {
             let spec = spec.clone();
             set.spawn(async move {
                 let ok = me.wait_healthy(&spec, &r).await;
+                me.replica_event(if ok { "healthy" } else { "unhealthy" }, &r.name, "");
                 (i, r, ok)
             });
         }
@@ -149,6 +151,7 @@ impl Engine {
         }
         self.remove_container(r.id.clone(), spec.stop_grace_ms).await;
         tracing::info!(replica = %r.name, "stopped");
+        self.replica_event("stop", &r.name, "");
     }
 
     /// Writes the stack's configs where replicas mount them from.

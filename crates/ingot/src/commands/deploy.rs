@@ -518,3 +518,67 @@ pub fn dora(store: &Store, cli: &Cli, stack: Option<&str>, since: &str, fix_wind
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `ingot events`: the daemon's events, as they happen.
+pub fn events(root: &Path, cli: &Cli, since: Option<&str>, until: Option<&str>) -> Result<ExitCode> {
+    use time::format_description::well_known::Rfc3339;
+    let since = match since {
+        None => None,
+        Some(s) => Some(match time::OffsetDateTime::parse(s, &Rfc3339) {
+            Ok(t) => t.format(&Rfc3339)?,
+            Err(_) => (time::OffsetDateTime::now_utc() - ingot_deploy::dora::parse_since(s)?).format(&Rfc3339)?,
+        }),
+    };
+    let until = match until {
+        Some(u) => Some(std::time::Duration::from_millis(
+            ingot_deploy::compose::duration(u).map_err(|e| anyhow::anyhow!("--until {u:?}: {e}"))?,
+        )),
+        None => None,
+    };
+    let path = match &since {
+        Some(t) => format!("/v1/events?since={t}"),
+        None => "/v1/events".to_string(),
+    };
+    let ep = endpoint(root)?;
+    let json = cli.format == Format::Json;
+    let print = |line: &str| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let written = if json {
+            writeln!(out, "{line}")
+        } else {
+            let v: Value = serde_json::from_str(line).unwrap_or_default();
+            let what = match (text(&v["stack"]), text(&v["service"])) {
+                (st, sv) if sv.is_empty() => st,
+                (st, sv) => format!("{st}_{sv}"),
+            };
+            writeln!(
+                out,
+                "{} {} {} {} {} {}",
+                text(&v["time"]),
+                text(&v["type"]),
+                text(&v["action"]),
+                what,
+                text(&v["subject"]),
+                text(&v["detail"])
+            )
+        };
+        // A closed stdout (`| head`) ends the following.
+        written.and_then(|_| out.flush()).is_ok()
+    };
+    let rt = rt()?;
+    rt.block_on(async {
+        let follow = client::follow(&ep, &path, print);
+        match until {
+            Some(d) => match tokio::time::timeout(d, follow).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            },
+            None => tokio::select! {
+                r = follow => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            },
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

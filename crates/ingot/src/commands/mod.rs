@@ -322,6 +322,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Volume { ref command } => volumes::volume(&open()?, &cli, command),
         Command::Network { ref command } => volumes::network(&open()?, &cli, command),
         Command::Ledger { ref command } => deploy::ledger(&root, &cli, command.as_ref()),
+        Command::Events { ref since, ref until } => deploy::events(&root, &cli, since.as_deref(), until.as_deref()),
         Command::Dora {
             ref stack,
             ref since,
