@@ -764,7 +764,6 @@ impl Swarm {
 
     /// Every service of `stack` (or of every stack ingot deployed).
     pub async fn services(&self, stack: Option<&str>) -> Result<Vec<ServiceView>> {
-        let nodes = self.node_names().await?;
         let mut out = Vec::new();
         for s in self.stack_services(stack).await? {
             let spec = s.spec.clone().unwrap_or_default();
@@ -792,7 +791,6 @@ impl Swarm {
                         .unwrap_or_else(|| "ingress".into())
                 ));
             }
-            let _ = &nodes;
             out.push(ServiceView {
                 name: name_of(&s).to_string(),
                 stack: label_of(&s, spec::INGOT_STACK).unwrap_or_default(),
@@ -817,41 +815,36 @@ impl Swarm {
         Ok(out)
     }
 
-    /// Nodes whose state is down or disconnected: ID -> host name.
-    async fn nodes_down(&self) -> Result<HashMap<String, String>> {
+    /// Every node: ID -> (host name, address, whether it is down or
+    /// disconnected).
+    async fn nodes(&self) -> Result<HashMap<String, (String, String, bool)>> {
         let nodes = self.docker.list_nodes(None).await.map_err(self.api("listing nodes"))?;
         Ok(nodes
             .into_iter()
-            .filter(|n| {
-                matches!(
-                    n.status.as_ref().and_then(|s| s.state),
-                    Some(bollard::models::NodeState::DOWN | bollard::models::NodeState::DISCONNECTED)
-                )
-            })
             .filter_map(|n| {
                 let host = n
                     .description
                     .as_ref()
                     .and_then(|d| d.hostname.clone())
                     .unwrap_or_default();
-                Some((n.id?, host))
+                let status = n.status.unwrap_or_default();
+                let down = matches!(
+                    status.state,
+                    Some(bollard::models::NodeState::DOWN | bollard::models::NodeState::DISCONNECTED)
+                );
+                Some((n.id?, (host, status.addr.unwrap_or_default(), down)))
             })
             .collect())
     }
 
-    async fn node_names(&self) -> Result<HashMap<String, (String, String)>> {
-        let nodes = self.docker.list_nodes(None).await.map_err(self.api("listing nodes"))?;
-        Ok(nodes
+    /// Nodes down or disconnected: ID -> host name.
+    async fn nodes_down(&self) -> Result<HashMap<String, String>> {
+        Ok(self
+            .nodes()
+            .await?
             .into_iter()
-            .filter_map(|n| {
-                let host = n
-                    .description
-                    .as_ref()
-                    .and_then(|d| d.hostname.clone())
-                    .unwrap_or_default();
-                let addr = n.status.as_ref().and_then(|s| s.addr.clone()).unwrap_or_default();
-                Some((n.id?, (host, addr)))
-            })
+            .filter(|(_, (_, _, down))| *down)
+            .map(|(id, (host, _, _))| (id, host))
             .collect())
     }
 
@@ -863,7 +856,7 @@ impl Swarm {
             .filter(|s| label_of(s, spec::INGOT_STACK).is_some())
             .ok_or_else(|| DeployError::NotFound(format!("no service {service:?} deployed by ingot on the swarm")))?;
         let has_health = label_of(&s, spec::INGOT_HEALTH).as_deref() == Some("true");
-        let nodes = self.node_names().await?;
+        let nodes = self.nodes().await?;
         let mut out: Vec<TaskView> = self
             .tasks_of(service)
             .await?
@@ -871,7 +864,7 @@ impl Swarm {
             .map(|t| {
                 let st = t.status.clone().unwrap_or_default();
                 let state = st.state.map(|s| s.to_string()).unwrap_or_default();
-                let (node, addr) = t
+                let (node, addr, _) = t
                     .node_id
                     .as_ref()
                     .and_then(|n| nodes.get(n).cloned())
