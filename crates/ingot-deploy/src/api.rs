@@ -306,15 +306,18 @@ async fn events(State(e): State<Arc<Engine>>, uri: axum::http::Uri) -> Answer {
         .flat_map(|q| q.split('&'))
         .find_map(|kv| kv.strip_prefix("since="))
         .map(String::from);
-    if let Some(t) = &since {
-        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|err| {
-            ApiError(DeployError::Field {
-                field: "since".into(),
-                why: format!("{t:?} is not an RFC 3339 time: {err}"),
-            })
-        })?;
-    }
-    let (past, rx) = e.events.follow(since.as_deref());
+    let since = match &since {
+        Some(t) => Some(
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).map_err(|err| {
+                ApiError(DeployError::Field {
+                    field: "since".into(),
+                    why: format!("{t:?} is not an RFC 3339 time: {err}"),
+                })
+            })?,
+        ),
+        None => None,
+    };
+    let (past, rx) = e.events.follow(since);
     let closing = e.closing_signal();
     let line = |ev: &crate::events::Event| {
         let mut v = serde_json::to_vec(ev).unwrap_or_default();

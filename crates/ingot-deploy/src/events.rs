@@ -82,13 +82,18 @@ impl EventLog {
         let _ = self.tx.send(e);
     }
 
-    /// The kept events at or after `since` (RFC 3339), and a receiver for
-    /// the ones after them: taken together, so none is missed or repeated.
-    pub fn follow(&self, since: Option<&str>) -> (Vec<Event>, broadcast::Receiver<Event>) {
+    /// The kept events at or after `since`, and a receiver for the ones
+    /// after them: taken together, so none is missed or repeated.
+    pub fn follow(&self, since: Option<time::OffsetDateTime>) -> (Vec<Event>, broadcast::Receiver<Event>) {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         let rx = self.tx.subscribe();
+        let rfc = &time::format_description::well_known::Rfc3339;
         let past = match since {
-            Some(t) => recent.iter().filter(|e| e.time.as_str() >= t).cloned().collect(),
+            Some(t) => recent
+                .iter()
+                .filter(|e| time::OffsetDateTime::parse(&e.time, rfc).is_ok_and(|at| at >= t))
+                .cloned()
+                .collect(),
             None => Vec::new(),
         };
         (past, rx)
@@ -103,7 +108,8 @@ mod tests {
     fn kept_then_followed_in_order() {
         let log = EventLog::default();
         log.emit("ledger", "append", "s", "", "1", "");
-        let (past, mut rx) = log.follow(Some("1970-01-01T00:00:00Z"));
+        let epoch = time::OffsetDateTime::UNIX_EPOCH;
+        let (past, mut rx) = log.follow(Some(epoch));
         log.emit("ledger", "seal", "s", "", "1", "succeeded");
         assert_eq!(past.iter().map(|e| e.action).collect::<Vec<_>>(), ["append"]);
         let next = rx.try_recv().unwrap();
@@ -113,7 +119,10 @@ mod tests {
         for i in 0..KEEP + 10 {
             log.emit("pool", "join", "s", "w", &i.to_string(), "");
         }
-        let (all, _) = log.follow(Some("1970-01-01T00:00:00Z"));
+        let (all, _) = log.follow(Some(epoch));
+        // A time with an offset means the same instant: nothing is later.
+        let later = time::OffsetDateTime::now_utc().to_offset(time::macros::offset!(+2)) + time::Duration::seconds(5);
+        assert!(log.follow(Some(later)).0.is_empty());
         assert_eq!(all.len(), KEEP);
         assert!(all.windows(2).all(|w| w[0].id + 1 == w[1].id));
     }

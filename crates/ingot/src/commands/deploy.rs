@@ -525,7 +525,7 @@ pub fn events(root: &Path, cli: &Cli, since: Option<&str>, until: Option<&str>) 
     let since = match since {
         None => None,
         Some(s) => Some(match time::OffsetDateTime::parse(s, &Rfc3339) {
-            Ok(t) => t.format(&Rfc3339)?,
+            Ok(t) => t.to_offset(time::UtcOffset::UTC).format(&Rfc3339)?,
             Err(_) => (time::OffsetDateTime::now_utc() - ingot_deploy::dora::parse_since(s)?).format(&Rfc3339)?,
         }),
     };
