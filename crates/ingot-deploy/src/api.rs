@@ -358,7 +358,14 @@ async fn events(State(e): State<Arc<Engine>>, uri: axum::http::Uri) -> Answer {
 }
 
 async fn metrics(State(e): State<Arc<Engine>>) -> Response {
-    ([("content-type", "text/plain; version=0.0.4")], e.metrics()).into_response()
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        e.metrics(),
+    )
+        .into_response()
 }
 
 /// Serves `engine` on the unix socket at `socket` (mode 0660), and on

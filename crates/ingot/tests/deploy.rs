@@ -727,6 +727,22 @@ fn services_of_a_stack_roll_back_together() {
     // rollback's swap puts v1 back (2 joins, 2 leaves).
     assert_eq!(count("pool", "join", "api"), 6, "{events:?}");
     assert_eq!(count("pool", "leave", "api"), 4, "{events:?}");
+    // The changes are counted and timed on /metrics (OpenMetrics text).
+    let mut u = std::os::unix::net::UnixStream::connect(ingot.root().join("ingot.sock")).unwrap();
+    u.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    u.read_to_string(&mut text).unwrap();
+    for line in [
+        "ingot_ledger_entries_total{kind=\"deploy\",outcome=\"succeeded\"} 1",
+        "ingot_ledger_entries_total{kind=\"deploy\",outcome=\"rolled-back\"} 1",
+        "ingot_change_duration_seconds_count{kind=\"deploy\",outcome=\"rolled-back\"} 1",
+        "ingot_service_replicas{service=\"demo_web\",state=\"healthy\"} 2",
+        "# TYPE ingot_mesh_requests counter",
+        "# EOF",
+    ] {
+        assert!(text.contains(line), "{line} not in:\n{text}");
+    }
     let ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
     for port in [pa, pw] {

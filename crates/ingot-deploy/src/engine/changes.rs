@@ -335,6 +335,7 @@ impl Engine {
     /// entry with the outcome, whatever happens (a panic in the rollout
     /// seals it "failed").
     pub(super) async fn carry_out(self: &Arc<Self>, p: Prepared) {
+        let began = Instant::now();
         let stack_lock = self.stack_lock(&p.stack.name);
         let _s = stack_lock.lock().await;
         let seq = p.entry.seq;
@@ -370,6 +371,7 @@ impl Engine {
                 tracing::info!(seq, outcome, "change finished");
                 self.events
                     .emit("ledger", "seal", &row.stack, "", &seq.to_string(), outcome);
+                self.telemetry.sealed(&row.kind, outcome, began.elapsed());
                 if ledger::applies(&row) {
                     let mut desired = lock(&self.desired);
                     if row.kind == ledger::RM {

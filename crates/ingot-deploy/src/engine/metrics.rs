@@ -1,51 +1,161 @@
+//! `/metrics`: OpenMetrics text through prometheus-client. Changes are
+//! counted and timed as they seal ([`Telemetry`]); the services' replicas,
+//! mesh counters and restarts are read at each scrape ([`Snapshot`]).
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
 use super::*;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ChangeLabels {
+    pub kind: String,
+    pub outcome: String,
+}
+
+type Durations = Family<ChangeLabels, Histogram, fn() -> Histogram>;
+
+/// What the engine counts as it goes.
+pub(super) struct Telemetry {
+    entries: Family<ChangeLabels, Counter>,
+    durations: Durations,
+}
+
+fn change_buckets() -> Histogram {
+    // 0.1 s to about 7 minutes.
+    Histogram::new(exponential_buckets(0.1, 2.0, 13))
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            entries: Family::default(),
+            durations: Family::new_with_constructor(change_buckets as fn() -> Histogram),
+        }
+    }
+}
+
+impl Telemetry {
+    /// A change sealed with `outcome` after `took`.
+    pub(super) fn sealed(&self, kind: &str, outcome: &str, took: Duration) {
+        let l = ChangeLabels {
+            kind: kind.to_string(),
+            outcome: outcome.to_string(),
+        };
+        self.entries.get_or_create(&l).inc();
+        self.durations.get_or_create(&l).observe(took.as_secs_f64());
+    }
+}
+
+/// One service as a scrape sees it.
+#[derive(Debug)]
+struct ServiceNow {
+    service: String,
+    desired: i64,
+    healthy: i64,
+    requests: u64,
+    failures: u64,
+    restarts: u64,
+}
+
+/// The services at the moment of a scrape.
+#[derive(Debug)]
+struct Snapshot(Vec<ServiceNow>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Service2 {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceState {
+    service: String,
+    state: &'static str,
+}
+
+impl prometheus_client::collector::Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = ConstGauge::new(0i64).metric_type();
+        let counter = ConstCounter::new(0u64).metric_type();
+        {
+            let mut m =
+                encoder.encode_descriptor("ingot_service_replicas", "Replicas per service and state.", None, gauge)?;
+            for s in &self.0 {
+                for (state, v) in [("desired", s.desired), ("healthy", s.healthy)] {
+                    let l = ServiceState {
+                        service: s.service.clone(),
+                        state,
+                    };
+                    ConstGauge::new(v).encode(m.encode_family(&l)?)?;
+                }
+            }
+        }
+        type Pick = fn(&ServiceNow) -> u64;
+        let counters: [(&str, &str, Pick); 3] = [
+            (
+                "ingot_mesh_requests",
+                "Requests and connections the mesh routed.",
+                |s| s.requests,
+            ),
+            (
+                "ingot_mesh_failures",
+                "Requests and connections the mesh could not route.",
+                |s| s.failures,
+            ),
+            (
+                "ingot_service_restarts",
+                "Replicas replaced after dying or failing health checks.",
+                |s| s.restarts,
+            ),
+        ];
+        for (name, help, pick) in counters {
+            let mut m = encoder.encode_descriptor(name, help, None, counter)?;
+            for s in &self.0 {
+                let l = Service2 {
+                    service: s.service.clone(),
+                };
+                ConstCounter::new(pick(s)).encode(m.encode_family(&l)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Engine {
-    /// Prometheus text exposition.
+    /// OpenMetrics text exposition.
     pub fn metrics(&self) -> String {
-        use std::fmt::Write;
         use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::new();
-        out.push_str(
-            "# HELP ingot_service_replicas Replicas per service and state.\n# TYPE ingot_service_replicas gauge\n",
+        let snapshot = Snapshot(
+            lock(&self.services)
+                .values()
+                .map(|sv| ServiceNow {
+                    service: key(&sv.stack, &sv.name),
+                    desired: sv.spec.replicas.into(),
+                    healthy: sv.replicas.iter().filter(|r| r.serving()).count() as i64,
+                    requests: sv.pool.requests.load(Relaxed),
+                    failures: sv.pool.failures.load(Relaxed),
+                    restarts: sv.restarts.into(),
+                })
+                .collect(),
         );
-        let s = lock(&self.services);
-        for sv in s.values() {
-            let k = key(&sv.stack, &sv.name);
-            let healthy = sv.replicas.iter().filter(|r| r.serving()).count();
-            let _ = writeln!(
-                out,
-                "ingot_service_replicas{{service=\"{k}\",state=\"desired\"}} {}",
-                sv.spec.replicas
-            );
-            let _ = writeln!(
-                out,
-                "ingot_service_replicas{{service=\"{k}\",state=\"healthy\"}} {healthy}"
-            );
-        }
-        out.push_str("# HELP ingot_mesh_requests_total Requests and connections the mesh routed.\n# TYPE ingot_mesh_requests_total counter\n");
-        for sv in s.values() {
-            let k = key(&sv.stack, &sv.name);
-            let _ = writeln!(
-                out,
-                "ingot_mesh_requests_total{{service=\"{k}\"}} {}",
-                sv.pool.requests.load(Relaxed)
-            );
-            let _ = writeln!(
-                out,
-                "ingot_mesh_failures_total{{service=\"{k}\"}} {}",
-                sv.pool.failures.load(Relaxed)
-            );
-        }
-        out.push_str("# HELP ingot_service_restarts_total Replicas replaced after dying or failing health checks.\n# TYPE ingot_service_restarts_total counter\n");
-        for sv in s.values() {
-            let _ = writeln!(
-                out,
-                "ingot_service_restarts_total{{service=\"{}\"}} {}",
-                key(&sv.stack, &sv.name),
-                sv.restarts
-            );
-        }
+        let mut registry = Registry::default();
+        registry.register(
+            "ingot_ledger_entries",
+            "Ledger entries sealed by this daemon, by kind and outcome.",
+            self.telemetry.entries.clone(),
+        );
+        registry.register(
+            "ingot_change_duration_seconds",
+            "How long changes took from their entry to its seal, by kind and outcome.",
+            self.telemetry.durations.clone(),
+        );
+        registry.register_collector(Box::new(snapshot));
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
 }

@@ -212,6 +212,8 @@ pub struct Engine {
     serve_vips: std::sync::atomic::AtomicBool,
     /// What happens, for `ingot events` (crate::events).
     pub events: Arc<crate::events::EventLog>,
+    /// Changes counted and timed for `/metrics`.
+    telemetry: metrics::Telemetry,
 }
 
 /// A change the API asks for; carried out by a task of its own, so a
@@ -318,6 +320,7 @@ impl Engine {
             clients: Mutex::new(BTreeMap::new()),
             networks: Mutex::new(BTreeMap::new()),
             events: Arc::new(crate::events::EventLog::default()),
+            telemetry: metrics::Telemetry::default(),
         }))
     }
 
