@@ -67,7 +67,7 @@ struct ServiceNow {
 struct Snapshot(Vec<ServiceNow>);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Service2 {
+struct ServiceLabel {
     service: String,
 }
 
@@ -115,7 +115,7 @@ impl prometheus_client::collector::Collector for Snapshot {
         for (name, help, pick) in counters {
             let mut m = encoder.encode_descriptor(name, help, None, counter)?;
             for s in &self.0 {
-                let l = Service2 {
+                let l = ServiceLabel {
                     service: s.service.clone(),
                 };
                 ConstCounter::new(pick(s)).encode(m.encode_family(&l)?)?;

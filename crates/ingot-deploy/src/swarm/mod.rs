@@ -665,6 +665,7 @@ impl Swarm {
         let limit = Duration::from_millis(60_000 + time(&svc.update) + time(&svc.rollback));
         let started = Instant::now();
         let deadline = started + limit;
+        let mut last_nodes = started;
         let mut failures = 0;
         let mut counted: HashSet<String> = HashSet::new();
         loop {
@@ -700,7 +701,10 @@ impl Swarm {
                 s.update_status.as_ref().and_then(|u| u.state),
                 Some(ServiceUpdateStatusStateEnum::UPDATING)
             );
-            if rolls && goal == Goal::Update && updating {
+            // Nodes go down in seconds at best (heartbeats): asking every
+            // 2 s, not every poll, is enough.
+            if rolls && goal == Goal::Update && updating && last_nodes.elapsed() >= Duration::from_secs(2) {
+                last_nodes = Instant::now();
                 let down = self.nodes_down().await.map_err(Waited::Error)?;
                 let stranded: Vec<&String> = tasks
                     .iter()

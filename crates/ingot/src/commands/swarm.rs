@@ -104,15 +104,38 @@ pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&s
     )
 }
 
-/// The swarm stacks as the ledger leaves them, and its last entry's seq.
-fn desired(root: &Path) -> Result<(BTreeMap<String, PinnedStack>, i64)> {
-    let store = Store::open(root)?;
-    let rows = store.ledger_rows()?;
+/// The swarm stacks as the ledger leaves them, and its entries.
+fn desired(root: &Path) -> Result<(BTreeMap<String, PinnedStack>, Vec<ingot_store::LedgerRow>)> {
+    let rows = Store::open(root)?.ledger_rows()?;
     ledger::verify(&rows)?;
-    Ok((
-        ledger::desired_on(&rows, EngineKind::Swarm)?,
-        rows.last().map_or(0, |r| r.seq),
-    ))
+    Ok((ledger::desired_on(&rows, EngineKind::Swarm)?, rows))
+}
+
+/// A change derived from the ledger's `rows` (scale, rollback, rm): no
+/// new images or secrets, refused if the ledger moves on meanwhile.
+fn follow_up(
+    root: &Path,
+    cli: &Cli,
+    kind: &str,
+    stack: PinnedStack,
+    reason: &str,
+    rows: &[ingot_store::LedgerRow],
+) -> Result<ExitCode> {
+    let actor = actor();
+    carry_out(
+        root,
+        cli,
+        backend::Change {
+            kind,
+            stack,
+            secrets: BTreeMap::new(),
+            actor: &actor,
+            reason: Some(reason),
+            registry: None,
+            policy: None,
+            based_on: Some(rows.last().map_or(0, |r| r.seq)),
+        },
+    )
 }
 
 /// `STACK_SERVICE` -> (stack, service) among the swarm stacks.
@@ -135,7 +158,7 @@ pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {
     if n > ingot_deploy::pin::MAX_REPLICAS {
         bail!("replicas: {n} is more than {}", ingot_deploy::pin::MAX_REPLICAS);
     }
-    let (desired, seq) = desired(root)?;
+    let (desired, rows) = desired(root)?;
     let (stack, name) = find(&desired, service)?;
     let mut pinned = desired[&stack].clone();
     let svc = pinned.services.get_mut(&name).expect("found above");
@@ -143,67 +166,29 @@ pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {
         bail!("service {service} is global (one task per node): it cannot be scaled");
     }
     svc.replicas = n;
-    let reason = format!("scale {service}={n}");
-    let actor = actor();
-    carry_out(
-        root,
-        cli,
-        backend::Change {
-            kind: ledger::SCALE,
-            stack: pinned,
-            secrets: BTreeMap::new(),
-            actor: &actor,
-            reason: Some(&reason),
-            registry: None,
-            policy: None,
-            based_on: Some(seq),
-        },
-    )
+    follow_up(root, cli, ledger::SCALE, pinned, &format!("scale {service}={n}"), &rows)
 }
 
 pub fn rollback(root: &Path, cli: &Cli, service: &str) -> Result<ExitCode> {
-    let (desired, seq) = desired(root)?;
+    let (desired, rows) = desired(root)?;
     let (stack, name) = find(&desired, service)?;
-    let rows = Store::open(root)?.ledger_rows()?;
     let pinned = ledger::rollback_target(&rows, &stack, &name, service)?;
-    let reason = format!("rollback {service}");
-    let actor = actor();
-    carry_out(
+    follow_up(
         root,
         cli,
-        backend::Change {
-            kind: ledger::ROLLBACK,
-            stack: pinned,
-            secrets: BTreeMap::new(),
-            actor: &actor,
-            reason: Some(&reason),
-            registry: None,
-            policy: None,
-            based_on: Some(seq),
-        },
+        ledger::ROLLBACK,
+        pinned,
+        &format!("rollback {service}"),
+        &rows,
     )
 }
 
 pub fn stack_rm(root: &Path, cli: &Cli, stack: &str) -> Result<ExitCode> {
-    let (mut desired, seq) = desired(root)?;
+    let (mut desired, rows) = desired(root)?;
     let Some(pinned) = desired.remove(stack) else {
         bail!("stack {stack} is not deployed on the swarm (see `ingot ledger`)");
     };
-    let actor = actor();
-    carry_out(
-        root,
-        cli,
-        backend::Change {
-            kind: ledger::RM,
-            stack: pinned,
-            secrets: BTreeMap::new(),
-            actor: &actor,
-            reason: Some("stack rm"),
-            registry: None,
-            policy: None,
-            based_on: Some(seq),
-        },
-    )
+    follow_up(root, cli, ledger::RM, pinned, "stack rm", &rows)
 }
 
 /// A JSON array of strings, comma-separated.
