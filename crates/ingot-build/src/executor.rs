@@ -710,6 +710,16 @@ pub fn read_bom(store: &Store, image: &str) -> Result<Option<Bom>> {
         .and_then(Bom::from_labels))
 }
 
+/// When the commit an image was built from was made (Unix seconds), from
+/// its bill of materials: where a change's lead time starts.
+pub fn commit_time(store: &Store, image: &ingot_oci::Digest) -> Option<i64> {
+    read_bom(store, &image.to_string())
+        .ok()
+        .flatten()
+        .and_then(|b| b.git)
+        .and_then(|g| g.commit_time)
+}
+
 /// Adds `keys` (each mapping to `{}`) to the config's object `field`
 /// (ExposedPorts, Volumes), keeping what earlier instructions put there.
 fn add_keys(config: &mut serde_json::Map<String, Value>, field: &str, keys: Vec<String>) {

@@ -30,6 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+pub use tally::{Tally, TallyNow, CLASSES, LATENCY_BOUNDS};
+
+mod tally;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -68,7 +71,7 @@ pub enum MeshError {
 #[derive(Debug)]
 struct Backend {
     addr: SocketAddr,
-    active: Arc<AtomicUsize>,
+    tally: Arc<Tally>,
 }
 
 /// The healthy replicas of one service, shared by its listeners.
@@ -83,8 +86,10 @@ pub struct Pool {
     p2c: AtomicUsize,
     /// Per replica address: failures in a row, and until when it is ejected.
     outliers: Mutex<BTreeMap<std::net::IpAddr, (u32, Option<tokio::time::Instant>)>>,
-    /// Every backend ever seen keeps its counter, so a removed one can drain.
-    counters: Mutex<BTreeMap<SocketAddr, Arc<AtomicUsize>>>,
+    /// Every backend ever seen keeps its tally until it has drained.
+    counters: Mutex<BTreeMap<SocketAddr, Arc<Tally>>>,
+    /// The answers the mesh made itself (no replica, none answered in time).
+    own: Tally,
     next: AtomicUsize,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
@@ -108,7 +113,7 @@ impl Pool {
         Arc::new(Pool::default())
     }
 
-    fn counter(&self, addr: SocketAddr) -> Arc<AtomicUsize> {
+    fn counter(&self, addr: SocketAddr) -> Arc<Tally> {
         self.counters.lock().unwrap().entry(addr).or_default().clone()
     }
 
@@ -117,11 +122,11 @@ impl Pool {
         // A replica that joins has just passed its health check: whatever
         // an earlier holder of its address did is forgotten.
         self.outliers.lock().unwrap().remove(&addr.ip());
-        let active = self.counter(addr);
+        let tally = self.counter(addr);
         let mut b = self.backends.lock().unwrap();
         if !b.iter().any(|x| x.addr == addr) {
             tracing::debug!(%addr, "joins the pool");
-            b.push(Backend { addr, active });
+            b.push(Backend { addr, tally });
             drop(b);
             self.tell("join", addr);
         }
@@ -182,7 +187,7 @@ impl Pool {
             .iter()
             .map(|a| Backend {
                 addr: *a,
-                active: self.counter(*a),
+                tally: self.counter(*a),
             })
             .collect();
         let old: Vec<SocketAddr> = {
@@ -213,7 +218,21 @@ impl Pool {
             .lock()
             .unwrap()
             .get(&addr)
-            .map_or(0, |c| c.load(Ordering::SeqCst))
+            .map_or(0, |c| c.active.load(Ordering::SeqCst))
+    }
+
+    /// Each replica's tally (until it has drained after leaving), then the
+    /// mesh's own answers under `None`.
+    pub fn tallies(&self) -> Vec<(Option<SocketAddr>, TallyNow)> {
+        let mut all: Vec<_> = self
+            .counters
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, t)| (Some(*a), t.now()))
+            .collect();
+        all.push((None, self.own.now()));
+        all
     }
 
     /// Waits until `addr` has nothing in flight, up to `timeout`; whether it drained.
@@ -262,7 +281,7 @@ impl Pool {
 
     /// [`Pool::pick`], each backend at `port` when given (a listener for
     /// another of the service's ports than the pool's own).
-    fn pick_at(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
+    fn pick_at(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<Tally>)> {
         let mut all = self.pick();
         // Ejected replicas are left out, unless that leaves none.
         if all.iter().any(|(a, _)| !self.ejected(*a)) {
@@ -279,7 +298,7 @@ impl Pool {
     /// The order to try the backends in for one request: the less loaded
     /// of two picked at random first (power of two choices over the
     /// in-flight counts), then the rest round-robin.
-    fn pick_p2c(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
+    fn pick_p2c(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<Tally>)> {
         let mut all = self.pick_at(port);
         if all.len() > 1 {
             // Two indexes from a counter scrambled by a multiplicative hash.
@@ -287,7 +306,7 @@ impl Pool {
             let h = x.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let n = all.len() as u64;
             let (i, j) = (((h >> 40) % n) as usize, ((h >> 20) % n) as usize);
-            let load = |k: usize| all[k].1.load(Ordering::Relaxed);
+            let load = |k: usize| all[k].1.active.load(Ordering::Relaxed);
             let best = if j != i && load(j) < load(i) { j } else { i };
             all.swap(0, best);
         }
@@ -295,7 +314,7 @@ impl Pool {
     }
 
     /// The backends in round-robin order starting at the next one.
-    fn pick(&self) -> Vec<(SocketAddr, Arc<AtomicUsize>)> {
+    fn pick(&self) -> Vec<(SocketAddr, Arc<Tally>)> {
         let b = self.backends.lock().unwrap();
         if b.is_empty() {
             return Vec::new();
@@ -304,25 +323,43 @@ impl Pool {
         (0..b.len())
             .map(|i| {
                 let x = &b[(start + i) % b.len()];
-                (x.addr, x.active.clone())
+                (x.addr, x.tally.clone())
             })
             .collect()
     }
 }
 
-/// Decrements an in-flight counter when dropped.
-struct InFlight(Arc<AtomicUsize>);
+/// What holds an in-flight count: a replica's tally, a listener's open
+/// connections.
+trait Counter {
+    fn count(&self) -> &AtomicUsize;
+}
 
-impl InFlight {
-    fn new(c: Arc<AtomicUsize>) -> InFlight {
-        c.fetch_add(1, Ordering::SeqCst);
+impl Counter for AtomicUsize {
+    fn count(&self) -> &AtomicUsize {
+        self
+    }
+}
+
+impl Counter for Tally {
+    fn count(&self) -> &AtomicUsize {
+        &self.active
+    }
+}
+
+/// Counts a request (or connection) in flight until dropped.
+struct InFlight<C: Counter>(Arc<C>);
+
+impl<C: Counter> InFlight<C> {
+    fn new(c: Arc<C>) -> InFlight<C> {
+        c.count().fetch_add(1, Ordering::SeqCst);
         InFlight(c)
     }
 }
 
-impl Drop for InFlight {
+impl<C: Counter> Drop for InFlight<C> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.count().fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -662,6 +699,14 @@ async fn splice(mut client: TcpStream, pool: Arc<Pool>, port: Option<u16>) {
     pool.failures.fetch_add(1, Ordering::Relaxed);
 }
 
+/// An answer the mesh makes itself for want of a replica's: a failure,
+/// tallied as the mesh's own.
+fn refuse(pool: &Pool, code: StatusCode, msg: &str, since: tokio::time::Instant) -> Response<Body> {
+    pool.failures.fetch_add(1, Ordering::Relaxed);
+    pool.own.record(code.as_u16(), since.elapsed());
+    status(code, msg)
+}
+
 fn status(code: StatusCode, msg: &str) -> Response<Body> {
     let mut r = Response::new(full(format!("{msg}\n")));
     *r.status_mut() = code;
@@ -747,7 +792,13 @@ fn is_upgrade(h: &hyper::HeaderMap) -> bool {
 /// replica; when it answers 101, the client's connection and the replica's
 /// are joined and copied both ways until either side closes (the request
 /// counts in flight until then, so a drain waits for the tunnel).
-async fn upgrade(mut req: Request<Incoming>, pool: &Arc<Pool>, target: Target, client: SocketAddr) -> Response<Body> {
+async fn upgrade(
+    mut req: Request<Incoming>,
+    pool: &Arc<Pool>,
+    target: Target,
+    client: SocketAddr,
+    t0: tokio::time::Instant,
+) -> Response<Body> {
     let from_client = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     let protocol = parts.headers.get(hyper::header::UPGRADE).cloned();
@@ -773,13 +824,15 @@ async fn upgrade(mut req: Request<Incoming>, pool: &Arc<Pool>, target: Target, c
         let mut resp = match sender.send_request(Request::from_parts(parts, body.boxed())).await {
             Ok(r) => r,
             Err(e) => {
-                pool.failures.fetch_add(1, Ordering::Relaxed);
-                return status(
+                return refuse(
+                    pool,
                     StatusCode::BAD_GATEWAY,
                     &format!("the replica did not answer ({addr}: {e})"),
+                    t0,
                 );
             }
         };
+        guard.0.record(resp.status().as_u16(), t0.elapsed());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             let from_replica = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
@@ -801,8 +854,12 @@ async fn upgrade(mut req: Request<Incoming>, pool: &Arc<Pool>, target: Target, c
         strip_hop_by_hop(&mut rparts.headers);
         return Response::from_parts(rparts, rbody.boxed());
     }
-    pool.failures.fetch_add(1, Ordering::Relaxed);
-    status(StatusCode::BAD_GATEWAY, &format!("no replica answered ({last})"))
+    refuse(
+        pool,
+        StatusCode::BAD_GATEWAY,
+        &format!("no replica answered ({last})"),
+        t0,
+    )
 }
 
 /// Opens a keep-alive connection to `addr` (a replica on a local bridge: a
@@ -832,8 +889,9 @@ async fn connect(pool: &Pool, addr: SocketAddr, upgrades: bool) -> Result<Sender
 /// retrying on another connection or replica while that is safe.
 async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, client: SocketAddr) -> Response<Body> {
     pool.requests.fetch_add(1, Ordering::Relaxed);
+    let t0 = tokio::time::Instant::now();
     if is_upgrade(req.headers()) {
-        return upgrade(req, pool, target, client).await;
+        return upgrade(req, pool, target, client, t0).await;
     }
     let (mut parts, body) = req.into_parts();
     outgoing(&mut parts, client);
@@ -865,8 +923,7 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
     };
     let candidates = pool.pick_p2c(target.port);
     if candidates.is_empty() {
-        pool.failures.fetch_add(1, Ordering::Relaxed);
-        return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy replica");
+        return refuse(pool, StatusCode::SERVICE_UNAVAILABLE, "no healthy replica", t0);
     }
     let mut last = String::new();
     'replicas: for (addr, active) in candidates {
@@ -900,13 +957,18 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
                 // Accepted and never answered: the client is told, the
                 // replica counts a failure (its connection is dropped).
                 pool.report(addr, false);
-                pool.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%addr, "replica did not answer within {:?}", target.response_timeout);
-                return status(StatusCode::GATEWAY_TIMEOUT, "the replica did not answer in time");
+                return refuse(
+                    pool,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the replica did not answer in time",
+                    t0,
+                );
             };
             match sent {
                 Ok(resp) => {
                     pool.report(addr, !resp.status().is_server_error());
+                    guard.0.record(resp.status().as_u16(), t0.elapsed());
                     if started.elapsed() > Duration::from_secs(1) {
                         tracing::warn!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, "slow replica");
                     }
@@ -943,8 +1005,12 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
             }
         }
     }
-    pool.failures.fetch_add(1, Ordering::Relaxed);
-    status(StatusCode::BAD_GATEWAY, &format!("no replica answered ({last})"))
+    refuse(
+        pool,
+        StatusCode::BAD_GATEWAY,
+        &format!("no replica answered ({last})"),
+        t0,
+    )
 }
 
 #[cfg(test)]
@@ -1098,6 +1164,13 @@ mod tests {
         assert_eq!(pool.connects.load(Ordering::SeqCst) as usize, n);
         assert!(pool.idle_connections(backend) >= 1);
         assert_eq!(pool.active(backend), 0, "nothing in flight");
+        // Every response tallied against its replica, none against the mesh.
+        let tallies = pool.tallies();
+        let (_, t) = tallies.iter().find(|(a, _)| *a == Some(backend)).unwrap();
+        assert_eq!(t.classes, [0, 200, 0, 0, 0]);
+        assert_eq!(t.count(), 200);
+        assert!(t.sum > 0.0);
+        assert_eq!(tallies.last().unwrap(), &(None, TallyNow::default()));
         // Leaving the pool closes its idle connections.
         pool.remove(backend);
         assert_eq!(pool.idle_connections(backend), 0);
@@ -1275,6 +1348,14 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(2), "answered in {:?}", t.elapsed());
         }
         assert!(pool.ejected(hung), "ejected after {EJECT_AFTER} timeouts in a row");
+        // The timeouts are the mesh's own answers, each after about 200 ms.
+        let own = pool.tallies().pop().unwrap();
+        assert_eq!(own.0, None);
+        assert_eq!(own.1.classes[4], EJECT_AFTER as u64);
+        let fast = own.1.buckets[..LATENCY_BOUNDS.iter().position(|b| *b >= 0.1).unwrap() + 1]
+            .iter()
+            .sum::<u64>();
+        assert_eq!(fast, 0, "no timeout answered within 100 ms: {:?}", own.1.buckets);
         // With a healthy replica beside it, every request lands there.
         pool.set(&[hung, good]);
         for _ in 0..10 {

@@ -298,6 +298,10 @@ pub enum Command {
         /// mount gives a container the host's files)
         #[arg(long = "allow-bind", value_name = "DIR")]
         allow_bind: Vec<PathBuf>,
+        /// Serve the web dashboard on HOST:PORT (on a loopback address anyone on this host may
+        /// read it; elsewhere every request needs the token in <root>/web.token; changes always do)
+        #[arg(long, value_name = "HOST:PORT")]
+        web: Option<std::net::SocketAddr>,
     },
     /// Deploy a stack (Compose file): follows the change until it converged or rolled back (exit 1);
     /// Ctrl-C stops following, not the change (`ingot ledger wait N` follows it again)

@@ -727,7 +727,14 @@ fn services_of_a_stack_roll_back_together() {
     // rollback's swap puts v1 back (2 joins, 2 leaves).
     assert_eq!(count("pool", "join", "api"), 6, "{events:?}");
     assert_eq!(count("pool", "leave", "api"), 4, "{events:?}");
-    // The changes are counted and timed on /metrics (OpenMetrics text).
+    for port in [pa, pw] {
+        let mut c = None;
+        for _ in 0..4 {
+            assert_eq!(get(&mut c, port).unwrap(), "version one", "port {port}");
+        }
+    }
+    // The changes are counted and timed on /metrics (OpenMetrics text),
+    // the mesh's responses by replica and status class.
     let mut u = std::os::unix::net::UnixStream::connect(ingot.root().join("ingot.sock")).unwrap();
     u.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -739,18 +746,29 @@ fn services_of_a_stack_roll_back_together() {
         "ingot_change_duration_seconds_count{kind=\"deploy\",outcome=\"rolled-back\"} 1",
         "ingot_service_replicas{service=\"demo_web\",state=\"healthy\"} 2",
         "# TYPE ingot_mesh_requests counter",
+        "# TYPE ingot_mesh_response_seconds histogram",
         "# EOF",
     ] {
         assert!(text.contains(line), "{line} not in:\n{text}");
     }
+    let sum = |prefix: &str, suffix: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && l.rsplit_once(' ').is_some_and(|(k, _)| k.ends_with(suffix)))
+            .map(|l| l.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum()
+    };
+    let web_2xx = sum(
+        "ingot_mesh_responses_total{service=\"demo_web\",replica=\"demo.web.",
+        "class=\"2xx\"}",
+    );
+    assert!(
+        web_2xx >= 4,
+        "web's replicas answered {web_2xx} requests with 2xx:\n{text}"
+    );
+    let timed = sum("ingot_mesh_response_seconds_count{service=\"demo_web\"", "}");
+    assert!(timed >= web_2xx, "{timed} timed, {web_2xx} answered:\n{text}");
     let ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
-    for port in [pa, pw] {
-        let mut c = None;
-        for _ in 0..4 {
-            assert_eq!(get(&mut c, port).unwrap(), "version one", "port {port}");
-        }
-    }
     let v1 = ingot.ok(&["inspect", "-q", "hello:1"]).trim().to_string();
     for svc in ["demo_api", "demo_web"] {
         let ps = ingot.json(&["service", "ps", svc]);
@@ -2014,4 +2032,273 @@ fn dns_answers_too_long_for_udp_are_truncated_and_served_over_tcp() {
     ]);
     assert!(page.contains("version one"), "{page}");
     ingot.ok(&["stack", "rm", "many"]);
+}
+
+/// A chromedriver for the test, stopped (with every browser it started,
+/// found by their profile directory) when dropped.
+struct Browser {
+    driver: Child,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    /// Processes whose command line names the profile directory.
+    fn leftovers(&self) -> Vec<i32> {
+        let needle = self.profile.to_string_lossy().to_string();
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+                    .filter(|pid| {
+                        std::fs::read(format!("/proc/{pid}/cmdline"))
+                            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        for pid in self.leftovers() {
+            // SAFETY: killing a browser process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
+}
+
+/// An HTTP request to the dashboard without a browser: (status, body).
+fn web_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text)
+}
+
+/// The dashboard in headless Chromium through WebDriver: a token is needed
+/// off loopback (401 without it), the service appears with its three
+/// healthy replicas within 2 s of the deploy without a reload, the ledger
+/// timeline shows the entry and its reason, an automatic rollback shows as
+/// a failed change in the DORA panel, and the rollback button rolls back.
+#[test]
+fn the_dashboard_in_a_real_browser() {
+    let test = "the_dashboard_in_a_real_browser";
+    let (Some(chrome), Some(chromedriver)) = (which("chromium"), which("chromedriver")) else {
+        skip(test, "Debian's chromium and chromium-driver are not installed");
+        return;
+    };
+    let Some(ingot) = with_versions(test) else {
+        return;
+    };
+    let (port, web) = (ingot_testsupport::free_port(), ingot_testsupport::free_port());
+    let file = stack_file(&ingot, "v1", "hello:1", port, 3, "500ms");
+    let bad = stack_file(&ingot, "bad", "hello:bad", port, 3, "500ms");
+    let v2 = stack_file(&ingot, "v2", "hello:2", port, 3, "500ms");
+    // Off loopback: every request needs the token.
+    let daemon = Daemon::start_with(&ingot, &["--web", &format!("0.0.0.0:{web}")]);
+    let token = std::fs::read_to_string(ingot.root().join("web.token")).unwrap();
+    assert_eq!(token.trim().len(), 64);
+    for path in ["/", "/events", "/fragments/services", "/ledger/1"] {
+        let (code, _) = web_request(web, "GET", path, &[], "");
+        assert_eq!(code, 401, "GET {path} without the token");
+    }
+    let bearer = format!("Bearer {}", token.trim());
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let (code, _) = web_request(web, "POST", "/services/demo_web/rollback", &form, "csrf=x");
+    assert_eq!(code, 401, "a change without the token");
+    let with_token = [form[0], ("Authorization", bearer.as_str())];
+    let (code, text) = web_request(web, "POST", "/services/demo_web/rollback", &with_token, "csrf=x");
+    assert_eq!(code, 403, "a change without the CSRF token: {text}");
+    let (code, text) = web_request(web, "GET", "/", &[("Authorization", bearer.as_str())], "");
+    assert_eq!(code, 200, "{text}");
+    assert!(
+        text.contains("Nothing to measure yet") && text.contains("content-security-policy"),
+        "{text}"
+    );
+
+    let driver_port = ingot_testsupport::free_port();
+    let profile = ingot.path("chromium-profile");
+    let browser = Browser {
+        driver: Command::new(&chromedriver)
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver"),
+        profile: profile.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    rt.block_on(async {
+        use fantoccini::{ClientBuilder, Locator};
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": chrome,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1400,1100", format!("--user-data-dir={}", profile.display())],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let c = loop {
+            match ClientBuilder::new(connector.clone())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{driver_port}"))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "chromedriver did not start a session: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let base = format!("http://127.0.0.1:{web}");
+        // Logging in through the form.
+        c.goto(&format!("{base}/")).await.unwrap();
+        c.find(Locator::Css("input#token")).await.unwrap().send_keys(token.trim()).await.unwrap();
+        c.find(Locator::Css("form.login button")).await.unwrap().click().await.unwrap();
+        let js = |c: &fantoccini::Client, script: &str| {
+            let (c, script) = (c.clone(), script.to_string());
+            async move { c.execute(&script, vec![]).await.unwrap() }
+        };
+        let wait = |what: &'static str, secs: u64, script: &'static str, want: Value| {
+            let c = c.clone();
+            async move {
+                let t = Instant::now();
+                loop {
+                    let got = c.execute(script, vec![]).await.unwrap();
+                    if got == want {
+                        return t.elapsed();
+                    }
+                    if t.elapsed() > Duration::from_secs(secs) {
+                        let page = c.execute("return location.href + '\\n' + document.body.innerText", vec![]).await;
+                        panic!("{what}: {got} after {secs} s, wanted {want}; the page: {page:?}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        };
+        wait("the overview after logging in", 10, "return !!document.getElementById('services')", Value::Bool(true)).await;
+        assert_eq!(
+            js(&c, "return document.querySelector('#dora [data-dora]').dataset.dora").await,
+            "empty",
+            "an empty ledger has nothing to measure"
+        );
+        wait("the event stream", 10, "return document.getElementById('live').className", "note good".into()).await;
+        js(&c, "window.ingotMarker = 42; return null").await;
+
+        // A deploy: the page shows three healthy replicas within 2 s, live.
+        let (code, r) = deploy(&ingot, &file, "first release, watched from the browser");
+        assert_eq!(code, 0, "{r}");
+        let took = wait(
+            "three healthy replicas on the page",
+            2,
+            "var r = document.querySelector('tr[data-service=\"demo_web\"]'); return r ? r.dataset.healthy + '/' + r.querySelectorAll('.replica.healthy').length : null",
+            "3/3".into(),
+        )
+        .await;
+        eprintln!("{test}: the page showed 3 healthy replicas {took:?} after the deploy returned");
+        assert_eq!(js(&c, "return window.ingotMarker").await, 42, "the page was reloaded");
+        wait(
+            "the entry and its reason on the timeline",
+            2,
+            "var e = document.querySelector('#ledger .entry'); return e ? e.dataset.kind + ' ' + e.dataset.outcome + ': ' + e.querySelector('.reason').textContent : null",
+            "deploy succeeded: first release, watched from the browser".into(),
+        )
+        .await;
+        let png = c.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+        std::fs::write(&screenshot, &png).unwrap();
+        eprintln!("{test}: screenshot in {}", screenshot.display());
+
+        // An automatic rollback is a failed change in the DORA panel.
+        let (code, r) = deploy(&ingot, &bad, "a broken release");
+        assert_eq!((code, r["outcome"].as_str()), (1, Some("rolled-back")), "{r}");
+        wait(
+            "the rolled-back entry on the timeline",
+            3,
+            "var e = document.querySelector('#ledger .entry'); return e ? e.dataset.outcome : null",
+            "rolled-back".into(),
+        )
+        .await;
+        wait(
+            "the failure rate in the DORA panel",
+            3,
+            "var m = document.querySelector('#dora [data-metric=\"change_failure_rate\"]'); return !!m && parseFloat(m.dataset.value) > 0 && m.dataset.entries.split(',').indexOf(document.querySelector('#ledger .entry').dataset.seq) >= 0",
+            Value::Bool(true),
+        )
+        .await;
+
+        // The rollback button, for a user with the token.
+        let (code, r) = deploy(&ingot, &v2, "version two");
+        assert_eq!(code, 0, "{r}");
+        wait(
+            "version two on the timeline",
+            3,
+            "var e = document.querySelector('#ledger .entry'); return e ? e.dataset.outcome + ' ' + e.querySelector('.reason').textContent : null",
+            "succeeded version two".into(),
+        )
+        .await;
+        let row = "tr[data-service=\"demo_web\"] form.rollback";
+        c.find(Locator::Css(&format!("{row} input[name=reason]")))
+            .await
+            .unwrap()
+            .send_keys("back to one, from the browser")
+            .await
+            .unwrap();
+        c.find(Locator::Css(&format!("{row} button"))).await.unwrap().click().await.unwrap();
+        wait(
+            "the rollback, sealed, on the timeline",
+            60,
+            "var e = document.querySelector('#ledger .entry'); return e ? [e.dataset.kind, e.dataset.outcome, e.querySelector('.reason').textContent, e.querySelector('.actor').textContent.slice(0, 4)].join(' ') : null",
+            "rollback succeeded back to one, from the browser web:".into(),
+        )
+        .await;
+        c.close().await.unwrap();
+    });
+    let v1 = ingot.ok(&["inspect", "-q", "hello:1"]).trim().to_string();
+    let ps = replicas(&ingot);
+    assert!(
+        ps.len() == 3 && ps.iter().all(|p| p["image"] == v1.as_str() && p["health"] == "healthy"),
+        "{ps:?}"
+    );
+    let mut c = None;
+    assert_eq!(get(&mut c, port).unwrap(), "version one");
+    drop(browser);
+    drop(daemon);
+    let left = Browser {
+        driver: Command::new("true").spawn().unwrap(),
+        profile,
+    };
+    assert!(
+        left.leftovers().is_empty(),
+        "browser processes left: {:?}",
+        left.leftovers()
+    );
 }

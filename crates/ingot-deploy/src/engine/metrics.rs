@@ -60,6 +60,9 @@ struct ServiceNow {
     requests: u64,
     failures: u64,
     restarts: u64,
+    /// The mesh's tally per replica (named, or its address once it is
+    /// gone), "mesh" for the answers the mesh made itself.
+    tallies: Vec<(String, ingot_mesh::TallyNow)>,
 }
 
 /// The services at the moment of a scrape.
@@ -69,6 +72,19 @@ struct Snapshot(Vec<ServiceNow>);
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ServiceLabel {
     service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabel {
+    service: String,
+    replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaClass {
+    service: String,
+    replica: String,
+    class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,6 +137,49 @@ impl prometheus_client::collector::Collector for Snapshot {
                 ConstCounter::new(pick(s)).encode(m.encode_family(&l)?)?;
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "ingot_mesh_responses",
+                "HTTP responses through the mesh by replica and status class (replica \"mesh\": the mesh's own).",
+                None,
+                counter,
+            )?;
+            for s in &self.0 {
+                for (replica, t) in &s.tallies {
+                    for (class, n) in ingot_mesh::CLASSES.iter().zip(t.classes) {
+                        let l = ReplicaClass {
+                            service: s.service.clone(),
+                            replica: replica.clone(),
+                            class,
+                        };
+                        ConstCounter::new(n).encode(m.encode_family(&l)?)?;
+                    }
+                }
+            }
+        }
+        let histogram = Histogram::new([1.0]).metric_type();
+        let mut m = encoder.encode_descriptor(
+            "ingot_mesh_response_seconds",
+            "Time from a request's arrival at the mesh to its response's head, by replica.",
+            None,
+            histogram,
+        )?;
+        for s in &self.0 {
+            for (replica, t) in &s.tallies {
+                let l = ReplicaLabel {
+                    service: s.service.clone(),
+                    replica: replica.clone(),
+                };
+                let buckets: Vec<(f64, u64)> = ingot_mesh::LATENCY_BOUNDS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .zip(t.buckets)
+                    .collect();
+                m.encode_family(&l)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(t.sum, t.count(), &buckets, None)?;
+            }
+        }
         Ok(())
     }
 }
@@ -139,6 +198,22 @@ impl Engine {
                     requests: sv.pool.requests.load(Relaxed),
                     failures: sv.pool.failures.load(Relaxed),
                     restarts: sv.restarts.into(),
+                    tallies: sv
+                        .pool
+                        .tallies()
+                        .into_iter()
+                        .map(|(addr, t)| {
+                            let name = match addr {
+                                None => "mesh".to_string(),
+                                Some(a) => sv
+                                    .replicas
+                                    .iter()
+                                    .find(|r| r.address.as_deref() == Some(&a.ip().to_string()))
+                                    .map_or_else(|| a.ip().to_string(), |r| r.name.clone()),
+                            };
+                            (name, t)
+                        })
+                        .collect(),
                 })
                 .collect(),
         );

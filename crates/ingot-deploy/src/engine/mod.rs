@@ -340,6 +340,11 @@ impl Engine {
         self.serve_vips.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The policy file the daemon checks changes against, if any.
+    pub fn policy_path(&self) -> Option<&std::path::Path> {
+        self.policy.as_deref()
+    }
+
     /// Lets stacks bind-mount host paths under `roots` (none by default:
     /// a bind mount gives a container the host's files).
     pub fn allow_binds(&self, roots: Vec<PathBuf>) {

@@ -48,6 +48,8 @@ pub struct DaemonOptions<'a> {
     pub tls_dir: Option<&'a Path>,
     pub replace: bool,
     pub allow_bind: &'a [PathBuf],
+    /// Where to serve the web dashboard.
+    pub web: Option<std::net::SocketAddr>,
 }
 
 pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
@@ -58,6 +60,7 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
         tls_dir,
         replace,
         allow_bind,
+        web,
     } = *o;
     let allow_bind = allow_bind
         .iter()
@@ -114,13 +117,49 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
                 tracing::error!("service discovery: the DNS server stopped: {e}");
             }
         });
+        if let Some(addr) = web {
+            // Bound beside a predecessor's (--replace) like the published ports.
+            let bind = || -> std::io::Result<tokio::net::TcpListener> {
+                let s = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                s.set_reuseaddr(true)?;
+                s.set_reuseport(replace)?;
+                s.bind(addr)?;
+                s.listen(128)
+            };
+            let listener = bind().with_context(|| format!("--web {addr}: cannot listen"))?;
+            // The token exists before anyone is told where to find it.
+            ingot_web::auth::load_or_make_token(&engine.root)
+                .with_context(|| format!("--web: {}", ingot_web::token_path(&engine.root).display()))?;
+            if !quiet {
+                eprintln!(
+                    "ingot: dashboard on http://{addr}/ ({}; token in {})",
+                    if addr.ip().is_loopback() {
+                        "open to this host"
+                    } else {
+                        "token required"
+                    },
+                    ingot_web::token_path(&engine.root).display()
+                );
+            }
+            let e = engine.clone();
+            tokio::spawn(async move {
+                if let Err(err) = ingot_web::serve(e, listener).await {
+                    tracing::error!("the web dashboard stopped: {err}");
+                }
+            });
+        }
         if !quiet {
             eprintln!("ingot: daemon listening on {}", sock.display());
             if let Some((addr, dir)) = &tcp {
                 eprintln!("ingot: and on tcp://{addr} (mutual TLS, {})", dir.display());
             }
         }
-        ingot_deploy::api::serve(engine, &sock, tcp, replace).await
+        ingot_deploy::api::serve(engine, &sock, tcp, replace).await?;
+        Ok::<(), anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -458,13 +497,7 @@ pub fn dora(store: &Store, cli: &Cli, stack: Option<&str>, since: &str, fix_wind
         fix_window: time::Duration::milliseconds(i64::try_from(fix_ms).unwrap_or(i64::MAX)),
     };
     let rows = store.ledger_rows()?;
-    let commit_time = |d: &ingot_oci::Digest| {
-        ingot_build::executor::read_bom(store, &d.to_string())
-            .ok()
-            .flatten()
-            .and_then(|b| b.git)
-            .and_then(|g| g.commit_time)
-    };
+    let commit_time = |d: &ingot_oci::Digest| ingot_build::executor::commit_time(store, d);
     let r = dora::compute(&rows, &commit_time, &window)
         .map_err(|e| anyhow::anyhow!("{e}: the ledger does not verify, so nothing is measured from it"))?;
     if cli.format == Format::Json {

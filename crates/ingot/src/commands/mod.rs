@@ -233,6 +233,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref tls_dir,
             replace,
             ref allow_bind,
+            web,
         } => deploy::daemon(
             &root,
             &cli,
@@ -243,6 +244,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 tls_dir: tls_dir.as_deref(),
                 replace,
                 allow_bind,
+                web,
             },
         ),
         Command::Deploy {
