@@ -2256,13 +2256,14 @@ fn the_dashboard_in_a_real_browser() {
         .await;
 
         // The rollback button, for a user with the token.
-        let (code, r) = deploy(&ingot, &v2, "version two");
+        // (A reason is text, never markup.)
+        let (code, r) = deploy(&ingot, &v2, "version two <script>alert(1)</script>");
         assert_eq!(code, 0, "{r}");
         wait(
             "version two on the timeline",
             3,
-            "var e = document.querySelector('#ledger .entry'); return e ? e.dataset.outcome + ' ' + e.querySelector('.reason').textContent : null",
-            "succeeded version two".into(),
+            "var e = document.querySelector('#ledger .entry'); return e ? e.dataset.outcome + ' ' + e.querySelector('.reason').textContent + ' ' + document.querySelectorAll('#ledger script').length : null",
+            "succeeded version two <script>alert(1)</script> 0".into(),
         )
         .await;
         let row = "tr[data-service=\"demo_web\"] form.rollback";
@@ -2290,6 +2291,41 @@ fn the_dashboard_in_a_real_browser() {
     );
     let mut c = None;
     assert_eq!(get(&mut c, port).unwrap(), "version one");
+    // The entry and image pages, bad input to them.
+    let auth = [("Authorization", bearer.as_str())];
+    let (code, text) = web_request(web, "GET", "/ledger/1", &auth, "");
+    assert!(
+        code == 200 && text.contains("first release, watched from the browser") && text.contains("services.web.digest"),
+        "{text}"
+    );
+    let (code, text) = web_request(web, "GET", "/ledger/3", &auth, "");
+    assert!(
+        code == 200 && text.contains("&lt;script&gt;") && !text.contains("<script>alert"),
+        "{text}"
+    );
+    let (code, text) = web_request(web, "GET", &format!("/images/{v1}"), &auth, "");
+    assert!(
+        code == 200 && text.contains("Bill of materials") && text.contains("builder.host") && text.contains("unsigned"),
+        "{text}"
+    );
+    assert_eq!(web_request(web, "GET", "/ledger/999", &auth, "").0, 404);
+    assert_eq!(web_request(web, "GET", "/images/sha256:nothex", &auth, "").0, 400);
+    assert_eq!(
+        web_request(web, "GET", &format!("/images/sha256:{}", "0".repeat(64)), &auth, "").0,
+        404
+    );
+    // A ledger changed behind the daemon's back: shown in red, no metrics.
+    let db = ingot.root().join("ingot.db");
+    let st = Command::new("python3")
+        .args(["-c", &format!("import sqlite3; c = sqlite3.connect({:?}); c.execute(\"UPDATE ledger SET reason = 'forged' WHERE seq = 1\"); c.commit()", db.to_str().unwrap())])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (code, text) = web_request(web, "GET", "/", &auth, "");
+    assert!(
+        code == 200 && text.contains("The ledger does not verify") && text.contains("data-dora=\"refused\""),
+        "{text}"
+    );
     drop(browser);
     drop(daemon);
     let left = Browser {
