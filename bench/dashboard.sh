@@ -41,7 +41,7 @@ for i in $(seq 1 499); do
     $I deploy -q -f "$work/stack.yml" --name bench --reason "redeploy $i" >/dev/null
 done
 for i in $(seq 1 500); do
-    $I service scale "bench_s$(printf %02d $((i % 50)))=1" >/dev/null
+    $I service scale "bench_s$(printf %02d $((i % 50)))=1" >/dev/null 2>&1
 done
 entries=$($I ledger --format json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
 python3 bench/dashboard.py "$web" "$RUNS" "$LIVE" "$entries" "$ingot --root $R"

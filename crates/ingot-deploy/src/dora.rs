@@ -30,7 +30,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::ledger;
-use crate::pin::PinnedStack;
 use crate::{DeployError, Result};
 
 /// A DORA 2024 performance cluster.
@@ -165,14 +164,61 @@ fn restore_band(h: f64) -> Band {
 /// answers an image's git commit time (Unix seconds) from its bill of
 /// materials.
 pub fn compute(rows: &[LedgerRow], commit_time: &dyn Fn(&Digest) -> Option<i64>, w: &Window) -> Result<Report> {
+    let mut r = compute_windows(rows, commit_time, std::slice::from_ref(w))?;
+    Ok(r.remove(0))
+}
+
+/// Just the image digests of a pinned stack's services, in its order.
+#[derive(serde::Deserialize)]
+struct Images {
+    services: BTreeMap<String, ServiceImage>,
+}
+
+#[derive(serde::Deserialize)]
+struct ServiceImage {
+    digest: Digest,
+}
+
+/// [`compute`] for each of `windows`, over one verification of the ledger
+/// and one read of each entry's images.
+pub fn compute_windows(
+    rows: &[LedgerRow],
+    commit_time: &dyn Fn(&Digest) -> Option<i64>,
+    windows: &[Window],
+) -> Result<Vec<Report>> {
     ledger::verify(rows)?;
+    let images = rows
+        .iter()
+        .map(|r| {
+            if r.kind == ledger::RM {
+                return Ok(None);
+            }
+            let i: Images = serde_json::from_str(&r.body).map_err(|e| DeployError::Ledger {
+                seq: r.seq,
+                why: format!("its stack does not parse: {e}"),
+            })?;
+            Ok(Some(i.services.into_values().map(|s| s.digest).collect::<Vec<_>>()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(windows.iter().map(|w| report(rows, &images, commit_time, w)).collect())
+}
+
+/// The report of one window; `images[i]`: the images of `rows[i]`'s stack.
+fn report(
+    rows: &[LedgerRow],
+    images: &[Option<Vec<Digest>>],
+    commit_time: &dyn Fn(&Digest) -> Option<i64>,
+    w: &Window,
+) -> Report {
     let from = w.now - w.since;
     let in_window = |r: &LedgerRow| start(r).is_some_and(|t| t >= from && t <= w.now);
     let wanted = |r: &LedgerRow| w.stack.as_ref().is_none_or(|s| &r.stack == s);
     // Each stack's entries in order, and the stack each entry left.
-    let mut by_stack: BTreeMap<&str, Vec<&LedgerRow>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| wanted(r)) {
-        by_stack.entry(r.stack.as_str()).or_default().push(r);
+    // Each stack's entries, each with the images of the stack it records.
+    type Entries<'a> = Vec<(&'a LedgerRow, Option<&'a Vec<Digest>>)>;
+    let mut by_stack: BTreeMap<&str, Entries> = BTreeMap::new();
+    for (r, i) in rows.iter().zip(images).filter(|(r, _)| wanted(r)) {
+        by_stack.entry(r.stack.as_str()).or_default().push((r, i.as_ref()));
     }
     let mut deployments = Vec::new();
     let mut succeeded = Vec::new();
@@ -182,10 +228,9 @@ pub fn compute(rows: &[LedgerRow], commit_time: &dyn Fn(&Digest) -> Option<i64>,
     let mut failed = Vec::new();
     let mut restores = Vec::new();
     for entries in by_stack.values() {
-        let mut before: Option<PinnedStack> = None;
-        for (i, r) in entries.iter().enumerate() {
-            let next = entries.get(i + 1);
-            let this: Option<PinnedStack> = (r.kind != ledger::RM).then(|| ledger::stack_of(r)).transpose()?;
+        let mut before: Option<&Vec<Digest>> = None;
+        for (i, (r, this)) in entries.iter().enumerate() {
+            let next = entries.get(i + 1).map(|(n, _)| n);
             let counted = r.kind == ledger::DEPLOY && r.outcome != ledger::PENDING && in_window(r);
             if counted {
                 deployments.push(r.seq);
@@ -194,14 +239,11 @@ pub fn compute(rows: &[LedgerRow], commit_time: &dyn Fn(&Digest) -> Option<i64>,
                     succeeded.push(r.seq);
                     // Lead time of every image new to the stack.
                     let seal = sealed(r).unwrap_or(w.now);
-                    for svc in this.iter().flat_map(|s| s.services.values()) {
-                        let known = before
-                            .as_ref()
-                            .is_some_and(|b| b.services.values().any(|p| p.digest == svc.digest));
-                        if known {
+                    for digest in this.iter().flat_map(|s| s.iter()) {
+                        if before.is_some_and(|b| b.contains(digest)) {
                             continue;
                         }
-                        match commit_time(&svc.digest) {
+                        match commit_time(digest) {
                             Some(c) => {
                                 let c = OffsetDateTime::from_unix_timestamp(c).unwrap_or(seal);
                                 leads.push(hours(seal - c));
@@ -232,8 +274,8 @@ pub fn compute(rows: &[LedgerRow], commit_time: &dyn Fn(&Digest) -> Option<i64>,
                     } else {
                         entries[i + 1..]
                             .iter()
-                            .find(|n| n.outcome == ledger::SUCCEEDED && n.kind != ledger::SCALE)
-                            .and_then(|n| sealed(n))
+                            .find(|(n, _)| n.outcome == ledger::SUCCEEDED && n.kind != ledger::SCALE)
+                            .and_then(|(n, _)| sealed(n))
                     };
                     if let (Some(a), Some(b)) = (began, restored) {
                         restores.push(hours(b - a));
@@ -241,7 +283,7 @@ pub fn compute(rows: &[LedgerRow], commit_time: &dyn Fn(&Digest) -> Option<i64>,
                 }
             }
             if ledger::applies(r) {
-                before = this;
+                before = *this;
             }
         }
     }
@@ -256,7 +298,7 @@ pub fn compute(rows: &[LedgerRow], commit_time: &dyn Fn(&Digest) -> Option<i64>,
     };
     lead_entries.dedup();
     let rate = (!deployments.is_empty()).then(|| 100.0 * failed.len() as f64 / deployments.len() as f64);
-    Ok(Report {
+    Report {
         from: from.format(&Rfc3339).unwrap_or_default(),
         to: w.now.format(&Rfc3339).unwrap_or_default(),
         stack: w.stack.clone(),
@@ -272,7 +314,7 @@ pub fn compute(rows: &[LedgerRow], commit_time: &dyn Fn(&Digest) -> Option<i64>,
         change_failure_rate: metric(rate, "percent", failure_band, failed.clone(), deployments.len()),
         time_to_restore: metric(median(restores.clone()), "hours", restore_band, failed, restores.len()),
         images_without_commit_time: no_commit,
-    })
+    }
 }
 
 /// `30d`, `12h`, `90m`, `2w`: a window length.
@@ -296,6 +338,7 @@ pub fn parse_since(s: &str) -> Result<time::Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pin::PinnedStack;
 
     fn d(n: u8) -> Digest {
         format!("sha256:{}", format!("{n:02x}").repeat(32)).parse().unwrap()

@@ -186,18 +186,18 @@ pub fn applies(row: &LedgerRow) -> bool {
 }
 
 /// The desired state: stack name -> pinned stack, from the entries that took effect.
+/// Each stack's is its last such entry's (none after a `rm`), so only those
+/// are parsed.
 pub fn desired(rows: &[LedgerRow]) -> Result<BTreeMap<String, PinnedStack>> {
-    let mut out = BTreeMap::new();
+    let mut last: BTreeMap<&str, &LedgerRow> = BTreeMap::new();
     for r in rows.iter().filter(|r| applies(r)) {
-        if r.kind == RM {
-            out.remove(&r.stack);
-            continue;
+        last.insert(&r.stack, r);
+    }
+    let mut out = BTreeMap::new();
+    for (stack, r) in last {
+        if r.kind != RM {
+            out.insert(stack.to_string(), stack_of(r)?);
         }
-        let s: PinnedStack = serde_json::from_str(&r.body).map_err(|e| DeployError::Ledger {
-            seq: r.seq,
-            why: format!("its stack does not parse: {e}"),
-        })?;
-        out.insert(r.stack.clone(), s);
     }
     Ok(out)
 }

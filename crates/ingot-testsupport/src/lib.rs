@@ -210,7 +210,8 @@ impl Ingot {
 
 impl Drop for Ingot {
     /// Every container of this root is removed (a deploy test's replicas
-    /// outlive its daemon by design), and nothing of the root may be left:
+    /// outlive its daemon by design), then its stacks' networks (bridges
+    /// and firewall rules), and nothing of the root may be left:
     /// no process whose command line names it, no mount under the test's
     /// directory. What is left is killed or unmounted, and the test fails.
     fn drop(&mut self) {
@@ -226,6 +227,19 @@ impl Drop for Ingot {
                 }
             }
         }
+        // The stacks' networks: their bridges and firewall rules are the host's.
+        let networks = |ingot: &Ingot| -> Vec<String> {
+            ingot
+                .command()
+                .args(["-q", "network", "ls"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect())
+                .unwrap_or_default()
+        };
+        for name in networks(self) {
+            let _ = self.command().args(["network", "rm", &name]).output();
+        }
+        let nets_left = networks(self);
         let needle = root.to_string_lossy().into_owned();
         let mut left = Vec::new();
         for _ in 0..50 {
@@ -243,6 +257,7 @@ impl Drop for Ingot {
         if !std::thread::panicking() {
             assert!(left.is_empty(), "processes of {needle} were left running: {left:?}");
             assert!(mounts.is_empty(), "mounts under {dir} were left: {mounts:?}");
+            assert!(nets_left.is_empty(), "networks of {needle} were left: {nets_left:?}");
         }
     }
 }

@@ -91,14 +91,20 @@ pub fn dora(store: &Store, rows: &[LedgerRow]) -> Result<Dora, String> {
         stack: None,
         fix_window: time::Duration::hours(FIX_WINDOW_HOURS),
     };
-    let report = dora::compute(rows, &commit_time, &window(now, DORA_DAYS)).map_err(|e| e.to_string())?;
-    let mut trend = Vec::new();
-    for w in (0..TREND_WEEKS).rev() {
-        let end = now - time::Duration::weeks(w);
-        let r = dora::compute(rows, &commit_time, &window(end, 7)).map_err(|e| e.to_string())?;
-        trend.push((end.date().to_string(), r));
-    }
-    Ok(Dora { now: report, trend })
+    let ends: Vec<time::OffsetDateTime> = (0..TREND_WEEKS).rev().map(|w| now - time::Duration::weeks(w)).collect();
+    let windows: Vec<dora::Window> = std::iter::once(window(now, DORA_DAYS))
+        .chain(ends.iter().map(|end| window(*end, 7)))
+        .collect();
+    let mut reports = dora::compute_windows(rows, &commit_time, &windows).map_err(|e| e.to_string())?;
+    let trend = ends
+        .iter()
+        .map(|e| e.date().to_string())
+        .zip(reports.split_off(1))
+        .collect();
+    Ok(Dora {
+        now: reports.remove(0),
+        trend,
+    })
 }
 
 /// A ledger entry and what it changed in its stack.

@@ -441,6 +441,12 @@ pub enum NetworkCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Remove networks no container is attached to: the bridge, its firewall rules, the record
+    /// (`stack rm` removes a stack's networks itself)
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -1590,6 +1590,14 @@ fn networks_keep_services_apart_and_internal_ones_have_no_egress() {
         back.contains("nets.api.1.") && back.contains("nets.db.1.") && !back.contains("nets.web."),
         "{back}"
     );
+    // A network in use stays, whatever else was named with it.
+    let err = ingot.fails(&["network", "rm", "nets_front", "nets_back"]);
+    assert!(
+        err.contains("network nets_front is in use by nets.") && err.contains("stack rm nets"),
+        "{err}"
+    );
+    assert!(ingot.fails(&["network", "rm", "nope"]).contains("not found"));
+    assert!(made.iter().all(|b| link_exists(b)), "bridges still up: {made:?}");
     let one = |svc: &str| -> Value { ingot.json(&["service", "ps", &format!("nets_{svc}")])[0].clone() };
     let (web, api, db) = (one("web"), one("api"), one("db"));
     let name = |v: &Value| v["name"].as_str().unwrap().to_string();

@@ -126,22 +126,11 @@ pub fn network(store: &Store, cli: &Cli, command: &NetworkCommand) -> Result<Exi
             let containers = store.containers()?;
             let mut out = Vec::new();
             for name in names {
-                let n = all
-                    .iter()
-                    .find(|n| &n.name == name)
-                    .ok_or_else(|| anyhow::anyhow!("network {name:?} not found (ingot network ls)"))?;
-                // A container is on the network when it holds an address there.
+                let n = find(&all, name)?;
                 let net = ingot_deploy::engine::networks::record_network(n);
-                let attached: Vec<serde_json::Value> = containers
-                    .iter()
-                    .filter_map(|c| {
-                        let net = net.as_ref()?;
-                        let addr = c
-                            .addresses()
-                            .into_iter()
-                            .find(|a| a.parse().is_ok_and(|ip| net.contains(ip)))?;
-                        Some(json!({"name": c.name, "address": addr}))
-                    })
+                let attached: Vec<serde_json::Value> = attached(net.as_ref(), &containers)
+                    .into_iter()
+                    .map(|(name, addr)| json!({"name": name, "address": addr}))
                     .collect();
                 out.push(json!({
                     "name": n.name, "stack": n.stack, "bridge": n.bridge, "subnet": n.subnet,
@@ -151,6 +140,57 @@ pub fn network(store: &Store, cli: &Cli, command: &NetworkCommand) -> Result<Exi
             }
             output::json(&out)?;
         }
+        NetworkCommand::Rm { names } => {
+            let containers = store.containers()?;
+            // Every name checked before anything is removed.
+            let mut nets = Vec::new();
+            for name in names {
+                let n = find(&all, name)?;
+                let net = ingot_deploy::engine::networks::record_network(n)
+                    .ok_or_else(|| anyhow::anyhow!("network {name}: its record has no valid subnet ({})", n.subnet))?;
+                let on = attached(Some(&net), &containers);
+                if !on.is_empty() {
+                    let list: Vec<String> = on.into_iter().map(|(c, _)| c).collect();
+                    anyhow::bail!(
+                        "network {name} is in use by {} (remove them, or `ingot stack rm {}`)",
+                        list.join(", "),
+                        n.stack
+                    );
+                }
+                nets.push((name, net));
+            }
+            for (name, net) in nets {
+                ingot_runtime::net::bridge::remove(&net)?;
+                store.delete_network(name)?;
+                if !cli.quiet {
+                    println!("{name}");
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn find<'a>(all: &'a [ingot_store::NetworkRecord], name: &str) -> Result<&'a ingot_store::NetworkRecord> {
+    all.iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| anyhow::anyhow!("network {name:?} not found (ingot network ls)"))
+}
+
+/// The containers on `net` (holding an address in it), with that address.
+fn attached(
+    net: Option<&ingot_runtime::net::Network>,
+    containers: &[ingot_store::ContainerRecord],
+) -> Vec<(String, String)> {
+    let Some(net) = net else { return Vec::new() };
+    containers
+        .iter()
+        .filter_map(|c| {
+            let addr = c
+                .addresses()
+                .into_iter()
+                .find(|a| a.parse().is_ok_and(|ip| net.contains(ip)))?;
+            Some((c.name.clone(), addr))
+        })
+        .collect()
 }
