@@ -20,7 +20,6 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 examples/rootfs/build.sh "$work/base.tar" >/dev/null
 $I import -q "$work/base.tar" example/base:latest >/dev/null
 cp -r examples/hello "$work/v1"

@@ -24,3 +24,6 @@ bench_setup() {
     R=$work/root
     I="$ingot --root $R"
 }
+
+# free_port: a TCP port of loopback nobody listens on now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-1024}
 LAYERS=${LAYERS:-8}
 RUNS=${RUNS:-3}
+. bench/lib.sh
 need=()
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v docker-registry >/dev/null || need+=(docker-registry)
@@ -29,7 +30,6 @@ cleanup() {
 trap cleanup EXIT
 cache=/var/lib/containers/cache/blob-info-cache-v1.boltdb
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # An OCI layout of LAYERS layers of fresh random bytes, each already a gzip
 # stream (stored blocks: valid, fast to make), so that skopeo copies the
