@@ -10,6 +10,7 @@
 //! Bearer-token challenges (`WWW-Authenticate: Bearer realm=...`) are
 //! answered with an anonymous token request.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -292,7 +293,17 @@ impl Client {
     /// Fetches a manifest by tag or digest: its bytes and media type.
     pub fn get_manifest(&self, remote: &Remote, reference: &str) -> Result<(Vec<u8>, String), ClientError> {
         let url = remote.url(&format!("manifests/{reference}"));
+        self.get_manifest_opt(remote, reference)?
+            .ok_or_else(|| http_err(&url, "404 MANIFEST_UNKNOWN: no such manifest"))
+    }
+
+    /// [`Client::get_manifest`], `None` where the registry has no such manifest.
+    pub fn get_manifest_opt(&self, remote: &Remote, reference: &str) -> Result<Option<(Vec<u8>, String)>, ClientError> {
+        let url = remote.url(&format!("manifests/{reference}"));
         let mut resp = self.send("GET", &url, &[("accept", ACCEPT)], None)?;
+        if resp.status() == 404 {
+            return Ok(None);
+        }
         if resp.status() != 200 {
             return Err(http_err(&url, explain(resp)));
         }
@@ -311,7 +322,7 @@ impl Client {
             .limit(4 << 20)
             .read_to_vec()
             .map_err(|e| http_err(&url, e))?;
-        Ok((bytes, media_type))
+        Ok(Some((bytes, media_type)))
     }
 
     fn has_blob(&self, remote: &Remote, d: &Digest) -> Result<bool, ClientError> {
@@ -495,14 +506,68 @@ pub fn push(store: &Store, image: &str, remote: &Remote, obs: Obs) -> Result<Tra
     push_manifest(store, &client, remote, &img.manifest, &mut t, &obs)?;
     client.put_manifest(remote, &remote.reference(), &img.manifest)?;
     // Then what refers to it: the subject exists on the other side now.
+    // Each by digest (a registry with the referrers API indexes it by its
+    // subject) and under cosign's tag for its kind (`sha256-<hex>.sig`,
+    // `.att`, `.sbom`: where cosign looks, and all a registry without
+    // that API can offer a puller).
+    let mut by_tag: BTreeMap<&str, Vec<Manifest>> = BTreeMap::new();
     for r in store.referrers(&img.manifest.digest)? {
         let m = store.manifest(&r, None)?;
         push_manifest(store, &client, remote, &m, &mut t, &obs)?;
         client.put_manifest(remote, &r.to_string(), &m)?;
         t.referrers += 1;
+        if let Some(kind) = artifact_type(&m).and_then(|a| cosign_suffix(&a)) {
+            by_tag.entry(kind).or_default().push(m);
+        }
+    }
+    for (kind, ms) in by_tag {
+        let tagged = cosign_manifest(kind, ms)?;
+        client.put_manifest(remote, &cosign_tag(&img.manifest.digest, kind), &tagged)?;
     }
     t.digest = Some(img.manifest.digest.clone());
     Ok(t)
+}
+
+/// A manifest's `artifactType` (OCI 1.1), if it has one.
+fn artifact_type(m: &Manifest) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(&m.bytes).ok()?;
+    v["artifactType"].as_str().map(String::from)
+}
+
+/// cosign's tag suffix for an artifact type: signatures `sig`, SBOMs
+/// `sbom`, attestations (in-toto, DSSE) `att`.
+pub fn cosign_suffix(artifact_type: &str) -> Option<&'static str> {
+    match artifact_type {
+        "application/vnd.dev.cosign.artifact.sig.v1+json" => Some("sig"),
+        t if t.contains("spdx") || t.contains("cyclonedx") || t.contains("syft") => Some("sbom"),
+        t if t.contains("in-toto") || t.contains("dsse") => Some("att"),
+        _ => None,
+    }
+}
+
+/// The tag cosign gives `subject`'s artifacts of `kind`: `sha256-<hex>.sig`.
+pub fn cosign_tag(subject: &Digest, kind: &str) -> String {
+    format!("{}-{}.{kind}", subject.algorithm().as_str(), subject.hex())
+}
+
+/// What goes under a cosign tag: the one manifest of its kind, or, for
+/// several signatures, one manifest holding all their layers (as cosign
+/// keeps every signature of an image under its one `.sig` tag).
+fn cosign_manifest(kind: &str, mut ms: Vec<Manifest>) -> Result<Manifest, ClientError> {
+    if ms.len() == 1 || kind != "sig" {
+        return Ok(ms.swap_remove(0));
+    }
+    let mut merged: serde_json::Value =
+        serde_json::from_slice(&ms[0].bytes).map_err(|e| ClientError::Invalid(format!("signature manifest: {e}")))?;
+    let mut layers = Vec::new();
+    for m in &ms {
+        let v: serde_json::Value =
+            serde_json::from_slice(&m.bytes).map_err(|e| ClientError::Invalid(format!("signature manifest: {e}")))?;
+        layers.extend(v["layers"].as_array().cloned().unwrap_or_default());
+    }
+    merged["layers"] = serde_json::Value::Array(layers);
+    let bytes = ingot_oci::config::canonical_json(&merged).map_err(|e| ClientError::Invalid(e.to_string()))?;
+    Manifest::parse(bytes, Some(&ms[0].media_type)).map_err(|e| ClientError::Invalid(e.to_string()))
 }
 
 fn push_manifest(
@@ -595,7 +660,10 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
         vec![name.parse().map_err(|e| ClientError::Invalid(format!("{name}: {e}")))?]
     };
     store.register(&manifest, &tags)?;
-    let referrers = pull_referrers(store, &client, remote, &manifest.digest, &obs)?;
+    let mut referrers = pull_referrers(store, &client, remote, &manifest.digest, &obs)?;
+    if referrers == 0 {
+        referrers = pull_cosign_tags(store, &client, remote, &manifest.digest, &obs)?;
+    }
     Ok(Transfer {
         digest: Some(manifest.digest.clone()),
         blobs_moved: moved,
@@ -640,25 +708,80 @@ fn pull_referrers(
         if m.digest != d {
             return Err(ClientError::Invalid(format!("referrer {d} hashes to {}", m.digest)));
         }
-        let refs = m.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
-        let blobs: Vec<(Digest, u64)> = refs
-            .iter()
-            .filter(|r| matches!(r.role, Role::Config | Role::Layer))
-            .map(|r| (r.digest.clone(), r.size))
-            .collect();
-        let store_blobs = store.blobs().clone();
-        parallel(&blobs, |(b, size)| {
-            client.pull_blob(remote, &store_blobs, b, *size, obs)
-        })?;
-        if !store.blobs().exists(&m.digest) {
-            let mut w = store.blobs().writer(Some(m.digest.clone()))?;
-            std::io::Write::write_all(&mut w, &m.bytes).map_err(|e| ClientError::Invalid(e.to_string()))?;
-            w.commit()?;
-        }
-        store.register(&m, &[])?;
+        copy_referrer(store, client, remote, &m, subject, obs)?;
         copied += 1;
     }
     Ok(copied)
+}
+
+/// Copies what a registry without the referrers API keeps under cosign's
+/// tags for `subject` (`sha256-<hex>.sig`, `.att`, `.sbom`). A manifest
+/// there that names another subject is refused; one that names none (as
+/// cosign writes them) is recorded as referring to `subject`: what it
+/// claims (a signature's payload names the digest it signs) is checked by
+/// whoever verifies it, not taken from the tag.
+fn pull_cosign_tags(
+    store: &mut Store,
+    client: &Client,
+    remote: &Remote,
+    subject: &Digest,
+    obs: &Obs,
+) -> Result<usize, ClientError> {
+    let mut copied = 0;
+    for kind in ["sig", "att", "sbom"] {
+        let tag = cosign_tag(subject, kind);
+        let Some((bytes, media_type)) = client.get_manifest_opt(remote, &tag)? else {
+            continue;
+        };
+        let m = Manifest::parse(bytes, Some(&media_type)).map_err(|e| ClientError::Invalid(format!("{tag}: {e}")))?;
+        if store.image(&m.digest).is_ok() {
+            continue;
+        }
+        let named = m
+            .references()
+            .map_err(|e| ClientError::Invalid(format!("{tag}: {e}")))?
+            .into_iter()
+            .find(|r| r.role == Role::Subject)
+            .map(|r| r.digest);
+        if named.as_ref().is_some_and(|n| n != subject) {
+            return Err(ClientError::Invalid(format!(
+                "{tag}: its subject is {}, not {subject}",
+                named.map(|n| n.to_string()).unwrap_or_default()
+            )));
+        }
+        copy_referrer(store, client, remote, &m, subject, obs)?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// Stores a referrer of `subject` fetched from `remote`: its blobs, its
+/// manifest, its row.
+fn copy_referrer(
+    store: &mut Store,
+    client: &Client,
+    remote: &Remote,
+    m: &Manifest,
+    subject: &Digest,
+    obs: &Obs,
+) -> Result<(), ClientError> {
+    let refs = m.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let blobs: Vec<(Digest, u64)> = refs
+        .iter()
+        .filter(|r| matches!(r.role, Role::Config | Role::Layer))
+        .map(|r| (r.digest.clone(), r.size))
+        .collect();
+    let store_blobs = store.blobs().clone();
+    parallel(&blobs, |(b, size)| {
+        client.pull_blob(remote, &store_blobs, b, *size, obs)
+    })?;
+    if !store.blobs().exists(&m.digest) {
+        let mut w = store.blobs().writer(Some(m.digest.clone()))?;
+        std::io::Write::write_all(&mut w, &m.bytes).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        w.commit()?;
+    }
+    store.register_referrer(m, subject)?;
+    Ok(())
 }
 
 #[cfg(test)]

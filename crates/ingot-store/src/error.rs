@@ -75,6 +75,13 @@ pub enum StoreError {
     Archive { what: String, why: String },
     #[error("{0}")]
     Ledger(String),
+    /// A referrer recorded against a subject other than the one it names.
+    #[error("manifest {manifest} refers to {named}, not {subject}")]
+    WrongSubject {
+        manifest: Digest,
+        named: String,
+        subject: Digest,
+    },
 }
 
 impl StoreError {

@@ -330,6 +330,17 @@ impl Store {
     /// transaction. Checks the references first so that no image row ever
     /// points at missing content.
     pub fn register(&mut self, manifest: &Manifest, tags: &[Reference]) -> Result<()> {
+        self.register_as(manifest, tags, None)
+    }
+
+    /// Records a manifest as referring to `subject` (its signature, SBOM,
+    /// ...) even when it names no subject itself (as cosign's tag scheme
+    /// writes them); one that names another subject is refused.
+    pub fn register_referrer(&mut self, manifest: &Manifest, subject: &Digest) -> Result<()> {
+        self.register_as(manifest, &[], Some(subject))
+    }
+
+    fn register_as(&mut self, manifest: &Manifest, tags: &[Reference], referring_to: Option<&Digest>) -> Result<()> {
         let size = self.check_complete(manifest)?;
         // Artifacts (signatures, SBOMs) have configs that are not image configs.
         let image_config = match &manifest.content {
@@ -352,6 +363,16 @@ impl Store {
             .into_iter()
             .find(|r| r.role == ingot_oci::manifest::Role::Subject)
             .map(|r| r.digest.to_string());
+        let subject = match (subject, referring_to) {
+            (Some(named), Some(s)) if named != s.to_string() => {
+                return Err(StoreError::WrongSubject {
+                    manifest: manifest.digest.clone(),
+                    named,
+                    subject: s.clone(),
+                })
+            }
+            (named, s) => named.or_else(|| s.map(Digest::to_string)),
+        };
         let now = crate::rfc3339(time::OffsetDateTime::now_utc().unix_timestamp());
         let path = self.root.join("ingot.db");
         let db_err = |source| StoreError::Db {

@@ -370,6 +370,24 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A loopback port free for UDP on every address (what a UDP listener
+/// needs: a client socket bound to 0.0.0.0 holds its port on loopback
+/// too), and for TCP.
+pub fn free_udp_port() -> u16 {
+    for _ in 0..100 {
+        let Ok(port) = std::net::UdpSocket::bind("0.0.0.0:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+        else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on loopback")
+}
+
 /// "The outside" for egress tests: a web server in a network namespace of
 /// the test's own, reachable from the host over a veth pair, with no route
 /// back to any container subnet (its answers come back only if ingot

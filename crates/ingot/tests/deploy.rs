@@ -1955,8 +1955,8 @@ fn udp_ports_through_the_mesh_and_host_mode_ports_on_the_replica() {
     }
 
     let (mesh_udp, host_udp, host_tcp) = (
-        ingot_testsupport::free_port(),
-        ingot_testsupport::free_port(),
+        ingot_testsupport::free_udp_port(),
+        ingot_testsupport::free_udp_port(),
         ingot_testsupport::free_port(),
     );
     let stack = |title: &str| {
@@ -1969,7 +1969,25 @@ fn udp_ports_through_the_mesh_and_host_mode_ports_on_the_replica() {
     // UDP through the mesh: each client's flow to one replica, both used.
     let mut seen = std::collections::BTreeSet::new();
     for i in 0..8 {
-        let a = udp_ask(mesh_udp, &format!("hi{i}")).expect("an answer through the mesh");
+        let Some(a) = udp_ask(mesh_udp, &format!("hi{i}")) else {
+            // Once seen in CI: say what the daemon and the host knew then.
+            let log = std::fs::read_to_string(ingot.path("daemon.log")).unwrap_or_default();
+            let mut from = log.len().saturating_sub(6000);
+            while !log.is_char_boundary(from) {
+                from += 1;
+            }
+            let ss = Command::new("ss")
+                .args(["-uanp"])
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            panic!(
+                "no answer through the mesh on udp {mesh_udp}; replicas: {:?}\nUDP sockets:\n{}\ndaemon log (end):\n{}",
+                ingot.json(&["service", "ps", "ports_echo"]),
+                String::from_utf8_lossy(&ss),
+                &log[from..]
+            );
+        };
         let (who, what) = a.split_once(':').unwrap();
         assert_eq!(what, format!("hi{i}"));
         seen.insert(who.to_string());

@@ -1200,3 +1200,79 @@ fn concurrent_patches_of_one_session_are_serialised_and_bad_tags_are_unknown_man
     let r = call("GET", &format!("{b}/v2/conc/a/manifests/-bad-tag"), &[], b"");
     assert_eq!((r.status, r.code().as_str()), (404, "MANIFEST_UNKNOWN"));
 }
+
+/// Debian's distribution has no referrers API: signatures reach it, and
+/// come back from it, under cosign's tag (`sha256-<hex>.sig`), every
+/// signature of an image in the one manifest there, as cosign keeps them.
+#[test]
+fn signatures_travel_through_distribution_under_cosigns_tag() {
+    let test = "signatures_travel_through_distribution_under_cosigns_tag";
+    let Some(reg) = distribution() else {
+        skip(test, "Debian's docker-registry is not installed");
+        return;
+    };
+    let src = Ingot::new(BIN);
+    let digest = sample_image(&src, "signed:1");
+    let other = {
+        let tar = src.write("other.tar", &sample_rootfs(20_000, 3));
+        src.ok(&["import", "-q", tar.to_str().unwrap(), "other:1"])
+            .trim()
+            .to_string()
+    };
+    for k in ["k1", "k2"] {
+        src.ok(&["key", "generate", "--out", src.path(k).to_str().unwrap()]);
+        src.ok(&[
+            "sign",
+            "signed:1",
+            "--key",
+            src.path(&format!("{k}.key")).to_str().unwrap(),
+        ]);
+    }
+    src.ok(&["sign", "other:1", "--key", src.path("k1.key").to_str().unwrap()]);
+    let repo = format!("{}/team/signed", reg.host);
+    let out = src.ok(&["push", "signed:1", &format!("{repo}:1")]);
+    assert!(out.contains("2 referrers"), "{out}");
+    src.ok(&["push", "other:1", &format!("{repo}:other")]);
+
+    let base = format!("http://{}/v2/team/signed", reg.host);
+    let r = call("GET", &format!("{base}/referrers/{digest}"), &[], b"");
+    assert_eq!(r.status, 404, "distribution 2.8 has no referrers API");
+    let tag = format!("sha256-{}.sig", digest.trim_start_matches("sha256:"));
+    let accept = [("accept", "application/vnd.oci.image.manifest.v1+json")];
+    let r = call("GET", &format!("{base}/manifests/{tag}"), &accept, b"");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let layers = r.json()["layers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(layers.len(), 2, "both signatures under the one tag: {}", r.json());
+    assert!(layers
+        .iter()
+        .all(|l| l["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
+            && l["annotations"]["dev.cosignproject.cosign/signature"].is_string()));
+
+    // Into a fresh root: the signatures come through the tag and verify.
+    let dst = Ingot::new(BIN);
+    let out = dst.ok(&["pull", &format!("{repo}:1")]);
+    assert!(out.contains(&digest) && out.contains("1 referrers"), "{out}");
+    for k in ["k1", "k2"] {
+        dst.ok(&[
+            "verify",
+            &format!("{repo}:1"),
+            "--key",
+            src.path(&format!("{k}.pub")).to_str().unwrap(),
+        ]);
+    }
+
+    // Another image's signature put under this image's tag is refused.
+    let other_tag = format!("sha256-{}.sig", other.trim_start_matches("sha256:"));
+    let r = call("GET", &format!("{base}/manifests/{other_tag}"), &accept, b"");
+    assert_eq!(r.status, 200);
+    let put = call(
+        "PUT",
+        &format!("{base}/manifests/{tag}"),
+        &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+        &r.body,
+    );
+    assert_eq!(put.status, 201);
+    let fresh = Ingot::new(BIN);
+    let err = fresh.fails(&["pull", &format!("{repo}:1")]);
+    assert!(err.contains(&format!("its subject is {other}, not {digest}")), "{err}");
+}
