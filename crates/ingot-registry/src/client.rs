@@ -660,10 +660,7 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
         vec![name.parse().map_err(|e| ClientError::Invalid(format!("{name}: {e}")))?]
     };
     store.register(&manifest, &tags)?;
-    let mut referrers = pull_referrers(store, &client, remote, &manifest.digest, &obs)?;
-    if referrers == 0 {
-        referrers = pull_cosign_tags(store, &client, remote, &manifest.digest, &obs)?;
-    }
+    let referrers = pull_referrers(store, &client, remote, &manifest.digest, &obs)?;
     Ok(Transfer {
         digest: Some(manifest.digest.clone()),
         blobs_moved: moved,
@@ -672,8 +669,7 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
     })
 }
 
-/// Copies the referrers of `subject` (through the referrers API) into the
-/// store; a registry without that API has none to give.
+/// Copies the referrers of `subject` ([`referrers`]) into the store.
 fn pull_referrers(
     store: &mut Store,
     client: &Client,
@@ -681,78 +677,93 @@ fn pull_referrers(
     subject: &Digest,
     obs: &Obs,
 ) -> Result<usize, ClientError> {
-    let url = remote.url(&format!("referrers/{subject}"));
-    let mut resp = client.send("GET", &url, &[("accept", media::OCI_INDEX)], None)?;
-    if resp.status() != 200 {
-        tracing::debug!(%url, status = %resp.status(), "no referrers API");
-        return Ok(0);
-    }
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(4 << 20)
-        .read_to_string()
-        .map_err(|e| http_err(&url, e))?;
-    let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| http_err(&url, e))?;
     let mut copied = 0;
-    for desc in index["manifests"].as_array().cloned().unwrap_or_default() {
-        let Some(d) = desc["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) else {
-            continue;
-        };
-        if store.image(&d).is_ok() {
-            continue;
+    for m in referrers(client, remote, subject)? {
+        if store.image(&m.digest).is_err() {
+            copy_referrer(store, client, remote, &m, subject, obs)?;
+            copied += 1;
         }
-        let (bytes, media_type) = client.get_manifest(remote, &d.to_string())?;
-        let m = Manifest::parse(bytes, Some(&media_type))
-            .map_err(|e| ClientError::Invalid(format!("referrer {d}: {e}")))?;
-        if m.digest != d {
-            return Err(ClientError::Invalid(format!("referrer {d} hashes to {}", m.digest)));
-        }
-        copy_referrer(store, client, remote, &m, subject, obs)?;
-        copied += 1;
     }
     Ok(copied)
 }
 
-/// Copies what a registry without the referrers API keeps under cosign's
-/// tags for `subject` (`sha256-<hex>.sig`, `.att`, `.sbom`). A manifest
-/// there that names another subject is refused; one that names none (as
-/// cosign writes them) is recorded as referring to `subject`: what it
-/// claims (a signature's payload names the digest it signs) is checked by
-/// whoever verifies it, not taken from the tag.
-fn pull_cosign_tags(
-    store: &mut Store,
-    client: &Client,
-    remote: &Remote,
-    subject: &Digest,
-    obs: &Obs,
-) -> Result<usize, ClientError> {
-    let mut copied = 0;
+/// The manifests that refer to `subject` in `remote`'s repository: through
+/// the referrers API, or, where it has none or it lists none, under
+/// cosign's tags (`sha256-<hex>.sig`, `.att`, `.sbom`). Every manifest is
+/// checked against its digest; one under a tag that names another subject
+/// is refused, one that names none (as cosign writes them) is taken as
+/// referring to `subject`: what it claims (a signature's payload names the
+/// digest it signs) is for whoever verifies it to check, not the tag's.
+pub fn referrers(client: &Client, remote: &Remote, subject: &Digest) -> Result<Vec<Manifest>, ClientError> {
+    let mut out = Vec::new();
+    let url = remote.url(&format!("referrers/{subject}"));
+    let mut resp = client.send("GET", &url, &[("accept", media::OCI_INDEX)], None)?;
+    if resp.status() == 200 {
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(4 << 20)
+            .read_to_string()
+            .map_err(|e| http_err(&url, e))?;
+        let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| http_err(&url, e))?;
+        for desc in index["manifests"].as_array().cloned().unwrap_or_default() {
+            let Some(d) = desc["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) else {
+                continue;
+            };
+            let (bytes, media_type) = client.get_manifest(remote, &d.to_string())?;
+            let m = Manifest::parse(bytes, Some(&media_type))
+                .map_err(|e| ClientError::Invalid(format!("referrer {d}: {e}")))?;
+            if m.digest != d {
+                return Err(ClientError::Invalid(format!("referrer {d} hashes to {}", m.digest)));
+            }
+            out.push(m);
+        }
+    } else {
+        tracing::debug!(%url, status = %resp.status(), "no referrers API");
+    }
+    if !out.is_empty() {
+        return Ok(out);
+    }
     for kind in ["sig", "att", "sbom"] {
         let tag = cosign_tag(subject, kind);
         let Some((bytes, media_type)) = client.get_manifest_opt(remote, &tag)? else {
             continue;
         };
         let m = Manifest::parse(bytes, Some(&media_type)).map_err(|e| ClientError::Invalid(format!("{tag}: {e}")))?;
-        if store.image(&m.digest).is_ok() {
-            continue;
-        }
         let named = m
             .references()
             .map_err(|e| ClientError::Invalid(format!("{tag}: {e}")))?
             .into_iter()
             .find(|r| r.role == Role::Subject)
             .map(|r| r.digest);
-        if named.as_ref().is_some_and(|n| n != subject) {
+        if let Some(n) = named.filter(|n| n != subject) {
             return Err(ClientError::Invalid(format!(
-                "{tag}: its subject is {}, not {subject}",
-                named.map(|n| n.to_string()).unwrap_or_default()
+                "{tag}: its subject is {n}, not {subject}"
             )));
         }
-        copy_referrer(store, client, remote, &m, subject, obs)?;
-        copied += 1;
+        out.push(m);
     }
-    Ok(copied)
+    Ok(out)
+}
+
+/// One blob of `remote`, into memory (at most `max` bytes), verified.
+pub fn get_blob(client: &Client, remote: &Remote, d: &Digest, max: u64) -> Result<Vec<u8>, ClientError> {
+    let url = remote.url(&format!("blobs/{d}"));
+    let mut resp = client.send("GET", &url, &[], None)?;
+    if resp.status() != 200 {
+        return Err(http_err(&url, explain(resp)));
+    }
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(max)
+        .read_to_vec()
+        .map_err(|e| http_err(&url, e))?;
+    let actual = Digest::of(d.algorithm(), &bytes);
+    if actual != *d {
+        return Err(ClientError::Invalid(format!("blob {d} hashes to {actual}")));
+    }
+    Ok(bytes)
 }
 
 /// Stores a referrer of `subject` fetched from `remote`: its blobs, its

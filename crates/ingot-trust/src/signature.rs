@@ -106,11 +106,30 @@ pub struct Verified {
 /// signature that fails says why.
 pub fn verify(store: &Store, image: &str, key: &VerifyingKey) -> Result<Vec<Verified>> {
     let img = store.resolve(image)?;
+    let mut referrers = Vec::new();
+    for r in store.referrers(&img.digest)? {
+        referrers.push(store.manifest(&r, None)?);
+    }
+    let read = |d: &Digest| -> Result<Vec<u8>> { Ok(store.blobs().read(d)?) };
+    check(image, &img.digest, &referrers, &read, key)
+}
+
+/// The signatures among `referrers` (manifests referring to `subject`,
+/// known as `image`) that `key` verifies; `blob` reads a payload (from the
+/// store, or from a registry for a remote `ingot verify`). None verifying
+/// is an error that says why each failed.
+pub fn check(
+    image: &str,
+    subject: &Digest,
+    referrers: &[Manifest],
+    blob: &dyn Fn(&Digest) -> Result<Vec<u8>>,
+    key: &VerifyingKey,
+) -> Result<Vec<Verified>> {
     let mut good = Vec::new();
     let mut reasons = Vec::new();
     let mut checked = 0;
-    for r in store.referrers(&img.digest)? {
-        let m = store.manifest(&r, None)?;
+    for m in referrers {
+        let r = &m.digest;
         let Content::Image(im) = &m.content else { continue };
         for layer in im.layers() {
             if layer.media_type().to_string() != SIMPLE_SIGNING {
@@ -127,7 +146,7 @@ pub fn verify(store: &Store, image: &str, key: &VerifyingKey) -> Result<Vec<Veri
                 continue;
             };
             let pd = Digest::try_from(layer.digest()).map_err(|e| TrustError::Invalid(e.to_string()))?;
-            let body = store.blobs().read(&pd)?;
+            let body = blob(&pd)?;
             if !key.verify(&body, &sig) {
                 reasons.push(format!(
                     "signature {r}: does not verify with this key (wrong key or changed payload)"
@@ -136,12 +155,12 @@ pub fn verify(store: &Store, image: &str, key: &VerifyingKey) -> Result<Vec<Veri
             }
             let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let named = v["critical"]["image"]["docker-manifest-digest"].as_str().unwrap_or("");
-            if named != img.digest.to_string() || v["critical"]["type"] != SIGNATURE_TYPE {
-                reasons.push(format!("signature {r}: signs {named:?}, not {}", img.digest));
+            if named != subject.to_string() || v["critical"]["type"] != SIGNATURE_TYPE {
+                reasons.push(format!("signature {r}: signs {named:?}, not {subject}"));
                 continue;
             }
             good.push(Verified {
-                image: img.digest.clone(),
+                image: subject.clone(),
                 signature: r.clone(),
                 identity: v["critical"]["identity"]["docker-reference"]
                     .as_str()

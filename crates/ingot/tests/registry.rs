@@ -1248,6 +1248,33 @@ fn signatures_travel_through_distribution_under_cosigns_tag() {
         .all(|l| l["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
             && l["annotations"]["dev.cosignproject.cosign/signature"].is_string()));
 
+    // Verified where it is, nothing pulled: by tag and by digest.
+    let remote_only = Ingot::new(BIN);
+    for r in [format!("{repo}:1"), format!("{repo}@{digest}")] {
+        let out = remote_only.ok(&["verify", &r, "--key", src.path("k2.pub").to_str().unwrap()]);
+        assert!(out.contains(&format!("Verified {digest}")), "{out}");
+    }
+    let stranger = remote_only.path("stranger");
+    remote_only.ok(&["key", "generate", "--out", stranger.to_str().unwrap()]);
+    let err = remote_only.fails(&[
+        "verify",
+        &format!("{repo}:1"),
+        "--key",
+        &format!("{}.pub", stranger.display()),
+    ]);
+    assert!(err.contains("does not verify with this key"), "{err}");
+    assert_eq!(remote_only.json(&["images"]), json!([]), "nothing pulled");
+    assert!(remote_only
+        .fails(&[
+            "verify",
+            &format!("{repo}:1"),
+            "--key",
+            src.path("k1.pub").to_str().unwrap(),
+            "--policy",
+            "p.toml"
+        ])
+        .contains("ingot pull"));
+
     // Into a fresh root: the signatures come through the tag and verify.
     let dst = Ingot::new(BIN);
     let out = dst.ok(&["pull", &format!("{repo}:1")]);
@@ -1274,5 +1301,12 @@ fn signatures_travel_through_distribution_under_cosigns_tag() {
     assert_eq!(put.status, 201);
     let fresh = Ingot::new(BIN);
     let err = fresh.fails(&["pull", &format!("{repo}:1")]);
+    assert!(err.contains(&format!("its subject is {other}, not {digest}")), "{err}");
+    let err = remote_only.fails(&[
+        "verify",
+        &format!("{repo}:1"),
+        "--key",
+        src.path("k1.pub").to_str().unwrap(),
+    ]);
     assert!(err.contains(&format!("its subject is {other}, not {digest}")), "{err}");
 }

@@ -100,6 +100,15 @@ fn signatures_travel_with_push_and_pull() {
         .to_string();
     let out = src.ok(&["push", "app:1", &format!("{host}/team/app:1")]);
     assert!(out.contains("1 referrers"), "{out}");
+    // Verified in the registry (its referrers API), nothing pulled.
+    let remote_only = Ingot::new(BIN);
+    let out = remote_only.ok(&[
+        "verify",
+        &format!("{host}/team/app@{digest}"),
+        "--key",
+        src.path("k.pub").to_str().unwrap(),
+    ]);
+    assert!(out.contains(&format!("Verified {digest}")), "{out}");
     let dst = Ingot::new(BIN);
     let out = dst.ok(&["pull", &format!("{host}/team/app:1")]);
     let _ = server.kill();

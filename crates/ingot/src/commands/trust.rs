@@ -82,7 +82,18 @@ pub fn verify(store: &Store, cli: &Cli, image: &str, key: Option<&Path>, policy:
     if let Some(key) = key {
         let text = fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
         let key = VerifyingKey::from_pem(&text).with_context(|| format!("key {}", key.display()))?;
-        good = ingot_trust::signature::verify(store, image, &key)?;
+        good = match store.resolve(image) {
+            // Not in the store but a registry's: asked of the registry.
+            Err(ingot_store::StoreError::ImageNotFound(_))
+                if ingot_registry::client::Remote::parse(image, false).is_ok() =>
+            {
+                if policy.is_some() {
+                    anyhow::bail!("--policy needs {image} in the store (its SBOM, its scan): `ingot pull` it first");
+                }
+                verify_remote(image, &key)?
+            }
+            _ => ingot_trust::signature::verify(store, image, &key)?,
+        };
     }
     let decision = match policy {
         Some(p) => {
@@ -125,4 +136,23 @@ pub fn verify(store: &Store, cli: &Cli, image: &str, key: Option<&Path>, policy:
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies an image in its registry without pulling it: its manifest, the
+/// manifests that refer to it (referrers API or cosign's tags) and each
+/// signature's payload (at most 1 MiB), nothing else.
+fn verify_remote(image: &str, key: &VerifyingKey) -> Result<Vec<ingot_trust::signature::Verified>> {
+    use ingot_registry::client::{get_blob, referrers, Client, Remote};
+    let remote = Remote::parse(image, false)?;
+    let client = Client::new(remote.insecure);
+    let (bytes, media_type) = client.get_manifest(&remote, &remote.reference())?;
+    let m = ingot_oci::Manifest::parse(bytes, Some(&media_type)).with_context(|| format!("{image}: its manifest"))?;
+    if let Some(d) = remote.digest.as_ref().filter(|d| **d != m.digest) {
+        anyhow::bail!("{image}: the registry's manifest hashes to {}, not {d}", m.digest);
+    }
+    let refs = referrers(&client, &remote, &m.digest)?;
+    let read = |d: &ingot_oci::Digest| {
+        get_blob(&client, &remote, d, 1 << 20).map_err(|e| ingot_trust::TrustError::Invalid(e.to_string()))
+    };
+    Ok(ingot_trust::signature::check(image, &m.digest, &refs, &read, key)?)
 }
