@@ -187,10 +187,12 @@ pub fn compute_windows(
     windows: &[Window],
 ) -> Result<Vec<Report>> {
     ledger::verify(rows)?;
+    // Only the stacks some window looks at are read.
+    let wanted = |r: &LedgerRow| windows.iter().any(|w| w.stack.as_ref().is_none_or(|s| &r.stack == s));
     let images = rows
         .iter()
         .map(|r| {
-            if r.kind == ledger::RM {
+            if r.kind == ledger::RM || !wanted(r) {
                 return Ok(None);
             }
             let i: Images = serde_json::from_str(&r.body).map_err(|e| DeployError::Ledger {

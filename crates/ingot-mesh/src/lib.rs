@@ -143,6 +143,16 @@ impl Pool {
             b.len() != before
         };
         self.idle.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
+        // A replica with nothing in flight is done with: its tally goes now
+        // (one still busy goes when `drain` sees it idle).
+        let mut counters = self.counters.lock().unwrap();
+        if counters
+            .get(&addr)
+            .is_some_and(|t| t.active.load(Ordering::SeqCst) == 0)
+        {
+            counters.remove(&addr);
+        }
+        drop(counters);
         if left {
             self.tell("leave", addr);
         }

@@ -563,9 +563,18 @@ fn cosign_manifest(kind: &str, mut ms: Vec<Manifest>) -> Result<Manifest, Client
     for m in &ms {
         let v: serde_json::Value =
             serde_json::from_slice(&m.bytes).map_err(|e| ClientError::Invalid(format!("signature manifest: {e}")))?;
-        layers.extend(v["layers"].as_array().cloned().unwrap_or_default());
+        for l in v["layers"].as_array().cloned().unwrap_or_default() {
+            // The same payload signed by two keys: two layers, one blob.
+            if !layers.contains(&l) {
+                layers.push(l);
+            }
+        }
     }
     merged["layers"] = serde_json::Value::Array(layers);
+    // Not a referrer itself (each signature is one already): under the tag only.
+    if let Some(o) = merged.as_object_mut() {
+        o.remove("subject");
+    }
     let bytes = ingot_oci::config::canonical_json(&merged).map_err(|e| ClientError::Invalid(e.to_string()))?;
     Manifest::parse(bytes, Some(&ms[0].media_type)).map_err(|e| ClientError::Invalid(e.to_string()))
 }
@@ -695,7 +704,7 @@ fn pull_referrers(
 /// referring to `subject`: what it claims (a signature's payload names the
 /// digest it signs) is for whoever verifies it to check, not the tag's.
 pub fn referrers(client: &Client, remote: &Remote, subject: &Digest) -> Result<Vec<Manifest>, ClientError> {
-    let mut out = Vec::new();
+    let mut out: Vec<Manifest> = Vec::new();
     let url = remote.url(&format!("referrers/{subject}"));
     let mut resp = client.send("GET", &url, &[("accept", media::OCI_INDEX)], None)?;
     if resp.status() == 200 {
@@ -706,10 +715,21 @@ pub fn referrers(client: &Client, remote: &Remote, subject: &Digest) -> Result<V
             .read_to_string()
             .map_err(|e| http_err(&url, e))?;
         let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| http_err(&url, e))?;
-        for desc in index["manifests"].as_array().cloned().unwrap_or_default() {
-            let Some(d) = desc["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) else {
-                continue;
-            };
+        let mut listed: Vec<Digest> = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|desc| desc["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()))
+            .collect();
+        listed.sort();
+        listed.dedup();
+        if listed.len() > MAX_REFERRERS {
+            return Err(ClientError::Invalid(format!(
+                "{url}: {} referrers listed, more than the {MAX_REFERRERS} ingot takes",
+                listed.len()
+            )));
+        }
+        for d in listed {
             let (bytes, media_type) = client.get_manifest(remote, &d.to_string())?;
             let m = Manifest::parse(bytes, Some(&media_type))
                 .map_err(|e| ClientError::Invalid(format!("referrer {d}: {e}")))?;
@@ -721,9 +741,7 @@ pub fn referrers(client: &Client, remote: &Remote, subject: &Digest) -> Result<V
     } else {
         tracing::debug!(%url, status = %resp.status(), "no referrers API");
     }
-    if !out.is_empty() {
-        return Ok(out);
-    }
+    // Also where cosign puts them (a registry with the API may hold both).
     for kind in ["sig", "att", "sbom"] {
         let tag = cosign_tag(subject, kind);
         let Some((bytes, media_type)) = client.get_manifest_opt(remote, &tag)? else {
@@ -736,14 +754,54 @@ pub fn referrers(client: &Client, remote: &Remote, subject: &Digest) -> Result<V
             .into_iter()
             .find(|r| r.role == Role::Subject)
             .map(|r| r.digest);
-        if let Some(n) = named.filter(|n| n != subject) {
+        if let Some(n) = named.as_ref().filter(|n| *n != subject) {
             return Err(ClientError::Invalid(format!(
                 "{tag}: its subject is {n}, not {subject}"
             )));
         }
+        if out.iter().any(|o| o.digest == m.digest) {
+            continue;
+        }
+        if named.is_none() {
+            // Nothing but the tag says what it is about: a signature's
+            // payloads must name `subject`; anything else is left.
+            if kind != "sig" {
+                tracing::debug!(%tag, "no subject: not taken");
+                continue;
+            }
+            check_payloads(client, remote, &m, subject).map_err(|why| ClientError::Invalid(format!("{tag}: {why}")))?;
+        }
         out.push(m);
     }
     Ok(out)
+}
+
+/// The most referrers ingot takes for one image.
+pub const MAX_REFERRERS: usize = 256;
+
+/// Every simple-signing payload of a signature manifest names `subject`.
+fn check_payloads(client: &Client, remote: &Remote, m: &Manifest, subject: &Digest) -> Result<(), String> {
+    let Content::Image(im) = &m.content else {
+        return Err("not an image manifest".into());
+    };
+    let payloads: Vec<_> = im
+        .layers()
+        .iter()
+        .filter(|l| l.media_type().to_string() == "application/vnd.dev.cosign.simplesigning.v1+json")
+        .collect();
+    if payloads.is_empty() || payloads.len() > MAX_REFERRERS {
+        return Err(format!("{} signature payloads", payloads.len()));
+    }
+    for l in payloads {
+        let d = Digest::try_from(l.digest()).map_err(|e| e.to_string())?;
+        let body = get_blob(client, remote, &d, 1 << 20).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("payload {d}: {e}"))?;
+        let named = v["critical"]["image"]["docker-manifest-digest"].as_str().unwrap_or("");
+        if named != subject.to_string() {
+            return Err(format!("its subject is {named}, not {subject}"));
+        }
+    }
+    Ok(())
 }
 
 /// One blob of `remote`, into memory (at most `max` bytes), verified.

@@ -146,7 +146,14 @@ pub fn check(
                 continue;
             };
             let pd = Digest::try_from(layer.digest()).map_err(|e| TrustError::Invalid(e.to_string()))?;
-            let body = blob(&pd)?;
+            // One unreadable payload does not hide the others.
+            let body = match blob(&pd) {
+                Ok(b) => b,
+                Err(e) => {
+                    reasons.push(format!("signature {r}: payload {pd}: {e}"));
+                    continue;
+                }
+            };
             if !key.verify(&body, &sig) {
                 reasons.push(format!(
                     "signature {r}: does not verify with this key (wrong key or changed payload)"

@@ -88,6 +88,19 @@ pub fn access(token: &str, headers: &HeaderMap) -> Access {
     }
 }
 
+/// Whether the request names this host by a loopback name (`localhost`,
+/// `127.x.x.x`, `[::1]`, any port).
+pub fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The form token of a session: derived from the daemon's token, so only
 /// pages served to a holder of the token carry it.
 pub fn csrf(token: &str) -> String {
@@ -162,6 +175,30 @@ mod tests {
             access(&t, &headers(&[("authorization", &format!("Basic {t}"))])),
             Access::Anonymous
         );
+    }
+
+    #[test]
+    fn open_reads_only_for_loopback_names() {
+        for ok in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:1",
+            "127.9.9.9",
+            "[::1]:80",
+            "LOCALHOST",
+        ] {
+            assert!(loopback_host(&headers(&[("host", ok)])), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:80",
+            "localhost.evil.example",
+            "[::2]:80",
+        ] {
+            assert!(!loopback_host(&headers(&[("host", bad)])), "{bad}");
+        }
+        assert!(!loopback_host(&headers(&[])));
     }
 
     #[test]

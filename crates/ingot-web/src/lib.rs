@@ -121,6 +121,15 @@ async fn gate(State(web): State<Shared>, mut req: Request, next: Next) -> Respon
     if !web.open_reads && access == Access::Anonymous && !public {
         return pages::unauthorized();
     }
+    // Open reads are for this host's own clients: a page elsewhere that
+    // rebinds its name to loopback (DNS rebinding) sends its own Host.
+    if web.open_reads && access == Access::Anonymous && !auth::loopback_host(req.headers()) {
+        return pages::message(
+            StatusCode::MISDIRECTED_REQUEST,
+            "Wrong host",
+            "This dashboard answers requests for localhost or a loopback address only.",
+        );
+    }
     req.extensions_mut().insert(access);
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();

@@ -139,10 +139,22 @@ fn outcome_class(o: &str) -> &'static str {
 
 // ---- services ----
 
-fn services_panel(services: &[Service], drift_error: Option<&str>, access: Access, csrf: &str) -> Markup {
+fn services_panel(
+    services: &[Service],
+    other_drift: &[ingot_deploy::drift::Difference],
+    drift_error: Option<&str>,
+    access: Access,
+    csrf: &str,
+) -> Markup {
     html! {
         h2 { "Services" }
         @if let Some(e) = drift_error { p.alert.bad { "Drift could not be checked: " (e) } }
+        @if !other_drift.is_empty() {
+            div.alert.bad data-drift="other" {
+                "Drift outside the services below:"
+                ul { @for d in other_drift { li { (d.service) " " (d.what) ": wants " (d.desired) ", has " (d.actual) } } }
+            }
+        }
         @if services.is_empty() {
             p.empty { "No services deployed yet." }
         } @else {
@@ -194,9 +206,9 @@ fn services_panel(services: &[Service], drift_error: Option<&str>, access: Acces
 
 async fn services_markup(web: &Shared, access: Access) -> Result<Markup, Response> {
     let engine = web.engine.clone();
-    let (services, drift_error) = with_store(web, move |store| Ok(panels::services(&engine, store))).await?;
+    let (services, other, drift_error) = with_store(web, move |store| Ok(panels::services(&engine, store))).await?;
     let csrf = auth::csrf(&web.token);
-    Ok(services_panel(&services, drift_error.as_deref(), access, &csrf))
+    Ok(services_panel(&services, &other, drift_error.as_deref(), access, &csrf))
 }
 
 pub async fn services_fragment(State(web): State<Shared>, Extension(access): Extension<Access>) -> Response {
@@ -474,7 +486,10 @@ pub async fn image(
             h2 { "Signatures" }
             p data-signatures=(img.signatures) {
                 @if img.signatures == 0 { span.badge.bad { "unsigned" } }
-                @else { span.badge.good { "signed" } " " (img.signatures) " signature(s) attached as referrers." }
+                @else {
+                    span.badge.pending { "signatures attached" }
+                    " " (img.signatures) " signature referrer(s): verified only by the policy below (or `ingot verify --key`)."
+                }
             }
             @match &img.policy {
                 None => p.note { "The daemon runs without a policy: signatures are not checked against trusted keys." },

@@ -45,7 +45,12 @@ pub struct Service {
     pub drift: Vec<Difference>,
 }
 
-pub fn services(engine: &Engine, store: &Store) -> (Vec<Service>, Option<String>) {
+/// The services, each with its drift; then drift of no service the engine
+/// runs (replicas the ledger does not know, stacks it wants but the engine
+/// has not started); then why drift could not be checked, if so.
+pub type Services = (Vec<Service>, Vec<Difference>, Option<String>);
+
+pub fn services(engine: &Engine, store: &Store) -> Services {
     let (mut drift, drift_error) = match ingot_deploy::drift::drift(store) {
         Ok(d) => (d, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
@@ -65,7 +70,7 @@ pub fn services(engine: &Engine, store: &Store) -> (Vec<Service>, Option<String>
         })
         .collect();
     out.sort_by(|a, b| a.status.name.cmp(&b.status.name));
-    (out, drift_error)
+    (out, drift, drift_error)
 }
 
 /// The DORA panel: the last [`DORA_DAYS`] and one report per week before.
