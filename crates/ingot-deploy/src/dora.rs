@@ -187,6 +187,16 @@ pub fn compute_windows(
     windows: &[Window],
 ) -> Result<Vec<Report>> {
     ledger::verify(rows)?;
+    compute_windows_verified(rows, commit_time, windows)
+}
+
+/// [`compute_windows`] over rows the caller has just verified with
+/// [`ledger::verify`] (the dashboard, which shows the verdict too).
+pub fn compute_windows_verified(
+    rows: &[LedgerRow],
+    commit_time: &dyn Fn(&Digest) -> Option<i64>,
+    windows: &[Window],
+) -> Result<Vec<Report>> {
     // Only the stacks some window looks at are read.
     let wanted = |r: &LedgerRow| windows.iter().any(|w| w.stack.as_ref().is_none_or(|s| &r.stack == s));
     let images = rows

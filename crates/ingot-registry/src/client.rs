@@ -642,21 +642,7 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
             )));
         }
     }
-    let refs = manifest.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
-    let blobs: Vec<(Digest, u64)> = refs
-        .iter()
-        .filter(|r| matches!(r.role, Role::Config | Role::Layer))
-        .map(|r| (r.digest.clone(), r.size))
-        .collect();
-    let store_blobs = store.blobs().clone();
-    let moved = parallel(&blobs, |(d, size)| {
-        client.pull_blob(remote, &store_blobs, d, *size, &obs)
-    })?;
-    if !store.blobs().exists(&manifest.digest) {
-        let mut w = store.blobs().writer(Some(manifest.digest.clone()))?;
-        std::io::Write::write_all(&mut w, &manifest.bytes).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        w.commit()?;
-    }
+    let (moved, total) = fetch_content(store, &client, remote, &manifest, &obs)?;
     let name = format!(
         "{}/{}:{}",
         remote.host,
@@ -673,7 +659,7 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
     Ok(Transfer {
         digest: Some(manifest.digest.clone()),
         blobs_moved: moved,
-        blobs_skipped: blobs.len() - moved,
+        blobs_skipped: total - moved,
         referrers,
     })
 }
@@ -834,6 +820,20 @@ fn copy_referrer(
     subject: &Digest,
     obs: &Obs,
 ) -> Result<(), ClientError> {
+    fetch_content(store, client, remote, m, obs)?;
+    store.register_referrer(m, subject)?;
+    Ok(())
+}
+
+/// Downloads what `m` references (config and layers, up to 4 at once,
+/// verified) and stores `m` itself: (blobs moved, blobs referenced).
+fn fetch_content(
+    store: &Store,
+    client: &Client,
+    remote: &Remote,
+    m: &Manifest,
+    obs: &Obs,
+) -> Result<(usize, usize), ClientError> {
     let refs = m.references().map_err(|e| ClientError::Invalid(e.to_string()))?;
     let blobs: Vec<(Digest, u64)> = refs
         .iter()
@@ -841,7 +841,7 @@ fn copy_referrer(
         .map(|r| (r.digest.clone(), r.size))
         .collect();
     let store_blobs = store.blobs().clone();
-    parallel(&blobs, |(b, size)| {
+    let moved = parallel(&blobs, |(b, size)| {
         client.pull_blob(remote, &store_blobs, b, *size, obs)
     })?;
     if !store.blobs().exists(&m.digest) {
@@ -849,8 +849,7 @@ fn copy_referrer(
         std::io::Write::write_all(&mut w, &m.bytes).map_err(|e| ClientError::Invalid(e.to_string()))?;
         w.commit()?;
     }
-    store.register_referrer(m, subject)?;
-    Ok(())
+    Ok((moved, blobs.len()))
 }
 
 #[cfg(test)]

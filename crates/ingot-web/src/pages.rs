@@ -297,14 +297,7 @@ fn dora_panel(d: &Result<Dora, String>) -> Markup {
 }
 
 async fn dora_markup(web: &Shared) -> Result<Markup, Response> {
-    let d = with_store(web, |store| {
-        let l = panels::ledger(store)?;
-        Ok(match l.broken {
-            Some(e) => Err(e),
-            None => panels::dora(store, &l.rows),
-        })
-    })
-    .await?;
+    let d = with_store(web, |store| Ok(panels::dora(store, &panels::ledger(store)?))).await?;
     Ok(dora_panel(&d))
 }
 
@@ -388,11 +381,19 @@ pub async fn ledger_fragment(State(web): State<Shared>) -> Response {
 // ---- pages ----
 
 pub async fn overview(State(web): State<Shared>, Extension(access): Extension<Access>) -> Response {
-    let (s, d, l) = tokio::join!(services_markup(&web, access), dora_markup(&web), ledger_markup(&web));
-    let (s, d, l) = match (s, d, l) {
-        (Ok(s), Ok(d), Ok(l)) => (s, d, l),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    // The ledger read and verified once for its two panels.
+    let history = with_store(&web, |store| {
+        let l = panels::ledger(store)?;
+        let d = panels::dora(store, &l);
+        let t = panels::timeline(&l.rows);
+        Ok((l, t, d))
+    });
+    let (s, h) = tokio::join!(services_markup(&web, access), history);
+    let (s, (ledger, timeline, dora)) = match (s, h) {
+        (Ok(s), Ok(h)) => (s, h),
+        (Err(r), _) | (_, Err(r)) => return r,
     };
+    let (d, l) = (dora_panel(&dora), ledger_panel(&ledger, &timeline));
     page(layout(
         "Delivery",
         access,

@@ -80,8 +80,12 @@ pub struct Dora {
     pub trend: Vec<(String, Report)>,
 }
 
-/// Refused (the error) when the ledger does not verify.
-pub fn dora(store: &Store, rows: &[LedgerRow]) -> Result<Dora, String> {
+/// Over `l`'s rows; refused (the error) when they do not verify.
+pub fn dora(store: &Store, l: &Ledger) -> Result<Dora, String> {
+    if let Some(e) = &l.broken {
+        return Err(e.clone());
+    }
+    let rows = &l.rows;
     let cache = std::cell::RefCell::new(BTreeMap::new());
     let commit_time = |d: &ingot_oci::Digest| -> Option<i64> {
         *cache
@@ -100,7 +104,7 @@ pub fn dora(store: &Store, rows: &[LedgerRow]) -> Result<Dora, String> {
     let windows: Vec<dora::Window> = std::iter::once(window(now, DORA_DAYS))
         .chain(ends.iter().map(|end| window(*end, 7)))
         .collect();
-    let mut reports = dora::compute_windows(rows, &commit_time, &windows).map_err(|e| e.to_string())?;
+    let mut reports = dora::compute_windows_verified(rows, &commit_time, &windows).map_err(|e| e.to_string())?;
     let trend = ends
         .iter()
         .map(|e| e.date().to_string())
