@@ -323,6 +323,7 @@ mod tests {
             volumes: BTreeMap::new(),
             networks: BTreeMap::new(),
             engine: Default::default(),
+            bundle: None,
         }
     }
 

@@ -9,10 +9,12 @@
 //! ledger's desired state: rolling updates in batches, health checks
 //! ([`health`]), automatic rollback, replacement of dead replicas, and the
 //! routing mesh's pools (ingot-mesh). [`api`] serves the engine over HTTP
-//! on a unix socket; [`client`] is the CLI's side of it.
+//! on a unix socket; [`client`] is the CLI's side of it. A pinned stack
+//! ships as one OCI artifact, signed, through registries ([`bundle`]).
 
 pub mod api;
 pub mod backend;
+pub mod bundle;
 pub mod client;
 pub mod compose;
 pub mod dns;
@@ -55,24 +57,29 @@ pub enum DeployError {
 
 pub type Result<T, E = DeployError> = std::result::Result<T, E>;
 
-/// Evaluates the image policy at `policy` for every image of `stack`;
-/// the error names the first image refused and why.
+/// Evaluates the image policy at `policy` for every image of `stack`,
+/// and, for a stack deployed from a bundle, its `trusted_keys` for the
+/// bundle's own signature; the error names the first image (or the
+/// bundle) refused and why.
 pub fn check_policy(store: &ingot_store::Store, stack: &pin::PinnedStack, policy: &std::path::Path) -> Result<()> {
     let policy = ingot_trust::policy::Policy::load(policy).map_err(|e| DeployError::Invalid(e.to_string()))?;
     let today = time::OffsetDateTime::now_utc().date();
+    let refused = |image: String, refusals: &[ingot_trust::policy::Refusal]| DeployError::Policy {
+        image,
+        refusals: refusals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+    };
+    if let Some(b) = &stack.bundle {
+        let (_, refusal) =
+            ingot_trust::policy::signature_rule(store, b, &policy).map_err(|e| DeployError::Invalid(e.to_string()))?;
+        if let Some(r) = refusal {
+            return Err(refused(format!("bundle {b}"), &[r]));
+        }
+    }
     for s in stack.services.values() {
         let d = ingot_trust::policy::evaluate(store, &s.digest.to_string(), &policy, today)
             .map_err(|e| DeployError::Invalid(e.to_string()))?;
         if !d.passed() {
-            return Err(DeployError::Policy {
-                image: s.image.clone(),
-                refusals: d
-                    .refusals
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            });
+            return Err(refused(s.image.clone(), &d.refusals));
         }
     }
     Ok(())

@@ -38,6 +38,11 @@ pub struct PinnedStack {
     /// Where it runs: this host's engine (the daemon), or a Docker Swarm.
     #[serde(default, skip_serializing_if = "EngineKind::is_local")]
     pub engine: EngineKind,
+    /// The bundle (`crate::bundle`) this stack was deployed from: its
+    /// manifest digest. The stack is that bundle's application with this
+    /// host's secret digests and engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<Digest>,
 }
 
 /// The engine a stack is deployed on: the same ledger, policy and pinning,
@@ -293,6 +298,44 @@ pub fn pin(
     def: &StackDef,
     dir: &Path,
 ) -> Result<(PinnedStack, BTreeMap<String, SecretValue>)> {
+    pin_with(store, name, def, dir, true)
+}
+
+/// [`pin`] for a bundle: the secrets' values are not read (a bundle names
+/// secrets only; `crate::bundle::application` drops their digests).
+pub fn pin_for_bundle(store: &Store, name: &str, def: &StackDef, dir: &Path) -> Result<PinnedStack> {
+    Ok(pin_with(store, name, def, dir, false)?.0)
+}
+
+/// The value of secret `name` from its source: a file (relative to `dir`)
+/// or an environment variable of this process.
+pub fn secret_value(name: &str, src: &SecretSource, dir: &Path) -> Result<SecretValue> {
+    let bytes = match src {
+        SecretSource::File(f) => {
+            let path = dir.join(f);
+            std::fs::read(&path)
+                .map_err(|e| DeployError::Invalid(format!("secrets.{name}: {}: {e}", path.display())))?
+        }
+        SecretSource::Environment(var) => std::env::var_os(var)
+            .ok_or_else(|| DeployError::Invalid(format!("secrets.{name}: environment variable {var} is not set")))?
+            .into_encoded_bytes(),
+    };
+    if bytes.len() > MAX_SECRET {
+        return Err(DeployError::Invalid(format!(
+            "secrets.{name}: {} bytes, more than {MAX_SECRET}",
+            bytes.len()
+        )));
+    }
+    Ok(SecretValue(bytes))
+}
+
+fn pin_with(
+    store: &Store,
+    name: &str,
+    def: &StackDef,
+    dir: &Path,
+    read_secrets: bool,
+) -> Result<(PinnedStack, BTreeMap<String, SecretValue>)> {
     check_stack_name(name).map_err(|why| DeployError::Invalid(format!("stack name {name:?}: {why}")))?;
     let mut configs = BTreeMap::new();
     for (cname, src) in &def.configs {
@@ -325,29 +368,18 @@ pub fn pin(
     let mut values = BTreeMap::new();
     let mut secrets = BTreeMap::new();
     for (sname, src) in &def.secrets {
-        let bytes = match src {
-            SecretSource::File(f) => {
-                let path = dir.join(f);
-                std::fs::read(&path)
-                    .map_err(|e| DeployError::Invalid(format!("secrets.{sname}: {}: {e}", path.display())))?
-            }
-            SecretSource::Environment(var) => std::env::var_os(var)
-                .ok_or_else(|| DeployError::Invalid(format!("secrets.{sname}: environment variable {var} is not set")))?
-                .into_encoded_bytes(),
+        // Unread for a bundle: its secrets travel by name only.
+        let value = match read_secrets {
+            true => secret_value(sname, src, dir)?,
+            false => SecretValue(Vec::new()),
         };
-        if bytes.len() > MAX_SECRET {
-            return Err(DeployError::Invalid(format!(
-                "secrets.{sname}: {} bytes, more than {MAX_SECRET}",
-                bytes.len()
-            )));
-        }
         secrets.insert(
             sname.clone(),
             PinnedSecret {
-                digest: Digest::sha256(&bytes),
+                digest: Digest::sha256(&value.0),
             },
         );
-        values.insert(sname.clone(), SecretValue(bytes));
+        values.insert(sname.clone(), value);
     }
     let volumes: BTreeMap<String, PinnedVolume> = def
         .volumes
@@ -472,6 +504,7 @@ pub fn pin(
             volumes,
             networks: def.networks.clone(),
             engine: Default::default(),
+            bundle: None,
         },
         values,
     ))
@@ -652,6 +685,8 @@ impl PinnedStack {
     pub fn validate(&self, store: &Store) -> Result<()> {
         let field = |f: String| move |why: String| DeployError::Field { field: f.clone(), why };
         check_stack_name(&self.name).map_err(field("stack.name".into()))?;
+        // A stack said to come from a bundle must be that bundle's.
+        crate::bundle::check(store, self)?;
         for (name, c) in &self.configs {
             let at = format!("stack.configs.{name}");
             check_name(name).map_err(field(at.clone()))?;

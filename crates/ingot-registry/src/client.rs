@@ -47,7 +47,7 @@ impl Observer for Quiet {
     fn event(&self, _: Event<'_>) {}
 }
 
-type Obs = std::sync::Arc<dyn Observer>;
+pub type Obs = std::sync::Arc<dyn Observer>;
 
 /// Reports bytes as they are read (for uploads).
 struct Counting {
@@ -612,15 +612,7 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
     let _lease = store.lease()?;
     let client = Client::new(remote.insecure);
     let reference = remote.reference();
-    let (bytes, media_type) = client.get_manifest(remote, &reference)?;
-    let mut manifest =
-        Manifest::parse(bytes, Some(&media_type)).map_err(|e| ClientError::Invalid(format!("{reference}: {e}")))?;
-    if let Some(d) = &remote.digest {
-        let actual = Digest::of(d.algorithm(), &manifest.bytes);
-        if actual != *d {
-            return Err(ClientError::Invalid(format!("manifest hashes to {actual}, not {d}")));
-        }
-    }
+    let mut manifest = fetch_manifest(&client, remote)?;
     if let Content::Index(ix) = &manifest.content {
         let arch = ingot_oci::config::host_architecture();
         let child = ix
@@ -643,6 +635,41 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
         }
     }
     let (moved, total) = fetch_content(store, &client, remote, &manifest, &obs)?;
+    let referrers = register_pulled(store, &client, remote, &manifest, &obs)?;
+    Ok(Transfer {
+        digest: Some(manifest.digest.clone()),
+        blobs_moved: moved,
+        blobs_skipped: total - moved,
+        referrers,
+    })
+}
+
+/// The manifest `remote` names (its digest, else its tag), checked
+/// against the digest when one was given.
+pub fn fetch_manifest(client: &Client, remote: &Remote) -> Result<Manifest, ClientError> {
+    let reference = remote.reference();
+    let (bytes, media_type) = client.get_manifest(remote, &reference)?;
+    let manifest =
+        Manifest::parse(bytes, Some(&media_type)).map_err(|e| ClientError::Invalid(format!("{reference}: {e}")))?;
+    if let Some(d) = &remote.digest {
+        let actual = Digest::of(d.algorithm(), &manifest.bytes);
+        if actual != *d {
+            return Err(ClientError::Invalid(format!("manifest hashes to {actual}, not {d}")));
+        }
+    }
+    Ok(manifest)
+}
+
+/// Records a manifest whose content [`fetch_content`] stored, tagged
+/// `host/repo:tag` (untagged when `remote` names a digest only), and
+/// copies its referrers; returns how many were copied.
+pub fn register_pulled(
+    store: &mut Store,
+    client: &Client,
+    remote: &Remote,
+    manifest: &Manifest,
+    obs: &Obs,
+) -> Result<usize, ClientError> {
     let name = format!(
         "{}/{}:{}",
         remote.host,
@@ -654,14 +681,8 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
     } else {
         vec![name.parse().map_err(|e| ClientError::Invalid(format!("{name}: {e}")))?]
     };
-    store.register(&manifest, &tags)?;
-    let referrers = pull_referrers(store, &client, remote, &manifest.digest, &obs)?;
-    Ok(Transfer {
-        digest: Some(manifest.digest.clone()),
-        blobs_moved: moved,
-        blobs_skipped: total - moved,
-        referrers,
-    })
+    store.register(manifest, &tags)?;
+    pull_referrers(store, client, remote, &manifest.digest, obs)
 }
 
 /// Copies the referrers of `subject` ([`referrers`]) into the store.
@@ -826,8 +847,9 @@ fn copy_referrer(
 }
 
 /// Downloads what `m` references (config and layers, up to 4 at once,
-/// verified) and stores `m` itself: (blobs moved, blobs referenced).
-fn fetch_content(
+/// verified) and stores `m` itself, registering nothing: (blobs moved,
+/// blobs referenced).
+pub fn fetch_content(
     store: &Store,
     client: &Client,
     remote: &Remote,

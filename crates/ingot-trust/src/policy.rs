@@ -138,10 +138,54 @@ fn until_date(v: &toml::Value) -> std::result::Result<time::Date, String> {
     time::Date::parse(&s, &fmt).map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
 }
 
+/// The `trusted_keys` rule alone, for any signed manifest (an image, a
+/// stack bundle): the first trusted key with a valid signature on
+/// `subject`, or the refusal saying why none verified. A policy without
+/// trusted keys refuses nothing.
+pub fn signature_rule(
+    store: &Store,
+    subject: &ingot_oci::Digest,
+    policy: &Policy,
+) -> Result<(Option<String>, Option<Refusal>)> {
+    if policy.trusted_keys.is_empty() {
+        return Ok((None, None));
+    }
+    let mut reasons = Vec::new();
+    for k in &policy.trusted_keys {
+        let key = load_key(&policy.dir, k)?;
+        match crate::signature::verify(store, &subject.to_string(), &key) {
+            Ok(_) => return Ok((Some(k.clone()), None)),
+            Err(TrustError::NotVerified {
+                checked, reasons: r, ..
+            }) => {
+                reasons.push(format!(
+                    "{k}: {checked} signature(s) checked{}",
+                    if r.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", r.join("; "))
+                    }
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((
+        None,
+        Some(Refusal {
+            rule: "trusted_keys".into(),
+            value: policy.trusted_keys.join(", "),
+            reason: format!("no valid signature by a trusted key: {}", reasons.join("; ")),
+        }),
+    ))
+}
+
 /// Evaluates `policy` against `image` as of `today`.
 pub fn evaluate(store: &Store, image: &str, policy: &Policy, today: time::Date) -> Result<Decision> {
     let img = store.resolve(image)?;
-    let mut refusals = Vec::new();
+    // Signatures.
+    let (signed_by, refused) = signature_rule(store, &img.digest, policy)?;
+    let mut refusals: Vec<Refusal> = refused.into_iter().collect();
     let mut refuse = |rule: &str, value: &str, reason: String| {
         refusals.push(Refusal {
             rule: rule.to_string(),
@@ -149,41 +193,6 @@ pub fn evaluate(store: &Store, image: &str, policy: &Policy, today: time::Date) 
             reason,
         })
     };
-
-    // Signatures.
-    let mut signed_by = None;
-    if !policy.trusted_keys.is_empty() {
-        let mut reasons = Vec::new();
-        for k in &policy.trusted_keys {
-            let key = load_key(&policy.dir, k)?;
-            match crate::signature::verify(store, &img.digest.to_string(), &key) {
-                Ok(_) => {
-                    signed_by = Some(k.clone());
-                    break;
-                }
-                Err(TrustError::NotVerified {
-                    checked, reasons: r, ..
-                }) => {
-                    reasons.push(format!(
-                        "{k}: {checked} signature(s) checked{}",
-                        if r.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", r.join("; "))
-                        }
-                    ));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if signed_by.is_none() {
-            refuse(
-                "trusted_keys",
-                &policy.trusted_keys.join(", "),
-                format!("no valid signature by a trusted key: {}", reasons.join("; ")),
-            );
-        }
-    }
 
     // Vulnerabilities.
     let mut allowed = Vec::new();

@@ -306,12 +306,17 @@ pub enum Command {
     /// Deploy a stack (Compose file): follows the change until it converged or rolled back (exit 1);
     /// Ctrl-C stops following, not the change (`ingot ledger wait N` follows it again)
     Deploy {
+        /// A stack bundle instead of a Compose file: REGISTRY/REPO:TAG or
+        /// REGISTRY/REPO@sha256:... (pulled with its images), or one in the
+        /// store (`ingot stack bundle -t NAME`)
+        #[arg(value_name = "BUNDLE", conflicts_with = "file", required_unless_present = "file")]
+        bundle: Option<String>,
         /// The Compose file
         #[arg(short = 'f', long = "file")]
-        file: PathBuf,
-        /// Stack name
-        #[arg(long)]
-        name: String,
+        file: Option<PathBuf>,
+        /// Stack name (a bundle's is its own)
+        #[arg(long, required_unless_present = "bundle")]
+        name: Option<String>,
         /// Why (recorded in the ledger)
         #[arg(long)]
         reason: Option<String>,
@@ -322,8 +327,8 @@ pub enum Command {
         /// every image is pushed there and referenced by digest
         #[arg(long, value_name = "HOST:PORT")]
         registry: Option<String>,
-        /// --engine swarm: the registry speaks plain HTTP (or its HTTPS
-        /// certificate is not verified)
+        /// The bundle's registry and, with --engine swarm, the nodes' speak
+        /// plain HTTP (or their HTTPS certificates are not verified)
         #[arg(long)]
         insecure: bool,
         /// --engine swarm: the image policy every image must pass (the
@@ -340,7 +345,7 @@ pub enum Command {
     },
     /// Roll a service back to its previous version
     Rollback { service: String },
-    /// Stack commands: rm
+    /// Stack commands: bundle, push, pull, rm
     Stack {
         #[command(subcommand)]
         command: StackCommand,
@@ -403,6 +408,48 @@ pub enum ServiceCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum StackCommand {
+    /// Pin a stack into a bundle (one OCI artifact: the Compose file and the pinned stack, every
+    /// image by digest), recorded in the store under TAG; optionally signed
+    Bundle {
+        /// The Compose file
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Stack name
+        #[arg(long)]
+        name: String,
+        /// The bundle's name in the store (NAME[:TAG])
+        #[arg(short = 't', long = "tag")]
+        tag: String,
+        /// Sign the bundle with this private key (PEM; encrypted keys take INGOT_KEY_PASSWORD)
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
+    /// Bundle a stack and push it, with every image it names (by digest, with their signatures
+    /// and SBOMs), to REGISTRY/REPO:TAG
+    Push {
+        /// The Compose file
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Stack name
+        #[arg(long)]
+        name: String,
+        /// Where: REGISTRY/REPO[:TAG]
+        destination: String,
+        /// Sign the bundle with this private key (PEM; encrypted keys take INGOT_KEY_PASSWORD)
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Plain HTTP (or do not verify the registry's certificate)
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Pull a stack bundle and every image it names
+    Pull {
+        /// REGISTRY/REPO[:TAG|@sha256:...]
+        source: String,
+        /// Plain HTTP (or do not verify the registry's certificate)
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Remove a stack: its services and replicas (its volumes stay, unless --volumes)
     Rm {
         stack: String,

@@ -292,6 +292,7 @@ fn stack(services: Vec<(&str, PinnedService)>) -> PinnedStack {
         volumes: BTreeMap::new(),
         networks: BTreeMap::new(),
         engine: Default::default(),
+        bundle: None,
     }
 }
 

@@ -164,23 +164,34 @@ pub fn daemon(root: &Path, cli: &Cli, o: &DaemonOptions) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parses and pins the stack file `file` as stack `name`.
-pub(super) fn pin_file(store: &Store, file: &Path, name: &str) -> Result<(PinnedStack, Secrets)> {
+/// Parses the stack file `file` (warnings printed): its text and definition.
+pub(super) fn parse_file(file: &Path) -> Result<(String, ingot_deploy::compose::StackDef)> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let def = ingot_deploy::compose::parse(&file.display().to_string(), &text)?;
     for w in &def.warnings {
         eprintln!("ingot: warning: {}: {w}", file.display());
     }
+    Ok((text, def))
+}
+
+/// Parses and pins the stack file `file` as stack `name`.
+pub(super) fn pin_file(store: &Store, file: &Path, name: &str) -> Result<(PinnedStack, Secrets)> {
+    let (_, def) = parse_file(file)?;
     let dir = file.parent().unwrap_or(Path::new("."));
     Ok(ingot_deploy::pin::pin(store, name, &def, dir)?)
 }
 
-type Secrets = std::collections::BTreeMap<String, ingot_deploy::pin::SecretValue>;
+pub(super) type Secrets = std::collections::BTreeMap<String, ingot_deploy::pin::SecretValue>;
 
-pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&str>, detach: bool) -> Result<ExitCode> {
-    let store = Store::open(root)?;
-    let (pinned, secrets) = pin_file(&store, file, name)?;
-    drop(store);
+/// Sends `pinned` (from a Compose file or a bundle) to the daemon.
+pub fn deploy(
+    root: &Path,
+    cli: &Cli,
+    pinned: PinnedStack,
+    secrets: Secrets,
+    reason: Option<&str>,
+    detach: bool,
+) -> Result<ExitCode> {
     // The values travel beside the stack (which names their digests only);
     // the daemon keeps them in its store, never in the ledger.
     let secrets: serde_json::Map<String, Value> = secrets

@@ -1,6 +1,7 @@
 //! One function per subcommand: call the libraries, print the result.
 
 mod build;
+mod bundle;
 mod containers;
 mod deploy;
 mod images;
@@ -248,6 +249,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             },
         ),
         Command::Deploy {
+            ref bundle,
             ref file,
             ref name,
             ref reason,
@@ -255,30 +257,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref registry,
             insecure,
             ref policy,
-        } if swarm => {
-            if detach {
+        } => {
+            if swarm && detach {
                 anyhow::bail!("--detach: a swarm deploy is carried out by this command; it cannot detach");
             }
-            let target = swarm::Target {
-                registry: registry.as_deref(),
-                insecure,
-                policy: policy.as_deref(),
-            };
-            swarm::deploy(&root, &cli, file, name, reason.as_deref(), &target)
-        }
-        Command::Deploy {
-            ref file,
-            ref name,
-            ref reason,
-            detach,
-            ref registry,
-            ref policy,
-            ..
-        } => {
-            if registry.is_some() || policy.is_some() {
+            if !swarm && (registry.is_some() || policy.is_some()) {
                 anyhow::bail!("--registry and --policy are for --engine swarm (the local engine uses the daemon's store and --policy)");
             }
-            deploy::deploy(&root, &cli, file, name, reason.as_deref(), detach)
+            let (stack, secrets) = match (bundle, file, name) {
+                (Some(b), _, _) => bundle::for_deploy(&root, &cli, b, name.as_deref(), insecure)?,
+                (None, Some(f), Some(n)) => deploy::pin_file(&open()?, f, n)?,
+                _ => anyhow::bail!("give a Compose file (-f FILE --name STACK) or a bundle"),
+            };
+            if swarm {
+                let target = swarm::Target {
+                    registry: registry.as_deref(),
+                    insecure,
+                    policy: policy.as_deref(),
+                };
+                swarm::deploy(&root, &cli, stack, secrets, reason.as_deref(), &target)
+            } else {
+                deploy::deploy(&root, &cli, stack, secrets, reason.as_deref(), detach)
+            }
         }
         Command::Services if swarm => swarm::services(&cli),
         Command::Services => deploy::services(&root, &cli),
@@ -321,6 +321,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stack {
             command: crate::cli::StackCommand::Rm { ref stack, volumes },
         } => deploy::stack_rm(&root, &cli, stack, volumes),
+        Command::Stack {
+            command:
+                crate::cli::StackCommand::Bundle {
+                    ref file,
+                    ref name,
+                    ref tag,
+                    ref key,
+                },
+        } => bundle::bundle_cmd(&mut open()?, &cli, file, name, tag, key.as_deref()),
+        Command::Stack {
+            command:
+                crate::cli::StackCommand::Push {
+                    ref file,
+                    ref name,
+                    ref destination,
+                    ref key,
+                    insecure,
+                },
+        } => bundle::push_cmd(&mut open()?, &cli, file, name, destination, key.as_deref(), insecure),
+        Command::Stack {
+            command: crate::cli::StackCommand::Pull { ref source, insecure },
+        } => bundle::pull_cmd(&mut open()?, &cli, source, insecure),
         Command::Volume { ref command } => volumes::volume(&open()?, &cli, command),
         Command::Network { ref command } => volumes::network(&open()?, &cli, command),
         Command::Ledger { ref command } => deploy::ledger(&root, &cli, command.as_ref()),

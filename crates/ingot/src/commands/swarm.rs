@@ -81,10 +81,14 @@ fn carry_out(root: &Path, cli: &Cli, change: backend::Change<'_>) -> Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn deploy(root: &Path, cli: &Cli, file: &Path, name: &str, reason: Option<&str>, t: &Target) -> Result<ExitCode> {
-    let store = Store::open(root)?;
-    let (mut stack, secrets) = super::deploy::pin_file(&store, file, name)?;
-    drop(store);
+pub fn deploy(
+    root: &Path,
+    cli: &Cli,
+    mut stack: PinnedStack,
+    secrets: super::deploy::Secrets,
+    reason: Option<&str>,
+    t: &Target,
+) -> Result<ExitCode> {
     stack.engine = EngineKind::Swarm;
     let registry = t.registry.map(|r| Registry::parse(r, t.insecure)).transpose()?;
     let actor = actor();
