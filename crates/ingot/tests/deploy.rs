@@ -2341,3 +2341,241 @@ fn the_dashboard_in_a_real_browser() {
     drop(browser);
     drop(daemon);
 }
+
+/// `ingot serve` on a loopback port of its own root; killed on drop.
+struct Registry {
+    child: Child,
+    host: String,
+    _root: Ingot,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let root = Ingot::new(BIN);
+        let mut child = root
+            .command()
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ingot serve");
+        let mut line = String::new();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        err.read_line(&mut line).unwrap();
+        // Keep reading, so the server never writes to a closed pipe.
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            while err.read_line(&mut rest).is_ok_and(|n| n > 0) {
+                rest.clear();
+            }
+        });
+        let host = line
+            .split("://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Registry {
+            child,
+            host,
+            _root: root,
+        }
+    }
+
+    /// GET a manifest of `repo`: status and body.
+    fn manifest(&self, repo: &str, reference: &str) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut r = agent
+            .get(format!("http://{}/v2/{repo}/manifests/{reference}", self.host))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
+    let test = "a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root";
+    let Some(src) = ingot_testsupport::busybox_root(test, BIN, "example/base:latest") else {
+        return;
+    };
+    build(&src, "hello:1", "", Some("bundled version"));
+    src.ok(&["sbom", "hello:1", "--attach"]);
+    src.ok(&["key", "generate", "--out", src.path("k").to_str().unwrap()]);
+    let key = src.path("k.key");
+    let key = key.to_str().unwrap();
+    src.ok(&["sign", "hello:1", "--key", key]);
+    let reg = Registry::start();
+    let port = ingot_testsupport::free_port();
+    let dir = src.path("stacks");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("greeting.txt"), "bundled config\n").unwrap();
+    let file = dir.join("shop.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  web:\n    image: hello:1\n    stop_grace_period: 1s\n    ports: [\"127.0.0.1:{port}:8080\"]\n    deploy:\n      replicas: 2\n    configs:\n      - source: greeting\n        target: /srv/www/greeting.txt\n    secrets:\n      - source: token\n        uid: \"65534\"\nconfigs:\n  greeting:\n    file: ./greeting.txt\nsecrets:\n  token:\n    environment: BUNDLE_TOKEN\n"
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let dest = format!("{}/team/shop:1", reg.host);
+
+    // Pushed: no secret value is needed to bundle (secrets travel by name).
+    let pushed = src.json(&["stack", "push", "-f", file, "--name", "shop", &dest, "--key", key]);
+    let bundle = pushed["digest"].as_str().unwrap().to_string();
+    let image = pushed["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(pushed["secrets"], serde_json::json!(["token"]), "{pushed}");
+    let (status, m) = reg.manifest("team/shop", "1");
+    assert_eq!(status, 200);
+    assert_eq!(m["artifactType"], "application/vnd.ingot.stack.bundle.v1+json", "{m}");
+    let layers: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            "application/vnd.docker.compose.file+yaml",
+            "application/vnd.ingot.stack.pinned.v1+json"
+        ]
+    );
+    assert_eq!(
+        reg.manifest("team/shop", &image).0,
+        200,
+        "the image is in the bundle's repository"
+    );
+    let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
+    assert_eq!(
+        reg.manifest("team/shop", &format!("sha256-{}.sig", hex(&bundle))).0,
+        200,
+        "the bundle's signature under cosign's tag"
+    );
+    assert_eq!(
+        reg.manifest("team/shop", &format!("sha256-{}.sbom", hex(&bundle))).0,
+        200,
+        "the stack's SBOM under cosign's tag"
+    );
+    assert_eq!(
+        reg.manifest("team/shop", &format!("sha256-{}.sbom", hex(&image))).0,
+        200,
+        "the image's own SBOM travelled with it"
+    );
+    // The same file bundles to the same digest.
+    let again = src.ok(&[
+        "-q",
+        "stack",
+        "bundle",
+        "-f",
+        file,
+        "--name",
+        "shop",
+        "-t",
+        "local/shop:1",
+    ]);
+    assert_eq!(again.trim(), bundle);
+
+    // An unsigned bundle, and one naming an image the registry lacks.
+    let unsigned = format!("{}/team/shop:unsigned", reg.host);
+    // (Another stack name: the same stack and file would be the signed bundle.)
+    src.ok(&["stack", "push", "-f", file, "--name", "unsigned", &unsigned]);
+    build(&src, "hello:2", "", Some("never pushed"));
+    let lacking = dir.join("lacking.yml");
+    std::fs::write(&lacking, "services:\n  web:\n    image: hello:2\n").unwrap();
+    let lacking_ref = format!("{}/team/lacking:1", reg.host);
+    src.ok(&[
+        "stack",
+        "bundle",
+        "-f",
+        lacking.to_str().unwrap(),
+        "--name",
+        "lacking",
+        "-t",
+        &lacking_ref,
+    ]);
+    src.ok(&["push", &lacking_ref]); // the bundle alone, not its image
+
+    // Another root: nothing but a daemon whose policy trusts the key.
+    let dst = Ingot::new(BIN);
+    dst.write("k.pub", &std::fs::read(src.path("k.pub")).unwrap());
+    let policy = dst.write("policy.toml", b"trusted_keys = [\"k.pub\"]\n");
+    let _daemon = Daemon::start_with(&dst, &["--policy", policy.to_str().unwrap()]);
+    let err = dst.fails(&["stack", "pull", &lacking_ref]);
+    assert!(
+        err.contains("service web's image") && err.contains("cannot be pulled"),
+        "{err}"
+    );
+    assert!(
+        !dst.ok(&["images"]).contains("lacking"),
+        "a bundle whose images cannot be pulled is not recorded"
+    );
+    let err = dst.fails(&["deploy", &format!("{}/team/shop@{image}", reg.host)]);
+    assert!(err.contains("is not a stack bundle"), "{err}");
+    let by_digest = format!("{}/team/shop@{bundle}", reg.host);
+    let err = dst.fails(&["deploy", &by_digest]);
+    assert!(
+        err.contains("BUNDLE_TOKEN"),
+        "a secret's value comes from the deploying host: {err}"
+    );
+    let err = dst.fails(&["deploy", &by_digest, "--name", "other"]);
+    assert!(err.contains("is stack \"shop\""), "{err}");
+    let deploy = |root: &Ingot, reference: &str| {
+        root.command()
+            .env("BUNDLE_TOKEN", "t0ken")
+            .args(["deploy", reference, "--reason", "from the bundle"])
+            .output()
+            .unwrap()
+    };
+    let out = deploy(&dst, &unsigned);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("policy refused bundle") && err.contains("trusted_keys"),
+        "{err}"
+    );
+    assert_eq!(dst.json(&["ledger"]).as_array().unwrap().len(), 0, "nothing recorded");
+
+    let out = deploy(&dst, &by_digest);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut conn = None;
+    wait_for("the bundled page", 10, || {
+        conn = None;
+        get(&mut conn, port).is_ok_and(|t| t == "bundled version")
+    });
+    let ledger = dst.json(&["ledger"]);
+    let entry = ledger.as_array().unwrap().last().unwrap().clone();
+    let body: Value = serde_json::from_str(entry["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["bundle"], bundle.as_str(), "the ledger records the bundle");
+    dst.ok(&["drift"]);
+    let web = dst.json(&["service", "ps", "shop_web"])[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(dst.ok(&["exec", &web, "cat", "/run/secrets/token"]), "t0ken");
+    dst.ok(&["stack", "rm", "shop"]);
+
+    // The source root deploys the same bundle by tag: the same pinned
+    // stack, entry digest for entry digest.
+    drop(_daemon);
+    let _src_daemon = Daemon::start(&src);
+    let out = deploy(&src, &dest);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs = src.json(&["ledger"]);
+    let theirs = theirs.as_array().unwrap().last().unwrap();
+    assert_eq!(
+        theirs["digest"], entry["digest"],
+        "the same bundle, the same desired state"
+    );
+    src.ok(&["drift"]);
+    src.ok(&["stack", "rm", "shop"]);
+}
