@@ -2556,6 +2556,12 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
     let entry = ledger.as_array().unwrap().last().unwrap().clone();
     let body: Value = serde_json::from_str(entry["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["bundle"], bundle.as_str(), "the ledger records the bundle");
+    let pinned: ingot_deploy::pin::PinnedStack = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(
+        ingot_deploy::bundle::application_digest(&pinned).unwrap().to_string(),
+        pushed["application"].as_str().unwrap(),
+        "the deployed stack is the bundle's application"
+    );
     dst.ok(&["drift"]);
     let web = dst.json(&["service", "ps", "shop_web"])[0]["name"]
         .as_str()

@@ -125,6 +125,12 @@ fn ok(o: &std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A ledger entry's stack's application digest (ingot_deploy::bundle).
+fn application_digest(body: &Value) -> String {
+    let stack: ingot_deploy::pin::PinnedStack = serde_json::from_value(body.clone()).unwrap();
+    ingot_deploy::bundle::application_digest(&stack).unwrap().to_string()
+}
+
 fn ledger(ingot: &Ingot) -> Vec<Value> {
     ingot.json(&["ledger"]).as_array().cloned().unwrap_or_default()
 }
@@ -391,6 +397,53 @@ fn a_stack_on_a_three_node_swarm() {
     assert!(left.trim().is_empty(), "networks left: {left}");
     let left = lab.docker(1, &["config", "ls", "-q"]).unwrap();
     assert!(left.trim().is_empty(), "configs left: {left}");
+
+    // The same stack as a bundle: pushed once, deployed by digest on the
+    // swarm; the ledger records the bundle, and the stack is the bundle's
+    // application (what the local engine would run, to the byte).
+    std::fs::write(&file, stack("web:v2", "web:v2")).unwrap();
+    let pushed = ingot.json(&[
+        "stack",
+        "push",
+        "-f",
+        file.to_str().unwrap(),
+        "--name",
+        "shop",
+        &format!("{reg_addr}/bundles/shop:1"),
+        "--insecure",
+    ]);
+    let bundle = pushed["digest"].as_str().unwrap().to_string();
+    let mut c = ingot.command();
+    // A bundle's file secrets are read relative to where it is deployed from.
+    c.current_dir(file.parent().unwrap())
+        .env("DOCKER_HOST", &manager)
+        .env("INGOT_ENGINE", "swarm")
+        .args([
+            "deploy",
+            &format!("{reg_addr}/bundles/shop@{bundle}"),
+            "--registry",
+            &reg_addr,
+            "--insecure",
+        ]);
+    ok(&c.output().unwrap(), "deploy the bundle");
+    let entry = ledger(&ingot).last().cloned().unwrap();
+    let body: Value = serde_json::from_str(entry["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (body["bundle"].as_str(), body["engine"].as_str()),
+        (Some(bundle.as_str()), Some("swarm"))
+    );
+    assert_eq!(application_digest(&body), pushed["application"], "{body}");
+    for n in 1..=3 {
+        assert_eq!(
+            get(&format!("{}:8080", lab.node_ip(n)), "/version").unwrap().trim(),
+            "v2"
+        );
+    }
+    ok(&with_host(&ingot, &manager, &["drift"]), "drift after the bundle");
+    ok(
+        &with_host(&ingot, &manager, &["stack", "rm", "shop"]),
+        "stack rm of the bundle",
+    );
 
     // A node goes down in the middle of an update: Swarm's update would
     // wait for it to come back; ingot names the node, rolls the stack back
