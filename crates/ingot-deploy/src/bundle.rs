@@ -54,10 +54,24 @@ pub fn application(stack: &PinnedStack) -> Result<Vec<u8>> {
     s.engine = EngineKind::Local;
     s.bundle = None;
     let mut v = serde_json::to_value(&s).map_err(|e| DeployError::Invalid(format!("stack {}: {e}", s.name)))?;
+    each_secret_digest(&mut v, |_, o| {
+        o.remove("digest");
+        Ok(())
+    })?;
+    canonical_json(&v).map_err(|e| DeployError::Invalid(format!("stack {}: {e}", s.name)))
+}
+
+/// Calls `f` with the name and object of every place a pinned stack (as
+/// JSON) holds a secret's digest: the stack's secrets and each service's
+/// secret mounts.
+fn each_secret_digest(
+    v: &mut Value,
+    mut f: impl FnMut(&str, &mut serde_json::Map<String, Value>) -> Result<()>,
+) -> Result<()> {
     if let Some(secrets) = v.get_mut("secrets").and_then(Value::as_object_mut) {
-        for sec in secrets.values_mut() {
+        for (name, sec) in secrets.iter_mut() {
             if let Some(o) = sec.as_object_mut() {
-                o.remove("digest");
+                f(name, o)?;
             }
         }
     }
@@ -70,12 +84,13 @@ pub fn application(stack: &PinnedStack) -> Result<Vec<u8>> {
                 .flatten()
             {
                 if let Some(o) = m.as_object_mut() {
-                    o.remove("digest");
+                    let name = o.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                    f(&name, o)?;
                 }
             }
         }
     }
-    canonical_json(&v).map_err(|e| DeployError::Invalid(format!("stack {}: {e}", s.name)))
+    Ok(())
 }
 
 /// A bundle read back and checked.
@@ -131,24 +146,10 @@ impl Bundle {
                     DeployError::Invalid(format!("bundle {}: secret {name:?} has no value here", self.digest))
                 })
         };
-        if let Some(secrets) = v.get_mut("secrets").and_then(Value::as_object_mut) {
-            for (name, sec) in secrets.iter_mut() {
-                sec["digest"] = Value::String(digest(name)?);
-            }
-        }
-        if let Some(services) = v.get_mut("services").and_then(Value::as_object_mut) {
-            for svc in services.values_mut() {
-                for m in svc
-                    .get_mut("secrets")
-                    .and_then(Value::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    let name = m["name"].as_str().unwrap_or_default().to_string();
-                    m["digest"] = Value::String(digest(&name)?);
-                }
-            }
-        }
+        each_secret_digest(&mut v, |name, o| {
+            o.insert("digest".into(), Value::String(digest(name)?));
+            Ok(())
+        })?;
         let mut stack: PinnedStack = serde_json::from_value(v).map_err(|e| self.invalid(e.to_string()))?;
         stack.bundle = Some(self.digest.clone());
         Ok(stack)
@@ -231,22 +232,30 @@ pub fn parse(store: &Store, m: &Manifest) -> Result<Bundle> {
     };
     let app = layer(PINNED_MEDIA)?;
     let compose = layer(COMPOSE_MEDIA)?;
-    let application = Digest::sha256(&app);
-    if application != claimed {
+    from_parts(&m.digest, &name, &claimed, &app, compose)
+}
+
+/// A bundle from its parts (manifest digest, the annotations' name and
+/// application digest, the two layers), every claim checked; touches
+/// nothing but its arguments.
+pub fn from_parts(digest: &Digest, name: &str, claimed: &Digest, app: &[u8], compose: Vec<u8>) -> Result<Bundle> {
+    let bad = |why: String| DeployError::Invalid(format!("bundle {digest}: {why}"));
+    let application = Digest::sha256(app);
+    if application != *claimed {
         return Err(bad(format!(
             "its pinned stack hashes to {application}, not the {claimed} it claims"
         )));
     }
-    let stack: Value = serde_json::from_slice(&app).map_err(|e| bad(format!("pinned stack: {e}")))?;
-    if canonical_json(&stack).ok().as_deref() != Some(&app[..]) {
+    let stack: Value = serde_json::from_slice(app).map_err(|e| bad(format!("pinned stack: {e}")))?;
+    if canonical_json(&stack).ok().as_deref() != Some(app) {
         return Err(bad("the pinned stack is not in canonical form".into()));
     }
-    if stack["name"] != name.as_str() {
+    if stack["name"] != name {
         return Err(bad(format!("names stack {name:?} but holds stack {}", stack["name"])));
     }
     let b = Bundle {
-        digest: m.digest.clone(),
-        name,
+        digest: digest.clone(),
+        name: name.to_string(),
         application,
         stack,
         compose,
@@ -536,6 +545,13 @@ mod tests {
             "annotations": {NAME_ANNOTATION: "shop", DIGEST_ANNOTATION: claimed.to_string()},
         });
         Manifest::parse(canonical_json(&m).unwrap(), Some(media::OCI_MANIFEST)).unwrap()
+    }
+
+    #[test]
+    fn the_fuzz_seed_is_a_bundle() {
+        let seed = include_bytes!("../../../fuzz/seeds/bundle/shop.json");
+        let b = from_parts(&Digest::sha256(b"m"), "shop", &Digest::sha256(seed), seed, Vec::new()).unwrap();
+        assert_eq!(b.secrets(), ["pw"]);
     }
 
     #[test]

@@ -495,3 +495,56 @@ pub fn bounded_wget(secs: u32, url: &str) -> Vec<String> {
     argv.push(url.to_string());
     argv
 }
+
+/// `ingot serve` on a free loopback port of `ingot`'s root (with `extra`
+/// arguments), once it said where it listens; killed on drop.
+pub struct Served {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT` (or https, as the server said).
+    pub base: String,
+}
+
+impl Served {
+    pub fn start(ingot: &Ingot, extra: &[&str]) -> Served {
+        use std::io::BufRead;
+        let mut child = ingot
+            .command()
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ingot serve");
+        let mut line = String::new();
+        let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        err.read_line(&mut line).expect("ingot serve's first line");
+        // Keep reading, so the server never writes to a closed pipe.
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            while err.read_line(&mut rest).is_ok_and(|n| n > 0) {
+                eprint!("[ingot serve] {rest}");
+                rest.clear();
+            }
+        });
+        let (scheme, rest) = line
+            .split_once("://")
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let scheme = scheme.rsplit(' ').next().unwrap_or("http");
+        let addr = rest.split('/').next().unwrap_or_default().trim();
+        Served {
+            child,
+            base: format!("{scheme}://{addr}"),
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as image references name it.
+    pub fn host(&self) -> &str {
+        self.base.split("://").nth(1).unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -2342,64 +2342,17 @@ fn the_dashboard_in_a_real_browser() {
     drop(daemon);
 }
 
-/// `ingot serve` on a loopback port of its own root; killed on drop.
-struct Registry {
-    child: Child,
-    host: String,
-    _root: Ingot,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let root = Ingot::new(BIN);
-        let mut child = root
-            .command()
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ingot serve");
-        let mut line = String::new();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        err.read_line(&mut line).unwrap();
-        // Keep reading, so the server never writes to a closed pipe.
-        std::thread::spawn(move || {
-            let mut rest = String::new();
-            while err.read_line(&mut rest).is_ok_and(|n| n > 0) {
-                rest.clear();
-            }
-        });
-        let host = line
-            .split("://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Registry {
-            child,
-            host,
-            _root: root,
-        }
-    }
-
-    /// GET a manifest of `repo`: status and body.
-    fn manifest(&self, repo: &str, reference: &str) -> (u16, Value) {
-        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut r = agent
-            .get(format!("http://{}/v2/{repo}/manifests/{reference}", self.host))
-            .header("accept", "application/vnd.oci.image.manifest.v1+json")
-            .call()
-            .unwrap();
-        let status = r.status().as_u16();
-        let body = r.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// GET a manifest from the registry at `host`: status and body.
+fn registry_manifest(host: &str, repo: &str, reference: &str) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent
+        .get(format!("http://{host}/v2/{repo}/manifests/{reference}"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .call()
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[test]
@@ -2414,7 +2367,9 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
     let key = src.path("k.key");
     let key = key.to_str().unwrap();
     src.ok(&["sign", "hello:1", "--key", key]);
-    let reg = Registry::start();
+    let registry_root = Ingot::new(BIN);
+    let served = ingot_testsupport::Served::start(&registry_root, &[]);
+    let host = served.host().to_string();
     let port = ingot_testsupport::free_port();
     let dir = src.path("stacks");
     std::fs::create_dir_all(&dir).unwrap();
@@ -2428,14 +2383,14 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
     )
     .unwrap();
     let file = file.to_str().unwrap();
-    let dest = format!("{}/team/shop:1", reg.host);
+    let dest = format!("{}/team/shop:1", host);
 
     // Pushed: no secret value is needed to bundle (secrets travel by name).
     let pushed = src.json(&["stack", "push", "-f", file, "--name", "shop", &dest, "--key", key]);
     let bundle = pushed["digest"].as_str().unwrap().to_string();
     let image = pushed["images"][0]["digest"].as_str().unwrap().to_string();
     assert_eq!(pushed["secrets"], serde_json::json!(["token"]), "{pushed}");
-    let (status, m) = reg.manifest("team/shop", "1");
+    let (status, m) = registry_manifest(&host, "team/shop", "1");
     assert_eq!(status, 200);
     assert_eq!(m["artifactType"], "application/vnd.ingot.stack.bundle.v1+json", "{m}");
     let layers: Vec<&str> = m["layers"]
@@ -2452,23 +2407,23 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
         ]
     );
     assert_eq!(
-        reg.manifest("team/shop", &image).0,
+        registry_manifest(&host, "team/shop", &image).0,
         200,
         "the image is in the bundle's repository"
     );
     let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
     assert_eq!(
-        reg.manifest("team/shop", &format!("sha256-{}.sig", hex(&bundle))).0,
+        registry_manifest(&host, "team/shop", &format!("sha256-{}.sig", hex(&bundle))).0,
         200,
         "the bundle's signature under cosign's tag"
     );
     assert_eq!(
-        reg.manifest("team/shop", &format!("sha256-{}.sbom", hex(&bundle))).0,
+        registry_manifest(&host, "team/shop", &format!("sha256-{}.sbom", hex(&bundle))).0,
         200,
         "the stack's SBOM under cosign's tag"
     );
     assert_eq!(
-        reg.manifest("team/shop", &format!("sha256-{}.sbom", hex(&image))).0,
+        registry_manifest(&host, "team/shop", &format!("sha256-{}.sbom", hex(&image))).0,
         200,
         "the image's own SBOM travelled with it"
     );
@@ -2487,13 +2442,13 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
     assert_eq!(again.trim(), bundle);
 
     // An unsigned bundle, and one naming an image the registry lacks.
-    let unsigned = format!("{}/team/shop:unsigned", reg.host);
+    let unsigned = format!("{}/team/shop:unsigned", host);
     // (Another stack name: the same stack and file would be the signed bundle.)
     src.ok(&["stack", "push", "-f", file, "--name", "unsigned", &unsigned]);
     build(&src, "hello:2", "", Some("never pushed"));
     let lacking = dir.join("lacking.yml");
     std::fs::write(&lacking, "services:\n  web:\n    image: hello:2\n").unwrap();
-    let lacking_ref = format!("{}/team/lacking:1", reg.host);
+    let lacking_ref = format!("{}/team/lacking:1", host);
     src.ok(&[
         "stack",
         "bundle",
@@ -2520,9 +2475,9 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
         !dst.ok(&["images"]).contains("lacking"),
         "a bundle whose images cannot be pulled is not recorded"
     );
-    let err = dst.fails(&["deploy", &format!("{}/team/shop@{image}", reg.host)]);
+    let err = dst.fails(&["deploy", &format!("{}/team/shop@{image}", host)]);
     assert!(err.contains("is not a stack bundle"), "{err}");
-    let by_digest = format!("{}/team/shop@{bundle}", reg.host);
+    let by_digest = format!("{}/team/shop@{bundle}", host);
     let err = dst.fails(&["deploy", &by_digest]);
     assert!(
         err.contains("BUNDLE_TOKEN"),

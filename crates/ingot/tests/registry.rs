@@ -3,60 +3,16 @@
 //! clients and servers (skopeo both ways, docker where an engine answers,
 //! ingot's client against Debian's distribution registry).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ingot_testsupport::{have, sample_rootfs, skip, Ingot};
+use ingot_testsupport::{have, sample_rootfs, skip, Ingot, Served};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ingot");
 
 /// A running `ingot serve`, stopped when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(ingot: &Ingot, extra: &[&str]) -> Server {
-    let mut child = ingot
-        .command()
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    err.read_line(&mut line).unwrap();
-    // Keep reading, so the server never writes to a closed pipe.
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        while err.read_line(&mut rest).is_ok_and(|n| n > 0) {
-            eprint!("[ingot serve] {rest}");
-            rest.clear();
-        }
-    });
-    let addr = line
-        .split("://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    Server {
-        child,
-        base: format!("http://{addr}"),
-    }
-}
-
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -144,7 +100,7 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 #[test]
 fn conformance_every_endpoint_status_and_header() {
     let ingot = Ingot::new(BIN);
-    let srv = serve(&ingot, &[]);
+    let srv = Served::start(&ingot, &[]);
     let b = srv.base.as_str();
 
     // Base.
@@ -478,7 +434,7 @@ fn conformance_every_endpoint_status_and_header() {
 #[test]
 fn tag_immutability_refuses_moving_a_tag() {
     let ingot = Ingot::new(BIN);
-    let srv = serve(&ingot, &["--tag-immutability"]);
+    let srv = Served::start(&ingot, &["--tag-immutability"]);
     let b = srv.base.as_str();
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let cd = push_blob(b, "imm", config);
@@ -515,7 +471,7 @@ fn ingot_push_pull_round_trip_and_skopeo_both_ways() {
     let src = Ingot::new(BIN);
     let digest = sample_image(&src, "app:1");
     let server_root = Ingot::new(BIN);
-    let srv = serve(&server_root, &[]);
+    let srv = Served::start(&server_root, &[]);
     let host = srv.base.trim_start_matches("http://").to_string();
     let out = src.ok(&["push", "app:1", &format!("{host}/team/app:1")]);
     assert!(
@@ -593,7 +549,7 @@ fn docker_pulls_and_pushes_through_ingot_serve() {
     let src = Ingot::new(BIN);
     let digest = sample_image(&src, "dk:1");
     let server_root = Ingot::new(BIN);
-    let srv = serve(&server_root, &[]);
+    let srv = Served::start(&server_root, &[]);
     let host = srv.base.trim_start_matches("http://").to_string();
     src.ok(&["push", "dk:1", &format!("{host}/dk/app:1")]);
     let tag = format!("{host}/dk/app:1");
@@ -699,7 +655,7 @@ fn token_auth_scopes_and_anonymous_pull() {
     assert!(server_root
         .fails(&["token", "create", "--repo", "x"])
         .contains("--pull"));
-    let srv = serve(&server_root, &["--auth", "tokens"]);
+    let srv = Served::start(&server_root, &["--auth", "tokens"]);
     let host = srv.base.trim_start_matches("http://").to_string();
     let src = Ingot::new(BIN);
     let digest = sample_image(&src, "sec:1");
@@ -759,7 +715,7 @@ fn token_auth_scopes_and_anonymous_pull() {
     }
     drop(srv);
     // Anonymous pull, when allowed, is pull only.
-    let srv = serve(&server_root, &["--auth", "tokens", "--anonymous-pull"]);
+    let srv = Served::start(&server_root, &["--auth", "tokens", "--anonymous-pull"]);
     let host = srv.base.trim_start_matches("http://").to_string();
     let anon = Ingot::new(BIN);
     anon.ok(&["pull", &format!("{host}/team/app:1")]);
@@ -818,11 +774,11 @@ fn tls_serves_https_and_clients_verify_certificates() {
         .output()
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let srv = serve(
+    let srv = Served::start(
         &server_root,
         &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
     );
-    let host = srv.base.trim_start_matches("http://").to_string();
+    let host = srv.host().to_string();
     let src = Ingot::new(BIN);
     let digest = sample_image(&src, "tls:1");
     // A self-signed certificate is refused unless --insecure.
@@ -857,7 +813,7 @@ fn tls_serves_https_and_clients_verify_certificates() {
 #[test]
 fn online_gc_drops_idle_uploads_and_unreferenced_blobs_but_not_live_ones() {
     let server_root = Ingot::new(BIN);
-    let srv = serve(&server_root, &["--grace", "2"]);
+    let srv = Served::start(&server_root, &["--grace", "2"]);
     let b = srv.base.as_str();
     // Referenced: a manifest's config and layer. Unreferenced: a lone blob.
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
@@ -931,7 +887,7 @@ fn podman_and_buildah_pull_and_push_through_ingot_serve() {
     let src = Ingot::new(BIN);
     sample_image(&src, "pb:1");
     let server_root = Ingot::new(BIN);
-    let srv = serve(&server_root, &[]);
+    let srv = Served::start(&server_root, &[]);
     let host = srv.base.trim_start_matches("http://").to_string();
     src.ok(&["push", "pb:1", &format!("{host}/pb/app:1")]);
     for tool in tools {
@@ -972,7 +928,7 @@ fn podman_and_buildah_pull_and_push_through_ingot_serve() {
 #[test]
 fn concurrent_pushes_of_one_tag_leave_a_consistent_registry() {
     let server_root = Ingot::new(BIN);
-    let srv = serve(&server_root, &[]);
+    let srv = Served::start(&server_root, &[]);
     let b = srv.base.clone();
     let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let cd = push_blob(&b, "race/app", config);
@@ -1016,9 +972,9 @@ fn concurrent_pushes_of_one_tag_leave_a_consistent_registry() {
 #[test]
 fn referrers_travel_with_pull_and_push() {
     let a_root = Ingot::new(BIN);
-    let a = serve(&a_root, &[]);
+    let a = Served::start(&a_root, &[]);
     let b_root = Ingot::new(BIN);
-    let b = serve(&b_root, &[]);
+    let b = Served::start(&b_root, &[]);
     let (ha, hb) = (
         a.base.trim_start_matches("http://").to_string(),
         b.base.trim_start_matches("http://").to_string(),
@@ -1108,7 +1064,7 @@ fn a_cross_repository_mount_needs_pull_on_its_source() {
         .ok(&["token", "create", "--repo", "team/*", "--pull", "--push"])
         .trim()
         .to_string();
-    let srv = serve(&server_root, &["--auth", "tokens"]);
+    let srv = Served::start(&server_root, &["--auth", "tokens"]);
     let b = srv.base.as_str();
     let bearer = |secret: &str, scopes: &str| {
         let r = call(
@@ -1157,7 +1113,7 @@ fn a_cross_repository_mount_needs_pull_on_its_source() {
 #[test]
 fn concurrent_patches_of_one_session_are_serialised_and_bad_tags_are_unknown_manifests() {
     let root = Ingot::new(BIN);
-    let srv = serve(&root, &[]);
+    let srv = Served::start(&root, &[]);
     let b = srv.base.clone();
     let r = call("POST", &format!("{b}/v2/conc/a/blobs/uploads/"), &[], b"");
     assert_eq!(r.status, 202);
@@ -1319,4 +1275,71 @@ fn signatures_travel_through_distribution_under_cosigns_tag() {
         src.path("k1.pub").to_str().unwrap(),
     ]);
     assert!(err.contains(&format!("its subject is {other}, not {digest}")), "{err}");
+}
+
+#[test]
+fn a_stack_bundle_and_its_signature_travel_through_distribution() {
+    let test = "a_stack_bundle_and_its_signature_travel_through_distribution";
+    let Some(reg) = distribution() else {
+        skip(test, "Debian's docker-registry is not installed");
+        return;
+    };
+    let src = Ingot::new(BIN);
+    let image = sample_image(&src, "app:1");
+    src.ok(&["key", "generate", "--out", src.path("k").to_str().unwrap()]);
+    let file = src.write(
+        "stack.yml",
+        b"services:\n  app:\n    image: app:1\n    command: [/bin/true]\n    secrets: [pw]\nsecrets:\n  pw:\n    environment: APP_PW\n",
+    );
+    let dest = format!("{}/team/app-stack:1", reg.host);
+    let key = src.path("k.key");
+    let pushed = src.json(&[
+        "stack",
+        "push",
+        "-f",
+        file.to_str().unwrap(),
+        "--name",
+        "app",
+        &dest,
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let bundle = pushed["digest"].as_str().unwrap().to_string();
+    let hex = bundle.trim_start_matches("sha256:");
+    let base = format!("http://{}/v2/team/app-stack", reg.host);
+    let accept = [("accept", "application/vnd.oci.image.manifest.v1+json")];
+    for tag in [format!("sha256-{hex}.sig"), format!("sha256-{hex}.sbom")] {
+        let r = call("GET", &format!("{base}/manifests/{tag}"), &accept, b"");
+        assert_eq!(r.status, 200, "{tag}: {}", String::from_utf8_lossy(&r.body));
+    }
+    // The pinned stack names the secret, never a digest of its value.
+    let m = call("GET", &format!("{base}/manifests/1"), &accept, b"").json();
+    let pinned = m["layers"][1]["digest"].as_str().unwrap();
+    let r = call("GET", &format!("{base}/blobs/{pinned}"), &[], b"");
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        text.contains("\"pw\"") && !text.contains("\"digest\":\"sha256:e3b0"),
+        "{text}"
+    );
+
+    // Verified where it is, then pulled into a fresh root with its image
+    // and its signature (through the tag: distribution has no referrers API).
+    let dst = Ingot::new(BIN);
+    let out = dst.ok(&["verify", &dest, "--key", src.path("k.pub").to_str().unwrap()]);
+    assert!(out.contains(&format!("Verified {bundle}")), "{out}");
+    let pulled = dst.json(&["stack", "pull", &dest]);
+    assert_eq!(pulled["digest"], bundle.as_str());
+    assert_eq!(pulled["images"][0]["digest"], image.as_str());
+    assert_eq!(pulled["images_pulled"], 1);
+    let out = dst.ok(&["verify", &dest, "--key", src.path("k.pub").to_str().unwrap()]);
+    assert!(out.contains(&format!("Verified {bundle}")), "{out}");
+    let images = dst.ok(&["images"]);
+    assert!(images.contains(&image[7..19]), "{images}");
+    // Again: nothing more to move.
+    let again = dst.json(&["stack", "pull", &dest]);
+    assert_eq!(again["images_pulled"], 0);
+    // A plain image is not a bundle.
+    src.ok(&["push", "app:1", &format!("{}/team/app-stack:image", reg.host)]);
+    let err = dst.fails(&["stack", "pull", &format!("{}/team/app-stack:image", reg.host)]);
+    assert!(err.contains("is not a stack bundle"), "{err}");
 }
