@@ -138,7 +138,13 @@ impl Bundle {
     /// host's `values` for its secrets (every one must be given).
     pub fn instantiate(&self, values: &BTreeMap<String, SecretValue>) -> Result<PinnedStack> {
         let mut v = self.stack.clone();
+        let defined = self.secrets();
         let digest = |name: &str| -> Result<String> {
+            if !defined.iter().any(|d| d == name) {
+                return Err(self.invalid(format!(
+                    "a service mounts secret {name:?}, which the stack does not define"
+                )));
+            }
             values
                 .get(name)
                 .map(|val| Digest::sha256(&val.0).to_string())
@@ -169,6 +175,14 @@ pub fn is_bundle(m: &Manifest) -> bool {
 /// tagged `tag` if given. The same stack and file give the same digest.
 pub fn make(store: &mut Store, stack: &PinnedStack, compose: &[u8], tag: Option<&Reference>) -> Result<Digest> {
     let app = application(stack)?;
+    for (what, len) in [("pinned stack", app.len()), ("Compose file", compose.len())] {
+        if len as u64 > MAX_LAYER {
+            return Err(DeployError::Invalid(format!(
+                "stack {}: its {what} is {len} bytes, more than a bundle holds ({MAX_LAYER})",
+                stack.name
+            )));
+        }
+    }
     let _lease = store.lease()?;
     let blobs = store.blobs();
     let app_digest = blobs.put(&app)?;
@@ -198,6 +212,33 @@ pub fn make(store: &mut Store, stack: &PinnedStack, compose: &[u8], tag: Option<
 /// not be recorded yet): its type, its layers, the application against
 /// the digest the manifest claims and against the pinned stack's form.
 pub fn parse(store: &Store, m: &Manifest) -> Result<Bundle> {
+    let o = outline(m)?;
+    let read = |(d, size): &(Digest, u64)| -> Result<Vec<u8>> {
+        let have = store.blobs().size(d)?;
+        if have != *size {
+            return Err(DeployError::Invalid(format!(
+                "bundle {}: layer {d} is {have} bytes, the manifest declares {size}",
+                m.digest
+            )));
+        }
+        Ok(store.blobs().read(d)?)
+    };
+    let app = read(&o.application)?;
+    let compose = read(&o.compose)?;
+    from_parts(&m.digest, &o.name, &o.claimed, &app, compose)
+}
+
+/// What a bundle's manifest says, checked before any of its blobs is read
+/// or fetched: its type, an empty config, exactly its two layers (digest
+/// and declared size, each at most [`MAX_LAYER`]), its annotations.
+struct Outline {
+    name: String,
+    claimed: Digest,
+    application: (Digest, u64),
+    compose: (Digest, u64),
+}
+
+fn outline(m: &Manifest) -> Result<Outline> {
     let bad = |why: String| DeployError::Invalid(format!("bundle {}: {why}", m.digest));
     let Content::Image(im) = &m.content else {
         return Err(bad("an index, not a stack bundle".into()));
@@ -205,6 +246,18 @@ pub fn parse(store: &Store, m: &Manifest) -> Result<Bundle> {
     if !is_bundle(m) {
         return Err(bad(format!(
             "not a stack bundle (its artifactType is not {ARTIFACT_TYPE})"
+        )));
+    }
+    if im.config().size() > 64 {
+        return Err(bad(format!(
+            "its config is {} bytes, not the empty one",
+            im.config().size()
+        )));
+    }
+    if im.layers().len() != 2 {
+        return Err(bad(format!(
+            "{} layers, not 2 (compose file, pinned stack)",
+            im.layers().len()
         )));
     }
     let annotations = im.annotations().clone().unwrap_or_default();
@@ -216,7 +269,7 @@ pub fn parse(store: &Store, m: &Manifest) -> Result<Bundle> {
         .get(DIGEST_ANNOTATION)
         .and_then(|d| d.parse().ok())
         .ok_or_else(|| bad(format!("no valid {DIGEST_ANNOTATION} annotation")))?;
-    let layer = |media_type: &str| -> Result<Vec<u8>> {
+    let layer = |media_type: &str| -> Result<(Digest, u64)> {
         let mut found = im.layers().iter().filter(|l| l.media_type().to_string() == media_type);
         let (Some(l), None) = (found.next(), found.next()) else {
             return Err(bad(format!("not exactly one {media_type} layer")));
@@ -228,11 +281,14 @@ pub fn parse(store: &Store, m: &Manifest) -> Result<Bundle> {
             )));
         }
         let d = Digest::try_from(l.digest()).map_err(|e| bad(e.to_string()))?;
-        Ok(store.blobs().read(&d)?)
+        Ok((d, l.size()))
     };
-    let app = layer(PINNED_MEDIA)?;
-    let compose = layer(COMPOSE_MEDIA)?;
-    from_parts(&m.digest, &name, &claimed, &app, compose)
+    Ok(Outline {
+        name,
+        claimed,
+        application: layer(PINNED_MEDIA)?,
+        compose: layer(COMPOSE_MEDIA)?,
+    })
 }
 
 /// A bundle from its parts (manifest digest, the annotations' name and
@@ -268,7 +324,7 @@ pub fn from_parts(digest: &Digest, name: &str, claimed: &Digest, app: &[u8], com
     let pinned = b.instantiate(&values)?;
     crate::pin::check_stack_name(&pinned.name).map_err(|why| bad(format!("stack name {:?}: {why}", pinned.name)))?;
     if application_digest(&pinned)? != b.application {
-        return Err(bad("the pinned stack holds fields ingot does not know".into()));
+        return Err(bad("the pinned stack is not an application: a field ingot does not know, or an engine, bundle or secret digest".into()));
     }
     Ok(b)
 }
@@ -424,6 +480,8 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Pulled> {
             remote.host, remote.repo, m.digest
         )));
     }
+    // Its shape and sizes before any of its blobs moves.
+    outline(&m)?;
     client::fetch_content(store, &c, remote, &m, &obs).map_err(registry_err)?;
     let b = parse(store, &m)?;
     let mut images = 0;
@@ -443,6 +501,13 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Pulled> {
                 b.digest, remote.host, remote.repo
             ))
         })?;
+        // An index's digest pulls this platform's image: not the one named.
+        if store.image(&digest).is_err() {
+            return Err(DeployError::Invalid(format!(
+                "bundle {}: service {service}'s image {digest} is an index, not an image manifest (pin the image itself)",
+                b.digest
+            )));
+        }
         images += 1;
         referrers += t.referrers;
     }

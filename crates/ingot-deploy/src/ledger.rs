@@ -273,6 +273,8 @@ pub fn rollback_target(rows: &[LedgerRow], stack: &str, name: &str, service: &st
         }
     }
     pinned.services.insert(name.to_string(), svc);
+    // No longer any bundle's application (crate::bundle::check).
+    pinned.bundle = None;
     Ok(pinned)
 }
 

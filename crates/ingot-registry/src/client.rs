@@ -413,7 +413,9 @@ impl Client {
         }
         obs.event(Event::Start { digest: d, size });
         let mut w = blobs.writer(Some(d.clone()))?;
-        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        // No more than the manifest declared: a registry cannot make a
+        // small blob arrive as a large one.
+        let mut reader = resp.body_mut().with_config().limit(size).reader();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = reader.read(&mut buf).map_err(|e| http_err(&url, e))?;
@@ -422,6 +424,12 @@ impl Client {
             }
             std::io::Write::write_all(&mut w, &buf[..n]).map_err(|e| http_err(&url, e))?;
             obs.event(Event::Bytes { digest: d, n: n as u64 });
+        }
+        if w.written() != size {
+            return Err(http_err(
+                &url,
+                format!("blob {d}: {} bytes, the manifest declares {size}", w.written()),
+            ));
         }
         w.commit()?;
         obs.event(Event::Done {

@@ -35,7 +35,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 pub use advisories::AdvisoryRow;
-pub use archive::{load, save, LoadedImage};
+pub use archive::{load, save, save_with, LoadedImage};
 pub use blobs::{hash_file, BlobWriter, Blobs};
 pub use containers::{ContainerRecord, ContainerState};
 pub use error::{Result, StoreError};

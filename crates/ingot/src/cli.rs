@@ -317,6 +317,10 @@ pub enum Command {
         /// Stack name (a bundle's is its own)
         #[arg(long, required_unless_present = "bundle")]
         name: Option<String>,
+        /// A bundle's secret from this host: id=NAME,src=FILE or id=NAME,env=VARIABLE (one per
+        /// secret the bundle names; a Compose file gives its own sources)
+        #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VAR")]
+        secrets: Vec<String>,
         /// Why (recorded in the ledger)
         #[arg(long)]
         reason: Option<String>,
@@ -423,6 +427,10 @@ pub enum StackCommand {
         /// Sign the bundle with this private key (PEM; encrypted keys take INGOT_KEY_PASSWORD)
         #[arg(long)]
         key: Option<PathBuf>,
+        /// Also write it, every image and their referrers to this archive (OCI layout tar, as
+        /// `ingot save`; `ingot load` it on another host, then `ingot deploy NAME[:TAG]`)
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
     },
     /// Bundle a stack and push it, with every image it names (by digest, with their signatures
     /// and SBOMs), to REGISTRY/REPO:TAG

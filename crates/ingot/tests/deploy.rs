@@ -2480,15 +2480,18 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
     let by_digest = format!("{}/team/shop@{bundle}", host);
     let err = dst.fails(&["deploy", &by_digest]);
     assert!(
-        err.contains("BUNDLE_TOKEN"),
-        "a secret's value comes from the deploying host: {err}"
+        err.contains("needs secret \"token\"") && err.contains("--secret id=token"),
+        "a secret's value comes from the deploying host, as its operator says: {err}"
     );
+    let err = dst.fails(&["deploy", &by_digest, "--secret", "id=other,env=HOME"]);
+    assert!(err.contains("has no secret \"other\""), "{err}");
     let err = dst.fails(&["deploy", &by_digest, "--name", "other"]);
     assert!(err.contains("is stack \"shop\""), "{err}");
     let deploy = |root: &Ingot, reference: &str| {
         root.command()
             .env("BUNDLE_TOKEN", "t0ken")
             .args(["deploy", reference, "--reason", "from the bundle"])
+            .args(["--secret", "id=token,env=BUNDLE_TOKEN"])
             .output()
             .unwrap()
     };
@@ -2523,13 +2526,22 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
         .unwrap()
         .to_string();
     assert_eq!(dst.ok(&["exec", &web, "cat", "/run/secrets/token"]), "t0ken");
+    // Scaled, the stack is no longer the bundle's application: recorded without it.
+    dst.ok(&["service", "scale", "shop_web=3"]);
+    let scaled = dst.json(&["ledger"]);
+    let scaled = scaled.as_array().unwrap().last().unwrap()["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let scaled: Value = serde_json::from_str(&scaled).unwrap();
+    assert!(scaled.get("bundle").is_none(), "{scaled}");
     dst.ok(&["stack", "rm", "shop"]);
 
-    // The source root deploys the same bundle by tag: the same pinned
-    // stack, entry digest for entry digest.
+    // The source root deploys the same bundle from its store, by the name
+    // it bundled it under: the same pinned stack, entry digest for entry digest.
     drop(_daemon);
     let _src_daemon = Daemon::start(&src);
-    let out = deploy(&src, &dest);
+    let out = deploy(&src, "local/shop:1");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let theirs = src.json(&["ledger"]);
     let theirs = theirs.as_array().unwrap().last().unwrap();

@@ -1338,6 +1338,27 @@ fn a_stack_bundle_and_its_signature_travel_through_distribution() {
     // Again: nothing more to move.
     let again = dst.json(&["stack", "pull", &dest]);
     assert_eq!(again["images_pulled"], 0);
+    // No registry at all: an archive of the bundle, its image and their
+    // referrers, loaded into another root, verifies there.
+    let archive = src.path("app-stack.tar");
+    let out = src.ok(&[
+        "stack",
+        "bundle",
+        "-f",
+        file.to_str().unwrap(),
+        "--name",
+        "app",
+        "-t",
+        "bundles/app:1",
+        "-o",
+        archive.to_str().unwrap(),
+    ]);
+    assert!(out.contains(&bundle), "the same bundle: {out}");
+    let off = Ingot::new(BIN);
+    off.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let out = off.ok(&["verify", "bundles/app:1", "--key", src.path("k.pub").to_str().unwrap()]);
+    assert!(out.contains(&format!("Verified {bundle}")), "{out}");
+    assert!(off.ok(&["images"]).contains(&image[7..19]));
     // A plain image is not a bundle.
     src.ok(&["push", "app:1", &format!("{}/team/app-stack:image", reg.host)]);
     let err = dst.fails(&["stack", "pull", &format!("{}/team/app-stack:image", reg.host)]);

@@ -413,19 +413,21 @@ fn a_stack_on_a_three_node_swarm() {
         "--insecure",
     ]);
     let bundle = pushed["digest"].as_str().unwrap().to_string();
-    let mut c = ingot.command();
-    // A bundle's file secrets are read relative to where it is deployed from.
-    c.current_dir(file.parent().unwrap())
-        .env("DOCKER_HOST", &manager)
-        .env("INGOT_ENGINE", "swarm")
-        .args([
+    let token = format!("id=token,src={}", ingot.path("token").display());
+    let o = with_host(
+        &ingot,
+        &manager,
+        &[
             "deploy",
             &format!("{reg_addr}/bundles/shop@{bundle}"),
+            "--secret",
+            &token,
             "--registry",
             &reg_addr,
             "--insecure",
-        ]);
-    ok(&c.output().unwrap(), "deploy the bundle");
+        ],
+    );
+    ok(&o, "deploy the bundle");
     let entry = ledger(&ingot).last().cloned().unwrap();
     let body: Value = serde_json::from_str(entry["body"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -440,6 +442,13 @@ fn a_stack_on_a_three_node_swarm() {
         );
     }
     ok(&with_host(&ingot, &manager, &["drift"]), "drift after the bundle");
+    // Scaled: no longer the bundle's application, recorded without it.
+    ok(
+        &with_host(&ingot, &manager, &["service", "scale", "shop_web=2"]),
+        "scale a bundle's service",
+    );
+    let entry = ledger(&ingot).last().cloned().unwrap();
+    assert!(!entry["body"].as_str().unwrap().contains("\"bundle\""), "{entry}");
     ok(
         &with_host(&ingot, &manager, &["stack", "rm", "shop"]),
         "stack rm of the bundle",

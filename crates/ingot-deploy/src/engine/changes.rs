@@ -241,6 +241,8 @@ impl Engine {
                     )));
                 }
                 svc.replicas = replicas;
+                // Scaled: no longer the bundle's application (crate::bundle::check).
+                pinned.bundle = None;
                 let reason = reason.or(Some(format!("scale {service}={replicas}")));
                 (ledger::SCALE, pinned, reason)
             }

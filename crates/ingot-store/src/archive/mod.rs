@@ -8,4 +8,4 @@ mod load;
 mod save;
 
 pub use load::{load, LoadedImage};
-pub use save::save;
+pub use save::{save, save_with};

@@ -16,10 +16,31 @@ use crate::Store;
 /// Writes the images named by `inputs` to `out` as one archive. Returns
 /// the manifest digests written, in input order.
 pub fn save<W: Write>(store: &Store, inputs: &[String], out: W) -> Result<Vec<Digest>> {
+    save_with(store, inputs, false, out)
+}
+
+/// [`save`], and with `referrers` every manifest in the store that refers
+/// to one of them (signatures, SBOMs, provenance) too, unnamed in the
+/// index (`load` records them as referrers again). Artifacts (manifests
+/// whose config is not an image config) are in the OCI index only, not
+/// in the `docker save` view.
+pub fn save_with<W: Write>(store: &Store, inputs: &[String], referrers: bool, out: W) -> Result<Vec<Digest>> {
     // A reader too: GC must not sweep blobs of an image untagged meanwhile.
     let _lease = store.lease()?;
+    let mut inputs = inputs.to_vec();
+    let named = inputs.len();
+    if referrers {
+        for input in inputs.clone() {
+            let digest = store.resolve(&input)?.digest;
+            for r in store.referrers(&digest)? {
+                if !inputs.contains(&r.to_string()) {
+                    inputs.push(r.to_string());
+                }
+            }
+        }
+    }
     let mut images: Vec<(Image, Option<Reference>)> = Vec::new();
-    for input in inputs {
+    for input in &inputs {
         let image = store.resolve(input)?;
         // Keep the name only when the user named a tag.
         let name = input
@@ -70,7 +91,14 @@ pub fn save<W: Write>(store: &Store, inputs: &[String], out: W) -> Result<Vec<Di
         if !index_manifests.contains(&desc) {
             index_manifests.push(desc);
         }
-        if let Content::Image(_) = image.manifest.content {
+        let image_config = match &image.manifest.content {
+            Content::Image(m) => matches!(
+                m.config().media_type().to_string().as_str(),
+                ingot_oci::media::OCI_CONFIG | ingot_oci::media::DOCKER_CONFIG
+            ),
+            Content::Index(_) => false,
+        };
+        if image_config {
             let refs = image.manifest.references().map_err(|source| StoreError::Manifest {
                 digest: image.digest.clone(),
                 source,
@@ -107,7 +135,7 @@ pub fn save<W: Write>(store: &Store, inputs: &[String], out: W) -> Result<Vec<Di
     let docker_list: Vec<&DockerArchiveImage> = docker_order.iter().map(|d| &docker[d]).collect();
     append_bytes(&mut tar, layout::DOCKER_MANIFEST_FILE, &json_bytes(&docker_list)?).map_err(w)?;
     tar.into_inner().map_err(w)?.flush().map_err(w)?;
-    Ok(images.into_iter().map(|(i, _)| i.digest).collect())
+    Ok(images.into_iter().take(named).map(|(i, _)| i.digest).collect())
 }
 
 fn json_bytes<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {

@@ -42,10 +42,19 @@ pub fn bundle_cmd(
     name: &str,
     tag: &str,
     key: Option<&Path>,
+    output: Option<&Path>,
 ) -> Result<ExitCode> {
     let digest = make(store, file, name, tag, key)?;
     let b = bundle::read(store, &digest.to_string())?;
-    report(cli, &format!("Bundled stack {name} as {tag}"), &b, json!({}))
+    let mut headline = format!("Bundled stack {name} as {tag}");
+    if let Some(out) = output {
+        // The bundle by its name, its images by digest, and what refers to each.
+        let mut inputs = vec![tag.to_string()];
+        inputs.extend(b.images()?.into_iter().map(|(_, _, d)| d.to_string()));
+        super::images::write_archive(store, &inputs, true, Some(out))?;
+        headline.push_str(&format!(" and wrote it with its images to {}", out.display()));
+    }
+    report(cli, &headline, &b, json!({}))
 }
 
 pub fn push_cmd(
@@ -135,29 +144,34 @@ fn report(cli: &Cli, headline: &str, b: &Bundle, extra: serde_json::Value) -> Re
 }
 
 /// The stack `ingot deploy BUNDLE` sends: the bundle (pulled with its
-/// images when `input` names a registry, else from the store), its
-/// secrets' values read as its Compose file says (environment variables,
-/// files relative to the current directory).
+/// images when `input` names a registry and is not a digest already in the
+/// store, else from the store), with its secrets' values from `secrets`
+/// (`id=NAME,src=FILE` or `id=NAME,env=VAR`): never from the bundle's own
+/// Compose file, which would let whoever made the bundle choose which of
+/// this host's files and variables its containers get.
 pub fn for_deploy(
     root: &Path,
     cli: &Cli,
     input: &str,
     name: Option<&str>,
+    secrets: &[String],
     insecure: bool,
 ) -> Result<(PinnedStack, Secrets)> {
+    let flags = secret_flags(secrets)?;
     let mut store = Store::open(root)?;
-    let b = match Remote::parse(input, insecure) {
-        Ok(remote) => {
-            let p = bundle::pull(&mut store, &remote, crate::progress::observer(cli.quiet))?;
-            if !cli.quiet && cli.format == Format::Table {
-                eprintln!(
-                    "ingot: bundle {} of stack {} ({} images pulled)",
-                    p.bundle.digest, p.bundle.name, p.images
-                );
-            }
-            p.bundle
+    let local = input.contains('@') && store.resolve(input).is_ok();
+    let b = if looks_remote(input) && !local {
+        let remote = Remote::parse(input, insecure)?;
+        let p = bundle::pull(&mut store, &remote, crate::progress::observer(cli.quiet))?;
+        if !cli.quiet && cli.format == Format::Table {
+            eprintln!(
+                "ingot: bundle {} of stack {} ({} images pulled)",
+                p.bundle.digest, p.bundle.name, p.images
+            );
         }
-        Err(_) => bundle::read(&store, input)?,
+        p.bundle
+    } else {
+        bundle::read(&store, input)?
     };
     if let Some(n) = name.filter(|n| *n != b.name) {
         bail!(
@@ -166,30 +180,67 @@ pub fn for_deploy(
             b.name
         );
     }
-    let values = secret_values(&b)?;
-    Ok((b.instantiate(&values)?, values))
-}
-
-/// The values of the bundle's secrets, from the sources its Compose file
-/// gives them.
-fn secret_values(b: &Bundle) -> Result<Secrets> {
-    let mut values = Secrets::new();
-    let names = b.secrets();
-    if names.is_empty() {
-        return Ok(values);
+    let wanted = b.secrets();
+    if let Some(extra) = flags.keys().find(|k| !wanted.contains(k)) {
+        bail!(
+            "--secret id={extra}: bundle {} has no secret {extra:?} (it has: {})",
+            b.digest,
+            list(&wanted)
+        );
     }
-    let file = format!("bundle {} compose.yaml", b.digest);
-    let text = String::from_utf8(b.compose.clone()).with_context(|| format!("{file}: not UTF-8"))?;
-    let def = ingot_deploy::compose::parse(&file, &text)?;
-    for name in names {
-        let src = def
-            .secrets
-            .get(&name)
-            .with_context(|| format!("{file}: secret {name:?} of the pinned stack is not defined"))?;
+    let mut values = Secrets::new();
+    for name in wanted {
+        let src = flags.get(&name).with_context(|| {
+            format!("bundle {} needs secret {name:?}: give it with --secret id={name},src=FILE or --secret id={name},env=VARIABLE", b.digest)
+        })?;
         values.insert(
             name.clone(),
             ingot_deploy::pin::secret_value(&name, src, Path::new("."))?,
         );
     }
-    Ok(values)
+    Ok((b.instantiate(&values)?, values))
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Whether `input` names a registry (`HOST[:PORT]/...` with a dot, a port
+/// or localhost in its first part), as Docker tells registries from names.
+fn looks_remote(input: &str) -> bool {
+    let input = input
+        .strip_prefix("https://")
+        .or_else(|| input.strip_prefix("http://"))
+        .unwrap_or(input);
+    input
+        .split_once('/')
+        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
+}
+
+/// `--secret id=NAME,src=FILE|env=VAR` flags, by name.
+fn secret_flags(flags: &[String]) -> Result<std::collections::BTreeMap<String, ingot_deploy::compose::SecretSource>> {
+    use ingot_deploy::compose::SecretSource;
+    let mut out = std::collections::BTreeMap::new();
+    for f in flags {
+        let (mut id, mut src) = (None, None);
+        for part in f.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) if !v.is_empty() => id = Some(v.to_string()),
+                Some(("src" | "source", v)) if !v.is_empty() => src = Some(SecretSource::File(v.to_string())),
+                Some(("env", v)) if !v.is_empty() => src = Some(SecretSource::Environment(v.to_string())),
+                _ => bail!("--secret {f:?}: expected id=NAME,src=FILE or id=NAME,env=VARIABLE"),
+            }
+        }
+        let (Some(id), Some(src)) = (id, src) else {
+            bail!("--secret {f:?}: expected id=NAME,src=FILE or id=NAME,env=VARIABLE");
+        };
+        if out.insert(id.clone(), src).is_some() {
+            bail!("--secret id={id}: given twice");
+        }
+    }
+    Ok(out)
 }

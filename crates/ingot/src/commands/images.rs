@@ -242,6 +242,13 @@ pub fn rmi(store: &mut Store, cli: &Cli, inputs: &[String], force: bool, no_prun
 }
 
 pub fn save(store: &Store, images: &[String], output: Option<&Path>) -> Result<ExitCode> {
+    write_archive(store, images, false, output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Saves `images` (and with `referrers`, what refers to them) to `output`
+/// (standard output when absent or `-`): a file is whole or absent.
+pub(super) fn write_archive(store: &Store, images: &[String], referrers: bool, output: Option<&Path>) -> Result<()> {
     match output.filter(|p| *p != Path::new("-")) {
         None => {
             let stdout = io::stdout();
@@ -249,7 +256,7 @@ pub fn save(store: &Store, images: &[String], output: Option<&Path>) -> Result<E
                 bail!("refusing to write an archive to a terminal; use -o FILE or redirect standard output");
             }
             let mut out = io::BufWriter::new(stdout.lock());
-            ingot_store::save(store, images, &mut out)?;
+            ingot_store::save_with(store, images, referrers, &mut out)?;
             out.flush()?;
         }
         Some(path) => {
@@ -266,7 +273,7 @@ pub fn save(store: &Store, images: &[String], output: Option<&Path>) -> Result<E
             let result = (|| -> Result<()> {
                 let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
                 let mut out = io::BufWriter::with_capacity(1 << 20, f);
-                ingot_store::save(store, images, &mut out)?;
+                ingot_store::save_with(store, images, referrers, &mut out)?;
                 let f = out.into_inner().map_err(|e| e.into_error())?;
                 f.sync_all()?;
                 fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -278,7 +285,7 @@ pub fn save(store: &Store, images: &[String], output: Option<&Path>) -> Result<E
             result?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 pub fn load(store: &mut Store, cli: &Cli, input: Option<&Path>) -> Result<ExitCode> {

@@ -252,6 +252,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             ref bundle,
             ref file,
             ref name,
+            ref secrets,
             ref reason,
             detach,
             ref registry,
@@ -265,7 +266,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 anyhow::bail!("--registry and --policy are for --engine swarm (the local engine uses the daemon's store and --policy)");
             }
             let (stack, secrets) = match (bundle, file, name) {
-                (Some(b), _, _) => bundle::for_deploy(&root, &cli, b, name.as_deref(), insecure)?,
+                (Some(b), _, _) => bundle::for_deploy(&root, &cli, b, name.as_deref(), secrets, insecure)?,
+                (None, Some(_), Some(_)) if !secrets.is_empty() => {
+                    anyhow::bail!("--secret is for bundles: a Compose file gives its secrets' sources itself")
+                }
                 (None, Some(f), Some(n)) => deploy::pin_file(&open()?, f, n)?,
                 _ => anyhow::bail!("give a Compose file (-f FILE --name STACK) or a bundle"),
             };
@@ -328,8 +332,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     ref name,
                     ref tag,
                     ref key,
+                    ref output,
                 },
-        } => bundle::bundle_cmd(&mut open()?, &cli, file, name, tag, key.as_deref()),
+        } => bundle::bundle_cmd(&mut open()?, &cli, file, name, tag, key.as_deref(), output.as_deref()),
         Command::Stack {
             command:
                 crate::cli::StackCommand::Push {

@@ -170,6 +170,8 @@ pub fn scale(root: &Path, cli: &Cli, spec: &str) -> Result<ExitCode> {
         bail!("service {service} is global (one task per node): it cannot be scaled");
     }
     svc.replicas = n;
+    // Scaled: no longer the bundle's application (ingot_deploy::bundle::check).
+    pinned.bundle = None;
     follow_up(root, cli, ledger::SCALE, pinned, &format!("scale {service}={n}"), &rows)
 }
 
