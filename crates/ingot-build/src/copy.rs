@@ -117,8 +117,33 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
         None => None,
     };
 
-    // Where sources come from: the context, or a stage's or image's files.
+    // Where sources come from: the context, or a stage's or image's files,
+    // or the step's here-documents.
     let source_ctx = match &c.from {
+        None if !c.heredocs.is_empty() => {
+            if let Some(p) = paths.iter().find(|p| !c.heredocs.iter().any(|h| h.name == **p)) {
+                return Err(err(format!(
+                    "{p}: a step with heredocs copies only heredocs (copy files in a step of their own)"
+                )));
+            }
+            let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
+            for h in &c.heredocs {
+                let content = match h.expand {
+                    true => words::substitute(&h.content, &vars, env.escape).map_err(&err)?,
+                    false => h.content.clone(),
+                };
+                let path = dir.path().join(&h.name);
+                fs::write(&path, content).map_err(|e| err(format!("heredoc <<{}: {e}", h.name)))?;
+                fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                    .map_err(|e| err(format!("heredoc <<{}: {e}", h.name)))?;
+            }
+            let ctx = Context::plain(dir.path())?;
+            keep.push(dir);
+            Some(ctx)
+        }
+        Some(_) if !c.heredocs.is_empty() => {
+            return Err(err("--from and heredocs: a heredoc is the step's own content".into()));
+        }
         None => None,
         Some(from) => {
             let from = words::expand(from, &vars, env.escape).map_err(&err)?;

@@ -299,3 +299,42 @@ fn bad_input_fails_clearly_and_tags_nothing() {
     assert_eq!(a.json(&["ps", "-a"]), Value::Array(vec![]));
     assert_eq!(a.json(&["fsck"])["problems"], Value::Array(vec![]));
 }
+
+#[test]
+fn heredocs_run_as_scripts_feed_commands_and_become_files() {
+    let test = "heredocs_run_as_scripts_feed_commands_and_become_files";
+    let Some(a) = root_with_base(test, Ingot::new(BIN)) else {
+        return;
+    };
+    let ctx = a.path("ctx-heredoc");
+    fs::create_dir_all(&ctx).unwrap();
+    let dockerfile = |greeting: &str| {
+        format!(
+            "FROM base:1\nARG WHO=world\nRUN <<EOF\nset -e\nmkdir -p /out\necho \"script ran\" > /out/script\nEOF\n\
+             RUN cat <<-'END' > /out/fed && echo \"$WHO\" >> /out/fed\n\tliteral $WHO\n\tEND\n\
+             COPY --chmod=600 <<greeting.txt <<raw.txt /out/\n{greeting}, $WHO\ngreeting.txt\nkept $WHO\nraw.txt\n\
+             COPY <<'EOF' /out/single\nno $WHO here\nEOF\n\
+             CMD [\"sh\", \"-c\", \"cat /out/script /out/fed /out/greeting.txt /out/raw.txt /out/single; stat -c '%a' /out/greeting.txt\"]\n"
+        )
+    };
+    fs::write(ctx.join("Dockerfile"), dockerfile("hello")).unwrap();
+    let (ok, _, err) = build(&a, &["-q", "-t", "here:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        a.ok(&["run", "--rm", "here:1"]),
+        "script ran\nliteral $WHO\nworld\nhello, world\nkept world\nno $WHO here\n600\n"
+    );
+    // A heredoc's content is part of its step: a change is a new layer.
+    fs::write(ctx.join("Dockerfile"), dockerfile("goodbye")).unwrap();
+    let (ok, _, err) = build(&a, &["-q", "-t", "here:2", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(a.ok(&["run", "--rm", "here:2"]).contains("goodbye, world"));
+    // Never closed: file:line:column, nothing tagged.
+    fs::write(ctx.join("Dockerfile"), "FROM base:1\nRUN <<EOF\necho never closed\n").unwrap();
+    let (ok, _, err) = build(&a, &["-q", "-t", "here:bad", ctx.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("Dockerfile:2:1") && err.contains("<<EOF is never closed"),
+        "{err}"
+    );
+    assert!(!a.ok(&["images"]).contains("bad"));
+}

@@ -42,8 +42,23 @@ pub struct Copy {
     pub from: Option<String>,
     pub chown: Option<String>,
     pub chmod: Option<String>,
-    /// Raw words: sources then the destination (at least two).
+    /// Raw words: sources then the destination (at least two). A
+    /// heredoc source is the heredoc's name.
     pub paths: Vec<String>,
+    /// Inline sources (`COPY <<EOF /dest`), in order.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// A here-document of RUN, COPY or ADD (`<<NAME`, `<<-NAME`, `<<"NAME"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    /// The word after `<<`, quotes removed.
+    pub name: String,
+    /// Its lines, each ending in a newline (leading tabs stripped for `<<-`).
+    pub content: String,
+    /// An unquoted name: variables in the content are substituted (COPY,
+    /// ADD); a quoted one keeps it as written.
+    pub expand: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -111,14 +126,48 @@ impl fmt::Display for Pos {
     }
 }
 
-/// A logical line: an instruction with continuations joined.
+/// A logical line: an instruction with continuations joined, and the
+/// here-documents that follow it.
 struct Logical {
     pos: Pos,
     text: String,
+    heredocs: Vec<Heredoc>,
+    /// `text`, then each here-document's lines and terminator as written.
+    full: String,
 }
 
-/// Reads parser directives, drops comments and joins continuations.
-fn logical_lines(src: &str) -> (char, Vec<Logical>) {
+/// A `<<NAME` marker in an instruction: (the word as written, the
+/// heredoc's name, `<<-`, quoted).
+fn heredoc_markers(text: &str) -> Vec<(String, String, bool, bool)> {
+    let mut out = Vec::new();
+    for word in text.split_whitespace() {
+        let Some(rest) = word.strip_prefix("<<") else { continue };
+        if rest.starts_with('<') {
+            continue; // `<<<`: a here-string, not a heredoc
+        }
+        let (chomp, rest) = match rest.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let (quoted, rest) = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => (true, rest[1..].trim_end_matches(q)),
+            _ => (false, rest),
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .collect();
+        if !name.is_empty() {
+            out.push((word.to_string(), name, chomp, quoted));
+        }
+    }
+    out
+}
+
+/// Reads parser directives, drops comments, joins continuations and reads
+/// the here-documents of RUN, COPY and ADD; a heredoc never closed is an
+/// error naming its instruction.
+fn logical_lines(src: &str, file: &str) -> Result<(char, Vec<Logical>), ParseError> {
     let mut escape = '\\';
     let mut lines = src.lines().enumerate().peekable();
     // Directives: `# key=value` lines at the very top.
@@ -133,9 +182,9 @@ fn logical_lines(src: &str) -> (char, Vec<Logical>) {
         }
         lines.next();
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Logical> = Vec::new();
     let mut cur: Option<Logical> = None;
-    for (n, raw) in lines {
+    while let Some((n, raw)) = lines.next() {
         let trimmed = raw.trim_start();
         if trimmed.starts_with('#') || (trimmed.is_empty() && cur.is_some()) {
             continue;
@@ -158,20 +207,65 @@ fn logical_lines(src: &str) -> (char, Vec<Logical>) {
                         column: raw.len() - trimmed.len() + 1,
                     },
                     text: body.trim_start().to_string(),
+                    heredocs: Vec::new(),
+                    full: String::new(),
                 })
             }
         }
-        if !continues {
-            out.extend(cur.take());
+        if continues {
+            continue;
         }
+        let Some(mut l) = cur.take() else { continue };
+        l.full = l.text.clone();
+        let keyword = l
+            .text
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
+            for (_, name, chomp, quoted) in heredoc_markers(&l.text) {
+                let mut content = String::new();
+                let mut closed = false;
+                for (_, raw) in lines.by_ref() {
+                    l.full.push('\n');
+                    l.full.push_str(raw);
+                    let line = if chomp { raw.trim_start_matches('\t') } else { raw };
+                    if line == name {
+                        closed = true;
+                        break;
+                    }
+                    content.push_str(line);
+                    content.push('\n');
+                }
+                if !closed {
+                    return Err(ParseError {
+                        file: file.to_string(),
+                        line: l.pos.line,
+                        column: l.pos.column,
+                        message: format!("heredoc <<{name} is never closed (no line reading {name})"),
+                        text: l.text.clone(),
+                    });
+                }
+                l.heredocs.push(Heredoc {
+                    name,
+                    content,
+                    expand: !quoted,
+                });
+            }
+        }
+        out.push(l);
     }
-    out.extend(cur);
-    (escape, out)
+    if let Some(mut l) = cur {
+        l.full = l.text.clone();
+        out.push(l);
+    }
+    Ok((escape, out))
 }
 
 /// Parses `src` (named `file` in errors).
 pub fn parse(src: &str, file: &str) -> Result<Dockerfile, ParseError> {
-    let (escape, lines) = logical_lines(src);
+    let (escape, lines) = logical_lines(src, file)?;
     let mut df = Dockerfile {
         global_args: Vec::new(),
         stages: Vec::new(),
@@ -190,21 +284,24 @@ pub fn parse(src: &str, file: &str) -> Result<Dockerfile, ParseError> {
             None => (line.text.as_str(), ""),
         };
         let keyword = keyword.to_ascii_uppercase();
-        if rest.starts_with("<<") && matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
-            return Err(err("heredocs are not supported".into()));
-        }
         if keyword == "FROM" {
             df.stages
                 .push(parse_from(rest, line.pos, &line.text, escape).map_err(err)?);
             continue;
         }
-        let instruction = parse_instruction(&keyword, rest, escape).map_err(err)?;
+        let instruction = match line.heredocs.is_empty() {
+            true => parse_instruction(&keyword, rest, escape),
+            false => with_heredocs(&keyword, rest, &line, escape),
+        }
+        .map_err(err)?;
         match (df.stages.last_mut(), instruction) {
             (None, Instruction::Arg(args)) => df.global_args.extend(args),
             (None, _) => return Err(err("expected FROM before this instruction".into())),
             (Some(stage), instruction) => stage.steps.push(Step {
                 pos: line.pos,
-                text: line.text.clone(),
+                // With its here-documents: their content is part of the step
+                // (and so of its cache key).
+                text: line.full.clone(),
                 instruction,
             }),
         }
@@ -219,6 +316,66 @@ pub fn parse(src: &str, file: &str) -> Result<Dockerfile, ParseError> {
         });
     }
     Ok(df)
+}
+
+/// RUN, COPY or ADD followed by here-documents, as BuildKit reads them.
+/// RUN: a command that is one heredoc alone runs its content as a shell
+/// script; otherwise the shell gets the whole text and reads the heredocs
+/// itself (`RUN python3 <<EOF`, `RUN cat <<EOF >file`). COPY and ADD: each
+/// heredoc is a source file named after it.
+fn with_heredocs(keyword: &str, rest: &str, line: &Logical, escape: char) -> Result<Instruction, String> {
+    let markers = heredoc_markers(rest);
+    match keyword {
+        "RUN" => {
+            let (flags, ws) = flags(rest, escape)?;
+            if let Some((k, _)) = flags.first() {
+                return Err(format!("RUN --{k} is not supported"));
+            }
+            if rest.trim_start().starts_with('[') {
+                return Err("a heredoc needs RUN's shell form".into());
+            }
+            if ws.len() == 1 && markers.len() == 1 && ws[0] == markers[0].0 {
+                let script = &line.heredocs[0].content;
+                if script.starts_with("#!") {
+                    return Err(
+                        "a heredoc script with #! is not supported: name its interpreter (RUN python3 <<EOF)".into(),
+                    );
+                }
+                return Ok(Instruction::Run(Command::Shell(script.clone())));
+            }
+            // The shell reads the heredocs: everything after RUN, as written.
+            let start = line.full.len() - line.full.trim_start_matches(|c: char| !c.is_whitespace()).len();
+            Ok(Instruction::Run(Command::Shell(
+                line.full[start..].trim_start().to_string(),
+            )))
+        }
+        "COPY" | "ADD" => {
+            let (Instruction::Copy(mut c) | Instruction::Add(mut c)) = parse_instruction(keyword, rest, escape)? else {
+                return Err(format!("{keyword}: expected sources and a destination"));
+            };
+            let dest = c.paths.len() - 1;
+            for (i, p) in c.paths.iter_mut().enumerate() {
+                let Some(m) = markers.iter().position(|m| m.0 == *p) else {
+                    continue;
+                };
+                if i == dest {
+                    return Err("a heredoc cannot be the destination".into());
+                }
+                let name = &markers[m].1;
+                if name.starts_with('.') {
+                    return Err(format!("heredoc <<{name}: a source name cannot start with '.'"));
+                }
+                *p = name.clone();
+            }
+            c.heredocs = line.heredocs.clone();
+            Ok(if keyword == "COPY" {
+                Instruction::Copy(c)
+            } else {
+                Instruction::Add(c)
+            })
+        }
+        _ => Err(format!("{keyword} takes no heredoc")),
+    }
 }
 
 fn parse_from(rest: &str, pos: Pos, text: &str, escape: char) -> Result<Stage, String> {

@@ -82,11 +82,77 @@ fn errors_name_file_line_column_and_text() {
         ("FROM scratch\nENV A=\"x\n", "unterminated"),
         ("FROM scratch\nSHELL sh -c\n", "JSON form"),
         ("FROM scratch\nCOPY --bogus=1 a b\n", "unknown flag --bogus"),
-        ("FROM scratch\nRUN <<EOF\nx\nEOF\n", "heredocs"),
+        ("FROM scratch\nRUN <<EOF\nx\n", "never closed"),
         ("FROM scratch AS 1bad\n", "invalid stage name"),
         ("FROM scratch\nHEALTHCHECK echo\n", "HEALTHCHECK"),
     ] {
         let e = parse(src, "Dockerfile").unwrap_err();
         assert!(e.to_string().contains(needle), "{src:?}: {e}");
     }
+}
+
+#[test]
+fn heredocs_as_buildkit_reads_them() {
+    let src = "FROM base\nRUN <<EOF\nset -e\necho one > /a\nEOF\nRUN cat <<-'END' > /b && echo done\n\tkeep $HOME\n\tEND\nCOPY --chmod=600 <<one.txt <<two.txt /etc/\nfirst $A\none.txt\nsecond\ntwo.txt\nCOPY <<\"raw\" /raw\n$A\nraw\nRUN echo <<<here-string\n";
+    let df = parse(src, "Dockerfile").unwrap();
+    let steps = &df.stages[0].steps;
+    assert_eq!(
+        steps[0].instruction,
+        Instruction::Run(Command::Shell("set -e\necho one > /a\n".into())),
+        "a heredoc alone is the script"
+    );
+    assert_eq!(
+        steps[0].text, "RUN <<EOF\nset -e\necho one > /a\nEOF",
+        "the step holds its content"
+    );
+    assert_eq!(
+        steps[1].instruction,
+        Instruction::Run(Command::Shell(
+            "cat <<-'END' > /b && echo done\n\tkeep $HOME\n\tEND".into()
+        )),
+        "otherwise the shell reads the heredoc"
+    );
+    let Instruction::Copy(c) = &steps[2].instruction else {
+        panic!("{:?}", steps[2])
+    };
+    assert_eq!(c.paths, ["one.txt", "two.txt", "/etc/"]);
+    assert_eq!(c.chmod.as_deref(), Some("600"));
+    assert_eq!(
+        c.heredocs,
+        [
+            Heredoc {
+                name: "one.txt".into(),
+                content: "first $A\n".into(),
+                expand: true
+            },
+            Heredoc {
+                name: "two.txt".into(),
+                content: "second\n".into(),
+                expand: true
+            },
+        ]
+    );
+    let Instruction::Copy(c) = &steps[3].instruction else {
+        panic!()
+    };
+    assert_eq!((c.heredocs[0].name.as_str(), c.heredocs[0].expand), ("raw", false));
+    assert_eq!(
+        steps[4].instruction,
+        Instruction::Run(Command::Shell("echo <<<here-string".into()))
+    );
+    assert_eq!(steps[4].pos.line, 17);
+}
+
+#[test]
+fn a_heredoc_never_closed_names_its_instruction() {
+    let err = parse("FROM base\nRUN true\nRUN <<EOF\necho never\n", "Dockerfile").unwrap_err();
+    assert_eq!((err.line, err.column), (3, 1));
+    assert!(err.message.contains("<<EOF is never closed"), "{err}");
+    assert_eq!(err.text, "RUN <<EOF");
+    let err = parse("FROM base\nRUN <<EOF\n#!/usr/bin/python3\nprint(1)\nEOF\n", "D").unwrap_err();
+    assert!(err.message.contains("#!"), "{err}");
+    let err = parse("FROM base\nRUN [\"sh\"] <<EOF\nx\nEOF\n", "D").unwrap_err();
+    assert!(err.message.contains("shell form"), "{err}");
+    let err = parse("FROM base\nCOPY a <<EOF\nx\nEOF\n", "D").unwrap_err();
+    assert!(err.message.contains("destination"), "{err}");
 }

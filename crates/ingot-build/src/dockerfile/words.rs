@@ -91,6 +91,31 @@ pub fn expand(word: &str, vars: &BTreeMap<String, String>, escape: char) -> Resu
     Ok(out)
 }
 
+/// Substitutes variables in `text` as a here-document's content is:
+/// `$VAR` and `${VAR...}` replaced, an escaped `$` kept as `$`, quotes and
+/// everything else as written.
+pub fn substitute(text: &str, vars: &BTreeMap<String, String>, escape: char) -> Result<String, String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            c if c == escape && chars.get(i + 1) == Some(&'$') => {
+                out.push('$');
+                i += 1;
+            }
+            '$' => {
+                let (value, used) = variable(&chars[i + 1..], vars, escape)?;
+                out.push_str(&value);
+                i += used;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
 /// Splits `text` into words and expands each.
 pub fn expand_all(text: &str, vars: &BTreeMap<String, String>, escape: char) -> Result<Vec<String>, String> {
     split(text, escape)?.iter().map(|w| expand(w, vars, escape)).collect()
@@ -166,6 +191,15 @@ mod tests {
         assert_eq!(e("a$"), "a$");
         assert!(expand("${A", &v, '\\').is_err());
         assert!(expand("${A:?x}", &v, '\\').is_err());
+    }
+
+    #[test]
+    fn heredoc_content_substitutes_variables_only() {
+        let v = vars();
+        assert_eq!(
+            substitute("a=$A \"${B}\" '$A' \\$A ${NOPE:-x}\n", &v, '\\').unwrap(),
+            "a=1 \"two words\" '1' $A x\n"
+        );
     }
 
     #[test]
