@@ -120,12 +120,8 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
     // Where sources come from: the context, or a stage's or image's files,
     // or the step's here-documents.
     let source_ctx = match &c.from {
+        // (The parser made every source one of them.)
         None if !c.heredocs.is_empty() => {
-            if let Some(p) = paths.iter().find(|p| !c.heredocs.iter().any(|h| h.name == **p)) {
-                return Err(err(format!(
-                    "{p}: a step with heredocs copies only heredocs (copy files in a step of their own)"
-                )));
-            }
             let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
             for h in &c.heredocs {
                 let content = match h.expand {
@@ -137,7 +133,7 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
                 fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
                     .map_err(|e| err(format!("heredoc <<{}: {e}", h.name)))?;
             }
-            let ctx = Context::plain(dir.path())?;
+            let ctx = Context::plain(dir.path()).map_err(|e| err(format!("heredocs: {e}")))?;
             keep.push(dir);
             Some(ctx)
         }
@@ -199,7 +195,7 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
                         entries.insert(layer::join(&target, &sub), e);
                     }
                 })?;
-            } else if add && is_archive(&host) {
+            } else if add && c.heredocs.is_empty() && is_archive(&host) {
                 let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
                 let f = fs::File::open(&host).map_err(|e| err(format!("{rel}: {e}")))?;
                 let mut buf = std::io::BufReader::new(f);

@@ -136,32 +136,115 @@ struct Logical {
     full: String,
 }
 
-/// A `<<NAME` marker in an instruction: (the word as written, the
-/// heredoc's name, `<<-`, quoted).
-fn heredoc_markers(text: &str) -> Vec<(String, String, bool, bool)> {
+/// A `<<NAME` marker of an instruction.
+struct Marker {
+    /// The word as written (`<<-"EOF"`).
+    word: String,
+    /// The delimiter, quotes removed.
+    name: String,
+    /// `<<-`: leading tabs are stripped.
+    chomp: bool,
+    /// A quoted delimiter: the content is taken as written.
+    quoted: bool,
+}
+
+/// The heredoc markers of RUN, COPY or ADD's `rest` (after the keyword),
+/// found among its shell words (a `<<` inside quotes is text, and the JSON
+/// form has none). A delimiter is a word of letters, digits, `_`, `-` and
+/// `.`, optionally in matching quotes; any other `<<word` is an error.
+fn heredoc_markers(rest: &str, escape: char) -> Result<Vec<Marker>, String> {
+    let (_, ws) = flags(rest, escape)?;
+    if ws.first().is_some_and(|w| w.starts_with('[')) {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
-    for word in text.split_whitespace() {
-        let Some(rest) = word.strip_prefix("<<") else { continue };
-        if rest.starts_with('<') {
+    for word in ws {
+        let Some(after) = word.strip_prefix("<<") else { continue };
+        if after.starts_with('<') {
             continue; // `<<<`: a here-string, not a heredoc
         }
-        let (chomp, rest) = match rest.strip_prefix('-') {
+        let (chomp, delim) = match after.strip_prefix('-') {
             Some(r) => (true, r),
-            None => (false, rest),
+            None => (false, after),
         };
-        let (quoted, rest) = match rest.chars().next() {
-            Some(q @ ('"' | '\'')) => (true, rest[1..].trim_end_matches(q)),
-            _ => (false, rest),
+        let (quoted, name) = match delim.chars().next() {
+            Some(q @ ('"' | '\'')) => match delim[1..].strip_suffix(q) {
+                Some(inner) if !inner.contains(['"', '\'']) => (true, inner),
+                _ => return Err(format!("heredoc {word}: its quotes do not match")),
+            },
+            _ => (false, delim),
         };
-        let name: String = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            .collect();
-        if !name.is_empty() {
-            out.push((word.to_string(), name, chomp, quoted));
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !valid {
+            return Err(format!(
+                "heredoc {word}: a delimiter is letters, digits, '_', '-' and '.' (optionally quoted)"
+            ));
         }
+        out.push(Marker {
+            word: word.clone(),
+            name: name.to_string(),
+            chomp,
+            quoted,
+        });
     }
-    out
+    Ok(out)
+}
+
+/// Reads the here-documents `l` (a complete RUN, COPY or ADD) announces
+/// from `lines`, into `l.heredocs` and `l.full`.
+fn read_heredocs<'a>(
+    l: &mut Logical,
+    lines: &mut impl Iterator<Item = (usize, &'a str)>,
+    escape: char,
+    file: &str,
+) -> Result<(), ParseError> {
+    let fail = |message: String| ParseError {
+        file: file.to_string(),
+        line: l.pos.line,
+        column: l.pos.column,
+        message,
+        text: l.text.clone(),
+    };
+    let (keyword, rest) = l.text.split_once(char::is_whitespace).unwrap_or((&l.text, ""));
+    if !matches!(keyword.to_ascii_uppercase().as_str(), "RUN" | "COPY" | "ADD") {
+        l.full = l.text.clone();
+        return Ok(());
+    }
+    let markers = heredoc_markers(rest, escape).map_err(&fail)?;
+    let mut heredocs = Vec::new();
+    let mut full = l.text.clone();
+    for m in markers {
+        let mut content = String::new();
+        let mut closed = false;
+        for (_, raw) in lines.by_ref() {
+            full.push('\n');
+            full.push_str(raw);
+            let line = if m.chomp { raw.trim_start_matches('\t') } else { raw };
+            if line == m.name {
+                closed = true;
+                break;
+            }
+            content.push_str(line);
+            content.push('\n');
+        }
+        if !closed {
+            return Err(fail(format!(
+                "heredoc <<{} is never closed (no line reading {})",
+                m.name, m.name
+            )));
+        }
+        heredocs.push(Heredoc {
+            name: m.name,
+            content,
+            expand: !m.quoted,
+        });
+    }
+    l.heredocs = heredocs;
+    l.full = full;
+    Ok(())
 }
 
 /// Reads parser directives, drops comments, joins continuations and reads
@@ -216,48 +299,12 @@ fn logical_lines(src: &str, file: &str) -> Result<(char, Vec<Logical>), ParseErr
             continue;
         }
         let Some(mut l) = cur.take() else { continue };
-        l.full = l.text.clone();
-        let keyword = l
-            .text
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
-            for (_, name, chomp, quoted) in heredoc_markers(&l.text) {
-                let mut content = String::new();
-                let mut closed = false;
-                for (_, raw) in lines.by_ref() {
-                    l.full.push('\n');
-                    l.full.push_str(raw);
-                    let line = if chomp { raw.trim_start_matches('\t') } else { raw };
-                    if line == name {
-                        closed = true;
-                        break;
-                    }
-                    content.push_str(line);
-                    content.push('\n');
-                }
-                if !closed {
-                    return Err(ParseError {
-                        file: file.to_string(),
-                        line: l.pos.line,
-                        column: l.pos.column,
-                        message: format!("heredoc <<{name} is never closed (no line reading {name})"),
-                        text: l.text.clone(),
-                    });
-                }
-                l.heredocs.push(Heredoc {
-                    name,
-                    content,
-                    expand: !quoted,
-                });
-            }
-        }
+        read_heredocs(&mut l, &mut lines, escape, file)?;
         out.push(l);
     }
+    // A file that ends inside a continuation: the instruction as it stands.
     if let Some(mut l) = cur {
-        l.full = l.text.clone();
+        read_heredocs(&mut l, &mut lines, escape, file)?;
         out.push(l);
     }
     Ok((escape, out))
@@ -299,9 +346,9 @@ pub fn parse(src: &str, file: &str) -> Result<Dockerfile, ParseError> {
             (None, _) => return Err(err("expected FROM before this instruction".into())),
             (Some(stage), instruction) => stage.steps.push(Step {
                 pos: line.pos,
-                // With its here-documents: their content is part of the step
-                // (and so of its cache key).
-                text: line.full.clone(),
+                // The instruction line: heredoc content is in the
+                // instruction (and so in the cache key), not in messages.
+                text: line.text.clone(),
                 instruction,
             }),
         }
@@ -324,7 +371,7 @@ pub fn parse(src: &str, file: &str) -> Result<Dockerfile, ParseError> {
 /// itself (`RUN python3 <<EOF`, `RUN cat <<EOF >file`). COPY and ADD: each
 /// heredoc is a source file named after it.
 fn with_heredocs(keyword: &str, rest: &str, line: &Logical, escape: char) -> Result<Instruction, String> {
-    let markers = heredoc_markers(rest);
+    let markers = heredoc_markers(rest, escape)?;
     match keyword {
         "RUN" => {
             let (flags, ws) = flags(rest, escape)?;
@@ -334,7 +381,7 @@ fn with_heredocs(keyword: &str, rest: &str, line: &Logical, escape: char) -> Res
             if rest.trim_start().starts_with('[') {
                 return Err("a heredoc needs RUN's shell form".into());
             }
-            if ws.len() == 1 && markers.len() == 1 && ws[0] == markers[0].0 {
+            if ws.len() == 1 && markers.len() == 1 && ws[0] == markers[0].word {
                 let script = &line.heredocs[0].content;
                 if script.starts_with("#!") {
                     return Err(
@@ -353,19 +400,21 @@ fn with_heredocs(keyword: &str, rest: &str, line: &Logical, escape: char) -> Res
             let (Instruction::Copy(mut c) | Instruction::Add(mut c)) = parse_instruction(keyword, rest, escape)? else {
                 return Err(format!("{keyword}: expected sources and a destination"));
             };
+            // Every source is one of the heredocs, in order; the
+            // destination is not.
             let dest = c.paths.len() - 1;
-            for (i, p) in c.paths.iter_mut().enumerate() {
-                let Some(m) = markers.iter().position(|m| m.0 == *p) else {
-                    continue;
-                };
-                if i == dest {
-                    return Err("a heredoc cannot be the destination".into());
+            if c.paths[..dest].len() != markers.len() || c.paths[..dest].iter().zip(&markers).any(|(p, m)| *p != m.word)
+            {
+                return Err(match markers.iter().any(|m| m.word == c.paths[dest]) {
+                    true => "a heredoc cannot be the destination".into(),
+                    false => "a step with heredocs copies heredocs only (copy files in a step of their own)".into(),
+                });
+            }
+            for (p, m) in c.paths.iter_mut().zip(&markers) {
+                if m.name.starts_with('.') {
+                    return Err(format!("heredoc <<{}: a file name cannot start with '.'", m.name));
                 }
-                let name = &markers[m].1;
-                if name.starts_with('.') {
-                    return Err(format!("heredoc <<{name}: a source name cannot start with '.'"));
-                }
-                *p = name.clone();
+                *p = m.name.clone();
             }
             c.heredocs = line.heredocs.clone();
             Ok(if keyword == "COPY" {

@@ -101,10 +101,7 @@ fn heredocs_as_buildkit_reads_them() {
         Instruction::Run(Command::Shell("set -e\necho one > /a\n".into())),
         "a heredoc alone is the script"
     );
-    assert_eq!(
-        steps[0].text, "RUN <<EOF\nset -e\necho one > /a\nEOF",
-        "the step holds its content"
-    );
+    assert_eq!(steps[0].text, "RUN <<EOF", "messages name the instruction line");
     assert_eq!(
         steps[1].instruction,
         Instruction::Run(Command::Shell(
@@ -151,8 +148,34 @@ fn a_heredoc_never_closed_names_its_instruction() {
     assert_eq!(err.text, "RUN <<EOF");
     let err = parse("FROM base\nRUN <<EOF\n#!/usr/bin/python3\nprint(1)\nEOF\n", "D").unwrap_err();
     assert!(err.message.contains("#!"), "{err}");
-    let err = parse("FROM base\nRUN [\"sh\"] <<EOF\nx\nEOF\n", "D").unwrap_err();
-    assert!(err.message.contains("shell form"), "{err}");
     let err = parse("FROM base\nCOPY a <<EOF\nx\nEOF\n", "D").unwrap_err();
     assert!(err.message.contains("destination"), "{err}");
+    // A literal file named like the heredoc is not the heredoc.
+    let err = parse("FROM base\nCOPY <<EOF EOF /d/\nx\nEOF\n", "D").unwrap_err();
+    assert!(err.message.contains("heredocs only"), "{err}");
+    for bad in [
+        "RUN cat <<$EOF\n",
+        "RUN cat <<\"EOF\n",
+        "RUN cat <<'a'b'\n",
+        "COPY <<.. /d/\n..\n",
+    ] {
+        let err = parse(&format!("FROM base\n{bad}"), "D").unwrap_err();
+        assert_eq!(err.line, 2, "{bad:?}: {err}");
+    }
+    // A file that ends in a continuation still reads its heredoc.
+    let err = parse("FROM base\nRUN cat <<EOF \\", "D").unwrap_err();
+    assert!(err.message.contains("never closed"), "{err}");
+}
+
+#[test]
+fn quoted_or_json_double_angles_are_text() {
+    // Neither a quoted `<<` nor the JSON form reads a heredoc: the lines
+    // after them are instructions (here an unknown one).
+    let err = parse(
+        "FROM base\nRUN echo \"see <<EOF\"\nRUN [\"sh\", \"-c\", \"cat <<EOF\"]\nENV X=1\nEOF\n",
+        "D",
+    )
+    .unwrap_err();
+    assert!(err.message.contains("unknown instruction EOF"), "{err}");
+    assert_eq!(err.line, 5);
 }

@@ -105,7 +105,12 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>, escape: char) -> 
                 i += 1;
             }
             '$' => {
-                let (value, used) = variable(&chars[i + 1..], vars, escape)?;
+                // A `${...}` ends on its own line.
+                let end = chars[i..]
+                    .iter()
+                    .position(|&c| c == '\n')
+                    .map_or(chars.len(), |p| i + p);
+                let (value, used) = variable(&chars[i + 1..end], vars, escape)?;
                 out.push_str(&value);
                 i += used;
             }
