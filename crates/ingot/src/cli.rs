@@ -303,8 +303,9 @@ pub enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         web: Option<std::net::SocketAddr>,
     },
-    /// Deploy a stack (Compose file): follows the change until it converged or rolled back (exit 1);
-    /// Ctrl-C stops following, not the change (`ingot ledger wait N` follows it again)
+    /// Deploy a stack (a Compose file, or a bundle by digest, tag or name): follows the change until
+    /// it converged or rolled back (exit 1); Ctrl-C stops following, not the change (`ingot ledger
+    /// wait N` follows it again)
     Deploy {
         /// A stack bundle instead of a Compose file: REGISTRY/REPO:TAG or
         /// REGISTRY/REPO@sha256:... (pulled with its images), or one in the
