@@ -168,7 +168,7 @@ impl Bundle {
 
 /// Whether `m` is a stack bundle.
 pub fn is_bundle(m: &Manifest) -> bool {
-    serde_json::from_slice::<Value>(&m.bytes).is_ok_and(|v| v["artifactType"] == ARTIFACT_TYPE)
+    client::artifact_type(m).is_some_and(|t| t == ARTIFACT_TYPE)
 }
 
 /// The bundle of `stack` (pinned from `compose`), stored and recorded,

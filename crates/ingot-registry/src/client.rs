@@ -537,7 +537,7 @@ pub fn push(store: &Store, image: &str, remote: &Remote, obs: Obs) -> Result<Tra
 }
 
 /// A manifest's `artifactType` (OCI 1.1), if it has one.
-fn artifact_type(m: &Manifest) -> Option<String> {
+pub fn artifact_type(m: &Manifest) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(&m.bytes).ok()?;
     v["artifactType"].as_str().map(String::from)
 }

@@ -1316,10 +1316,12 @@ fn a_stack_bundle_and_its_signature_travel_through_distribution() {
     let m = call("GET", &format!("{base}/manifests/1"), &accept, b"").json();
     let pinned = m["layers"][1]["digest"].as_str().unwrap();
     let r = call("GET", &format!("{base}/blobs/{pinned}"), &[], b"");
-    let text = String::from_utf8_lossy(&r.body).to_string();
+    let pinned: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(pinned["secrets"], json!({"pw": {}}), "{pinned}");
+    let mounts = pinned["services"]["app"]["secrets"].as_array().unwrap();
     assert!(
-        text.contains("\"pw\"") && !text.contains("\"digest\":\"sha256:e3b0"),
-        "{text}"
+        mounts.len() == 1 && mounts[0]["name"] == "pw" && mounts[0].get("digest").is_none(),
+        "{pinned}"
     );
 
     // Verified where it is, then pulled into a fresh root with its image

@@ -20,14 +20,7 @@ use crate::output;
 /// stack's SBOM, signed with `key` if given.
 fn make(store: &mut Store, file: &Path, name: &str, tag: &str, key: Option<&Path>) -> Result<Digest> {
     // The key first: a wrong password leaves no unsigned bundle tagged.
-    let key = key
-        .map(|key| -> Result<ingot_trust::keys::SigningKey> {
-            let text = std::fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
-            let password = std::env::var("INGOT_KEY_PASSWORD").ok().filter(|p| !p.is_empty());
-            ingot_trust::keys::SigningKey::from_pem(&text, password.as_deref())
-                .with_context(|| format!("key {}", key.display()))
-        })
-        .transpose()?;
+    let key = key.map(super::trust::signing_key).transpose()?;
     let (text, def) = super::deploy::parse_file(file)?;
     let dir = file.parent().unwrap_or(Path::new("."));
     let pinned = ingot_deploy::pin::pin_for_bundle(store, name, &def, dir)?;

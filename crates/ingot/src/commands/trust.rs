@@ -60,9 +60,14 @@ pub fn generate(cli: &Cli, out: &Path, ed25519: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The private key at `path` (PEM; an encrypted one takes INGOT_KEY_PASSWORD).
+pub(super) fn signing_key(path: &Path) -> Result<SigningKey> {
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read key {}", path.display()))?;
+    SigningKey::from_pem(&text, password().as_deref()).with_context(|| format!("key {}", path.display()))
+}
+
 pub fn sign(store: &mut Store, cli: &Cli, image: &str, key: &Path) -> Result<ExitCode> {
-    let text = fs::read_to_string(key).with_context(|| format!("cannot read key {}", key.display()))?;
-    let key = SigningKey::from_pem(&text, password().as_deref()).with_context(|| format!("key {}", key.display()))?;
+    let key = signing_key(key)?;
     let signed = ingot_trust::signature::sign(store, image, &key)?;
     if cli.quiet {
         println!("{}", signed.signature);
