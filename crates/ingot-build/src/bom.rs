@@ -47,6 +47,21 @@ pub struct Bom {
     pub project: String,
     /// Every `--label`.
     pub labels: BTreeMap<String, String>,
+    /// The RUN steps that had a network: such an image is reproducible only
+    /// as far as what they downloaded is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<NetworkedStep>,
+}
+
+/// A RUN step that ran with a network.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkedStep {
+    /// Its stage (name, or index).
+    pub stage: String,
+    /// The instruction line as written.
+    pub step: String,
+    /// `bridge` (egress NAT) or `host`.
+    pub network: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -19,9 +19,9 @@ use ingot_oci::{Algorithm, Digest, Manifest, Reference};
 use ingot_store::Store;
 use serde_json::{json, Map, Value};
 
-use crate::bom::{Ancestor, Bom, Builder};
+use crate::bom::{Ancestor, Bom, Builder, NetworkedStep};
 use crate::context::Context;
-use crate::dockerfile::{self, words, Command, Dockerfile, Instruction, Stage, Step};
+use crate::dockerfile::{self, words, Command, Dockerfile, Instruction, RunNetwork, Stage, Step};
 use crate::error::{BuildError, Result};
 use crate::layer::LayerRef;
 use crate::{copy, run};
@@ -42,6 +42,48 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// Default: SOURCE_DATE_EPOCH, else the context's last commit time, else 0.
     pub epoch: Option<i64>,
+    /// RUN's network where a step names none, or names `default`
+    /// (`--network`): by default a bridge with NAT, as `docker build`.
+    pub network: BuildNetwork,
+    /// `--allow network.host`: a Dockerfile may ask for the host's network
+    /// (`RUN --network=host`); `--network host` allows it too.
+    pub allow_host_network: bool,
+}
+
+/// The network a build's RUN steps get unless a step says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BuildNetwork {
+    /// ingot's bridge, with egress NAT (`default`, `bridge`).
+    #[default]
+    Bridge,
+    None,
+    Host,
+}
+
+impl std::str::FromStr for BuildNetwork {
+    type Err = BuildError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "default" | "bridge" => Ok(BuildNetwork::Bridge),
+            "none" => Ok(BuildNetwork::None),
+            "host" => Ok(BuildNetwork::Host),
+            _ => Err(BuildError::Invalid(format!(
+                "--network {s:?}: expected default (or bridge), none or host"
+            ))),
+        }
+    }
+}
+
+impl BuildNetwork {
+    /// The name a cache key and the bill of materials use.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuildNetwork::Bridge => "bridge",
+            BuildNetwork::None => "none",
+            BuildNetwork::Host => "host",
+        }
+    }
 }
 
 /// Hears about each step.
@@ -94,6 +136,8 @@ pub(crate) struct State {
     /// CMD was set in this stage (ENTRYPOINT then keeps it).
     pub cmd_set: bool,
     pub architecture: String,
+    /// This stage's RUN steps that had a network (instruction, network).
+    pub networked: Vec<(String, &'static str)>,
 }
 
 fn hash(parts: &[&str]) -> String {
@@ -306,6 +350,7 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
     let mut n = 0;
     let mut cached = 0;
     let mut ancestors = Vec::new();
+    let mut networked = Vec::new();
     let globals = global_args(&df, opts)?;
     for (i, stage) in df.stages[..=target].iter().enumerate() {
         n += 1;
@@ -324,6 +369,12 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
             cached += usize::from(was_cached);
             progress.done(was_cached, t.elapsed().as_secs_f64());
         }
+        let stage_name = stage.name.clone().unwrap_or_else(|| i.to_string());
+        networked.extend(state.networked.iter().map(|(step, network)| NetworkedStep {
+            stage: stage_name.clone(),
+            step: step.clone(),
+            network: network.to_string(),
+        }));
         env.stages.push((stage.name.clone(), state));
     }
     let state = env.stages.pop().map(|(_, s)| s).unwrap_or_default();
@@ -346,6 +397,7 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
         tags: opts.tags.iter().map(|t| t.to_string()).collect(),
         project,
         labels: opts.labels.clone(),
+        network: networked,
         ..Default::default()
     };
     bom.describe_config(&state.config);
@@ -413,6 +465,7 @@ fn from(env: &Env, stage: &Stage, index: usize, globals: &BTreeMap<String, Strin
         let mut state = s.clone();
         state.args.clear();
         state.cmd_set = false;
+        state.networked.clear();
         return Ok((
             state,
             Ancestor {
@@ -591,14 +644,38 @@ fn apply(
             empty = false;
             was_cached = hit;
         }
-        Instruction::Run(c) => {
-            let args = argv(state, c);
+        Instruction::Run(r) => {
+            let network = match r.network {
+                None | Some(RunNetwork::Default) => opts.network,
+                Some(RunNetwork::None) => BuildNetwork::None,
+                Some(RunNetwork::Host) if opts.allow_host_network || opts.network == BuildNetwork::Host => {
+                    BuildNetwork::Host
+                }
+                Some(RunNetwork::Host) => {
+                    return Err(env.step_error(
+                        step,
+                        "RUN --network=host needs the builder's consent: ingot build --allow network.host",
+                    ))
+                }
+            };
+            let args = argv(state, &r.command);
             let run_env = run::environment(state);
+            // The network is part of the step: the same command with
+            // another network is another step (as BuildKit's cache).
             state.chain(
-                &format!("RUN {}", serde_json::to_string(&args).unwrap_or_default()),
+                &format!(
+                    "RUN {} --network={}",
+                    serde_json::to_string(&args).unwrap_or_default(),
+                    network.name()
+                ),
                 &run_env.join("\n"),
             );
-            let (layer, hit) = env.cached_layer(&state.key, || run::run(env, state, step, args, run_env, progress))?;
+            if network != BuildNetwork::None {
+                state.networked.push((step.text.clone(), network.name()));
+            }
+            let (layer, hit) = env.cached_layer(&state.key, || {
+                run::run(env, state, step, args, run_env, network, progress)
+            })?;
             state.layers.push(layer);
             empty = false;
             was_cached = hit;

@@ -2,10 +2,14 @@
 //! layers plus a writable upper directory; what it leaves there (with
 //! overlay whiteouts turned into OCI ones) becomes the new layer.
 //!
-//! The container has no network and no tmpfs over /tmp and /run, so the
-//! step's result depends on the stage's files and the command alone.
+//! The container has the build's network (by default ingot's bridge with
+//! egress NAT, as `docker build`; `RUN --network=none|host`), the host's
+//! /etc/resolv.conf and its own /etc/hosts and /etc/hostname, and no tmpfs
+//! over /tmp and /run. What the runtime made for its mounts (those files,
+//! /proc, /sys, /dev where the image lacks them) is left out of the layer.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use ingot_oci::Digest;
 use ingot_runtime::monitor::{self, Output};
@@ -13,7 +17,7 @@ use ingot_runtime::{ContainerSpec, NetworkMode, Runtime};
 
 use crate::dockerfile::Step;
 use crate::error::{BuildError, Result};
-use crate::executor::{Env, Progress, State};
+use crate::executor::{BuildNetwork, Env, Progress, State};
 use crate::layer::{self, Content, Entries, LayerRef};
 
 /// The environment RUN sees: the image's ENV, then ARG values ENV does not
@@ -40,6 +44,7 @@ pub(crate) fn run(
     step: &Step,
     args: Vec<String>,
     run_env: Vec<String>,
+    network: BuildNetwork,
     progress: &mut dyn Progress,
 ) -> Result<LayerRef> {
     if state.layers.is_empty() {
@@ -49,8 +54,14 @@ pub(crate) fn run(
         ));
     }
     let mut diff_ids = Vec::new();
+    let mut lowers = Vec::new();
     for l in &state.layers {
-        ingot_runtime::layers::ensure_layer(env.store, &l.digest, &l.media_type, &l.diff_id)?;
+        lowers.push(ingot_runtime::layers::ensure_layer(
+            env.store,
+            &l.digest,
+            &l.media_type,
+            &l.diff_id,
+        )?);
         diff_ids.push(l.diff_id.hex().to_string());
     }
     let wd = state.string("WorkingDir");
@@ -60,7 +71,11 @@ pub(crate) fn run(
         cwd: if wd.is_empty() { "/".into() } else { wd },
         user: state.string("User"),
         hostname: "ingot-build".into(),
-        network: NetworkMode::None,
+        network: match network {
+            BuildNetwork::Bridge => NetworkMode::Bridge,
+            BuildNetwork::None => NetworkMode::None,
+            BuildNetwork::Host => NetworkMode::Host,
+        },
         networks: Vec::new(),
         ports: Vec::new(),
         read_only: false,
@@ -119,21 +134,59 @@ pub(crate) fn run(
         }
         Err(e) => return Err(finish(env.step_error(step, format!("{e}; last output:\n{}", tail())))),
     }
-    let upper = ingot_runtime::container_dir(env.store.root(), &rec.id).join("upper");
+    let dir = ingot_runtime::container_dir(env.store.root(), &rec.id);
     let mut entries = Entries::new();
-    let made = layer::from_tree(&upper, "", true, None, &mut entries);
-    if let Err(e) = made {
+    if let Err(e) = layer::from_tree(&dir.join("upper"), "", true, None, &mut entries) {
         return Err(finish(e));
     }
-    // Mount points the runtime made in an image without them.
-    for top in ["proc", "sys", "dev"] {
-        let only_dir = entries.get(top).is_some_and(|e| e.content == Content::Dir)
-            && !entries.keys().any(|k| k.starts_with(&format!("{top}/")));
-        if only_dir {
-            entries.remove(top);
-        }
-    }
+    drop_made(&mut entries, &ingot_runtime::rootfs::made(&dir), &lowers);
     let layer = layer::write(env.store, &entries, env.epoch);
     let _ = ingot_runtime::remove(env.store, &rec.id, true);
     layer
+}
+
+/// Leaves out of a step's layer what the runtime made inside its root for
+/// mounts (`made`, parents first): files always (a mount covered them, so
+/// the step never wrote to them), directories when nothing the step wrote
+/// is under them; then the directories overlay copied up only to hold
+/// them (their ancestors, deepest first), when the step left nothing else in them and their owner and mode
+/// are still those of the layers below (`lowers`, bottom first).
+fn drop_made(entries: &mut Entries, made: &[PathBuf], lowers: &[PathBuf]) {
+    let key = |p: &Path| p.to_string_lossy().into_owned();
+    let holds_nothing = |entries: &Entries, k: &str| {
+        let prefix = format!("{k}/");
+        !entries.keys().any(|e| e.starts_with(&prefix))
+    };
+    for p in made.iter().rev() {
+        let k = key(p);
+        match entries.get(&k).map(|e| &e.content) {
+            Some(Content::Dir) if !holds_nothing(entries, &k) => {}
+            Some(_) => {
+                entries.remove(&k);
+            }
+            None => {}
+        }
+    }
+    let mut parents: Vec<&Path> = made
+        .iter()
+        .flat_map(|p| p.ancestors().skip(1))
+        .filter(|p| !p.as_os_str().is_empty() && !made.iter().any(|m| m == p))
+        .collect();
+    parents.sort();
+    parents.dedup();
+    for parent in parents.into_iter().rev() {
+        let k = key(parent);
+        let Some(e) = entries.get(&k) else { continue };
+        if e.content != Content::Dir || !holds_nothing(entries, &k) {
+            continue;
+        }
+        let below = lowers.iter().rev().find_map(|l| l.join(parent).symlink_metadata().ok());
+        let unchanged = below.is_some_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && m.mode() & 0o7777 == e.mode & 0o7777 && m.uid() as u64 == e.uid && m.gid() as u64 == e.gid
+        });
+        if unchanged {
+            entries.remove(&k);
+        }
+    }
 }

@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -93,11 +94,15 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     let dir = plan.container_dir;
     m(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None)?;
     let merged = mount_overlay(dir, plan.lowers)?;
+    let mut made = Made {
+        root: merged.clone(),
+        paths: Vec::new(),
+    };
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    let proc_dir = mkdirs(&merged, "/proc")?;
+    let proc_dir = made.dir("/proc")?;
     m(Some("proc"), &proc_dir, Some("proc"), nosuid_nodev_noexec, None)?;
-    let dev = mkdirs(&merged, "/dev")?;
+    let dev = made.dir("/dev")?;
     m(
         Some("tmpfs"),
         &dev,
@@ -106,7 +111,7 @@ pub fn setup(plan: &RootPlan) -> R<()> {
         Some("mode=755,size=65536k"),
     )?;
     populate_dev(&dev)?;
-    let sys = mkdirs(&merged, "/sys")?;
+    let sys = made.dir("/sys")?;
     if m(
         Some("sysfs"),
         &sys,
@@ -124,7 +129,7 @@ pub fn setup(plan: &RootPlan) -> R<()> {
         &[("/tmp", "1777"), ("/run", "755")]
     };
     for &(path, mode) in defaults {
-        let target = mkdirs(&merged, path)?;
+        let target = made.dir(path)?;
         m(
             Some("tmpfs"),
             &target,
@@ -133,13 +138,8 @@ pub fn setup(plan: &RootPlan) -> R<()> {
             Some(&format!("mode={mode}")),
         )?;
     }
-    let etc: &[&str] = if spec.build_step {
-        &[]
-    } else {
-        &["hostname", "hosts", "resolv.conf"]
-    };
-    for name in etc {
-        let target = touch(&merged, &format!("/etc/{name}"))?;
+    for name in ["hostname", "hosts", "resolv.conf"] {
+        let target = made.file(&format!("/etc/{name}"))?;
         bind(&dir.join(name), &target, false)?;
     }
     // Shallower targets first (as Docker), so a mount inside another's
@@ -168,9 +168,9 @@ pub fn setup(plan: &RootPlan) -> R<()> {
                 let src = open_no_symlinks(&b.source)?;
                 let is_dir = fs::metadata(&src).map(|m| m.is_dir()).unwrap_or(false);
                 let target = if is_dir {
-                    mkdirs(&merged, &b.target)?
+                    made.dir(&b.target)?
                 } else {
-                    touch(&merged, &b.target)?
+                    made.file(&b.target)?
                 };
                 if b.copy_up {
                     copy_up(&target, &b.source)?;
@@ -184,10 +184,10 @@ pub fn setup(plan: &RootPlan) -> R<()> {
                     .as_ref()
                     .map(|d| d.join(i.to_string()))
                     .ok_or("no files directory")?;
-                bind(&src, &touch(&merged, &f.target)?, true)?;
+                bind(&src, &made.file(&f.target)?, true)?;
             }
             Item::Tmpfs(t) => {
-                let target = mkdirs(&merged, t)?;
+                let target = made.dir(t)?;
                 m(
                     Some("tmpfs"),
                     &target,
@@ -200,6 +200,9 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     }
     mask_paths(&merged)?;
     mkdirs(&merged, &spec.cwd)?;
+    if spec.build_step {
+        made.save(&dir.join(MADE))?;
+    }
 
     // pivot_root(".", ".") stacks the old root under the new one; detach it.
     nix::unistd::chdir(&merged).map_err(|e| format!("chdir {}: {e}", merged.display()))?;
@@ -487,16 +490,74 @@ pub(crate) fn mkdirs(root: &Path, path: &str) -> R<PathBuf> {
     Ok(p)
 }
 
-/// Ensures a file exists at `path` inside `root` (for a bind target).
-fn touch(root: &Path, path: &str) -> R<PathBuf> {
-    let p = secure_join(root, path)?;
-    if let Some(parent) = p.parent() {
-        fs::create_dir_all(parent).map_err(|e| format!("create {path} in the container: {e}"))?;
+/// The file in a build step's container directory listing what [`setup`]
+/// made inside the root for mounts (paths relative to it, each ending in
+/// a NUL byte, parents first): the step leaves them out of its layer, as
+/// `docker build` leaves out /etc/hosts and mount points.
+pub const MADE: &str = "made";
+
+/// Makes mount targets inside the root, noting every path that was not
+/// there before.
+struct Made {
+    root: PathBuf,
+    paths: Vec<PathBuf>,
+}
+
+impl Made {
+    /// Notes the components of `p` (inside the root) that do not exist yet.
+    fn note(&mut self, p: &Path) {
+        let mut missing = Vec::new();
+        let mut cur = Some(p);
+        while let Some(c) = cur.filter(|c| *c != self.root && c.symlink_metadata().is_err()) {
+            missing.push(c);
+            cur = c.parent();
+        }
+        for m in missing.into_iter().rev() {
+            if let Ok(rel) = m.strip_prefix(&self.root) {
+                self.paths.push(rel.to_path_buf());
+            }
+        }
     }
-    if !p.exists() {
-        fs::write(&p, b"").map_err(|e| format!("create {path} in the container: {e}"))?;
+
+    /// A directory at `path` (for a mount).
+    fn dir(&mut self, path: &str) -> R<PathBuf> {
+        let p = secure_join(&self.root, path)?;
+        self.note(&p);
+        fs::create_dir_all(&p).map_err(|e| format!("create {path} in the container: {e}"))?;
+        Ok(p)
     }
-    Ok(p)
+
+    /// A file at `path` (for a bind target).
+    fn file(&mut self, path: &str) -> R<PathBuf> {
+        let p = secure_join(&self.root, path)?;
+        self.note(&p);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).map_err(|e| format!("create {path} in the container: {e}"))?;
+        }
+        if !p.exists() {
+            fs::write(&p, b"").map_err(|e| format!("create {path} in the container: {e}"))?;
+        }
+        Ok(p)
+    }
+
+    fn save(&self, to: &Path) -> R<()> {
+        let mut out = Vec::new();
+        for p in &self.paths {
+            out.extend_from_slice(p.as_os_str().as_encoded_bytes());
+            out.push(0);
+        }
+        fs::write(to, out).map_err(|e| format!("write {}: {e}", to.display()))
+    }
+}
+
+/// What a build step's [`setup`] made inside its root (see [`MADE`]).
+pub fn made(container_dir: &Path) -> Vec<PathBuf> {
+    let bytes = fs::read(container_dir.join(MADE)).unwrap_or_default();
+    bytes
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -592,6 +592,12 @@ pub struct BuildArgs {
     /// Build twice (the second time without cache) and fail unless both give the same digest
     #[arg(long = "check-reproducible")]
     pub check_reproducible: bool,
+    /// RUN's network where a step names none: default (ingot's bridge with NAT), none or host
+    #[arg(long, default_value = "default", value_name = "MODE")]
+    pub network: String,
+    /// Grant an entitlement: network.host lets `RUN --network=host` use the host's network
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// The build context directory
     pub context: PathBuf,
 }

@@ -338,3 +338,174 @@ fn heredocs_run_as_scripts_feed_commands_and_become_files() {
     );
     assert!(!a.ok(&["images"]).contains("bad"));
 }
+
+/// The address of ingot's default bridge on the host: RUN steps on the
+/// bridge reach it through their default route.
+const GATEWAY: &str = "10.231.0.1";
+
+/// A file served over HTTP/1.0 on `GATEWAY`, counting requests; stopped
+/// (and its thread joined) when dropped.
+struct Served {
+    port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    fn start(body: &'static str) -> Served {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind((GATEWAY, 0)).expect("bind on ingot's bridge");
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (h, s) = (hits.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                };
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+                let mut req = [0u8; 4096];
+                let _ = conn.read(&mut req);
+                h.fetch_add(1, Ordering::SeqCst);
+                let _ = write!(
+                    conn,
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Served {
+            port,
+            hits,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The paths in each layer of `image` (top last), read with tar(1).
+fn layer_paths(ingot: &Ingot, image: &str) -> Vec<Vec<String>> {
+    let manifest = ingot.json(&["inspect", image]);
+    let layers = manifest[0]["manifest"]["layers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no layers in {manifest}"))
+        .clone();
+    layers
+        .iter()
+        .map(|l| {
+            let digest = l["digest"].as_str().unwrap();
+            let blob = ingot.root().join("blobs/sha256").join(&digest[7..]);
+            let out = Command::new("tar").arg("-tzf").arg(&blob).output().unwrap();
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|p| p.trim_start_matches("./").trim_end_matches('/').to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn run_steps_have_the_network_as_docker_build_gives_it() {
+    let test = "run_steps_have_the_network_as_docker_build_gives_it";
+    let Some(a) = root_with_base(test, Ingot::new(BIN)) else {
+        return;
+    };
+    // The bridge exists once a bridged container ran.
+    a.ok(&["run", "--rm", "base:1", "true"]);
+    let served = Served::start("downloaded\n");
+    let url = format!("URL=http://{GATEWAY}:{}", served.port);
+    let ctx = a.path("ctx-net");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nARG URL\nRUN wget -q -O /fetched.txt \"$URL/file\"\n\
+         RUN --network=none sh -c 'wget -q -T 2 -O /none.txt \"$URL/file\" || echo unreachable > /none.txt'\n\
+         RUN cat /etc/resolv.conf > /seen-resolv && hostname > /seen-hostname\n",
+    )
+    .unwrap();
+    let (ok, _, err) = build(&a, &["-q", "--build-arg", &url, "-t", "net:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        a.ok(&["run", "--rm", "net:1", "cat", "/fetched.txt", "/none.txt", "/seen-hostname"]),
+        "downloaded\nunreachable\ningot-build\n",
+        "the default network reaches the server, --network=none does not"
+    );
+    assert_eq!(served.hits(), 1);
+    assert_eq!(
+        a.ok(&["run", "--rm", "net:1", "cat", "/seen-resolv"]),
+        fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        "RUN resolves names as the host does"
+    );
+    // What the runtime made for the step (/etc/hosts, /etc/resolv.conf,
+    // /etc/hostname, the /etc copied up to hold them) is not in its layer.
+    let layers = layer_paths(&a, "net:1");
+    let runs = &layers[layers.len() - 3..];
+    assert_eq!(runs[0], ["fetched.txt"], "{layers:?}");
+    assert_eq!(runs[1], ["none.txt"]);
+    assert_eq!(runs[2], ["seen-hostname", "seen-resolv"]);
+    // The bill of materials names the steps that had a network.
+    let bom = a.json(&["inspect", "--bom", "net:1"]);
+    let network = bom[0]["network"].as_array().cloned().unwrap_or_default();
+    let steps: Vec<(&str, &str)> = network
+        .iter()
+        .map(|n| (n["step"].as_str().unwrap(), n["network"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("RUN wget -q -O /fetched.txt \"$URL/file\"", "bridge"),
+            ("RUN cat /etc/resolv.conf > /seen-resolv && hostname > /seen-hostname", "bridge"),
+        ]
+    );
+    assert!(a.ok(&["inspect", "--bom", "net:1"]).contains("Did a step use the network? yes"));
+    // Cached: a second build asks the server nothing.
+    let (ok, _, err) = build(&a, &["-q", "--build-arg", &url, "-t", "net:2", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(served.hits(), 1);
+    // `--network none`: another step (not the cached one), which fails.
+    let (ok, _, err) = build(
+        &a,
+        &["-q", "--network", "none", "--build-arg", &url, "-t", "net:none", ctx.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("Dockerfile:3:1") && err.contains("exit code"), "{err}");
+    assert!(!a.ok(&["images"]).contains("none"));
+    // The host's network only with the builder's consent.
+    fs::write(ctx.join("Dockerfile"), "FROM base:1\nARG URL\nRUN --network=host wget -q -O /host.txt \"$URL/file\"\n").unwrap();
+    let (ok, _, err) = build(&a, &["-q", "--build-arg", &url, "-t", "net:host", ctx.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("Dockerfile:3:1") && err.contains("--allow network.host"),
+        "{err}"
+    );
+    assert!(!a.ok(&["images"]).contains("host"));
+    let (ok, _, err) = build(
+        &a,
+        &["-q", "--allow", "network.host", "--build-arg", &url, "-t", "net:host", ctx.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(served.hits(), 2);
+    assert_eq!(a.json(&["inspect", "--bom", "net:host"])[0]["network"][0]["network"], "host");
+    let (ok, _, err) = build(&a, &["-q", "--allow", "network.raw", ctx.to_str().unwrap()]);
+    assert!(!ok && err.contains("network.raw"), "{err}");
+    let (ok, _, err) = build(&a, &["-q", "--network", "overlay", ctx.to_str().unwrap()]);
+    assert!(!ok && err.contains("--network \"overlay\""), "{err}");
+}

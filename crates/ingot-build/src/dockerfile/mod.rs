@@ -61,6 +61,26 @@ pub struct Heredoc {
     pub expand: bool,
 }
 
+/// RUN's network (`--network=`), as BuildKit's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunNetwork {
+    /// The build's network (`ingot build --network`; a bridge with NAT
+    /// unless it says otherwise).
+    Default,
+    /// Loopback only.
+    None,
+    /// The host's network (needs `ingot build --allow network.host`).
+    Host,
+}
+
+/// RUN: its command and flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub command: Command,
+    /// `--network=`; `None`: not given (the build's default).
+    pub network: Option<RunNetwork>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Healthcheck {
     /// `None` for `HEALTHCHECK NONE`.
@@ -73,7 +93,7 @@ pub struct Healthcheck {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Instruction {
-    Run(Command),
+    Run(Run),
     Copy(Copy),
     Add(Copy),
     /// Raw `KEY=VALUE` words (or the legacy `KEY VALUE` as one pair).
@@ -374,13 +394,12 @@ fn with_heredocs(keyword: &str, rest: &str, line: &Logical, escape: char) -> Res
     let markers = heredoc_markers(rest, escape)?;
     match keyword {
         "RUN" => {
-            let (flags, ws) = flags(rest, escape)?;
-            if let Some((k, _)) = flags.first() {
-                return Err(format!("RUN --{k} is not supported"));
-            }
-            if rest.trim_start().starts_with('[') {
+            let (network, command) = run_flags(rest)?;
+            let (_, ws) = flags(command, escape)?;
+            if command.starts_with('[') {
                 return Err("a heredoc needs RUN's shell form".into());
             }
+            let run = |command| Instruction::Run(Run { command, network });
             if ws.len() == 1 && markers.len() == 1 && ws[0] == markers[0].word {
                 let script = &line.heredocs[0].content;
                 if script.starts_with("#!") {
@@ -388,13 +407,13 @@ fn with_heredocs(keyword: &str, rest: &str, line: &Logical, escape: char) -> Res
                         "a heredoc script with #! is not supported: name its interpreter (RUN python3 <<EOF)".into(),
                     );
                 }
-                return Ok(Instruction::Run(Command::Shell(script.clone())));
+                return Ok(run(Command::Shell(script.clone())));
             }
-            // The shell reads the heredocs: everything after RUN, as written.
+            // The shell reads the heredocs: everything after RUN and its
+            // flags, as written.
             let start = line.full.len() - line.full.trim_start_matches(|c: char| !c.is_whitespace()).len();
-            Ok(Instruction::Run(Command::Shell(
-                line.full[start..].trim_start().to_string(),
-            )))
+            let (_, text) = run_flags(&line.full[start..])?;
+            Ok(run(Command::Shell(text.to_string())))
         }
         "COPY" | "ADD" => {
             let (Instruction::Copy(mut c) | Instruction::Add(mut c)) = parse_instruction(keyword, rest, escape)? else {
@@ -476,6 +495,30 @@ fn flags(rest: &str, escape: char) -> Result<(Flags, Vec<String>), String> {
     Ok((flags, all[i..].to_vec()))
 }
 
+/// RUN's leading `--flag=value` words, and the command text after them
+/// (as written: a shell form's quoting is the shell's).
+fn run_flags(rest: &str) -> Result<(Option<RunNetwork>, &str), String> {
+    let mut network = None;
+    let mut rest = rest.trim_start();
+    while let Some(flag) = rest.strip_prefix("--") {
+        let end = flag.find(char::is_whitespace).unwrap_or(flag.len());
+        let (k, v) = flag[..end].split_once('=').unwrap_or((&flag[..end], ""));
+        match k {
+            "network" => {
+                network = Some(match v {
+                    "default" => RunNetwork::Default,
+                    "none" => RunNetwork::None,
+                    "host" => RunNetwork::Host,
+                    _ => return Err(format!("RUN --network={v}: expected default, none or host")),
+                })
+            }
+            _ => return Err(format!("unknown flag --{k} for RUN")),
+        }
+        rest = flag[end..].trim_start();
+    }
+    Ok((network, rest))
+}
+
 /// Exec form if `rest` is a JSON array of strings, else shell form.
 fn command(rest: &str) -> Result<Command, String> {
     if rest.starts_with('[') {
@@ -520,11 +563,11 @@ fn one_arg(rest: &str, what: &str) -> Result<String, String> {
 fn parse_instruction(keyword: &str, rest: &str, escape: char) -> Result<Instruction, String> {
     Ok(match keyword {
         "RUN" => {
-            let (flags, _) = flags(rest, escape)?;
-            if let Some((k, _)) = flags.first() {
-                return Err(format!("RUN --{k} is not supported"));
-            }
-            Instruction::Run(command(rest)?)
+            let (network, rest) = run_flags(rest)?;
+            Instruction::Run(Run {
+                command: command(rest)?,
+                network,
+            })
         }
         "COPY" | "ADD" => {
             let (flags, paths) = if rest.contains('[') && rest.trim_end().ends_with(']') {

@@ -1,5 +1,13 @@
 use super::*;
 
+/// A shell-form RUN without flags.
+fn shell(text: &str) -> Instruction {
+    Instruction::Run(Run {
+        command: Command::Shell(text.into()),
+        network: None,
+    })
+}
+
 const MULTI: &str = r#"# syntax=docker/dockerfile:1
 ARG BASE=scratch
 FROM ${BASE} AS build
@@ -29,7 +37,7 @@ fn parses_stages_forms_and_positions() {
     );
     assert_eq!(
         s0.steps[1].instruction,
-        Instruction::Run(Command::Shell("echo hello && echo world".into()))
+        shell("echo hello && echo world")
     );
     assert_eq!(s0.steps[1].pos.line, 6);
     let Instruction::Copy(c) = &s0.steps[2].instruction else {
@@ -62,7 +70,7 @@ fn escape_directive_and_legacy_env() {
         steps[0].instruction,
         Instruction::Env(vec![("PATH".into(), "C:\\bin".into())])
     );
-    assert_eq!(steps[1].instruction, Instruction::Run(Command::Shell("a b".into())));
+    assert_eq!(steps[1].instruction, shell("a b"));
 }
 
 #[test]
@@ -98,15 +106,13 @@ fn heredocs_as_buildkit_reads_them() {
     let steps = &df.stages[0].steps;
     assert_eq!(
         steps[0].instruction,
-        Instruction::Run(Command::Shell("set -e\necho one > /a\n".into())),
+        shell("set -e\necho one > /a\n"),
         "a heredoc alone is the script"
     );
     assert_eq!(steps[0].text, "RUN <<EOF", "messages name the instruction line");
     assert_eq!(
         steps[1].instruction,
-        Instruction::Run(Command::Shell(
-            "cat <<-'END' > /b && echo done\n\tkeep $HOME\n\tEND".into()
-        )),
+        shell("cat <<-'END' > /b && echo done\n\tkeep $HOME\n\tEND"),
         "otherwise the shell reads the heredoc"
     );
     let Instruction::Copy(c) = &steps[2].instruction else {
@@ -135,7 +141,7 @@ fn heredocs_as_buildkit_reads_them() {
     assert_eq!((c.heredocs[0].name.as_str(), c.heredocs[0].expand), ("raw", false));
     assert_eq!(
         steps[4].instruction,
-        Instruction::Run(Command::Shell("echo <<<here-string".into()))
+        shell("echo <<<here-string")
     );
     assert_eq!(steps[4].pos.line, 17);
 }
@@ -178,4 +184,34 @@ fn quoted_or_json_double_angles_are_text() {
     .unwrap_err();
     assert!(err.message.contains("unknown instruction EOF"), "{err}");
     assert_eq!(err.line, 5);
+}
+
+#[test]
+fn run_flags_are_read_before_the_command() {
+    let df = parse(
+        "FROM scratch\nRUN --network=none echo a --network=host\nRUN --network=host [\"a\", \"b\"]\n\
+         RUN --network=default <<EOF\necho hi\nEOF\nRUN --network=none cat <<EOF > /f\nx\nEOF\n",
+        "Dockerfile",
+    )
+    .unwrap();
+    let steps = &df.stages[0].steps;
+    let run = |i: usize| match &steps[i].instruction {
+        Instruction::Run(r) => r.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(run(0).network, Some(RunNetwork::None));
+    assert_eq!(run(0).command, Command::Shell("echo a --network=host".into()), "flags only lead");
+    assert_eq!(run(1).network, Some(RunNetwork::Host));
+    assert_eq!(run(1).command, Command::Exec(vec!["a".into(), "b".into()]));
+    assert_eq!(run(2).network, Some(RunNetwork::Default));
+    assert_eq!(run(2).command, Command::Shell("echo hi\n".into()));
+    assert_eq!(run(3).network, Some(RunNetwork::None));
+    assert_eq!(run(3).command, Command::Shell("cat <<EOF > /f\nx\nEOF".into()));
+    for (text, message) in [
+        ("RUN --network=bridge true", "RUN --network=bridge: expected default, none or host"),
+        ("RUN --netwrok=none true", "unknown flag --netwrok for RUN"),
+    ] {
+        let e = parse(&format!("FROM scratch\n{text}\n"), "Dockerfile").unwrap_err();
+        assert_eq!((e.line, e.column, e.message.as_str(), e.text.as_str()), (2, 1, message, text));
+    }
 }

@@ -67,6 +67,18 @@ fn pairs(what: &str, list: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(map)
 }
 
+/// `--allow` entitlements: whether network.host is granted (the only one).
+fn entitlements(allow: &[String]) -> Result<bool> {
+    let mut host = false;
+    for a in allow.iter().flat_map(|a| a.split(',')) {
+        match a.trim() {
+            "network.host" => host = true,
+            other => bail!("invalid --allow {other:?}: the entitlement ingot knows is network.host"),
+        }
+    }
+    Ok(host)
+}
+
 pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode> {
     if !matches!(args.progress.as_str(), "plain" | "tty" | "auto") {
         bail!("invalid --progress {:?}: expected plain or tty", args.progress);
@@ -90,6 +102,8 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
         project: args.project.clone(),
         no_cache: args.no_cache,
         epoch: None,
+        network: args.network.parse()?,
+        allow_host_network: entitlements(&args.allow)?,
     };
     let mut progress = Lines {
         quiet: cli.quiet,
@@ -200,6 +214,14 @@ fn print_bom(image: &str, b: &Bom) {
             a.name,
             a.digest.clone().unwrap_or_default()
         );
+    }
+    if b.network.is_empty() {
+        println!("Did a step use the network? no");
+    } else {
+        println!("Did a step use the network? yes: reproducible only as far as its downloads are");
+        for n in &b.network {
+            println!("  stage {:<10} {} ({})", n.stage, n.step, n.network);
+        }
     }
     println!("How to start it?");
     println!("  entrypoint {:?}  cmd {:?}", b.start.entrypoint, b.start.cmd);
