@@ -16,6 +16,7 @@ use std::time::Instant;
 use ingot_oci::config::canonical_json;
 use ingot_oci::manifest::Role;
 use ingot_oci::{Algorithm, Digest, Manifest, Reference};
+use ingot_registry::client::{Platform, Remote};
 use ingot_store::Store;
 use serde_json::{json, Map, Value};
 
@@ -48,6 +49,9 @@ pub struct BuildOptions {
     /// `--allow network.host`: a Dockerfile may ask for the host's network
     /// (`RUN --network=host`); `--network host` allows it too.
     pub allow_host_network: bool,
+    /// `--pull`: resolve every base image that names a registry again,
+    /// even when the store has it.
+    pub pull: bool,
 }
 
 /// The network a build's RUN steps get unless a step says otherwise.
@@ -325,6 +329,7 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| file.clone());
     let df = dockerfile::parse(&text, &file)?;
+    let globals = global_args(&df, opts)?;
     let target = match &opts.target {
         Some(t) => df
             .stages
@@ -333,6 +338,7 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
             .ok_or_else(|| BuildError::Invalid(format!("target stage {t:?} not found in {file}")))?,
         None => df.stages.len() - 1,
     };
+    let bases = resolve_bases(store, &df, target, &globals, opts, &file, progress)?;
     let git = crate::git::detect(context.root());
     let epoch = epoch(opts, git.as_ref());
     let created = ingot_store::rfc3339(epoch);
@@ -351,12 +357,11 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
     let mut cached = 0;
     let mut ancestors = Vec::new();
     let mut networked = Vec::new();
-    let globals = global_args(&df, opts)?;
     for (i, stage) in df.stages[..=target].iter().enumerate() {
         n += 1;
         progress.step(n, total, &stage.text);
         let t = Instant::now();
-        let (mut state, ancestor) = from(&env, stage, i, &globals)?;
+        let (mut state, ancestor) = from(&env, stage, i, &globals, &bases[i])?;
         ancestors.push(ancestor);
         let hit = env.seen(&state.key)?;
         cached += usize::from(hit);
@@ -436,49 +441,163 @@ fn global_args(df: &Dockerfile, opts: &BuildOptions) -> Result<BTreeMap<String, 
     Ok(vars)
 }
 
-/// FROM: an empty state (`scratch`), an earlier stage's, or an image's.
-fn from(env: &Env, stage: &Stage, index: usize, globals: &BTreeMap<String, String>) -> Result<(State, Ancestor)> {
-    let err = |m: String| BuildError::Step {
-        file: env.file.clone(),
+/// What a stage's FROM names, found before any step runs.
+pub(crate) enum Base {
+    Scratch,
+    /// An earlier stage (its name or index as written).
+    Stage,
+    /// An image in the store (pulled from its registry if need be).
+    Image(ingot_store::Image),
+}
+
+/// The error of a FROM line.
+fn from_error(file: &str, stage: &Stage, message: String) -> BuildError {
+    BuildError::Step {
+        file: file.to_string(),
         pos: stage.pos,
         text: stage.text.clone(),
-        message: m,
-    };
+        message,
+    }
+}
+
+/// The stage's `--platform`, when it names another than this machine's.
+fn stage_platform(
+    stage: &Stage,
+    globals: &BTreeMap<String, String>,
+    escape: char,
+) -> std::result::Result<Option<Platform>, String> {
+    let Some(p) = &stage.platform else { return Ok(None) };
+    let p: Platform = words::expand(p, globals, escape)?
+        .parse()
+        .map_err(|e: ingot_registry::ClientError| e.to_string())?;
+    Ok((!p.is_host()).then_some(p))
+}
+
+/// Resolves every stage's base before any step runs: `scratch`, an earlier
+/// stage, or an image: from the store, else (or with `--pull` always)
+/// pulled from the registry its name starts with (as `ingot pull`, with
+/// `--platform` choosing in an index). A name without a registry must be
+/// in the store.
+fn resolve_bases(
+    store: &mut Store,
+    df: &Dockerfile,
+    target: usize,
+    globals: &BTreeMap<String, String>,
+    opts: &BuildOptions,
+    file: &str,
+    progress: &mut dyn Progress,
+) -> Result<Vec<Base>> {
+    let (stages, escape) = (&df.stages[..=target], df.escape);
+    let mut bases = Vec::new();
+    for (i, stage) in stages.iter().enumerate() {
+        let err = |m: String| from_error(file, stage, m);
+        let base = words::expand(&stage.base, globals, escape).map_err(err)?;
+        if base.eq_ignore_ascii_case("scratch") {
+            bases.push(Base::Scratch);
+            continue;
+        }
+        let lower = base.to_ascii_lowercase();
+        let earlier = stages[..i]
+            .iter()
+            .enumerate()
+            .any(|(j, s)| s.name.as_deref() == Some(lower.as_str()) || base.parse::<usize>().ok() == Some(j));
+        if earlier {
+            bases.push(Base::Stage);
+            continue;
+        }
+        let platform = stage_platform(stage, globals, escape).map_err(err)?;
+        let remote = Remote::names_registry(&base);
+        let fits = |img: &ingot_store::Image| match (&platform, store.config(&img.manifest)) {
+            (None, _) => true,
+            (Some(p), Ok(Some((_, c)))) => c.architecture == p.architecture && c.os == p.os,
+            _ => false,
+        };
+        if !(opts.pull && remote) {
+            if let Some(img) = store.resolve(&base).ok().filter(|img| fits(img)) {
+                bases.push(Base::Image(img));
+                continue;
+            }
+        }
+        if !remote {
+            return Err(err(match &platform {
+                Some(p) => format!("base image {base:?}: no {p} image of that name in the store"),
+                None => format!(
+                    "base image {base:?} is not in the store and names no registry \
+                     (ingot pull or build it first, or name its registry: HOST[:PORT]/{base})"
+                ),
+            }));
+        }
+        let r = Remote::parse(&base, false).map_err(|e| err(e.to_string()))?;
+        let pulled = ingot_registry::client::pull_platform(
+            store,
+            &r,
+            platform.as_ref(),
+            std::sync::Arc::new(ingot_registry::client::Quiet),
+        )
+        .map_err(|e| err(format!("cannot pull base image {base:?}: {e}")))?;
+        let digest = pulled
+            .digest
+            .ok_or_else(|| err(format!("pulling {base:?} gave no manifest")))?;
+        progress.output(&format!(
+            "pulled {base} as {digest} ({} blobs fetched, {} already here)\n",
+            pulled.blobs_moved, pulled.blobs_skipped
+        ));
+        bases.push(Base::Image(store.image(&digest)?));
+    }
+    Ok(bases)
+}
+
+/// FROM: an empty state (`scratch`), an earlier stage's, or an image's
+/// (resolved by [`resolve_bases`]).
+fn from(
+    env: &Env,
+    stage: &Stage,
+    index: usize,
+    globals: &BTreeMap<String, String>,
+    resolved: &Base,
+) -> Result<(State, Ancestor)> {
+    let err = |m: String| from_error(&env.file, stage, m);
     let base = words::expand(&stage.base, globals, env.escape).map_err(&err)?;
     let stage_name = stage.name.clone().unwrap_or_else(|| index.to_string());
-    if base.eq_ignore_ascii_case("scratch") {
-        let state = State {
-            key: hash(&["FROM scratch"]),
-            architecture: ingot_oci::config::host_architecture().to_string(),
-            ..Default::default()
-        };
-        return Ok((
-            state,
-            Ancestor {
-                stage: stage_name,
-                name: "scratch".into(),
-                digest: None,
-            },
-        ));
-    }
-    if let Some(s) = env.stage(&base) {
-        let mut state = s.clone();
-        state.args.clear();
-        state.cmd_set = false;
-        state.networked.clear();
-        return Ok((
-            state,
-            Ancestor {
-                stage: stage_name,
-                name: base.clone(),
-                digest: None,
-            },
-        ));
-    }
-    let image = env
-        .store
-        .resolve(&base)
-        .map_err(|e| err(format!("base image {base:?}: {e} (pull or build it first)")))?;
+    let platform = stage_platform(stage, globals, env.escape).map_err(&err)?;
+    let image = match resolved {
+        Base::Image(image) => image,
+        Base::Stage => {
+            let s = env
+                .stage(&base)
+                .ok_or_else(|| err(format!("stage {base:?} is not built")))?;
+            let mut state = s.clone();
+            state.args.clear();
+            state.cmd_set = false;
+            state.networked.clear();
+            return Ok((
+                state,
+                Ancestor {
+                    stage: stage_name,
+                    name: base.clone(),
+                    digest: None,
+                },
+            ));
+        }
+        Base::Scratch => {
+            let state = State {
+                key: hash(&["FROM scratch"]),
+                architecture: platform.map_or_else(
+                    || ingot_oci::config::host_architecture().to_string(),
+                    |p| p.architecture,
+                ),
+                ..Default::default()
+            };
+            return Ok((
+                state,
+                Ancestor {
+                    stage: stage_name,
+                    name: "scratch".into(),
+                    digest: None,
+                },
+            ));
+        }
+    };
     let (_, config) = env
         .store
         .config(&image.manifest)?

@@ -53,6 +53,17 @@ pub(crate) fn run(
             "RUN needs a base with files (this stage is FROM scratch with no layers)",
         ));
     }
+    let host = ingot_oci::config::host_architecture();
+    if !state.architecture.is_empty() && state.architecture != host {
+        return Err(env.step_error(
+            step,
+            format!(
+                "RUN in a {arch} stage: this {host} machine runs no {arch} programs (no emulation); \
+                 a stage of another platform can only be copied from",
+                arch = state.architecture
+            ),
+        ));
+    }
     let mut diff_ids = Vec::new();
     let mut lowers = Vec::new();
     for l in &state.layers {

@@ -83,7 +83,23 @@ pub struct Remote {
     pub digest: Option<Digest>,
 }
 
+/// Whether a reference's first component names a registry host (as
+/// Docker tells them: a '.', a ':port' or `localhost`).
+fn is_host(first: &str) -> bool {
+    first.contains('.') || first.contains(':') || first == "localhost"
+}
+
 impl Remote {
+    /// Whether `input` names a registry (`host[:port]/repo...`, optionally
+    /// with a scheme) rather than an image in the store.
+    pub fn names_registry(input: &str) -> bool {
+        let input = input
+            .strip_prefix("https://")
+            .or_else(|| input.strip_prefix("http://"))
+            .unwrap_or(input);
+        input.split_once('/').is_some_and(|(host, _)| is_host(host))
+    }
+
     /// `insecure` (or a loopback host) means plain HTTP, as Docker treats
     /// localhost registries; an explicit `https://` or `http://` prefix
     /// chooses the scheme (with `insecure`, an HTTPS certificate is not
@@ -98,7 +114,7 @@ impl Remote {
         let (host, rest) = s
             .split_once('/')
             .ok_or_else(|| bad("expected REGISTRY/REPOSITORY[:TAG|@DIGEST]"))?;
-        if !(host.contains('.') || host.contains(':') || host == "localhost") {
+        if !is_host(host) {
             return Err(bad(
                 "the first component must be a registry host (with a '.' or a ':port')",
             ));
@@ -617,21 +633,91 @@ fn push_manifest(
 /// Pulls `remote` into the store and tags it as `host/repo:tag`. An index
 /// is resolved to this machine's platform.
 pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, ClientError> {
+    pull_platform(store, remote, None, obs)
+}
+
+/// A platform as `os/arch[/variant]` names it (`linux/arm64/v8`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// This machine's: linux and its architecture.
+    pub fn host() -> Platform {
+        Platform {
+            os: "linux".into(),
+            architecture: ingot_oci::config::host_architecture().to_string(),
+            variant: None,
+        }
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.os == "linux" && self.architecture == ingot_oci::config::host_architecture()
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = ClientError;
+
+    fn from_str(s: &str) -> Result<Platform, ClientError> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match parts.as_slice() {
+            [os, arch] | [os, arch, _] if parts.iter().all(|p| ok(p)) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: parts.get(2).map(|v| v.to_string()),
+            }),
+            _ => Err(ClientError::Invalid(format!(
+                "platform {s:?}: expected OS/ARCH[/VARIANT] (linux/amd64)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// [`pull`] with an index resolved to `platform` (default: this
+/// machine's). An image of another platform is stored by digest only: the
+/// tag keeps naming this machine's.
+pub fn pull_platform(
+    store: &mut Store,
+    remote: &Remote,
+    platform: Option<&Platform>,
+    obs: Obs,
+) -> Result<Transfer, ClientError> {
     let _lease = store.lease()?;
     let client = Client::new(remote.insecure);
     let reference = remote.reference();
+    let host = Platform::host();
+    let want = platform.unwrap_or(&host);
     let mut manifest = fetch_manifest(&client, remote)?;
     if let Content::Index(ix) = &manifest.content {
-        let arch = ingot_oci::config::host_architecture();
         let child = ix
             .manifests()
             .iter()
             .find(|m| {
-                m.platform()
-                    .as_ref()
-                    .is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
+                m.platform().as_ref().is_some_and(|p| {
+                    p.os().to_string() == want.os
+                        && p.architecture().to_string() == want.architecture
+                        && want
+                            .variant
+                            .as_ref()
+                            .is_none_or(|v| p.variant().as_ref().is_some_and(|pv| pv == v))
+                })
             })
-            .ok_or_else(|| ClientError::Invalid(format!("{reference}: no linux/{arch} image in the index")))?;
+            .ok_or_else(|| ClientError::Invalid(format!("{reference}: no {want} image in the index")))?;
         let d = child.digest().to_string();
         let (bytes, media_type) = client.get_manifest(remote, &d)?;
         manifest = Manifest::parse(bytes, Some(&media_type)).map_err(|e| ClientError::Invalid(format!("{d}: {e}")))?;
@@ -643,7 +729,12 @@ pub fn pull(store: &mut Store, remote: &Remote, obs: Obs) -> Result<Transfer, Cl
         }
     }
     let (moved, total) = fetch_content(store, &client, remote, &manifest, &obs)?;
-    let referrers = register_pulled(store, &client, remote, &manifest, &obs)?;
+    let referrers = if want.is_host() {
+        register_pulled(store, &client, remote, &manifest, &obs)?
+    } else {
+        store.register(&manifest, &[])?;
+        pull_referrers(store, &client, remote, &manifest.digest, &obs)?
+    };
     Ok(Transfer {
         digest: Some(manifest.digest.clone()),
         blobs_moved: moved,

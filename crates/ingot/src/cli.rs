@@ -595,6 +595,9 @@ pub struct BuildArgs {
     /// RUN's network where a step names none: default (ingot's bridge with NAT), none or host
     #[arg(long, default_value = "default", value_name = "MODE")]
     pub network: String,
+    /// Pull every base image that names a registry again, even when the store has it
+    #[arg(long)]
+    pub pull: bool,
     /// Grant an entitlement: network.host lets `RUN --network=host` use the host's network
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,

@@ -345,15 +345,15 @@ const GATEWAY: &str = "10.231.0.1";
 
 /// A file served over HTTP/1.0 on `GATEWAY`, counting requests; stopped
 /// (and its thread joined) when dropped.
-struct Served {
+struct FileServer {
     port: u16,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Served {
-    fn start(body: &'static str) -> Served {
+impl FileServer {
+    fn start(body: &'static str) -> FileServer {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let listener = std::net::TcpListener::bind((GATEWAY, 0)).expect("bind on ingot's bridge");
@@ -380,7 +380,7 @@ impl Served {
                 );
             }
         });
-        Served {
+        FileServer {
             port,
             hits,
             stop,
@@ -393,7 +393,7 @@ impl Served {
     }
 }
 
-impl Drop for Served {
+impl Drop for FileServer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -432,7 +432,7 @@ fn run_steps_have_the_network_as_docker_build_gives_it() {
     };
     // The bridge exists once a bridged container ran.
     a.ok(&["run", "--rm", "base:1", "true"]);
-    let served = Served::start("downloaded\n");
+    let served = FileServer::start("downloaded\n");
     let url = format!("URL=http://{GATEWAY}:{}", served.port);
     let ctx = a.path("ctx-net");
     fs::create_dir_all(&ctx).unwrap();
@@ -446,7 +446,15 @@ fn run_steps_have_the_network_as_docker_build_gives_it() {
     let (ok, _, err) = build(&a, &["-q", "--build-arg", &url, "-t", "net:1", ctx.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert_eq!(
-        a.ok(&["run", "--rm", "net:1", "cat", "/fetched.txt", "/none.txt", "/seen-hostname"]),
+        a.ok(&[
+            "run",
+            "--rm",
+            "net:1",
+            "cat",
+            "/fetched.txt",
+            "/none.txt",
+            "/seen-hostname"
+        ]),
         "downloaded\nunreachable\ningot-build\n",
         "the default network reaches the server, --network=none does not"
     );
@@ -474,10 +482,15 @@ fn run_steps_have_the_network_as_docker_build_gives_it() {
         steps,
         [
             ("RUN wget -q -O /fetched.txt \"$URL/file\"", "bridge"),
-            ("RUN cat /etc/resolv.conf > /seen-resolv && hostname > /seen-hostname", "bridge"),
+            (
+                "RUN cat /etc/resolv.conf > /seen-resolv && hostname > /seen-hostname",
+                "bridge"
+            ),
         ]
     );
-    assert!(a.ok(&["inspect", "--bom", "net:1"]).contains("Did a step use the network? yes"));
+    assert!(a
+        .ok(&["inspect", "--bom", "net:1"])
+        .contains("Did a step use the network? yes"));
     // Cached: a second build asks the server nothing.
     let (ok, _, err) = build(&a, &["-q", "--build-arg", &url, "-t", "net:2", ctx.to_str().unwrap()]);
     assert!(ok, "{err}");
@@ -485,13 +498,32 @@ fn run_steps_have_the_network_as_docker_build_gives_it() {
     // `--network none`: another step (not the cached one), which fails.
     let (ok, _, err) = build(
         &a,
-        &["-q", "--network", "none", "--build-arg", &url, "-t", "net:none", ctx.to_str().unwrap()],
+        &[
+            "-q",
+            "--network",
+            "none",
+            "--build-arg",
+            &url,
+            "-t",
+            "net:none",
+            ctx.to_str().unwrap(),
+        ],
     );
-    assert!(!ok && err.contains("Dockerfile:3:1") && err.contains("exit code"), "{err}");
+    assert!(
+        !ok && err.contains("Dockerfile:3:1") && err.contains("exit code"),
+        "{err}"
+    );
     assert!(!a.ok(&["images"]).contains("none"));
     // The host's network only with the builder's consent.
-    fs::write(ctx.join("Dockerfile"), "FROM base:1\nARG URL\nRUN --network=host wget -q -O /host.txt \"$URL/file\"\n").unwrap();
-    let (ok, _, err) = build(&a, &["-q", "--build-arg", &url, "-t", "net:host", ctx.to_str().unwrap()]);
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nARG URL\nRUN --network=host wget -q -O /host.txt \"$URL/file\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = build(
+        &a,
+        &["-q", "--build-arg", &url, "-t", "net:host", ctx.to_str().unwrap()],
+    );
     assert!(
         !ok && err.contains("Dockerfile:3:1") && err.contains("--allow network.host"),
         "{err}"
@@ -499,13 +531,167 @@ fn run_steps_have_the_network_as_docker_build_gives_it() {
     assert!(!a.ok(&["images"]).contains("host"));
     let (ok, _, err) = build(
         &a,
-        &["-q", "--allow", "network.host", "--build-arg", &url, "-t", "net:host", ctx.to_str().unwrap()],
+        &[
+            "-q",
+            "--allow",
+            "network.host",
+            "--build-arg",
+            &url,
+            "-t",
+            "net:host",
+            ctx.to_str().unwrap(),
+        ],
     );
     assert!(ok, "{err}");
     assert_eq!(served.hits(), 2);
-    assert_eq!(a.json(&["inspect", "--bom", "net:host"])[0]["network"][0]["network"], "host");
+    assert_eq!(
+        a.json(&["inspect", "--bom", "net:host"])[0]["network"][0]["network"],
+        "host"
+    );
     let (ok, _, err) = build(&a, &["-q", "--allow", "network.raw", ctx.to_str().unwrap()]);
     assert!(!ok && err.contains("network.raw"), "{err}");
     let (ok, _, err) = build(&a, &["-q", "--network", "overlay", ctx.to_str().unwrap()]);
     assert!(!ok && err.contains("--network \"overlay\""), "{err}");
+}
+
+/// The digest, media type and size of `image`'s manifest in `ingot`'s root.
+fn manifest_of(ingot: &Ingot, image: &str) -> (String, String, u64) {
+    let v = ingot.json(&["inspect", image]);
+    let digest = v[0]["digest"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+    let bytes = fs::read(ingot.root().join("blobs/sha256").join(&digest[7..])).unwrap();
+    let media_type = serde_json::from_slice::<Value>(&bytes).unwrap()["mediaType"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (digest, media_type, bytes.len() as u64)
+}
+
+#[test]
+fn from_pulls_bases_from_their_registry_for_this_platform() {
+    let test = "from_pulls_bases_from_their_registry_for_this_platform";
+    let Some(a) = root_with_base(test, Ingot::new(BIN)) else {
+        return;
+    };
+    let served = ingot_testsupport::Served::start(&a, &[]);
+    let host = served.host().to_string();
+    // An index of two images: this machine's (the busybox base) and an
+    // arm64 one built FROM --platform=linux/arm64 scratch.
+    let ctx = a.path("ctx-arm");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("arch.txt"), "arm64\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM --platform=linux/arm64 scratch\nCOPY arch.txt /arch.txt\n",
+    )
+    .unwrap();
+    let (ok, _, err) = build(&a, &["-q", "-t", "arm:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(a.json(&["inspect", "arm:1"])[0]["architecture"], "arm64");
+    let repo = format!("{host}/lib/multi");
+    a.ok(&["push", "-q", "base:1", &format!("{repo}:amd")]);
+    a.ok(&["push", "-q", "arm:1", &format!("{repo}:arm")]);
+    let here = a.json(&["inspect", "base:1"])[0]["architecture"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (own, own_type, own_size) = manifest_of(&a, "base:1");
+    let (arm, arm_type, arm_size) = manifest_of(&a, "arm:1");
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": arm_type, "digest": arm, "size": arm_size, "platform": {"os": "linux", "architecture": "arm64"}},
+            {"mediaType": own_type, "digest": own, "size": own_size, "platform": {"os": "linux", "architecture": here}},
+        ],
+    });
+    let put = ureq::put(&format!("{}/v2/lib/multi/manifests/1", served.base))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .send(serde_json::to_vec(&index).unwrap().as_slice())
+        .expect("PUT the index");
+    assert_eq!(put.status(), 201);
+
+    // A fresh root builds FROM the registry: this platform's image for the
+    // stage that runs, the arm64 one for the stage it copies from.
+    let b = root_with_base(test, Ingot::new(BIN)).unwrap();
+    let ctx = b.path("ctx-pull");
+    fs::create_dir_all(&ctx).unwrap();
+    let dockerfile = format!(
+        "FROM --platform=linux/arm64 {repo}:1 AS arm\nFROM {repo}:1\n\
+         COPY --from=arm /arch.txt /arch-arm.txt\nRUN cat /arch-arm.txt > /seen\n"
+    );
+    fs::write(ctx.join("Dockerfile"), &dockerfile).unwrap();
+    let (ok, _, err) = build(&b, &["-q", "-t", "pulled:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(b.ok(&["run", "--rm", "pulled:1", "cat", "/seen"]), "arm64\n");
+    let bom = b.json(&["inspect", "--bom", "pulled:1"]);
+    let ancestors: Vec<(&str, &str)> = bom[0]["ancestors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["digest"].as_str().unwrap_or("")))
+        .collect();
+    let name = format!("{repo}:1");
+    assert_eq!(
+        ancestors,
+        [(name.as_str(), arm.as_str()), (name.as_str(), own.as_str())]
+    );
+    let provenance = b.json(&["inspect", "--provenance", "pulled:1"]);
+    let deps = provenance[0]["predicate"]["buildDefinition"]["resolvedDependencies"].to_string();
+    assert!(deps.contains(&own[7..]) && deps.contains(&arm[7..]), "{deps}");
+    // The tag names this machine's image; the arm64 one is kept by digest.
+    assert_eq!(b.json(&["inspect", &name])[0]["digest"], own.as_str());
+    assert_eq!(b.json(&["inspect", &arm])[0]["architecture"], "arm64");
+    // A pinned digest; a digest the registry lacks is an error at FROM.
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {host}/lib/multi@{own}\nRUN true\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = build(&b, &["-q", "-t", "pinned:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let missing = format!("sha256:{}", "0".repeat(64));
+    fs::write(ctx.join("Dockerfile"), format!("FROM {host}/lib/multi@{missing}\n")).unwrap();
+    let (ok, _, err) = build(&b, &["-q", "-t", "pinned:bad", ctx.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("Dockerfile:1:1") && err.contains("cannot pull base image"),
+        "{err}"
+    );
+    // RUN in the arm64 stage cannot run here.
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM --platform=linux/arm64 {repo}:1\nRUN true\n"),
+    )
+    .unwrap();
+    let (ok, _, err) = build(&b, &["-q", "-t", "armrun:1", ctx.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("Dockerfile:2:1") && err.contains("no emulation"),
+        "{err}"
+    );
+    // A name without a registry must be in the store.
+    fs::write(ctx.join("Dockerfile"), "FROM debian:12\n").unwrap();
+    let (ok, _, err) = build(&b, &["-q", "-t", "nohost:1", ctx.to_str().unwrap()]);
+    assert!(!ok && err.contains("names no registry"), "{err}");
+
+    // With the registry gone the store still has the bases (the arm64 one
+    // by its digest: the tag names this machine's); --pull asks the
+    // registry again and fails at FROM, tagging nothing.
+    drop(served);
+    let pinned = dockerfile.replacen(&format!("{repo}:1"), &format!("{repo}@{arm}"), 1);
+    fs::write(ctx.join("Dockerfile"), &pinned).unwrap();
+    let (ok, _, err) = build(&b, &["-q", "-t", "pulled:2", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = build(&b, &["-q", "--pull", "-t", "pulled:3", ctx.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("Dockerfile:1:1") && err.contains("cannot pull base image") && err.contains(&host),
+        "{err}"
+    );
+    let images = b.ok(&["images"]);
+    for never in ["pulled:3", "pinned:bad", "armrun:1", "nohost:1"] {
+        let (n, t) = never.split_once(':').unwrap();
+        let tagged = images.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 1 && cols[0] == n && cols[1] == t
+        });
+        assert!(!tagged, "{never} in {images}");
+    }
 }

@@ -35,10 +35,7 @@ fn parses_stages_forms_and_positions() {
         s0.steps[0].instruction,
         Instruction::Env(vec![("A".into(), "1".into()), ("B".into(), "\"two words\"".into())])
     );
-    assert_eq!(
-        s0.steps[1].instruction,
-        shell("echo hello && echo world")
-    );
+    assert_eq!(s0.steps[1].instruction, shell("echo hello && echo world"));
     assert_eq!(s0.steps[1].pos.line, 6);
     let Instruction::Copy(c) = &s0.steps[2].instruction else {
         panic!()
@@ -139,10 +136,7 @@ fn heredocs_as_buildkit_reads_them() {
         panic!()
     };
     assert_eq!((c.heredocs[0].name.as_str(), c.heredocs[0].expand), ("raw", false));
-    assert_eq!(
-        steps[4].instruction,
-        shell("echo <<<here-string")
-    );
+    assert_eq!(steps[4].instruction, shell("echo <<<here-string"));
     assert_eq!(steps[4].pos.line, 17);
 }
 
@@ -200,7 +194,11 @@ fn run_flags_are_read_before_the_command() {
         other => panic!("{other:?}"),
     };
     assert_eq!(run(0).network, Some(RunNetwork::None));
-    assert_eq!(run(0).command, Command::Shell("echo a --network=host".into()), "flags only lead");
+    assert_eq!(
+        run(0).command,
+        Command::Shell("echo a --network=host".into()),
+        "flags only lead"
+    );
     assert_eq!(run(1).network, Some(RunNetwork::Host));
     assert_eq!(run(1).command, Command::Exec(vec!["a".into(), "b".into()]));
     assert_eq!(run(2).network, Some(RunNetwork::Default));
@@ -208,10 +206,16 @@ fn run_flags_are_read_before_the_command() {
     assert_eq!(run(3).network, Some(RunNetwork::None));
     assert_eq!(run(3).command, Command::Shell("cat <<EOF > /f\nx\nEOF".into()));
     for (text, message) in [
-        ("RUN --network=bridge true", "RUN --network=bridge: expected default, none or host"),
+        (
+            "RUN --network=bridge true",
+            "RUN --network=bridge: expected default, none or host",
+        ),
         ("RUN --netwrok=none true", "unknown flag --netwrok for RUN"),
     ] {
         let e = parse(&format!("FROM scratch\n{text}\n"), "Dockerfile").unwrap_err();
-        assert_eq!((e.line, e.column, e.message.as_str(), e.text.as_str()), (2, 1, message, text));
+        assert_eq!(
+            (e.line, e.column, e.message.as_str(), e.text.as_str()),
+            (2, 1, message, text)
+        );
     }
 }

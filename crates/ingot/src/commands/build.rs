@@ -104,6 +104,7 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
         epoch: None,
         network: args.network.parse()?,
         allow_host_network: entitlements(&args.allow)?,
+        pull: args.pull,
     };
     let mut progress = Lines {
         quiet: cli.quiet,

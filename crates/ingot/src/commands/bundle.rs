@@ -158,7 +158,7 @@ pub fn for_deploy(
     let flags = secret_flags(secrets)?;
     let mut store = Store::open(root)?;
     let local = input.contains('@') && store.resolve(input).is_ok();
-    let b = if looks_remote(input) && !local {
+    let b = if Remote::names_registry(input) && !local {
         let remote = Remote::parse(input, insecure)?;
         let p = bundle::pull(&mut store, &remote, crate::progress::observer(cli.quiet))?;
         if !cli.quiet && cli.format == Format::Table {
@@ -205,18 +205,6 @@ fn list(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
-}
-
-/// Whether `input` names a registry (`HOST[:PORT]/...` with a dot, a port
-/// or localhost in its first part), as Docker tells registries from names.
-fn looks_remote(input: &str) -> bool {
-    let input = input
-        .strip_prefix("https://")
-        .or_else(|| input.strip_prefix("http://"))
-        .unwrap_or(input);
-    input
-        .split_once('/')
-        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
 }
 
 /// `--secret id=NAME,src=FILE|env=VAR` flags, by name.
