@@ -52,6 +52,19 @@ pub struct BuildOptions {
     /// `--pull`: resolve every base image that names a registry again,
     /// even when the store has it.
     pub pull: bool,
+    /// `--secret id=...`: what `RUN --mount=type=secret,id=...` reads.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// A build secret's value: handed to the RUN steps that mount it, kept in
+/// no layer, cache key, bill of materials, store or log.
+#[derive(Clone, Default)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// The network a build's RUN steps get unless a step says otherwise.
@@ -777,24 +790,28 @@ fn apply(
                     ))
                 }
             };
-            let args = argv(state, &r.command);
-            let run_env = run::environment(state);
-            // The network is part of the step: the same command with
-            // another network is another step (as BuildKit's cache).
+            let exec = run::Exec {
+                args: argv(state, &r.command),
+                env: run::environment(state),
+                network,
+                mounts: run::prepare(env, state, step, &r.mounts, &opts.secrets)?,
+            };
+            // The network and the mounts are part of the step: the same
+            // command with another network is another step (as BuildKit's
+            // cache); a mount's key holds no secret value.
             state.chain(
                 &format!(
-                    "RUN {} --network={}",
-                    serde_json::to_string(&args).unwrap_or_default(),
-                    network.name()
+                    "RUN {} --network={}{}",
+                    serde_json::to_string(&exec.args).unwrap_or_default(),
+                    network.name(),
+                    exec.mounts.key
                 ),
-                &run_env.join("\n"),
+                &exec.env.join("\n"),
             );
             if network != BuildNetwork::None {
                 state.networked.push((step.text.clone(), network.name()));
             }
-            let (layer, hit) = env.cached_layer(&state.key, || {
-                run::run(env, state, step, args, run_env, network, progress)
-            })?;
+            let (layer, hit) = env.cached_layer(&state.key, || run::run(env, state, step, &exec, progress))?;
             state.layers.push(layer);
             empty = false;
             was_cached = hit;

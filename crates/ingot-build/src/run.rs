@@ -15,9 +15,9 @@ use ingot_oci::Digest;
 use ingot_runtime::monitor::{self, Output};
 use ingot_runtime::{ContainerSpec, NetworkMode, Runtime};
 
-use crate::dockerfile::Step;
+use crate::dockerfile::{Copy, Mount, Sharing, Step};
 use crate::error::{BuildError, Result};
-use crate::executor::{BuildNetwork, Env, Progress, State};
+use crate::executor::{BuildNetwork, Env, Progress, Secret, State};
 use crate::layer::{self, Content, Entries, LayerRef};
 
 /// The environment RUN sees: the image's ENV, then ARG values ENV does not
@@ -38,15 +38,16 @@ pub(crate) fn environment(state: &State) -> Vec<String> {
 /// How many lines of a failed step's output its error shows.
 const TAIL: usize = 15;
 
-pub(crate) fn run(
-    env: &Env,
-    state: &State,
-    step: &Step,
-    args: Vec<String>,
-    run_env: Vec<String>,
-    network: BuildNetwork,
-    progress: &mut dyn Progress,
-) -> Result<LayerRef> {
+/// What a RUN step runs, and with what.
+pub(crate) struct Exec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub network: BuildNetwork,
+    pub mounts: Mounts,
+}
+
+pub(crate) fn run(env: &Env, state: &State, step: &Step, exec: &Exec, progress: &mut dyn Progress) -> Result<LayerRef> {
+    let mounts = &exec.mounts;
     if state.layers.is_empty() {
         return Err(env.step_error(
             step,
@@ -75,14 +76,83 @@ pub(crate) fn run(
         )?);
         diff_ids.push(l.diff_id.hex().to_string());
     }
+    // Held until the step is done: cache locks, bind sources.
+    let mut held = Held::default();
+    let (mut binds, mut files, mut given, mut tmpfs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for m in &mounts.items {
+        match m {
+            Item::Cache {
+                target,
+                id,
+                sharing,
+                read_only,
+                mode,
+                uid,
+                gid,
+            } => {
+                let rel = target.trim_start_matches('/');
+                let below = lowers.iter().rev().find_map(|l| fs::symlink_metadata(l.join(rel)).ok());
+                if below.is_some_and(|m| !m.is_dir()) {
+                    return Err(env.step_error(
+                        step,
+                        format!("cache mount target {target} is a file in the image, not a directory"),
+                    ));
+                }
+                let dir = cache_dir(env, id, *sharing, (*mode, *uid, *gid), &mut held)
+                    .map_err(|e| env.step_error(step, format!("cache mount {target}: {e}")))?;
+                binds.push(ingot_runtime::spec::Bind {
+                    source: dir,
+                    target: target.clone(),
+                    read_only: *read_only,
+                    copy_up: false,
+                });
+            }
+            Item::Secret {
+                target,
+                value,
+                mode,
+                uid,
+                gid,
+                id,
+            } => {
+                files.push(ingot_runtime::spec::FileMount {
+                    source: ingot_runtime::spec::FileSource::Given,
+                    // Names it only: a digest of the value could be guessed.
+                    digest: Digest::sha256(format!("build secret {id}").as_bytes()),
+                    target: target.clone(),
+                    uid: *uid,
+                    gid: *gid,
+                    mode: *mode,
+                });
+                given.push(value.0.clone());
+            }
+            Item::Bind {
+                target,
+                plan,
+                read_write,
+            } => {
+                let dir = tempfile::tempdir().map_err(|e| env.step_error(step, format!("bind mount {target}: {e}")))?;
+                let source = write_tree(&plan.entries, dir.path())
+                    .map_err(|e| env.step_error(step, format!("bind mount {target}: {e}")))?;
+                binds.push(ingot_runtime::spec::Bind {
+                    source,
+                    target: target.clone(),
+                    read_only: !read_write,
+                    copy_up: false,
+                });
+                held.dirs.push(dir);
+            }
+            Item::Tmpfs { target } => tmpfs.push(target.clone()),
+        }
+    }
     let wd = state.string("WorkingDir");
     let spec = ContainerSpec {
-        args,
-        env: run_env,
+        args: exec.args.clone(),
+        env: exec.env.clone(),
         cwd: if wd.is_empty() { "/".into() } else { wd },
         user: state.string("User"),
         hostname: "ingot-build".into(),
-        network: match network {
+        network: match exec.network {
             BuildNetwork::Bridge => NetworkMode::Bridge,
             BuildNetwork::None => NetworkMode::None,
             BuildNetwork::Host => NetworkMode::Host,
@@ -90,9 +160,9 @@ pub(crate) fn run(
         networks: Vec::new(),
         ports: Vec::new(),
         read_only: false,
-        binds: Vec::new(),
-        tmpfs: Vec::new(),
-        files: Vec::new(),
+        binds,
+        tmpfs,
+        files,
         dns: Vec::new(),
         memory: None,
         cpus: None,
@@ -117,7 +187,8 @@ pub(crate) fn run(
         spec,
         std::process::id(),
     )?;
-    let result = monitor::run(env.store, &rec.id, Output::Files, &mut |_| {});
+    let result = monitor::run_with(env.store, &rec.id, Output::Files, &given, &mut |_| {});
+    drop(held);
     let (out_path, err_path) = ingot_runtime::log_paths(env.store, &rec);
     let mut output = fs::read_to_string(&out_path).unwrap_or_default();
     output.push_str(&fs::read_to_string(&err_path).unwrap_or_default());
@@ -200,4 +271,249 @@ fn drop_made(entries: &mut Entries, made: &[PathBuf], lowers: &[PathBuf]) {
             entries.remove(&k);
         }
     }
+}
+
+/// A RUN's mounts, resolved before the cache is asked: what its key says
+/// of them (never a secret's value) and how to make them.
+#[derive(Default)]
+pub(crate) struct Mounts {
+    pub key: String,
+    items: Vec<Item>,
+}
+
+enum Item {
+    Cache {
+        target: String,
+        id: String,
+        sharing: Sharing,
+        read_only: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Secret {
+        id: String,
+        target: String,
+        value: Secret,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Bind {
+        target: String,
+        /// The files, as COPY would take them (with `.dockerignore`).
+        plan: crate::copy::Plan,
+        read_write: bool,
+    },
+    Tmpfs {
+        target: String,
+    },
+}
+
+/// What a step holds while it runs: cache locks, bind sources.
+#[derive(Default)]
+struct Held {
+    locks: Vec<fs::File>,
+    dirs: Vec<tempfile::TempDir>,
+}
+
+/// Resolves `mounts` of a RUN: variables substituted, targets under
+/// WORKDIR and clean, secrets found among `secrets`, bind sources planned
+/// (their content digest goes into the cache key, as a COPY's does).
+pub(crate) fn prepare(
+    env: &Env,
+    state: &State,
+    step: &Step,
+    mounts: &[Mount],
+    secrets: &std::collections::BTreeMap<String, Secret>,
+) -> Result<Mounts> {
+    let vars = state.vars();
+    let err = |m: String| env.step_error(step, m);
+    let expand = |w: &str| crate::dockerfile::words::expand(w, &vars, env.escape).map_err(&err);
+    let target = |t: &str| -> Result<String> {
+        let t = state.in_container(&expand(t)?);
+        ingot_runtime::spec::clean_target(&t, "mount target").map_err(|e| err(e.to_string()))
+    };
+    let mut out = Mounts::default();
+    let mut seen = std::collections::BTreeSet::new();
+    for m in mounts {
+        let item = match m {
+            Mount::Cache {
+                target: t,
+                id,
+                sharing,
+                read_only,
+                mode,
+                uid,
+                gid,
+            } => {
+                let target = target(t)?;
+                let id = match id {
+                    Some(id) => expand(id)?,
+                    None => target.clone(),
+                };
+                out.key.push_str(&format!(" cache:{target}:{id}:{read_only}"));
+                Item::Cache {
+                    target,
+                    id,
+                    sharing: *sharing,
+                    read_only: *read_only,
+                    mode: mode.unwrap_or(0o755),
+                    uid: uid.unwrap_or(0),
+                    gid: gid.unwrap_or(0),
+                }
+            }
+            Mount::Secret {
+                id,
+                target: t,
+                mode,
+                uid,
+                gid,
+            } => {
+                let id = expand(id)?;
+                let target = match t {
+                    Some(t) => target(t)?,
+                    None => format!("/run/secrets/{id}"),
+                };
+                let value = secrets.get(&id).cloned().ok_or_else(|| {
+                    err(format!(
+                        "secret {id:?} is not given: ingot build --secret id={id},src=FILE (or env=VARIABLE)"
+                    ))
+                })?;
+                out.key.push_str(&format!(" secret:{id}:{target}"));
+                Item::Secret {
+                    id,
+                    target,
+                    value,
+                    mode: mode.unwrap_or(0o400),
+                    uid: uid.unwrap_or(0),
+                    gid: gid.unwrap_or(0),
+                }
+            }
+            Mount::Bind {
+                target: t,
+                source,
+                from,
+                read_write,
+            } => {
+                let target = target(t)?;
+                let source = match source {
+                    Some(s) => expand(s)?,
+                    None => ".".into(),
+                };
+                if source.contains(['*', '?', '[']) {
+                    return Err(err(format!("bind mount source {source:?}: a path, not a pattern")));
+                }
+                // Planned as COPY SOURCE /bind: the one entry `bind` is the
+                // source, a directory's contents under it.
+                let copy = Copy {
+                    from: from.clone(),
+                    paths: vec![source.clone(), "/bind".into()],
+                    ..Default::default()
+                };
+                let plan = crate::copy::plan(env, state, step, &copy, false)?;
+                out.key.push_str(&format!(
+                    " bind:{target}:{}:{source}:{read_write}:{}",
+                    from.as_deref().unwrap_or("context"),
+                    plan.digest
+                ));
+                Item::Bind {
+                    target,
+                    plan,
+                    read_write: *read_write,
+                }
+            }
+            Mount::Tmpfs { target: t } => {
+                let target = target(t)?;
+                out.key.push_str(&format!(" tmpfs:{target}"));
+                Item::Tmpfs { target }
+            }
+        };
+        let t = match &item {
+            Item::Cache { target, .. }
+            | Item::Secret { target, .. }
+            | Item::Bind { target, .. }
+            | Item::Tmpfs { target } => target.clone(),
+        };
+        if !seen.insert(t.clone()) {
+            return Err(err(format!("two mounts at {t}")));
+        }
+        out.items.push(item);
+    }
+    Ok(out)
+}
+
+/// The directory a cache mount `id` uses in this root
+/// (`<root>/build-cache/<sha256 of id>`, made with `mode`, `uid`, `gid`),
+/// locked as `sharing` says: shared by many, one at a time (locked), or,
+/// when another holds it, a fresh one of this step's own (private).
+fn cache_dir(
+    env: &Env,
+    id: &str,
+    sharing: Sharing,
+    (mode, uid, gid): (u32, u32, u32),
+    held: &mut Held,
+) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let all = env.store.root().join("build-cache");
+    if !all.exists() {
+        fs::DirBuilder::new().mode(0o700).recursive(true).create(&all)?;
+    }
+    let name = Digest::sha256(id.as_bytes()).hex().to_string();
+    let lock = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(all.join(format!("{name}.lock")))?;
+    let make = |dir: &Path| -> std::io::Result<()> {
+        if !dir.exists() {
+            fs::create_dir(dir)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777))?;
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        }
+        Ok(())
+    };
+    let dir = all.join(&name);
+    match sharing {
+        Sharing::Shared => lock.lock_shared()?,
+        Sharing::Locked => lock.lock()?,
+        Sharing::Private => {
+            if lock.try_lock().is_err() {
+                let own = tempfile::Builder::new().prefix("private-").tempdir_in(&all)?;
+                let dir = own.path().join("cache");
+                make(&dir)?;
+                held.dirs.push(own);
+                return Ok(dir);
+            }
+        }
+    }
+    held.locks.push(lock);
+    make(&dir)?;
+    Ok(dir)
+}
+
+/// Writes a bind mount's planned entries (`bind`, and what is under it)
+/// into `dir`; returns the host path of `bind`.
+fn write_tree(entries: &Entries, dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    for (path, e) in entries {
+        let host = dir.join(path);
+        match &e.content {
+            Content::Dir => fs::create_dir_all(&host)?,
+            Content::File(src) => {
+                fs::copy(src, &host)?;
+            }
+            Content::Symlink(to) => std::os::unix::fs::symlink(to, &host)?,
+            Content::Whiteout | Content::Opaque => continue,
+        }
+        if !matches!(e.content, Content::Symlink(_)) {
+            fs::set_permissions(&host, fs::Permissions::from_mode(e.mode & 0o7777))?;
+        }
+        std::os::unix::fs::lchown(&host, Some(e.uid as u32), Some(e.gid as u32))?;
+    }
+    let bind = dir.join("bind");
+    if fs::symlink_metadata(&bind).is_err() {
+        fs::create_dir_all(&bind)?;
+    }
+    Ok(bind)
 }

@@ -78,10 +78,22 @@ pub fn run(
     output: Output,
     started: &mut dyn FnMut(Result<i32, &RuntimeError>),
 ) -> Result<Exit> {
+    run_with(store, id, output, &[], started)
+}
+
+/// [`run`], with the contents of the spec's [`crate::spec::FileSource::Given`]
+/// files, in their order.
+pub fn run_with(
+    store: &Store,
+    id: &str,
+    output: Output,
+    given: &[Vec<u8>],
+    started: &mut dyn FnMut(Result<i32, &RuntimeError>),
+) -> Result<Exit> {
     let rec = store.container(id)?;
     let spec = spec_of(&rec)?;
     let result = match spec.runtime {
-        crate::Runtime::Ingot => start_and_wait(store, rec.clone(), &spec, output, started),
+        crate::Runtime::Ingot => start_and_wait(store, rec.clone(), &spec, output, given, started),
         crate::Runtime::Runc => crate::runc::start_and_wait(store, rec.clone(), &spec, output, started),
     };
     if let Err(e) = &result {
@@ -109,6 +121,7 @@ fn start_and_wait(
     mut rec: ingot_store::ContainerRecord,
     spec: &crate::ContainerSpec,
     output: Output,
+    given: &[Vec<u8>],
     started: &mut dyn FnMut(Result<i32, &RuntimeError>),
 ) -> Result<Exit> {
     let dir = container_dir(store.root(), &rec.id);
@@ -135,7 +148,7 @@ fn start_and_wait(
         Ok(s) => s,
         Err(e) => return Err(fail(e, started)),
     };
-    let files = match file_contents(store, spec) {
+    let files = match file_contents(store, spec, given) {
         Ok(s) => s,
         Err(e) => return Err(fail(e, started)),
     };
@@ -384,12 +397,14 @@ pub(crate) fn wait_exit(child: Pid) -> i32 {
 
 /// The contents of the spec's files, read just before the container
 /// starts (a secret's value is in no spec and on no command line).
-fn file_contents(store: &Store, spec: &crate::ContainerSpec) -> Result<Vec<Vec<u8>>> {
+fn file_contents(store: &Store, spec: &crate::ContainerSpec, given: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    let mut given = given.iter();
     spec.files
         .iter()
         .map(|f| {
             let missing = |what: &str| RuntimeError::Setup(format!("{what} {} for {} is missing", f.digest, f.target));
             match f.source {
+                crate::spec::FileSource::Given => given.next().cloned().ok_or_else(|| missing("content")),
                 crate::spec::FileSource::Secret => store.secret(&f.digest)?.ok_or_else(|| missing("secret")),
                 crate::spec::FileSource::Config => {
                     let data = std::fs::read(store.root().join("configs").join(f.digest.hex()))

@@ -70,6 +70,10 @@ pub enum FileSource {
     Secret,
     /// A deployed config, `<root>/configs/<hex>` (re-hashed when read).
     Config,
+    /// Handed to [`crate::monitor::run_with`] by the process that runs
+    /// the container in the foreground (a build's secrets: kept in no
+    /// store); `digest` then only names it.
+    Given,
 }
 
 impl std::str::FromStr for Bind {

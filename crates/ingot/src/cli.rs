@@ -595,6 +595,9 @@ pub struct BuildArgs {
     /// RUN's network where a step names none: default (ingot's bridge with NAT), none or host
     #[arg(long, default_value = "default", value_name = "MODE")]
     pub network: String,
+    /// A secret for `RUN --mount=type=secret,id=NAME` (never in a layer, the cache or the BOM)
+    #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VARIABLE")]
+    pub secrets: Vec<String>,
     /// Pull every base image that names a registry again, even when the store has it
     #[arg(long)]
     pub pull: bool,

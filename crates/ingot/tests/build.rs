@@ -695,3 +695,144 @@ fn from_pulls_bases_from_their_registry_for_this_platform() {
         assert!(!tagged, "{never} in {images}");
     }
 }
+
+/// Whether `needle` occurs in any file under `dir` (symlinks not followed).
+fn found_under(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = fs::symlink_metadata(&p) else { continue };
+            if md.is_dir() {
+                stack.push(p);
+            } else if md.is_file() {
+                if let Ok(bytes) = fs::read(&p) {
+                    if bytes.windows(needle.len()).any(|w| w == needle) {
+                        found.push(p);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn run_mounts_cache_secrets_binds_and_tmpfs_stay_out_of_layers() {
+    let test = "run_mounts_cache_secrets_binds_and_tmpfs_stay_out_of_layers";
+    let Some(a) = root_with_base(test, Ingot::new(BIN)) else {
+        return;
+    };
+    a.ok(&["run", "--rm", "base:1", "true"]);
+    let served = FileServer::start("package-bytes\n");
+    let url = format!("URL=http://{GATEWAY}:{}", served.port);
+    let ctx = a.path("ctx-mounts");
+    fs::create_dir_all(ctx.join("src")).unwrap();
+    fs::write(ctx.join("src/a.txt"), "A\n").unwrap();
+    fs::write(ctx.join("src/ignored.key"), "not for the build\n").unwrap();
+    fs::write(ctx.join(".dockerignore"), "**/*.key\n").unwrap();
+    const SECRET: &str = "s3cr3t-value-7f3a";
+    let secret = a.write("token.txt", SECRET.as_bytes());
+    let secret_flag = format!("id=token,src={}", secret.display());
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nARG URL\nARG REV=1\n\
+         RUN --mount=type=cache,target=/var/cache/pkgs,id=pkgs sh -c 'test -f /var/cache/pkgs/pkg || wget -q -O /var/cache/pkgs/pkg \"$URL/pkg\"; cp /var/cache/pkgs/pkg /installed; echo $REV > /rev'\n\
+         RUN --mount=type=secret,id=token sh -c 'sha256sum /run/secrets/token | cut -c1-64 > /secret-ok; stat -c %a /run/secrets/token >> /secret-ok'\n\
+         RUN --mount=type=bind,source=src,target=/src sh -c 'cat /src/a.txt > /from-bind; ls /src > /bind-listing; touch /src/new 2>/dev/null && echo writable > /bind-rw || echo read-only > /bind-rw'\n\
+         RUN --mount=type=tmpfs,target=/scratch sh -c 'grep -q \" /scratch tmpfs \" /proc/mounts && echo tmpfs > /tmpfs-seen && echo x > /scratch/x'\n",
+    )
+    .unwrap();
+    let build_rev = |tag: &str, rev: &str| {
+        build(
+            &a,
+            &[
+                "-q",
+                "--build-arg",
+                &url,
+                "--build-arg",
+                &format!("REV={rev}"),
+                "--secret",
+                &secret_flag,
+                "-t",
+                tag,
+                ctx.to_str().unwrap(),
+            ],
+        )
+    };
+    let (ok, _, err) = build_rev("mounts:1", "1");
+    assert!(ok, "{err}");
+    assert_eq!(
+        a.ok(&[
+            "run",
+            "--rm",
+            "mounts:1",
+            "cat",
+            "/installed",
+            "/rev",
+            "/secret-ok",
+            "/from-bind",
+            "/bind-listing",
+            "/bind-rw",
+            "/tmpfs-seen"
+        ]),
+        format!(
+            "package-bytes\n1\n{:x}\n400\nA\na.txt\nread-only\ntmpfs\n",
+            <sha2::Sha256 as sha2::Digest>::digest(SECRET.as_bytes())
+        )
+    );
+    assert_eq!(served.hits(), 1);
+    // Each RUN layer holds what its command wrote, nothing of its mounts.
+    let layers = layer_paths(&a, "mounts:1");
+    let runs = &layers[layers.len() - 4..];
+    assert_eq!(runs[0], ["installed", "rev"], "{layers:?}");
+    assert_eq!(runs[1], ["secret-ok"]);
+    assert_eq!(runs[2], ["bind-listing", "bind-rw", "from-bind"]);
+    assert_eq!(runs[3], ["tmpfs-seen"]);
+    // A changed step runs again and finds its download in the cache mount.
+    let (ok, _, err) = build_rev("mounts:2", "2");
+    assert!(ok, "{err}");
+    assert_eq!(
+        a.ok(&["run", "--rm", "mounts:2", "cat", "/installed", "/rev"]),
+        "package-bytes\n2\n"
+    );
+    assert_eq!(served.hits(), 1, "the second build used the cached download");
+    // A bind's content is part of its step's key.
+    fs::write(ctx.join("src/a.txt"), "B\n").unwrap();
+    let (ok, _, err) = build_rev("mounts:3", "2");
+    assert!(ok, "{err}");
+    assert_eq!(a.ok(&["run", "--rm", "mounts:3", "cat", "/from-bind"]), "B\n");
+    // The secret is in no blob, record, log or file of the root.
+    let leaked = found_under(&a.root(), SECRET.as_bytes());
+    assert!(leaked.is_empty(), "the secret is in {leaked:?}");
+    // Bad input: a secret not given, a cache target that is a file.
+    let (ok, _, err) = build(
+        &a,
+        &[
+            "-q",
+            "--build-arg",
+            &url,
+            "-t",
+            "mounts:nosecret",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && err.contains("Dockerfile:5:1") && err.contains("secret \"token\" is not given"),
+        "{err}"
+    );
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nRUN echo > /afile\nRUN --mount=type=cache,target=/afile true\n",
+    )
+    .unwrap();
+    let (ok, _, err) = build(&a, &["-q", "-t", "mounts:file", ctx.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("Dockerfile:3:1") && err.contains("/afile is a file"),
+        "{err}"
+    );
+    let images = a.ok(&["images"]);
+    assert!(!images.contains("nosecret") && !images.contains("file"), "{images}");
+}

@@ -79,6 +79,56 @@ pub struct Run {
     pub command: Command,
     /// `--network=`; `None`: not given (the build's default).
     pub network: Option<RunNetwork>,
+    /// `--mount=`, in order.
+    pub mounts: Vec<Mount>,
+}
+
+/// How concurrent builds share a cache mount (`sharing=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// Used by every build at once (the default).
+    Shared,
+    /// A build that finds it in use gets an empty one of its own.
+    Private,
+    /// A build waits until no other uses it.
+    Locked,
+}
+
+/// A `RUN --mount=...`, as BuildKit reads it (values raw: variables are
+/// substituted by the executor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// A directory kept between builds of this root, by `id` (default: the
+    /// target); never in a layer.
+    Cache {
+        target: String,
+        id: Option<String>,
+        sharing: Sharing,
+        read_only: bool,
+        /// Owner and mode of the directory when it is made.
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// A secret given to the build (`ingot build --secret id=...`), as a
+    /// read-only file (default `/run/secrets/ID`); never in a layer.
+    Secret {
+        id: String,
+        target: Option<String>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    /// Files of the context (or of a stage or image, `from=`), read-only
+    /// unless `rw`; writes are thrown away.
+    Bind {
+        target: String,
+        source: Option<String>,
+        from: Option<String>,
+        read_write: bool,
+    },
+    /// An empty tmpfs.
+    Tmpfs { target: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -394,12 +444,18 @@ fn with_heredocs(keyword: &str, rest: &str, line: &Logical, escape: char) -> Res
     let markers = heredoc_markers(rest, escape)?;
     match keyword {
         "RUN" => {
-            let (network, command) = run_flags(rest)?;
+            let ((network, mounts), command) = run_flags(rest)?;
             let (_, ws) = flags(command, escape)?;
             if command.starts_with('[') {
                 return Err("a heredoc needs RUN's shell form".into());
             }
-            let run = |command| Instruction::Run(Run { command, network });
+            let run = |command| {
+                Instruction::Run(Run {
+                    command,
+                    network,
+                    mounts: mounts.clone(),
+                })
+            };
             if ws.len() == 1 && markers.len() == 1 && ws[0] == markers[0].word {
                 let script = &line.heredocs[0].content;
                 if script.starts_with("#!") {
@@ -497,8 +553,9 @@ fn flags(rest: &str, escape: char) -> Result<(Flags, Vec<String>), String> {
 
 /// RUN's leading `--flag=value` words, and the command text after them
 /// (as written: a shell form's quoting is the shell's).
-fn run_flags(rest: &str) -> Result<(Option<RunNetwork>, &str), String> {
+fn run_flags(rest: &str) -> Result<(RunFlags, &str), String> {
     let mut network = None;
+    let mut mounts = Vec::new();
     let mut rest = rest.trim_start();
     while let Some(flag) = rest.strip_prefix("--") {
         let end = flag.find(char::is_whitespace).unwrap_or(flag.len());
@@ -512,11 +569,123 @@ fn run_flags(rest: &str) -> Result<(Option<RunNetwork>, &str), String> {
                     _ => return Err(format!("RUN --network={v}: expected default, none or host")),
                 })
             }
+            "mount" => mounts.push(mount(v)?),
             _ => return Err(format!("unknown flag --{k} for RUN")),
         }
         rest = flag[end..].trim_start();
     }
-    Ok((network, rest))
+    Ok(((network, mounts), rest))
+}
+
+/// RUN's flags: `--network`, `--mount`s.
+type RunFlags = (Option<RunNetwork>, Vec<Mount>);
+
+/// One `--mount=` value: `type=cache,target=/root/.cache,...`.
+fn mount(spec: &str) -> Result<Mount, String> {
+    let bad = |why: String| format!("RUN --mount={spec}: {why}");
+    let mut kind = "bind";
+    let mut opts: Vec<(&str, Option<&str>)> = Vec::new();
+    for part in spec.split(',') {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (part, None),
+        };
+        if k == "type" {
+            kind = v.unwrap_or_default();
+        } else {
+            opts.push((k, v));
+        }
+    }
+    let (mut target, mut id, mut source, mut from) = (None, None, None, None);
+    let (mut sharing, mut read_only, mut read_write) = (Sharing::Shared, false, false);
+    let (mut mode, mut uid, mut gid) = (None, None, None);
+    let flag = |k: &str, v: Option<&str>| match v {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(bad(format!("{k}={other}: expected true or false"))),
+    };
+    let value = |k: &str, v: Option<&str>| match v {
+        Some(v) if !v.is_empty() => Ok(v.to_string()),
+        _ => Err(bad(format!("{k} needs a value"))),
+    };
+    let number = |k: &str, v: Option<&str>, radix: u32| {
+        let v = value(k, v)?;
+        u32::from_str_radix(&v, radix).map_err(|_| bad(format!("{k}={v}: expected a number")))
+    };
+    for (k, v) in opts {
+        match (kind, k) {
+            (_, "target" | "dst" | "destination") => target = Some(value(k, v)?),
+            ("cache" | "secret", "id") => id = Some(value(k, v)?),
+            ("cache", "sharing") => {
+                sharing = match v {
+                    Some("shared") => Sharing::Shared,
+                    Some("private") => Sharing::Private,
+                    Some("locked") => Sharing::Locked,
+                    _ => return Err(bad("sharing: expected shared, private or locked".into())),
+                }
+            }
+            ("cache", "readonly" | "ro") => read_only = flag(k, v)?,
+            ("bind", "readonly" | "ro") => read_write = !flag(k, v)?,
+            ("bind", "rw" | "readwrite") => read_write = flag(k, v)?,
+            ("bind", "source" | "src") => source = Some(value(k, v)?),
+            ("bind", "from") => from = Some(value(k, v)?),
+            ("cache" | "secret", "mode") => mode = Some(number(k, v, 8)?),
+            ("cache" | "secret", "uid") => uid = Some(number(k, v, 10)?),
+            ("cache" | "secret", "gid") => gid = Some(number(k, v, 10)?),
+            // ingot refuses a missing secret whatever this says.
+            ("secret", "required") => {
+                flag(k, v)?;
+            }
+            ("cache" | "bind" | "secret" | "tmpfs", _) => {
+                return Err(bad(format!("unknown option {k:?} for type={kind}")))
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown mount type {kind:?} (expected cache, secret, bind or tmpfs)"
+                )))
+            }
+        }
+    }
+    let needs_target = |t: Option<String>| t.ok_or_else(|| bad(format!("type={kind} needs a target")));
+    Ok(match kind {
+        "cache" => Mount::Cache {
+            target: needs_target(target)?,
+            id,
+            sharing,
+            read_only,
+            mode,
+            uid,
+            gid,
+        },
+        "secret" => {
+            let id = match (id, &target) {
+                (Some(id), _) => id,
+                (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
+                (None, None) => return Err(bad("type=secret needs an id".into())),
+            };
+            Mount::Secret {
+                id,
+                target,
+                mode,
+                uid,
+                gid,
+            }
+        }
+        "bind" => Mount::Bind {
+            target: needs_target(target)?,
+            source,
+            from,
+            read_write,
+        },
+        "tmpfs" => Mount::Tmpfs {
+            target: needs_target(target)?,
+        },
+        _ => {
+            return Err(bad(format!(
+                "unknown mount type {kind:?} (expected cache, secret, bind or tmpfs)"
+            )))
+        }
+    })
 }
 
 /// Exec form if `rest` is a JSON array of strings, else shell form.
@@ -563,10 +732,11 @@ fn one_arg(rest: &str, what: &str) -> Result<String, String> {
 fn parse_instruction(keyword: &str, rest: &str, escape: char) -> Result<Instruction, String> {
     Ok(match keyword {
         "RUN" => {
-            let (network, rest) = run_flags(rest)?;
+            let ((network, mounts), rest) = run_flags(rest)?;
             Instruction::Run(Run {
                 command: command(rest)?,
                 network,
+                mounts,
             })
         }
         "COPY" | "ADD" => {

@@ -5,6 +5,7 @@ fn shell(text: &str) -> Instruction {
     Instruction::Run(Run {
         command: Command::Shell(text.into()),
         network: None,
+        mounts: Vec::new(),
     })
 }
 
@@ -217,5 +218,87 @@ fn run_flags_are_read_before_the_command() {
             (e.line, e.column, e.message.as_str(), e.text.as_str()),
             (2, 1, message, text)
         );
+    }
+}
+
+#[test]
+fn run_mounts_as_buildkit_reads_them() {
+    let df = parse(
+        "FROM scratch\nRUN --mount=type=cache,target=/root/.cache,id=pip,sharing=locked,mode=0700,uid=10 \\\n\
+         --mount=type=secret,id=token --mount=type=secret,target=/etc/key,mode=0440 \\\n\
+         --mount=target=/src,source=app,rw --mount=type=bind,from=build,target=/b,ro \\\n\
+         --mount=type=tmpfs,dst=/scratch make\n",
+        "Dockerfile",
+    )
+    .unwrap();
+    let Instruction::Run(r) = &df.stages[0].steps[0].instruction else {
+        panic!()
+    };
+    assert_eq!(r.command, Command::Shell("make".into()));
+    assert_eq!(
+        r.mounts,
+        [
+            Mount::Cache {
+                target: "/root/.cache".into(),
+                id: Some("pip".into()),
+                sharing: Sharing::Locked,
+                read_only: false,
+                mode: Some(0o700),
+                uid: Some(10),
+                gid: None
+            },
+            Mount::Secret {
+                id: "token".into(),
+                target: None,
+                mode: None,
+                uid: None,
+                gid: None
+            },
+            Mount::Secret {
+                id: "key".into(),
+                target: Some("/etc/key".into()),
+                mode: Some(0o440),
+                uid: None,
+                gid: None
+            },
+            Mount::Bind {
+                target: "/src".into(),
+                source: Some("app".into()),
+                from: None,
+                read_write: true
+            },
+            Mount::Bind {
+                target: "/b".into(),
+                source: None,
+                from: Some("build".into()),
+                read_write: false
+            },
+            Mount::Tmpfs {
+                target: "/scratch".into()
+            },
+        ]
+    );
+    for (flag, message) in [
+        ("--mount=type=ssh", "unknown mount type \"ssh\""),
+        ("--mount=type=cache", "type=cache needs a target"),
+        (
+            "--mount=type=cache,target=/c,sharing=sometimes",
+            "sharing: expected shared, private or locked",
+        ),
+        (
+            "--mount=type=tmpfs,target=/t,size=10m",
+            "unknown option \"size\" for type=tmpfs",
+        ),
+        ("--mount=type=secret", "type=secret needs an id"),
+        (
+            "--mount=type=secret,id=a,env=TOKEN",
+            "unknown option \"env\" for type=secret",
+        ),
+        ("--mount=type=cache,target=/c,mode=rwx", "mode=rwx: expected a number"),
+    ] {
+        let text = format!("RUN {flag} true");
+        let e = parse(&format!("FROM scratch\n{text}\n"), "Dockerfile").unwrap_err();
+        assert_eq!((e.line, e.column, e.text.as_str()), (2, 1, text.as_str()));
+        assert!(e.message.contains(message), "{} for {flag}", e.message);
     }
 }

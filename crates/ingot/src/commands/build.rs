@@ -105,6 +105,13 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
         network: args.network.parse()?,
         allow_host_network: entitlements(&args.allow)?,
         pull: args.pull,
+        secrets: super::bundle::secret_flags(&args.secrets)?
+            .into_iter()
+            .map(|(id, src)| {
+                let v = ingot_deploy::pin::secret_value(&id, &src, std::path::Path::new("."))?;
+                Ok((id, ingot_build::Secret(v.0)))
+            })
+            .collect::<Result<_>>()?,
     };
     let mut progress = Lines {
         quiet: cli.quiet,

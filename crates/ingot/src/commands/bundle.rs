@@ -208,7 +208,9 @@ fn list(names: &[String]) -> String {
 }
 
 /// `--secret id=NAME,src=FILE|env=VAR` flags, by name.
-fn secret_flags(flags: &[String]) -> Result<std::collections::BTreeMap<String, ingot_deploy::compose::SecretSource>> {
+pub(super) fn secret_flags(
+    flags: &[String],
+) -> Result<std::collections::BTreeMap<String, ingot_deploy::compose::SecretSource>> {
     use ingot_deploy::compose::SecretSource;
     let mut out = std::collections::BTreeMap::new();
     for f in flags {
