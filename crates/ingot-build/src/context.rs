@@ -43,6 +43,11 @@ impl Ignore {
         Ok(Ignore { rules })
     }
 
+    /// Whether a rule re-includes (`!pattern`).
+    pub fn has_exceptions(&self) -> bool {
+        self.rules.iter().any(|(_, negated)| *negated)
+    }
+
     /// Whether `rel` (slash-separated, relative) is excluded: it, or one of
     /// its parent directories, matches an exclusion not overridden later.
     pub fn excluded(&self, rel: &str) -> bool {
@@ -180,6 +185,9 @@ impl Context {
     }
 
     /// Calls `f(rel, host)` for every non-excluded path under `dir`, sorted.
+    /// An excluded directory is still walked when `.dockerignore` has
+    /// exceptions (`build` then `!build/keep.txt`), as Docker does: it is
+    /// reported, before them, when something under it is included.
     pub fn walk(&self, dir: &Path, f: &mut dyn FnMut(&str, &Path)) -> Result<()> {
         let mut names: Vec<PathBuf> = fs::read_dir(dir)
             .map_err(|e| BuildError::Io {
@@ -191,11 +199,22 @@ impl Context {
         names.sort();
         for p in names {
             let rel = p.strip_prefix(&self.root).unwrap_or(&p).display().to_string();
+            let is_dir = fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir());
             if self.excluded(&rel) {
+                if is_dir && self.ignore.has_exceptions() {
+                    let mut found = Vec::new();
+                    self.walk(&p, &mut |r, q| found.push((r.to_string(), q.to_path_buf())))?;
+                    if !found.is_empty() {
+                        f(&rel, &p);
+                        for (r, q) in found {
+                            f(&r, &q);
+                        }
+                    }
+                }
                 continue;
             }
             f(&rel, &p);
-            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            if is_dir {
                 self.walk(&p, f)?;
             }
         }
@@ -217,6 +236,20 @@ mod tests {
         assert!(ig.excluded("a/b/tmp/c"));
         assert!(ig.excluded("secret.txt"));
         assert!(!ig.excluded("src/main.rs"));
+    }
+
+    #[test]
+    fn an_exception_inside_an_excluded_directory_is_copied() {
+        let t = tempfile::tempdir().unwrap();
+        for f in ["build/out.o", "build/keep.txt", "build/sub/x", "app.py"] {
+            fs::create_dir_all(t.path().join(f).parent().unwrap()).unwrap();
+            fs::write(t.path().join(f), "x").unwrap();
+        }
+        fs::write(t.path().join(".dockerignore"), "build\n!build/keep.txt\n").unwrap();
+        let ctx = Context::open(t.path()).unwrap();
+        let mut seen = Vec::new();
+        ctx.walk(t.path(), &mut |r, _| seen.push(r.to_string())).unwrap();
+        assert_eq!(seen, [".dockerignore", "app.py", "build", "build/keep.txt"]);
     }
 
     #[test]

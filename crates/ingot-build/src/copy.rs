@@ -101,7 +101,9 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
     let dest_raw = paths.pop().unwrap_or_default();
     let dest = state.in_container(&dest_raw);
     let wildcard = paths.iter().any(|p| p.contains(['*', '?', '[']));
-    let dest_is_dir = dest_raw.ends_with('/') || paths.len() > 1 || wildcard;
+    // `.`, `..` and a trailing `/` (or `/.`) name a directory, as Docker reads them.
+    let names_dir = dest_raw.ends_with('/') || matches!(dest_raw.rsplit('/').next(), Some("." | ".."));
+    let dest_is_dir = names_dir || paths.len() > 1 || wildcard;
     let mut keep = Vec::new();
     let own = match &c.chown {
         Some(spec) => Some(owner(
@@ -157,6 +159,7 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
     let ctx = source_ctx.as_ref().unwrap_or(env.context);
 
     let mut entries = Entries::new();
+    let mut archived = std::collections::BTreeSet::new();
     let target = layer::join("", &dest);
     if dest_is_dir && !target.is_empty() {
         entries.insert(
@@ -210,14 +213,17 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
                     ..Default::default()
                 };
                 oci_layer::unpack(reader, dir.path(), &opts).map_err(|e| err(format!("ADD {rel}: {e}")))?;
+                let before: std::collections::BTreeSet<String> = entries.keys().cloned().collect();
                 layer::from_tree(dir.path(), &target, false, None, &mut entries)?;
+                // An archive's entries keep its owners (unless --chown).
+                archived.extend(entries.keys().filter(|k| !before.contains(*k)).cloned());
                 keep.push(dir);
             } else {
                 let name = Path::new(&rel)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let path = if dest_is_dir || dest_raw.ends_with('/') {
+                let path = if dest_is_dir {
                     layer::join(&target, &name)
                 } else {
                     target.clone()
@@ -231,11 +237,14 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
             }
         }
     }
-    for e in entries.values_mut() {
+    for (path, e) in entries.iter_mut() {
         if let Some((uid, gid)) = own {
             e.uid = uid;
             e.gid = gid;
-        } else if matches!(e.content, Content::File(_) | Content::Dir | Content::Symlink(_)) && c.from.is_none() {
+        } else if matches!(e.content, Content::File(_) | Content::Dir | Content::Symlink(_))
+            && c.from.is_none()
+            && !archived.contains(path)
+        {
             // Context files belong to root in the image, as with Docker.
             e.uid = 0;
             e.gid = 0;
