@@ -342,6 +342,11 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| file.clone());
     let df = dockerfile::parse(&text, &file)?;
+    if let Some(syntax) = &df.syntax {
+        progress.output(&format!(
+            "note: `# syntax={syntax}` is ignored: ingot's own frontend reads this Dockerfile\n"
+        ));
+    }
     let globals = global_args(&df, opts)?;
     let target = match &opts.target {
         Some(t) => df

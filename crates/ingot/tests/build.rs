@@ -66,6 +66,7 @@ RUN echo "$GREETING from the build stage" > message.txt && rm -f scratch.txt
 FROM ${BASE}
 COPY --from=build /src/ /app/
 ENV MODE=prod
+LABEL maintainer="ops@example.invalid" monitor.dashboard=app
 EXPOSE 8080
 HEALTHCHECK --interval=5s CMD test -f /app/message.txt
 USER nobody
@@ -140,7 +141,7 @@ fn builds_are_reproducible_cached_and_carry_their_bom() {
         .lines()
         .filter(|l| l.starts_with('[') && l.ends_with("CACHED"))
         .count();
-    assert_eq!((steps, cached), (12, 12), "{err}");
+    assert_eq!((steps, cached), (13, 13), "{err}");
     eprintln!("no-change rebuild took {elapsed:?}");
 
     // The image runs and holds what the Dockerfile made, minus what
@@ -179,9 +180,19 @@ fn builds_are_reproducible_cached_and_carry_their_bom() {
     );
     assert!(!bom["builder"]["version"].as_str().unwrap().is_empty());
     let table = a.ok(&["inspect", "--bom", "app:1"]);
-    for q in ["Why was it built?", "How to start it?", "Which source?", &head] {
+    for q in [
+        "Why was it built?",
+        "How to start it?",
+        "Which source?",
+        &head,
+        // The health check as a person reads it; the Dockerfile's labels.
+        "How to validate it?      test -f /app/message.txt  (every 5s, timeout 30s, 3 retries)",
+        "  maintainer = ops@example.invalid",
+        "  monitor.dashboard = app",
+    ] {
         assert!(table.contains(q), "{q} missing from:\n{table}");
     }
+    assert_eq!(bom["monitor"]["hints"]["monitor.dashboard"], "app");
     // OCI annotations on the manifest too.
     let img = &a.json(&["inspect", "app:1"])[0];
     assert_eq!(img["annotations"]["org.opencontainers.image.revision"], head.as_str());

@@ -188,6 +188,9 @@ pub struct Dockerfile {
     pub global_args: Vec<(String, Option<String>)>,
     pub stages: Vec<Stage>,
     pub escape: char,
+    /// A `# syntax=` directive: accepted and ignored (ingot's frontend reads
+    /// the file), so the executor notes it.
+    pub syntax: Option<String>,
 }
 
 impl fmt::Display for Pos {
@@ -320,8 +323,9 @@ fn read_heredocs<'a>(
 /// Reads parser directives, drops comments, joins continuations and reads
 /// the here-documents of RUN, COPY and ADD; a heredoc never closed is an
 /// error naming its instruction.
-fn logical_lines(src: &str, file: &str) -> Result<(char, Vec<Logical>), ParseError> {
+fn logical_lines(src: &str, file: &str) -> Result<(char, Option<String>, Vec<Logical>), ParseError> {
     let mut escape = '\\';
+    let mut syntax = None;
     let mut lines = src.lines().enumerate().peekable();
     // Directives: `# key=value` lines at the very top.
     while let Some((_, l)) = lines.peek() {
@@ -330,7 +334,9 @@ fn logical_lines(src: &str, file: &str) -> Result<(char, Vec<Logical>), ParseErr
         let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
         if k == "escape" && (v == "`" || v == "\\") {
             escape = v.chars().next().unwrap_or('\\');
-        } else if k != "syntax" && k != "check" {
+        } else if k == "syntax" {
+            syntax = Some(v.to_string());
+        } else if k != "check" {
             break;
         }
         lines.next();
@@ -377,16 +383,17 @@ fn logical_lines(src: &str, file: &str) -> Result<(char, Vec<Logical>), ParseErr
         read_heredocs(&mut l, &mut lines, escape, file)?;
         out.push(l);
     }
-    Ok((escape, out))
+    Ok((escape, syntax, out))
 }
 
 /// Parses `src` (named `file` in errors).
 pub fn parse(src: &str, file: &str) -> Result<Dockerfile, ParseError> {
-    let (escape, lines) = logical_lines(src, file)?;
+    let (escape, syntax, lines) = logical_lines(src, file)?;
     let mut df = Dockerfile {
         global_args: Vec::new(),
         stages: Vec::new(),
         escape,
+        syntax,
     };
     for line in lines {
         let err = |message: String| ParseError {

@@ -27,6 +27,7 @@ CMD ["serve"]
 #[test]
 fn parses_stages_forms_and_positions() {
     let df = parse(MULTI, "Dockerfile").unwrap();
+    assert_eq!(df.syntax.as_deref(), Some("docker/dockerfile:1"));
     assert_eq!(df.global_args, [("BASE".to_string(), Some("scratch".to_string()))]);
     assert_eq!(df.stages.len(), 2);
     let s0 = &df.stages[0];

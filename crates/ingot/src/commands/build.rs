@@ -239,10 +239,7 @@ fn print_bom(image: &str, b: &Bom) {
         b.start.workdir,
         b.start.env.join(" ")
     );
-    println!(
-        "How to validate it?      {}",
-        b.validate.as_ref().map_or_else(none, |v| v.to_string())
-    );
+    println!("How to validate it?      {}", b.validate_text());
     println!(
         "How to monitor it?       ports {}  stop signal {}  hints {:?}",
         if b.monitor.exposed_ports.is_empty() {
@@ -265,7 +262,14 @@ fn print_bom(image: &str, b: &Bom) {
     }
     println!("Which tags?              {}", b.tags.join(" "));
     println!("Which project?           {}", b.project);
-    println!("What else?               {:?}", b.labels);
+    if b.labels.is_empty() {
+        println!("What else?                -");
+    } else {
+        println!("What else?");
+        for (k, v) in &b.labels {
+            println!("  {k} = {v}");
+        }
+    }
 }
 
 pub fn inspect_provenance(store: &Store, images: &[String]) -> Result<ExitCode> {
