@@ -245,8 +245,8 @@ pub(crate) struct Env<'a> {
     pub created: String,
     pub escape: char,
     pub no_cache: bool,
-    /// Finished stages, by index, with their names.
-    pub stages: Vec<(Option<String>, State)>,
+    /// Finished stages: index, name, state.
+    pub stages: Vec<(usize, Option<String>, State)>,
 }
 
 impl Env<'_> {
@@ -262,11 +262,12 @@ impl Env<'_> {
     /// The finished stage named (or numbered) `name`.
     pub fn stage(&self, name: &str) -> Option<&State> {
         let lower = name.to_ascii_lowercase();
+        let index = name.parse::<usize>().ok();
         self.stages
             .iter()
-            .find(|(n, _)| n.as_deref() == Some(lower.as_str()))
-            .or_else(|| name.parse::<usize>().ok().and_then(|i| self.stages.get(i)))
-            .map(|(_, s)| s)
+            .find(|(_, n, _)| n.as_deref() == Some(lower.as_str()))
+            .or_else(|| self.stages.iter().find(|(i, _, _)| Some(*i) == index))
+            .map(|(_, _, s)| s)
     }
 
     /// Whether a step with `key` ran before (and records that it has now):
@@ -356,7 +357,8 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
             .ok_or_else(|| BuildError::Invalid(format!("target stage {t:?} not found in {file}")))?,
         None => df.stages.len() - 1,
     };
-    let bases = resolve_bases(store, &df, target, &globals, opts, &file, progress)?;
+    let needed = needed_stages(&df, target, &globals);
+    let bases = resolve_bases(store, &df, target, &needed, &globals, opts, &file, progress)?;
     let git = crate::git::detect(context.root());
     let epoch = epoch(opts, git.as_ref());
     let created = ingot_store::rfc3339(epoch);
@@ -370,12 +372,20 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
         no_cache: opts.no_cache,
         stages: Vec::new(),
     };
-    let total: usize = df.stages[..=target].iter().map(|s| s.steps.len() + 1).sum();
+    let total: usize = df.stages[..=target]
+        .iter()
+        .zip(&needed)
+        .filter(|(_, n)| **n)
+        .map(|(s, _)| s.steps.len() + 1)
+        .sum();
     let mut n = 0;
     let mut cached = 0;
     let mut ancestors = Vec::new();
     let mut networked = Vec::new();
     for (i, stage) in df.stages[..=target].iter().enumerate() {
+        if !needed[i] {
+            continue;
+        }
         n += 1;
         progress.step(n, total, &stage.text);
         let t = Instant::now();
@@ -398,9 +408,9 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
             step: step.clone(),
             network: network.to_string(),
         }));
-        env.stages.push((stage.name.clone(), state));
+        env.stages.push((i, stage.name.clone(), state));
     }
-    let state = env.stages.pop().map(|(_, s)| s).unwrap_or_default();
+    let state = env.stages.pop().map(|(_, _, s)| s).unwrap_or_default();
     let project = opts.project.clone().unwrap_or_else(|| {
         context
             .root()
@@ -459,6 +469,51 @@ fn global_args(df: &Dockerfile, opts: &BuildOptions) -> Result<BTreeMap<String, 
     Ok(vars)
 }
 
+/// Which stages the target needs, as BuildKit decides: the target, and,
+/// from it, every earlier stage named by a FROM, a `COPY --from` or a
+/// `RUN --mount=...,from=` (a name holding a variable needs every earlier
+/// stage). The others are not built.
+fn needed_stages(df: &Dockerfile, target: usize, globals: &BTreeMap<String, String>) -> Vec<bool> {
+    let stages = &df.stages[..=target];
+    let index_of = |name: &str, before: usize| -> Vec<usize> {
+        if name.contains('$') {
+            return (0..before).collect();
+        }
+        let lower = name.to_ascii_lowercase();
+        let by_name = stages[..before]
+            .iter()
+            .rposition(|s| s.name.as_deref() == Some(lower.as_str()));
+        by_name
+            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+            .into_iter()
+            .collect()
+    };
+    let mut needed = vec![false; stages.len()];
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut needed[i], true) {
+            continue;
+        }
+        let stage = &stages[i];
+        let mut names = Vec::new();
+        names.push(words::expand(&stage.base, globals, df.escape).unwrap_or_else(|_| stage.base.clone()));
+        for step in &stage.steps {
+            match &step.instruction {
+                Instruction::Copy(c) | Instruction::Add(c) => names.extend(c.from.clone()),
+                Instruction::Run(r) => names.extend(r.mounts.iter().filter_map(|m| match m {
+                    dockerfile::Mount::Bind { from, .. } => from.clone(),
+                    _ => None,
+                })),
+                _ => {}
+            }
+        }
+        for name in names {
+            todo.extend(index_of(&name, i));
+        }
+    }
+    needed
+}
+
 /// What a stage's FROM names, found before any step runs.
 pub(crate) enum Base {
     Scratch,
@@ -500,6 +555,7 @@ fn resolve_bases(
     store: &mut Store,
     df: &Dockerfile,
     target: usize,
+    needed: &[bool],
     globals: &BTreeMap<String, String>,
     opts: &BuildOptions,
     file: &str,
@@ -510,6 +566,11 @@ fn resolve_bases(
     for (i, stage) in stages.iter().enumerate() {
         let err = |m: String| from_error(file, stage, m);
         let base = words::expand(&stage.base, globals, escape).map_err(err)?;
+        if !needed[i] {
+            // Not built: its base is never looked at (nor pulled).
+            bases.push(Base::Scratch);
+            continue;
+        }
         if base.eq_ignore_ascii_case("scratch") {
             bases.push(Base::Scratch);
             continue;

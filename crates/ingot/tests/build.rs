@@ -847,3 +847,51 @@ fn run_mounts_cache_secrets_binds_and_tmpfs_stay_out_of_layers() {
     let images = a.ok(&["images"]);
     assert!(!images.contains("nosecret") && !images.contains("file"), "{images}");
 }
+
+#[test]
+fn only_the_stages_the_target_needs_are_built() {
+    let test = "only_the_stages_the_target_needs_are_built";
+    let Some(a) = root_with_base(test, Ingot::new(BIN)) else {
+        return;
+    };
+    let ctx = a.path("ctx-graph");
+    fs::create_dir_all(&ctx).unwrap();
+    // `unused` names a registry nobody serves and fails if it ran; `lib`
+    // is needed through COPY --from, `tool` through a bind mount's from=.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM 127.0.0.1:9/nobody/serves:this AS unused\nRUN false\n\
+         FROM base:1 AS lib\nRUN echo lib > /lib.txt\n\
+         FROM base:1 AS tool\nRUN echo tool > /tool.txt\n\
+         FROM base:1 AS unused2\nRUN false\n\
+         FROM base:1\nCOPY --from=lib /lib.txt /\nRUN --mount=type=bind,from=tool,source=/tool.txt,target=/t cat /t > /tool-copy\n",
+    )
+    .unwrap();
+    let (ok, _, err) = build(&a, &["-t", "graph:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let steps: Vec<&str> = err.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(steps.len(), 7, "{err}");
+    assert!(steps[0].starts_with("[1/7] FROM base:1 AS lib"), "{err}");
+    assert!(!err.contains("unused"), "{err}");
+    assert_eq!(
+        a.ok(&["run", "--rm", "graph:1", "cat", "/lib.txt", "/tool-copy"]),
+        "lib\ntool\n"
+    );
+    let bom = a.json(&["inspect", "--bom", "graph:1"]);
+    let stages: Vec<&str> = bom[0]["ancestors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["lib", "tool", "4"]);
+    // Asked for, the unused stage is built and fails at its FROM.
+    let (ok, _, err) = build(
+        &a,
+        &["-q", "--target", "unused", "-t", "graph:bad", ctx.to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("Dockerfile:1:1") && err.contains("cannot pull base image"),
+        "{err}"
+    );
+}
