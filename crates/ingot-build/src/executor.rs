@@ -358,7 +358,7 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
         None => df.stages.len() - 1,
     };
     let needed = needed_stages(&df, target, &globals);
-    let bases = resolve_bases(store, &df, target, &needed, &globals, opts, &file, progress)?;
+    let bases = resolve_bases(store, &df, &needed, &globals, opts, &file, progress)?;
     let git = crate::git::detect(context.root());
     let epoch = epoch(opts, git.as_ref());
     let created = ingot_store::rfc3339(epoch);
@@ -554,14 +554,14 @@ fn stage_platform(
 fn resolve_bases(
     store: &mut Store,
     df: &Dockerfile,
-    target: usize,
     needed: &[bool],
     globals: &BTreeMap<String, String>,
     opts: &BuildOptions,
     file: &str,
     progress: &mut dyn Progress,
 ) -> Result<Vec<Base>> {
-    let (stages, escape) = (&df.stages[..=target], df.escape);
+    // `needed` covers the stages up to the target.
+    let (stages, escape) = (&df.stages[..needed.len()], df.escape);
     let mut bases = Vec::new();
     for (i, stage) in stages.iter().enumerate() {
         let err = |m: String| from_error(file, stage, m);
