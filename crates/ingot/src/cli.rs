@@ -598,6 +598,12 @@ pub struct BuildArgs {
     /// A secret for `RUN --mount=type=secret,id=NAME` (never in a layer, the cache or the BOM)
     #[arg(long = "secret", value_name = "id=NAME,src=FILE|env=VARIABLE")]
     pub secrets: Vec<String>,
+    /// Push every tag to its registry after the build, with the image's referrers (SBOMs, provenance)
+    #[arg(long)]
+    pub push: bool,
+    /// Also write the image out: type=oci,dest=FILE (an OCI layout tar, referrers included) or type=local,dest=DIR (its root filesystem); a bare PATH is type=local
+    #[arg(short = 'o', long = "output", value_name = "type=oci|local,dest=PATH")]
+    pub output: Option<String>,
     /// Pull every base image that names a registry again, even when the store has it
     #[arg(long)]
     pub pull: bool,

@@ -895,3 +895,68 @@ fn only_the_stages_the_target_needs_are_built() {
         "{err}"
     );
 }
+
+#[test]
+fn push_and_output_send_the_build_on() {
+    let test = "push_and_output_send_the_build_on";
+    let Some(a) = root_with_base(test, Ingot::new(BIN)) else {
+        return;
+    };
+    let served = ingot_testsupport::Served::start(&a, &[]);
+    let ctx = a.path("ctx-out");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM base:1\nCOPY hello.txt /srv/\n").unwrap();
+    let name = format!("{}/team/app:1", served.host());
+    let archive = a.path("out/app.tar");
+    let rootfs = a.path("out/rootfs");
+    let (ok, digest, err) = build(
+        &a,
+        &[
+            "-q",
+            "--push",
+            "-t",
+            &name,
+            "--output",
+            &format!("type=oci,dest={}", archive.display()),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    // Pushed with its referrers: a fresh root pulls the image and its provenance.
+    let b = Ingot::new(BIN);
+    assert_eq!(b.ok(&["pull", "-q", &name]).trim(), digest);
+    let provenance = b.json(&["inspect", "--provenance", &name]);
+    assert_eq!(provenance[0]["subject"][0]["digest"]["sha256"], &digest[7..]);
+    // The archive loads elsewhere, referrers along.
+    let c = Ingot::new(BIN);
+    c.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(c.json(&["inspect", &digest])[0]["digest"], digest.as_str());
+    c.json(&["inspect", "--provenance", &digest]);
+    // A bare path: the root filesystem.
+    let (ok, _, err) = build(&a, &["-q", "-o", rootfs.to_str().unwrap(), ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(fs::read_to_string(rootfs.join("srv/hello.txt")).unwrap(), "hello\n");
+    assert!(rootfs.join("bin/busybox").is_file());
+    // Bad input fails before anything is built or tagged.
+    for (args, message) in [
+        (vec!["--push", "-t", "plain:1"], "tag plain:1 names no registry"),
+        (vec!["--push"], "--push needs a tag"),
+        (
+            vec!["-o", "type=zip,dest=x", "-t", "zip:1"],
+            "invalid --output type \"zip\"",
+        ),
+        (vec!["-o", "type=oci", "-t", "nodest:1"], "invalid --output"),
+        (vec!["-o", rootfs.to_str().unwrap(), "-t", "full:1"], "is not empty"),
+    ] {
+        let mut all = vec!["-q"];
+        all.extend(args);
+        all.push(ctx.to_str().unwrap());
+        let (ok, _, err) = build(&a, &all);
+        assert!(!ok && err.contains(message), "{all:?}: {err}");
+    }
+    let images = a.ok(&["images"]);
+    for never in ["plain", "zip", "nodest", "full"] {
+        assert!(!images.contains(never), "{never} in {images}");
+    }
+}

@@ -2,9 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use ingot_build::bom::Bom;
 use ingot_build::{BuildOptions, Progress};
 use ingot_oci::Reference;
@@ -79,6 +80,79 @@ fn entitlements(allow: &[String]) -> Result<bool> {
     Ok(host)
 }
 
+/// Where `--output` writes the built image.
+enum Export {
+    /// An OCI layout tar (also a docker-save archive), referrers included.
+    Oci(PathBuf),
+    /// The root filesystem, into a directory that is absent or empty.
+    Local(PathBuf),
+}
+
+/// `--output type=oci,dest=FILE | type=local,dest=DIR | PATH`, checked
+/// before anything is built.
+fn export_flag(flag: &str) -> Result<Export> {
+    let bad = || anyhow::anyhow!("invalid --output {flag:?}: expected type=oci,dest=FILE or type=local,dest=DIR");
+    let (kind, dest) = if !flag.contains('=') {
+        ("local", flag)
+    } else {
+        let (mut kind, mut dest) = (None, None);
+        for part in flag.split(',') {
+            match part.split_once('=') {
+                Some(("type", v)) => kind = Some(v),
+                Some(("dest", v)) if !v.is_empty() => dest = Some(v),
+                _ => return Err(bad()),
+            }
+        }
+        (kind.ok_or_else(bad)?, dest.ok_or_else(bad)?)
+    };
+    let dest = PathBuf::from(dest);
+    match kind {
+        "oci" | "docker" | "tar" => Ok(Export::Oci(dest)),
+        "local" => {
+            let empty = match std::fs::read_dir(&dest) {
+                Ok(mut d) => d.next().is_none(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+                Err(e) => bail!("--output dest {}: {e}", dest.display()),
+            };
+            if !empty {
+                bail!("--output dest {} is not empty", dest.display());
+            }
+            Ok(Export::Local(dest))
+        }
+        other => bail!("invalid --output type {other:?}: expected oci or local"),
+    }
+}
+
+/// Unpacks `image` into `dest` through a sibling directory renamed into
+/// place, so `dest` is whole or as it was.
+fn export_local(store: &Store, image: &str, dest: &Path) -> Result<u64> {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.ingot-tmp-{}",
+        dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot write beside {}", dest.display()))?;
+    let written = (|| -> Result<u64> {
+        let img = store.resolve(image)?;
+        let n = ingot_store::unpack_image(store, &img, &tmp)?;
+        if dest.exists() {
+            std::fs::remove_dir(dest).with_context(|| format!("cannot replace {}", dest.display()))?;
+        }
+        std::fs::rename(&tmp, dest).with_context(|| format!("cannot write {}", dest.display()))?;
+        Ok(n)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
 pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode> {
     if !matches!(args.progress.as_str(), "plain" | "tty" | "auto") {
         bail!("invalid --progress {:?}: expected plain or tty", args.progress);
@@ -90,6 +164,17 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
             bail!("build tag {t:?} must be NAME[:TAG], not a digest");
         }
         tags.push(r.with_tag(r.tag_or_default().unwrap_or("latest"))?);
+    }
+    let export = args.output.as_deref().map(export_flag).transpose()?;
+    if args.push {
+        if tags.is_empty() {
+            bail!("--push needs a tag naming a registry (-t HOST[:PORT]/REPO:TAG)");
+        }
+        for t in &tags {
+            if !ingot_registry::client::Remote::names_registry(&t.to_string()) {
+                bail!("--push: tag {t} names no registry (-t HOST[:PORT]/REPO:TAG)");
+            }
+        }
     }
     let opts = BuildOptions {
         context: args.context.clone(),
@@ -179,6 +264,42 @@ pub fn build(store: &mut Store, cli: &Cli, args: &BuildArgs) -> Result<ExitCode>
             }
         );
         println!("{}", built.manifest.digest);
+    }
+    let digest = built.manifest.digest.to_string();
+    match &export {
+        Some(Export::Oci(file)) => {
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            super::images::write_archive(store, std::slice::from_ref(&digest), true, Some(file))?;
+            if !cli.quiet {
+                eprintln!("wrote {digest} and its referrers to {}", file.display());
+            }
+        }
+        Some(Export::Local(dir)) => {
+            let n = export_local(store, &digest, dir)?;
+            if !cli.quiet {
+                eprintln!(
+                    "wrote the root filesystem of {digest} ({n} entries) to {}",
+                    dir.display()
+                );
+            }
+        }
+        None => {}
+    }
+    if args.push {
+        for tag in &opts.tags {
+            let name = tag.to_string();
+            let remote = ingot_registry::client::Remote::parse(&name, false)?;
+            let t = ingot_registry::client::push(store, &name, &remote, crate::progress::observer(cli.quiet))
+                .with_context(|| format!("the image is built ({digest}) but pushing {name} failed"))?;
+            if !cli.quiet {
+                eprintln!(
+                    "pushed {name} ({} blobs sent, {} already there, {} referrers)",
+                    t.blobs_moved, t.blobs_skipped, t.referrers
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
