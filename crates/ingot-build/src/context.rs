@@ -18,7 +18,7 @@ pub struct Ignore {
     rules: Vec<(Pattern, bool)>,
 }
 
-const MATCH: MatchOptions = MatchOptions {
+pub(crate) const MATCH: MatchOptions = MatchOptions {
     case_sensitive: true,
     require_literal_separator: true,
     require_literal_leading_dot: false,

@@ -172,17 +172,64 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
             },
         );
     }
+    let mut excludes = Vec::new();
+    for x in &c.exclude {
+        let x = words::expand(x, &vars, env.escape).map_err(&err)?;
+        let cleaned = x.trim_start_matches("./").trim_start_matches('/').to_string();
+        excludes.push(glob::Pattern::new(&cleaned).map_err(|e| err(format!("--exclude={x}: {e}")))?);
+    }
+    // A path is excluded when it, or a directory it is in, matches.
+    let excluded = |rel: &str| {
+        let mut prefix = String::new();
+        rel.split('/').any(|part| {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(part);
+            excludes.iter().any(|p| p.matches_with(&prefix, crate::context::MATCH))
+        })
+    };
+    if c.checksum.is_some() && !paths.iter().all(|p| is_url(p)) {
+        return Err(err("--checksum is for ADD of a URL".into()));
+    }
     for src in &paths {
-        if add && (src.starts_with("http://") || src.starts_with("https://")) {
-            return Err(err(format!(
-                "ADD {src}: remote URLs are not supported (builds are offline)"
-            )));
+        if add && is_url(src) {
+            let (name, file) =
+                download(src, c.checksum.as_deref(), &mut keep).map_err(|e| err(format!("ADD {src}: {e}")))?;
+            let path = if dest_is_dir {
+                layer::join(&target, &name)
+            } else {
+                target.clone()
+            };
+            if path.is_empty() {
+                return Err(err("cannot copy a file onto /".into()));
+            }
+            // As Docker: a downloaded file is readable by its owner only.
+            entries.insert(
+                path,
+                Entry {
+                    content: Content::File(file),
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                },
+            );
+            continue;
         }
         for (rel, host) in ctx.sources(src).map_err(|e| err(e.to_string()))? {
+            if excluded(&rel) {
+                continue;
+            }
+            // --parents: the source keeps its path from the context.
+            let base = if c.parents {
+                layer::join(&target, &rel)
+            } else {
+                target.clone()
+            };
             let md = fs::symlink_metadata(&host).map_err(|e| err(format!("{rel}: {e}")))?;
             if md.is_dir() {
-                if !target.is_empty() {
-                    entries.entry(target.clone()).or_insert(Entry {
+                if !base.is_empty() {
+                    entries.entry(base.clone()).or_insert(Entry {
                         content: Content::Dir,
                         mode: 0o755,
                         uid: 0,
@@ -194,8 +241,11 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
                         .strip_prefix(&host)
                         .map(|s| s.display().to_string())
                         .unwrap_or_default();
+                    if excluded(&sub) {
+                        return;
+                    }
                     if let Some(e) = entry_for(p) {
-                        entries.insert(layer::join(&target, &sub), e);
+                        entries.insert(layer::join(&base, &sub), e);
                     }
                 })?;
             } else if add && c.heredocs.is_empty() && is_archive(&host) {
@@ -223,7 +273,9 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let path = if dest_is_dir {
+                let path = if c.parents {
+                    base
+                } else if dest_is_dir {
                     layer::join(&target, &name)
                 } else {
                     target.clone()
@@ -264,6 +316,52 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
         describe: format!("{} {}", paths.join(" "), dest),
         _keep: keep,
     })
+}
+
+/// Whether an ADD source is a URL.
+pub(crate) fn is_url(src: &str) -> bool {
+    src.starts_with("http://") || src.starts_with("https://")
+}
+
+/// The most an ADD of a URL downloads.
+const MAX_DOWNLOAD: u64 = 4 << 30;
+
+/// Downloads `url` into a temporary directory kept in `keep`: the file's
+/// name (the URL path's last part) and where it is. Checked against
+/// `checksum` (`sha256:...`) when given.
+fn download(
+    url: &str,
+    checksum: Option<&str>,
+    keep: &mut Vec<tempfile::TempDir>,
+) -> std::result::Result<(String, std::path::PathBuf), String> {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let name = path
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(_, p)| p.rsplit('/').next())
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .ok_or("the URL names no file (its path ends in /)")?
+        .to_string();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(600)))
+        .timeout_connect(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let file = dir.path().join("download");
+    let mut out = fs::File::create(&file).map_err(|e| e.to_string())?;
+    let mut hasher = ingot_oci::digest::HashingWriter::new(&mut out, Algorithm::Sha256);
+    let mut body = resp.body_mut().with_config().limit(MAX_DOWNLOAD).reader();
+    std::io::copy(&mut body, &mut hasher).map_err(|e| e.to_string())?;
+    let (_, digest, _) = hasher.finish();
+    if let Some(want) = checksum {
+        if digest.to_string() != want {
+            return Err(format!("the download hashes to {digest}, not --checksum={want}"));
+        }
+    }
+    keep.push(dir);
+    Ok((name, file))
 }
 
 fn entry_for(p: &Path) -> Option<Entry> {

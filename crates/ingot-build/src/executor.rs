@@ -394,6 +394,25 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
         let hit = env.seen(&state.key)?;
         cached += usize::from(hit);
         progress.done(hit, t.elapsed().as_secs_f64());
+        // The base's ONBUILD triggers (an image's or an earlier stage's) run
+        // first, as Docker runs them, and are not passed on.
+        let triggers: Vec<String> = match state.config.remove("OnBuild") {
+            Some(Value::Array(t)) => t.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+            _ => Vec::new(),
+        };
+        for trigger in triggers {
+            let instruction =
+                dockerfile::parse_trigger(&trigger, env.escape).map_err(|m| from_error(&env.file, stage, m))?;
+            let step = Step {
+                pos: stage.pos,
+                text: format!("ONBUILD {trigger}"),
+                instruction,
+            };
+            progress.step(n, total, &step.text);
+            let t = Instant::now();
+            let was_cached = apply(&env, &mut state, &step, opts, &globals, progress)?;
+            progress.done(was_cached, t.elapsed().as_secs_f64());
+        }
         for step in &stage.steps {
             n += 1;
             progress.step(n, total, &step.text);
@@ -791,6 +810,16 @@ fn apply(
         Instruction::Shell(sh) => {
             state.config.insert("Shell".into(), json!(sh));
         }
+        Instruction::Onbuild(trigger) => {
+            let mut triggers = state
+                .config
+                .get("OnBuild")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            triggers.push(json!(trigger));
+            state.config.insert("OnBuild".into(), Value::Array(triggers));
+        }
         Instruction::Cmd(c) => {
             state.config.insert("Cmd".into(), json!(argv(state, c)));
             state.cmd_set = true;
@@ -835,6 +864,9 @@ fn apply(
         Instruction::Copy(c) | Instruction::Add(c) => {
             let add = matches!(step.instruction, Instruction::Add(_));
             let plan = copy::plan(env, state, step, c, add)?;
+            if add && c.checksum.is_none() && c.paths.iter().any(|p| copy::is_url(p)) {
+                state.networked.push((step.text.clone(), "download"));
+            }
             let text = format!("{} {}", if add { "ADD" } else { "COPY" }, plan.describe);
             state.chain(&text, &plan.digest);
             let (layer, hit) = env.cached_layer(&state.key, || plan.write(env))?;

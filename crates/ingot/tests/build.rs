@@ -960,3 +960,85 @@ fn push_and_output_send_the_build_on() {
         assert!(!images.contains(never), "{never} in {images}");
     }
 }
+
+#[test]
+fn copy_flags_add_urls_and_onbuild_triggers() {
+    let test = "copy_flags_add_urls_and_onbuild_triggers";
+    let Some(a) = root_with_base(test, Ingot::new(BIN)) else {
+        return;
+    };
+    a.ok(&["run", "--rm", "base:1", "true"]);
+    const BODY: &str = "downloaded\n";
+    let served = FileServer::start(BODY);
+    let sum = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(BODY.as_bytes()));
+    let ctx = a.path("ctx-flags");
+    for (f, content) in [
+        ("app/keep.txt", "kept\n"),
+        ("app/debug.log", "no\n"),
+        ("app/tmp/t", "no\n"),
+        ("app/sub/keep2.txt", "kept too\n"),
+        ("a/x.txt", "x\n"),
+        ("b/y.txt", "y\n"),
+        ("b/z.txt", "z\n"),
+    ] {
+        fs::create_dir_all(ctx.join(f).parent().unwrap()).unwrap();
+        fs::write(ctx.join(f), content).unwrap();
+    }
+    let url = format!("http://{GATEWAY}:{}", served.port);
+    let dockerfile = |checksum: &str| {
+        format!(
+            "FROM base:1\nCOPY --exclude=*.log --exclude=tmp app/ /app/\nCOPY --parents a/x.txt b/*.txt /p/\n\
+             COPY --link app/keep.txt /linked.txt\nADD --checksum=sha256:{checksum} {url}/dl/file.bin /dl/\n\
+             ADD {url}/other.txt /named.txt\nONBUILD RUN echo triggered > /triggered\n\
+             ONBUILD COPY app/keep.txt /onbuild-copy.txt\n"
+        )
+    };
+    fs::write(ctx.join("Dockerfile"), dockerfile(&sum)).unwrap();
+    let (ok, _, err) = build(&a, &["-q", "-t", "parent:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let listing = a.ok(&[
+        "run", "--rm", "parent:1", "sh", "-c",
+        "find /app /p | sort; cat /linked.txt /dl/file.bin /named.txt; stat -c %a /dl/file.bin; test -e /triggered || echo no-trigger-here",
+    ]);
+    assert_eq!(
+        listing,
+        "/app\n/app/keep.txt\n/app/sub\n/app/sub/keep2.txt\n/p\n/p/a\n/p/a/x.txt\n/p/b\n/p/b/y.txt\n/p/b/z.txt\n\
+         kept\ndownloaded\ndownloaded\n600\nno-trigger-here\n"
+    );
+    let config = a.json(&["inspect", "parent:1"]);
+    assert_eq!(
+        config[0]["config"]["OnBuild"],
+        serde_json::json!(["RUN echo triggered > /triggered", "COPY app/keep.txt /onbuild-copy.txt"])
+    );
+    // Only the download with no checksum counts as network access.
+    let bom = a.json(&["inspect", "--bom", "parent:1"]);
+    assert_eq!(bom[0]["network"].as_array().map(Vec::len), Some(1), "{bom}");
+    assert_eq!(bom[0]["network"][0]["network"], "download");
+    // A child runs the triggers first; they are not passed on.
+    let child = a.path("ctx-child");
+    fs::create_dir_all(child.join("app")).unwrap();
+    fs::write(child.join("app/keep.txt"), "the child's\n").unwrap();
+    fs::write(
+        child.join("Dockerfile"),
+        "FROM parent:1\nRUN cat /triggered /onbuild-copy.txt > /seen\n",
+    )
+    .unwrap();
+    let (ok, _, err) = build(&a, &["-t", "child:1", child.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(err.contains("ONBUILD RUN echo triggered > /triggered"), "{err}");
+    assert_eq!(
+        a.ok(&["run", "--rm", "child:1", "cat", "/seen"]),
+        "triggered\nthe child's\n"
+    );
+    assert!(a.json(&["inspect", "child:1"])[0]["config"]
+        .get("OnBuild")
+        .is_none_or(|v| v.is_null()));
+    // A download that does not match its checksum: an error at its line.
+    fs::write(ctx.join("Dockerfile"), dockerfile(&"0".repeat(64))).unwrap();
+    let (ok, _, err) = build(&a, &["-q", "-t", "parent:bad", ctx.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("Dockerfile:5:1") && err.contains("not --checksum=sha256:000"),
+        "{err}"
+    );
+    assert!(!a.ok(&["images"]).contains("bad"));
+}

@@ -47,6 +47,15 @@ pub struct Copy {
     pub paths: Vec<String>,
     /// Inline sources (`COPY <<EOF /dest`), in order.
     pub heredocs: Vec<Heredoc>,
+    /// `--link`: accepted; ingot's COPY layers never depend on the layers
+    /// below anyway.
+    pub link: bool,
+    /// `--parents` (COPY): each source keeps its path from the context.
+    pub parents: bool,
+    /// `--exclude=PATTERN`, repeatable: sources matching one are skipped.
+    pub exclude: Vec<String>,
+    /// `--checksum=sha256:...` (ADD of a URL): the download must hash to it.
+    pub checksum: Option<String>,
 }
 
 /// A here-document of RUN, COPY or ADD (`<<NAME`, `<<-NAME`, `<<"NAME"`).
@@ -159,6 +168,9 @@ pub enum Instruction {
     Cmd(Command),
     Healthcheck(Healthcheck),
     StopSignal(String),
+    /// `ONBUILD INSTRUCTION`: a trigger kept in the image's config, run
+    /// when a build starts FROM it (the instruction as written).
+    Onbuild(String),
     Shell(Vec<String>),
 }
 
@@ -442,6 +454,17 @@ pub fn parse(src: &str, file: &str) -> Result<Dockerfile, ParseError> {
     Ok(df)
 }
 
+/// An ONBUILD trigger of a base image, read as the instruction it is
+/// (`text`, as the base's config keeps it).
+pub fn parse_trigger(text: &str, escape: char) -> Result<Instruction, String> {
+    let (keyword, rest) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    let keyword = keyword.to_ascii_uppercase();
+    if matches!(keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+        return Err(format!("ONBUILD trigger {text:?}: {keyword} cannot be triggered"));
+    }
+    parse_instruction(&keyword, rest.trim(), escape).map_err(|e| format!("ONBUILD trigger {text:?}: {e}"))
+}
+
 /// RUN, COPY or ADD followed by here-documents, as BuildKit reads them.
 /// RUN: a command that is one heredoc alone runs its content as a shell
 /// script; otherwise the shell gets the whole text and reads the heredocs
@@ -695,6 +718,15 @@ fn mount(spec: &str) -> Result<Mount, String> {
     })
 }
 
+/// A flag that is on when named bare or `=true`.
+fn bool_flag(k: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "" | "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("--{k}={v}: expected true or false")),
+    }
+}
+
 /// Exec form if `rest` is a JSON array of strings, else shell form.
 fn command(rest: &str) -> Result<Command, String> {
     if rest.starts_with('[') {
@@ -771,6 +803,18 @@ fn parse_instruction(keyword: &str, rest: &str, escape: char) -> Result<Instruct
                     "from" if keyword == "COPY" => c.from = Some(v),
                     "chown" => c.chown = Some(v),
                     "chmod" => c.chmod = Some(v),
+                    "link" => c.link = bool_flag(&k, &v)?,
+                    "parents" if keyword == "COPY" => c.parents = bool_flag(&k, &v)?,
+                    "exclude" if !v.is_empty() => c.exclude.push(v),
+                    "checksum" if keyword == "ADD" => {
+                        let ok = v
+                            .strip_prefix("sha256:")
+                            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+                        if !ok {
+                            return Err(format!("--checksum={v}: expected sha256: and 64 hex digits"));
+                        }
+                        c.checksum = Some(v.to_ascii_lowercase());
+                    }
                     _ => return Err(format!("unknown flag --{k} for {keyword}")),
                 }
             }
@@ -845,7 +889,16 @@ fn parse_instruction(keyword: &str, rest: &str, escape: char) -> Result<Instruct
             Instruction::Healthcheck(h)
         }
         "MAINTAINER" => Instruction::Label(vec![("maintainer".into(), rest.to_string())]),
-        "ONBUILD" => return Err("ONBUILD is not supported".into()),
+        "ONBUILD" => {
+            let (inner, inner_rest) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            let inner = inner.to_ascii_uppercase();
+            if matches!(inner.as_str(), "ONBUILD" | "FROM" | "MAINTAINER" | "") {
+                return Err(format!("ONBUILD cannot trigger {inner:?}"));
+            }
+            // Checked now: a trigger that cannot parse is this file's error.
+            parse_instruction(&inner, inner_rest.trim(), escape)?;
+            Instruction::Onbuild(format!("{inner} {}", inner_rest.trim()))
+        }
         other => return Err(format!("unknown instruction {other}")),
     })
 }

@@ -303,3 +303,42 @@ fn run_mounts_as_buildkit_reads_them() {
         assert!(e.message.contains(message), "{} for {flag}", e.message);
     }
 }
+
+#[test]
+fn copy_and_add_flags_and_onbuild() {
+    let df = parse(
+        "FROM scratch\nCOPY --link --parents --exclude=*.log --exclude=tmp a b /d/\n\
+         ADD --checksum=sha256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA https://h.invalid/f /f\n\
+         ONBUILD run echo hi\n",
+        "Dockerfile",
+    )
+    .unwrap();
+    let steps = &df.stages[0].steps;
+    let Instruction::Copy(c) = &steps[0].instruction else {
+        panic!()
+    };
+    assert!(c.link && c.parents);
+    assert_eq!(c.exclude, ["*.log", "tmp"]);
+    let Instruction::Add(a) = &steps[1].instruction else {
+        panic!()
+    };
+    assert_eq!(a.checksum.as_deref(), Some(&*format!("sha256:{}", "a".repeat(64))));
+    assert_eq!(steps[2].instruction, Instruction::Onbuild("RUN echo hi".into()));
+    assert!(matches!(parse_trigger("RUN echo hi", '\\'), Ok(Instruction::Run(_))));
+    for (text, message) in [
+        ("ADD --parents a /b/", "unknown flag --parents for ADD"),
+        ("COPY --checksum=sha256:00 a /b", "unknown flag --checksum for COPY"),
+        (
+            "ADD --checksum=md5:00 https://h.invalid/f /f",
+            "expected sha256: and 64 hex digits",
+        ),
+        ("COPY --link=maybe a /b", "--link=maybe: expected true or false"),
+        ("ONBUILD FROM scratch", "ONBUILD cannot trigger \"FROM\""),
+        ("ONBUILD ONBUILD RUN x", "ONBUILD cannot trigger \"ONBUILD\""),
+        ("ONBUILD RUN --mount=type=ssh x", "unknown mount type"),
+    ] {
+        let e = parse(&format!("FROM scratch\n{text}\n"), "Dockerfile").unwrap_err();
+        assert!(e.message.contains(message), "{text}: {}", e.message);
+        assert_eq!((e.line, e.column), (2, 1));
+    }
+}
