@@ -357,7 +357,8 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
             .ok_or_else(|| BuildError::Invalid(format!("target stage {t:?} not found in {file}")))?,
         None => df.stages.len() - 1,
     };
-    let needed = needed_stages(&df, target, &globals);
+    let deps = stage_deps(&df, target, &globals);
+    let needed = needed_stages(&deps, target);
     let bases = resolve_bases(store, &df, &needed, &globals, opts, &file, progress)?;
     let git = crate::git::detect(context.root());
     let epoch = epoch(opts, git.as_ref());
@@ -372,64 +373,103 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
         no_cache: opts.no_cache,
         stages: Vec::new(),
     };
-    let total: usize = df.stages[..=target]
-        .iter()
-        .zip(&needed)
-        .filter(|(_, n)| **n)
-        .map(|(s, _)| s.steps.len() + 1)
-        .sum();
-    let mut n = 0;
+    // Step numbers by file order, whatever order stages run in.
+    let mut first = vec![0; needed.len()];
+    let mut total = 0;
+    for (i, stage) in df.stages[..=target].iter().enumerate() {
+        if needed[i] {
+            first[i] = total + 1;
+            total += stage.steps.len() + 1;
+        }
+    }
+    let run = StageRun {
+        globals: &globals,
+        opts,
+        total,
+    };
     let mut cached = 0;
+    let mut built: Vec<(usize, Ancestor, Vec<NetworkedStep>)> = Vec::new();
+    for wave in waves(&deps, &needed) {
+        let outs: Vec<(usize, Result<StageOut>)> = if wave.len() == 1 {
+            let i = wave[0];
+            vec![(
+                i,
+                build_stage(&env, &df.stages[i], i, &bases[i], first[i], &run, progress),
+            )]
+        } else {
+            // Independent stages at once, each with a store handle of its
+            // own; their progress is told after the wave, in file order.
+            let root = env.store.root().to_path_buf();
+            let (run_ref, bases_ref, first_ref) = (&run, &bases, &first);
+            let (context, escape, no_cache, epoch) = (env.context, env.escape, env.no_cache, env.epoch);
+            let results: Vec<(usize, Result<StageOut>, Buffered)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = wave
+                    .iter()
+                    .map(|&i| {
+                        let root = root.clone();
+                        let stage = &df.stages[i];
+                        let (file, created, finished) = (env.file.clone(), env.created.clone(), env.stages.clone());
+                        scope.spawn(move || {
+                            let mut buffered = Buffered::default();
+                            let out = Store::open(&root).map_err(BuildError::from).and_then(|store| {
+                                let env = Env {
+                                    store: &store,
+                                    context,
+                                    file,
+                                    epoch,
+                                    created,
+                                    escape,
+                                    no_cache,
+                                    stages: finished,
+                                };
+                                build_stage(&env, stage, i, &bases_ref[i], first_ref[i], run_ref, &mut buffered)
+                            });
+                            (i, out, buffered)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            results
+                .into_iter()
+                .map(|(i, out, buffered)| {
+                    buffered.replay(progress);
+                    (i, out)
+                })
+                .collect()
+        };
+        for (i, out) in outs {
+            let out = out?;
+            cached += out.cached;
+            let stage_name = df.stages[i].name.clone().unwrap_or_else(|| i.to_string());
+            let networked = out
+                .state
+                .networked
+                .iter()
+                .map(|(step, network)| NetworkedStep {
+                    stage: stage_name.clone(),
+                    step: step.clone(),
+                    network: network.to_string(),
+                })
+                .collect();
+            built.push((i, out.ancestor, networked));
+            env.stages.push((i, df.stages[i].name.clone(), out.state));
+        }
+    }
+    built.sort_by_key(|(i, _, _)| *i);
     let mut ancestors = Vec::new();
     let mut networked = Vec::new();
-    for (i, stage) in df.stages[..=target].iter().enumerate() {
-        if !needed[i] {
-            continue;
-        }
-        n += 1;
-        progress.step(n, total, &stage.text);
-        let t = Instant::now();
-        let (mut state, ancestor) = from(&env, stage, i, &globals, &bases[i])?;
-        ancestors.push(ancestor);
-        let hit = env.seen(&state.key)?;
-        cached += usize::from(hit);
-        progress.done(hit, t.elapsed().as_secs_f64());
-        // The base's ONBUILD triggers (an image's or an earlier stage's) run
-        // first, as Docker runs them, and are not passed on.
-        let triggers: Vec<String> = match state.config.remove("OnBuild") {
-            Some(Value::Array(t)) => t.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
-            _ => Vec::new(),
-        };
-        for trigger in triggers {
-            let instruction =
-                dockerfile::parse_trigger(&trigger, env.escape).map_err(|m| from_error(&env.file, stage, m))?;
-            let step = Step {
-                pos: stage.pos,
-                text: format!("ONBUILD {trigger}"),
-                instruction,
-            };
-            progress.step(n, total, &step.text);
-            let t = Instant::now();
-            let was_cached = apply(&env, &mut state, &step, opts, &globals, progress)?;
-            progress.done(was_cached, t.elapsed().as_secs_f64());
-        }
-        for step in &stage.steps {
-            n += 1;
-            progress.step(n, total, &step.text);
-            let t = Instant::now();
-            let was_cached = apply(&env, &mut state, step, opts, &globals, progress)?;
-            cached += usize::from(was_cached);
-            progress.done(was_cached, t.elapsed().as_secs_f64());
-        }
-        let stage_name = stage.name.clone().unwrap_or_else(|| i.to_string());
-        networked.extend(state.networked.iter().map(|(step, network)| NetworkedStep {
-            stage: stage_name.clone(),
-            step: step.clone(),
-            network: network.to_string(),
-        }));
-        env.stages.push((i, stage.name.clone(), state));
+    for (_, a, n) in built {
+        ancestors.push(a);
+        networked.extend(n);
     }
-    let state = env.stages.pop().map(|(_, _, s)| s).unwrap_or_default();
+    let state = match env.stages.iter().position(|(i, _, _)| *i == target) {
+        Some(at) => env.stages.swap_remove(at).2,
+        None => State::default(),
+    };
     let project = opts.project.clone().unwrap_or_else(|| {
         context
             .root()
@@ -488,11 +528,10 @@ fn global_args(df: &Dockerfile, opts: &BuildOptions) -> Result<BTreeMap<String, 
     Ok(vars)
 }
 
-/// Which stages the target needs, as BuildKit decides: the target, and,
-/// from it, every earlier stage named by a FROM, a `COPY --from` or a
-/// `RUN --mount=...,from=` (a name holding a variable needs every earlier
-/// stage). The others are not built.
-fn needed_stages(df: &Dockerfile, target: usize, globals: &BTreeMap<String, String>) -> Vec<bool> {
+/// The earlier stages each stage (up to the target) names: by its FROM,
+/// a `COPY --from` or a `RUN --mount=...,from=` (a name holding a variable
+/// names every earlier stage).
+fn stage_deps(df: &Dockerfile, target: usize, globals: &BTreeMap<String, String>) -> Vec<Vec<usize>> {
     let stages = &df.stages[..=target];
     let index_of = |name: &str, before: usize| -> Vec<usize> {
         if name.contains('$') {
@@ -507,30 +546,160 @@ fn needed_stages(df: &Dockerfile, target: usize, globals: &BTreeMap<String, Stri
             .into_iter()
             .collect()
     };
-    let mut needed = vec![false; stages.len()];
+    stages
+        .iter()
+        .enumerate()
+        .map(|(i, stage)| {
+            let mut names = vec![words::expand(&stage.base, globals, df.escape).unwrap_or_else(|_| stage.base.clone())];
+            for step in &stage.steps {
+                match &step.instruction {
+                    Instruction::Copy(c) | Instruction::Add(c) => names.extend(c.from.clone()),
+                    Instruction::Run(r) => names.extend(r.mounts.iter().filter_map(|m| match m {
+                        dockerfile::Mount::Bind { from, .. } => from.clone(),
+                        _ => None,
+                    })),
+                    _ => {}
+                }
+            }
+            let mut deps: Vec<usize> = names.iter().flat_map(|n| index_of(n, i)).collect();
+            deps.sort_unstable();
+            deps.dedup();
+            deps
+        })
+        .collect()
+}
+
+/// Which stages the target needs, as BuildKit decides: the target and,
+/// from it, every stage one it needs names ([`stage_deps`]). The others
+/// are not built.
+fn needed_stages(deps: &[Vec<usize>], target: usize) -> Vec<bool> {
+    let mut needed = vec![false; deps.len()];
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {
-        if std::mem::replace(&mut needed[i], true) {
-            continue;
-        }
-        let stage = &stages[i];
-        let mut names = Vec::new();
-        names.push(words::expand(&stage.base, globals, df.escape).unwrap_or_else(|_| stage.base.clone()));
-        for step in &stage.steps {
-            match &step.instruction {
-                Instruction::Copy(c) | Instruction::Add(c) => names.extend(c.from.clone()),
-                Instruction::Run(r) => names.extend(r.mounts.iter().filter_map(|m| match m {
-                    dockerfile::Mount::Bind { from, .. } => from.clone(),
-                    _ => None,
-                })),
-                _ => {}
-            }
-        }
-        for name in names {
-            todo.extend(index_of(&name, i));
+        if !std::mem::replace(&mut needed[i], true) {
+            todo.extend(&deps[i]);
         }
     }
     needed
+}
+
+/// The needed stages in waves: each wave's stages need only stages of
+/// earlier waves, so they can run at once.
+fn waves(deps: &[Vec<usize>], needed: &[bool]) -> Vec<Vec<usize>> {
+    let mut level = vec![0usize; deps.len()];
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for i in (0..deps.len()).filter(|i| needed[*i]) {
+        level[i] = deps[i].iter().map(|d| level[*d] + 1).max().unwrap_or(0);
+        if out.len() <= level[i] {
+            out.resize(level[i] + 1, Vec::new());
+        }
+        out[level[i]].push(i);
+    }
+    out
+}
+
+/// What every stage of a build shares.
+struct StageRun<'a> {
+    globals: &'a BTreeMap<String, String>,
+    opts: &'a BuildOptions,
+    total: usize,
+}
+
+/// A built stage.
+struct StageOut {
+    state: State,
+    ancestor: Ancestor,
+    cached: usize,
+}
+
+/// Progress kept to be told later (a stage run beside others).
+#[derive(Default)]
+struct Buffered {
+    events: Vec<Event>,
+}
+
+enum Event {
+    Step(usize, usize, String),
+    Done(bool, f64),
+    Output(String),
+}
+
+impl Progress for Buffered {
+    fn step(&mut self, n: usize, total: usize, text: &str) {
+        self.events.push(Event::Step(n, total, text.to_string()));
+    }
+    fn done(&mut self, cached: bool, secs: f64) {
+        self.events.push(Event::Done(cached, secs));
+    }
+    fn output(&mut self, text: &str) {
+        self.events.push(Event::Output(text.to_string()));
+    }
+}
+
+impl Buffered {
+    fn replay(self, to: &mut dyn Progress) {
+        for e in self.events {
+            match e {
+                Event::Step(n, total, text) => to.step(n, total, &text),
+                Event::Done(cached, secs) => to.done(cached, secs),
+                Event::Output(text) => to.output(&text),
+            }
+        }
+    }
+}
+
+/// Builds stage `i` (FROM, its base's ONBUILD triggers, its steps), its
+/// steps numbered from `first`.
+fn build_stage(
+    env: &Env,
+    stage: &Stage,
+    i: usize,
+    base: &Base,
+    first: usize,
+    run: &StageRun,
+    progress: &mut dyn Progress,
+) -> Result<StageOut> {
+    let (opts, globals, total) = (run.opts, run.globals, run.total);
+    let mut n = first;
+    let mut cached = 0;
+    progress.step(n, total, &stage.text);
+    let t = Instant::now();
+    let (mut state, ancestor) = from(env, stage, i, globals, base)?;
+    let hit = env.seen(&state.key)?;
+    cached += usize::from(hit);
+    progress.done(hit, t.elapsed().as_secs_f64());
+    // The base's ONBUILD triggers (an image's or an earlier stage's) run
+    // first, as Docker runs them, and are not passed on.
+    let triggers: Vec<String> = match state.config.remove("OnBuild") {
+        Some(Value::Array(t)) => t.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    };
+    for trigger in triggers {
+        let instruction =
+            dockerfile::parse_trigger(&trigger, env.escape).map_err(|m| from_error(&env.file, stage, m))?;
+        let step = Step {
+            pos: stage.pos,
+            text: format!("ONBUILD {trigger}"),
+            instruction,
+        };
+        progress.step(n, total, &step.text);
+        let t = Instant::now();
+        let was_cached = apply(env, &mut state, &step, opts, globals, progress)?;
+        progress.done(was_cached, t.elapsed().as_secs_f64());
+    }
+    for step in &stage.steps {
+        n += 1;
+        progress.step(n, total, &step.text);
+        let t = Instant::now();
+        let was_cached = apply(env, &mut state, step, opts, globals, progress)?;
+        cached += usize::from(was_cached);
+        progress.done(was_cached, t.elapsed().as_secs_f64());
+    }
+    Ok(StageOut {
+        state,
+        ancestor,
+        cached,
+    })
 }
 
 /// What a stage's FROM names, found before any step runs.

@@ -76,7 +76,11 @@ pub fn ensure_layer(store: &Store, digest: &Digest, media_type: &str, diff_id: &
     fs::create_dir_all(&tmp_base).map_err(RuntimeError::io(&tmp_base))?;
     let compression = media::layer_compression(media_type)
         .ok_or_else(|| RuntimeError::Setup(format!("layer {digest}: unknown media type {media_type:?}")))?;
-    let tmp = tmp_base.join(format!("{}-{}", diff_id.hex(), std::process::id()));
+    // Unique to this process and call: threads of one build may unpack
+    // the same layer at once (the first rename wins).
+    static UNPACKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = UNPACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = tmp_base.join(format!("{}-{}-{n}", diff_id.hex(), std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir(&tmp).map_err(RuntimeError::io(&tmp))?;
     let result = (|| -> Result<()> {

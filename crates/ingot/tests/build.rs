@@ -1042,3 +1042,49 @@ fn copy_flags_add_urls_and_onbuild_triggers() {
     );
     assert!(!a.ok(&["images"]).contains("bad"));
 }
+
+#[test]
+fn independent_stages_build_at_once() {
+    let test = "independent_stages_build_at_once";
+    let Some(a) = root_with_base(test, Ingot::new(BIN)) else {
+        return;
+    };
+    let ctx = a.path("ctx-parallel");
+    fs::create_dir_all(&ctx).unwrap();
+    // Each of `left` and `right` leaves a mark in a shared cache mount and
+    // waits (10 s at most) for the other's: built one after the other, the
+    // first would wait in vain and fail.
+    let wait = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=rendezvous-$NONCE,target=/r sh -c 'touch /r/{me}; i=0; \
+             while [ ! -e /r/{other} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; \
+             test -e /r/{other} && echo {me} met {other} > /{me}.txt'\n"
+        )
+    };
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "ARG NONCE\nFROM base:1 AS left\nARG NONCE\n{}FROM base:1 AS right\nARG NONCE\n{}\
+             FROM base:1\nCOPY --from=left /left.txt /\nCOPY --from=right /right.txt /\n",
+            wait("left", "right"),
+            wait("right", "left")
+        ),
+    )
+    .unwrap();
+    let nonce = format!("NONCE={}", std::process::id());
+    let (ok, _, err) = build(&a, &["--build-arg", &nonce, "-t", "parallel:1", ctx.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        a.ok(&["run", "--rm", "parallel:1", "cat", "/left.txt", "/right.txt"]),
+        "left met right\nright met left\n"
+    );
+    // Progress is told in file order, numbered as the file reads.
+    let steps: Vec<&str> = err.lines().filter(|l| l.starts_with('[')).collect();
+    let numbers: Vec<&str> = steps.iter().map(|l| l.split(']').next().unwrap()).collect();
+    assert_eq!(
+        numbers,
+        ["[1/9", "[2/9", "[3/9", "[4/9", "[5/9", "[6/9", "[7/9", "[8/9", "[9/9"],
+        "{err}"
+    );
+    assert!(steps[0].contains("AS left") && steps[3].contains("AS right"), "{err}");
+}
