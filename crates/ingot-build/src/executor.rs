@@ -514,9 +514,25 @@ pub fn build(store: &mut Store, opts: &BuildOptions, progress: &mut dyn Progress
     })
 }
 
-/// Global ARGs (before the first FROM), with `--build-arg` values.
+/// Global ARGs (before the first FROM), with `--build-arg` values, over
+/// BuildKit's automatic platform ARGs (`BUILDPLATFORM`, `TARGETPLATFORM`,
+/// their `OS`/`ARCH`/`VARIANT` parts: this machine's), which FROM lines may
+/// use and a stage gets by declaring `ARG NAME`.
 fn global_args(df: &Dockerfile, opts: &BuildOptions) -> Result<BTreeMap<String, String>> {
+    let arch = ingot_oci::config::host_architecture();
     let mut vars = BTreeMap::new();
+    for prefix in ["BUILD", "TARGET"] {
+        for (k, v) in [
+            ("PLATFORM", format!("linux/{arch}")),
+            ("OS", "linux".into()),
+            ("ARCH", arch.to_string()),
+            ("VARIANT", String::new()),
+        ] {
+            let name = format!("{prefix}{k}");
+            let value = opts.build_args.get(&name).cloned().unwrap_or(v);
+            vars.insert(name, value);
+        }
+    }
     for (name, default) in &df.global_args {
         let value = match (opts.build_args.get(name), default) {
             (Some(v), _) => v.clone(),
@@ -1033,7 +1049,11 @@ fn apply(
         Instruction::Copy(c) | Instruction::Add(c) => {
             let add = matches!(step.instruction, Instruction::Add(_));
             let plan = copy::plan(env, state, step, c, add)?;
-            if add && c.checksum.is_none() && c.paths.iter().any(|p| copy::is_url(p)) {
+            let downloads = c
+                .paths
+                .iter()
+                .any(|p| words::expand(p, &vars, env.escape).is_ok_and(|p| copy::is_url(&p)));
+            if add && c.checksum.is_none() && downloads {
                 state.networked.push((step.text.clone(), "download"));
             }
             let text = format!("{} {}", if add { "ADD" } else { "COPY" }, plan.describe);

@@ -76,32 +76,51 @@ pub(crate) fn run(env: &Env, state: &State, step: &Step, exec: &Exec, progress: 
         )?);
         diff_ids.push(l.diff_id.hex().to_string());
     }
-    // Held until the step is done: cache locks, bind sources.
+    // Held until the step is done: cache locks, bind sources. Each cache id
+    // is locked once (its strictest sharing), in one order for every step
+    // (by the directory's name), so steps running at once cannot deadlock.
     let mut held = Held::default();
+    let mut caches: std::collections::BTreeMap<String, (&str, Sharing, (u32, u32, u32))> = Default::default();
+    for m in &mounts.items {
+        if let Item::Cache {
+            id,
+            sharing,
+            mode,
+            uid,
+            gid,
+            ..
+        } = m
+        {
+            let name = Digest::sha256(id.as_bytes()).hex().to_string();
+            let entry = caches.entry(name).or_insert((id, *sharing, (*mode, *uid, *gid)));
+            entry.1 = match (entry.1, *sharing) {
+                (Sharing::Locked, _) | (_, Sharing::Locked) => Sharing::Locked,
+                (Sharing::Private, _) | (_, Sharing::Private) => Sharing::Private,
+                _ => Sharing::Shared,
+            };
+        }
+    }
+    let mut cache_dirs = std::collections::BTreeMap::new();
+    for (id, sharing, owner) in caches.values() {
+        let dir = cache_dir(env, id, *sharing, *owner, &mut held)
+            .map_err(|e| env.step_error(step, format!("cache mount {id}: {e}")))?;
+        cache_dirs.insert(id.to_string(), dir);
+    }
     let (mut binds, mut files, mut given, mut tmpfs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for m in &mounts.items {
         match m {
             Item::Cache {
-                target,
-                id,
-                sharing,
-                read_only,
-                mode,
-                uid,
-                gid,
+                target, id, read_only, ..
             } => {
-                let rel = target.trim_start_matches('/');
-                let below = lowers.iter().rev().find_map(|l| fs::symlink_metadata(l.join(rel)).ok());
+                let below = lowers.iter().rev().find_map(|l| in_layer(l, target));
                 if below.is_some_and(|m| !m.is_dir()) {
                     return Err(env.step_error(
                         step,
                         format!("cache mount target {target} is a file in the image, not a directory"),
                     ));
                 }
-                let dir = cache_dir(env, id, *sharing, (*mode, *uid, *gid), &mut held)
-                    .map_err(|e| env.step_error(step, format!("cache mount {target}: {e}")))?;
                 binds.push(ingot_runtime::spec::Bind {
-                    source: dir,
+                    source: cache_dirs[id].clone(),
                     target: target.clone(),
                     read_only: *read_only,
                     copy_up: false,
@@ -227,6 +246,14 @@ pub(crate) fn run(env: &Env, state: &State, step: &Step, exec: &Exec, progress: 
     layer
 }
 
+/// What `path` (inside the image) is in the unpacked layer `layer`: looked
+/// up with the image's symlinks resolved inside the layer, never on the
+/// host.
+fn in_layer(layer: &Path, path: &str) -> Option<fs::Metadata> {
+    let p = ingot_runtime::rootfs::secure_join(layer, path).ok()?;
+    fs::symlink_metadata(p).ok()
+}
+
 /// Leaves out of a step's layer what the runtime made inside its root for
 /// mounts (`made`, parents first): files always (a mount covered them, so
 /// the step never wrote to them), directories when nothing the step wrote
@@ -262,7 +289,7 @@ fn drop_made(entries: &mut Entries, made: &[PathBuf], lowers: &[PathBuf]) {
         if e.content != Content::Dir || !holds_nothing(entries, &k) {
             continue;
         }
-        let below = lowers.iter().rev().find_map(|l| l.join(parent).symlink_metadata().ok());
+        let below = lowers.iter().rev().find_map(|l| in_layer(l, &parent.to_string_lossy()));
         let unchanged = below.is_some_and(|m| {
             use std::os::unix::fs::MetadataExt;
             m.is_dir() && m.mode() & 0o7777 == e.mode & 0o7777 && m.uid() as u64 == e.uid && m.gid() as u64 == e.gid
@@ -465,13 +492,16 @@ fn cache_dir(
         .truncate(false)
         .write(true)
         .open(all.join(format!("{name}.lock")))?;
+    // Made once: another step may be making it at this moment.
     let make = |dir: &Path| -> std::io::Result<()> {
-        if !dir.exists() {
-            fs::create_dir(dir)?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777))?;
-            std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o7777))?;
+                std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(())
     };
     let dir = all.join(&name);
     match sharing {

@@ -67,10 +67,10 @@ pub fn ensure_layer(store: &Store, digest: &Digest, media_type: &str, diff_id: &
     if !base.exists() {
         // Unpacked layers keep their setuid binaries: only root may reach them.
         use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&base)
-            .map_err(RuntimeError::io(&base))?;
+        match fs::DirBuilder::new().mode(0o700).create(&base) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(RuntimeError::io(&base)(e)),
+            _ => {}
+        }
     }
     fs::create_dir_all(base.join("sha256")).map_err(RuntimeError::io(&base))?;
     fs::create_dir_all(&tmp_base).map_err(RuntimeError::io(&tmp_base))?;

@@ -201,6 +201,10 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     mask_paths(&merged)?;
     mkdirs(&merged, &spec.cwd)?;
     if spec.build_step {
+        // The working directory is the image's (WORKDIR makes it), even
+        // where a mount's target made it first.
+        let cwd = Path::new(spec.cwd.trim_start_matches('/'));
+        made.paths.retain(|p| !cwd.starts_with(p));
         made.save(&dir.join(MADE))?;
     }
 

@@ -753,7 +753,9 @@ fn run_mounts_cache_secrets_binds_and_tmpfs_stay_out_of_layers() {
          RUN --mount=type=cache,target=/var/cache/pkgs,id=pkgs sh -c 'test -f /var/cache/pkgs/pkg || wget -q -O /var/cache/pkgs/pkg \"$URL/pkg\"; cp /var/cache/pkgs/pkg /installed; echo $REV > /rev'\n\
          RUN --mount=type=secret,id=token sh -c 'sha256sum /run/secrets/token | cut -c1-64 > /secret-ok; stat -c %a /run/secrets/token >> /secret-ok'\n\
          RUN --mount=type=bind,source=src,target=/src sh -c 'cat /src/a.txt > /from-bind; ls /src > /bind-listing; touch /src/new 2>/dev/null && echo writable > /bind-rw || echo read-only > /bind-rw'\n\
-         RUN --mount=type=tmpfs,target=/scratch sh -c 'grep -q \" /scratch tmpfs \" /proc/mounts && echo tmpfs > /tmpfs-seen && echo x > /scratch/x'\n",
+         RUN --mount=type=tmpfs,target=/scratch sh -c 'grep -q \" /scratch tmpfs \" /proc/mounts && echo tmpfs > /tmpfs-seen && echo x > /scratch/x'\n\
+         RUN --mount=type=cache,id=twice,target=/a,sharing=locked --mount=type=cache,id=twice,target=/b,sharing=locked sh -c 'echo one dir > /a/f && cat /b/f > /same-dir'\n\
+         WORKDIR /work\nRUN --mount=type=bind,source=src,target=. cat a.txt > /from-dot\n",
     )
     .unwrap();
     let build_rev = |tag: &str, rev: &str| {
@@ -787,21 +789,27 @@ fn run_mounts_cache_secrets_binds_and_tmpfs_stay_out_of_layers() {
             "/from-bind",
             "/bind-listing",
             "/bind-rw",
-            "/tmpfs-seen"
+            "/tmpfs-seen",
+            "/same-dir",
+            "/from-dot"
         ]),
         format!(
-            "package-bytes\n1\n{:x}\n400\nA\na.txt\nread-only\ntmpfs\n",
+            "package-bytes\n1\n{:x}\n400\nA\na.txt\nread-only\ntmpfs\none dir\nA\n",
             <sha2::Sha256 as sha2::Digest>::digest(SECRET.as_bytes())
         )
     );
     assert_eq!(served.hits(), 1);
     // Each RUN layer holds what its command wrote, nothing of its mounts.
     let layers = layer_paths(&a, "mounts:1");
-    let runs = &layers[layers.len() - 4..];
+    let runs = &layers[layers.len() - 6..];
     assert_eq!(runs[0], ["installed", "rev"], "{layers:?}");
     assert_eq!(runs[1], ["secret-ok"]);
     assert_eq!(runs[2], ["bind-listing", "bind-rw", "from-bind"]);
     assert_eq!(runs[3], ["tmpfs-seen"]);
+    // Two mounts of one locked cache: one directory, one lock (no hang).
+    assert_eq!(runs[4], ["same-dir"]);
+    // A mount at WORKDIR leaves the WORKDIR in the image, as Docker's.
+    assert_eq!(runs[5], ["from-dot", "work"]);
     // A changed step runs again and finds its download in the cache mount.
     let (ok, _, err) = build_rev("mounts:2", "2");
     assert!(ok, "{err}");
@@ -864,18 +872,24 @@ fn only_the_stages_the_target_needs_are_built() {
          FROM base:1 AS lib\nRUN echo lib > /lib.txt\n\
          FROM base:1 AS tool\nRUN echo tool > /tool.txt\n\
          FROM base:1 AS unused2\nRUN false\n\
-         FROM base:1\nCOPY --from=lib /lib.txt /\nRUN --mount=type=bind,from=tool,source=/tool.txt,target=/t cat /t > /tool-copy\n",
+         FROM --platform=$BUILDPLATFORM base:1\nARG TARGETARCH\nCOPY --from=lib /lib.txt /\n\
+         RUN --mount=type=bind,from=tool,source=/tool.txt,target=/t sh -c 'cat /t > /tool-copy; echo $TARGETARCH > /arch'\n",
     )
     .unwrap();
     let (ok, _, err) = build(&a, &["-t", "graph:1", ctx.to_str().unwrap()]);
     assert!(ok, "{err}");
     let steps: Vec<&str> = err.lines().filter(|l| l.starts_with('[')).collect();
-    assert_eq!(steps.len(), 7, "{err}");
-    assert!(steps[0].starts_with("[1/7] FROM base:1 AS lib"), "{err}");
+    assert_eq!(steps.len(), 8, "{err}");
+    assert!(steps[0].starts_with("[1/8] FROM base:1 AS lib"), "{err}");
     assert!(!err.contains("unused"), "{err}");
+    // BuildKit's automatic platform ARGs name this machine.
+    let arch = a.json(&["inspect", "base:1"])[0]["architecture"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
-        a.ok(&["run", "--rm", "graph:1", "cat", "/lib.txt", "/tool-copy"]),
-        "lib\ntool\n"
+        a.ok(&["run", "--rm", "graph:1", "cat", "/lib.txt", "/tool-copy", "/arch"]),
+        format!("lib\ntool\n{arch}\n")
     );
     let bom = a.json(&["inspect", "--bom", "graph:1"]);
     let stages: Vec<&str> = bom[0]["ancestors"]
@@ -906,7 +920,11 @@ fn push_and_output_send_the_build_on() {
     let ctx = a.path("ctx-out");
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
-    fs::write(ctx.join("Dockerfile"), "FROM base:1\nCOPY hello.txt /srv/\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nCOPY hello.txt /srv/\nRUN chmod 4755 /srv/hello.txt\n",
+    )
+    .unwrap();
     let name = format!("{}/team/app:1", served.host());
     let archive = a.path("out/app.tar");
     let rootfs = a.path("out/rootfs");
@@ -937,6 +955,10 @@ fn push_and_output_send_the_build_on() {
     let (ok, _, err) = build(&a, &["-q", "-o", rootfs.to_str().unwrap(), ctx.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert_eq!(fs::read_to_string(rootfs.join("srv/hello.txt")).unwrap(), "hello\n");
+    // Left on the host, a root filesystem holds no setuid file.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(rootfs.join("srv/hello.txt")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o755, "the image's 4755 without its setuid bit");
     assert!(rootfs.join("bin/busybox").is_file());
     // Bad input fails before anything is built or tagged.
     for (args, message) in [
@@ -989,7 +1011,7 @@ fn copy_flags_add_urls_and_onbuild_triggers() {
         format!(
             "FROM base:1\nCOPY --exclude=*.log --exclude=tmp app/ /app/\nCOPY --parents a/x.txt b/*.txt /p/\n\
              COPY --link app/keep.txt /linked.txt\nADD --checksum=sha256:{checksum} {url}/dl/file.bin /dl/\n\
-             ADD {url}/other.txt /named.txt\nONBUILD RUN echo triggered > /triggered\n\
+             ARG U={url}\nADD $U/other.txt /named.txt\nONBUILD RUN echo triggered > /triggered\n\
              ONBUILD COPY app/keep.txt /onbuild-copy.txt\n"
         )
     };

@@ -123,6 +123,35 @@ fn export_flag(flag: &str) -> Result<Export> {
     }
 }
 
+/// Makes an exported root filesystem safe to leave on the host: no setuid
+/// or setgid bit, and, run through sudo, owned by the user who ran it (as
+/// BuildKit's local exporter writes files as its client). Links are never
+/// followed.
+fn defuse(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let owner = std::env::var("SUDO_UID")
+        .ok()
+        .and_then(|u| u.parse::<u32>().ok())
+        .zip(std::env::var("SUDO_GID").ok().and_then(|g| g.parse::<u32>().ok()));
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            let md = std::fs::symlink_metadata(&p)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+            }
+            if md.is_dir() {
+                stack.push(p.clone());
+            }
+            if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(md.mode() & 0o1777))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Unpacks `image` into `dest` through a sibling directory renamed into
 /// place, so `dest` is whole or as it was.
 fn export_local(store: &Store, image: &str, dest: &Path) -> Result<u64> {
@@ -141,6 +170,7 @@ fn export_local(store: &Store, image: &str, dest: &Path) -> Result<u64> {
     let written = (|| -> Result<u64> {
         let img = store.resolve(image)?;
         let n = ingot_store::unpack_image(store, &img, &tmp)?;
+        defuse(&tmp)?;
         if dest.exists() {
             std::fs::remove_dir(dest).with_context(|| format!("cannot replace {}", dest.display()))?;
         }
