@@ -80,7 +80,7 @@ pub(crate) fn run(env: &Env, state: &State, step: &Step, exec: &Exec, progress: 
     // is locked once (its strictest sharing), in one order for every step
     // (by the directory's name), so steps running at once cannot deadlock.
     let mut held = Held::default();
-    let mut caches: std::collections::BTreeMap<String, (&str, Sharing, (u32, u32, u32))> = Default::default();
+    let mut caches: std::collections::BTreeMap<String, (&str, Sharing, Owner)> = Default::default();
     for m in &mounts.items {
         if let Item::Cache {
             id,
@@ -337,6 +337,9 @@ enum Item {
     },
 }
 
+/// A cache directory's mode, uid and gid when it is made.
+type Owner = (u32, u32, u32);
+
 /// What a step holds while it runs: cache locks, bind sources.
 #[derive(Default)]
 struct Held {
@@ -478,7 +481,7 @@ fn cache_dir(
     env: &Env,
     id: &str,
     sharing: Sharing,
-    (mode, uid, gid): (u32, u32, u32),
+    (mode, uid, gid): Owner,
     held: &mut Held,
 ) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
