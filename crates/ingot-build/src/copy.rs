@@ -91,6 +91,50 @@ fn is_archive(path: &Path) -> bool {
     n == 512 && &head[257..262] == b"ustar"
 }
 
+/// For a `--from` copy: what identifies its source without reading it
+/// (the stage's cache key, which says everything the stage's files depend
+/// on, or the image's digest), and the step's words and flags after
+/// substitution. The step's key is made of these, so a cached COPY --from
+/// never unpacks its source (a compiler stage can be hundreds of MB); only a
+/// miss plans it. `None` for copies from the context or heredocs.
+pub(crate) fn from_key(env: &Env, state: &State, step: &Step, c: &Copy) -> Result<Option<String>> {
+    let Some(from) = &c.from else { return Ok(None) };
+    if !c.heredocs.is_empty() {
+        return Ok(None);
+    }
+    let err = |m: String| env.step_error(step, m);
+    let vars = state.vars();
+    let expand = |w: &str| words::expand(w, &vars, env.escape).map_err(&err);
+    let from = expand(from)?;
+    let source = match env.stage(&from) {
+        Some(s) => format!("stage {}", s.key),
+        None => format!(
+            "image {}",
+            env.store
+                .resolve(&from)
+                .map_err(|e| err(format!("--from={from}: {e}")))?
+                .digest
+        ),
+    };
+    let mut words = Vec::new();
+    for w in &c.paths {
+        words.push(expand(w)?);
+    }
+    let dest = words.pop().unwrap_or_default();
+    let mut exclude = Vec::new();
+    for x in &c.exclude {
+        exclude.push(expand(x)?);
+    }
+    let chown = c.chown.as_deref().map(expand).transpose()?;
+    Ok(Some(
+        serde_json::json!({
+            "source": source, "paths": words, "dest": dest, "in": state.in_container(&dest),
+            "chown": chown, "chmod": c.chmod, "exclude": exclude, "parents": c.parents,
+        })
+        .to_string(),
+    ))
+}
+
 pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -> Result<Plan> {
     let err = |m: String| env.step_error(step, m);
     let vars = state.vars();

@@ -1048,6 +1048,15 @@ fn apply(
         }
         Instruction::Copy(c) | Instruction::Add(c) => {
             let add = matches!(step.instruction, Instruction::Add(_));
+            let keyword = if add { "ADD" } else { "COPY" };
+            if let Some(input) = copy::from_key(env, state, step, c)? {
+                state.chain(keyword, &input);
+                let key = state.key.clone();
+                let (layer, hit) = env.cached_layer(&key, || copy::plan(env, state, step, c, add)?.write(env))?;
+                state.layers.push(layer);
+                state.history(&env.created, &step.text, false);
+                return Ok(hit);
+            }
             let plan = copy::plan(env, state, step, c, add)?;
             let downloads = c
                 .paths
@@ -1056,7 +1065,7 @@ fn apply(
             if add && c.checksum.is_none() && downloads {
                 state.networked.push((step.text.clone(), "download"));
             }
-            let text = format!("{} {}", if add { "ADD" } else { "COPY" }, plan.describe);
+            let text = format!("{keyword} {}", plan.describe);
             state.chain(&text, &plan.digest);
             let (layer, hit) = env.cached_layer(&state.key, || plan.write(env))?;
             state.layers.push(layer);

@@ -147,9 +147,18 @@ pub(crate) fn run(env: &Env, state: &State, step: &Step, exec: &Exec, progress: 
             }
             Item::Bind {
                 target,
+                copy,
                 plan,
                 read_write,
             } => {
+                let planned;
+                let plan = match plan {
+                    Some(p) => p,
+                    None => {
+                        planned = crate::copy::plan(env, state, step, copy, false)?;
+                        &planned
+                    }
+                };
                 let dir = tempfile::tempdir().map_err(|e| env.step_error(step, format!("bind mount {target}: {e}")))?;
                 let source = write_tree(&plan.entries, dir.path())
                     .map_err(|e| env.step_error(step, format!("bind mount {target}: {e}")))?;
@@ -329,7 +338,10 @@ enum Item {
     Bind {
         target: String,
         /// The files, as COPY would take them (with `.dockerignore`).
-        plan: crate::copy::Plan,
+        copy: Copy,
+        /// Planned already (from the context); a stage's or image's files
+        /// are planned only when the step runs.
+        plan: Option<crate::copy::Plan>,
         read_write: bool,
     },
     Tmpfs {
@@ -441,14 +453,20 @@ pub(crate) fn prepare(
                     paths: vec![source.clone(), "/bind".into()],
                     ..Default::default()
                 };
-                let plan = crate::copy::plan(env, state, step, &copy, false)?;
+                let (input, plan) = match crate::copy::from_key(env, state, step, &copy)? {
+                    Some(k) => (k, None),
+                    None => {
+                        let plan = crate::copy::plan(env, state, step, &copy, false)?;
+                        (plan.digest.clone(), Some(plan))
+                    }
+                };
                 out.key.push_str(&format!(
-                    " bind:{target}:{}:{source}:{read_write}:{}",
+                    " bind:{target}:{}:{source}:{read_write}:{input}",
                     from.as_deref().unwrap_or("context"),
-                    plan.digest
                 ));
                 Item::Bind {
                     target,
+                    copy,
                     plan,
                     read_write: *read_write,
                 }
