@@ -153,7 +153,7 @@ pub(crate) fn run(env: &Env, state: &State, step: &Step, exec: &Exec, progress: 
             } => {
                 let planned;
                 let plan = match plan {
-                    Some(p) => p,
+                    Some(p) => &**p,
                     None => {
                         planned = crate::copy::plan(env, state, step, copy, false)?;
                         &planned
@@ -341,7 +341,7 @@ enum Item {
         copy: Copy,
         /// Planned already (from the context); a stage's or image's files
         /// are planned only when the step runs.
-        plan: Option<crate::copy::Plan>,
+        plan: Option<Box<crate::copy::Plan>>,
         read_write: bool,
     },
     Tmpfs {
@@ -457,7 +457,7 @@ pub(crate) fn prepare(
                     Some(k) => (k, None),
                     None => {
                         let plan = crate::copy::plan(env, state, step, &copy, false)?;
-                        (plan.digest.clone(), Some(plan))
+                        (plan.digest.clone(), Some(Box::new(plan)))
                     }
                 };
                 out.key.push_str(&format!(
