@@ -16,13 +16,20 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 RUNS=${RUNS:-5}
 bench_setup hyperfine=hyperfine buildah=buildah busybox=busybox-static
+gcc_id=
 cleanup() {
+    # The classic builder keeps the first stage's image (untagged): those
+    # built on our compiler base go first, then the tags.
+    if [ -n "$gcc_id" ]; then
+        for i in $(docker images -aq --no-trunc --filter dangling=true); do
+            docker history -q --no-trunc "$i" 2>/dev/null | grep -q "$gcc_id" && docker rmi -f "$i" >/dev/null 2>&1
+        done
+    fi
     docker rmi -f ingot-bench-compiled bench/gcc:1 bench/slim:1 >/dev/null 2>&1 || true
-    # The classic builder keeps the first stage's image: gone with its base.
-    docker image prune -f >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # The two bases: a Debian with the compiler, the busybox rootfs.
 scripts/debian-rootfs "$work/gcc.tar" gcc libc6-dev make ccache
@@ -79,7 +86,8 @@ $I import -q "$work/slim.tar" bench/slim:1 >/dev/null
 $I save bench/gcc:1 -o "$work/gcc-oci.tar"
 $I save bench/slim:1 -o "$work/slim-oci.tar"
 fresh="rm -rf $work/cold && $ingot --root $work/cold import -q $work/gcc.tar bench/gcc:1 >/dev/null && $ingot --root $work/cold import -q $work/slim.tar bench/slim:1 >/dev/null"
-change="date +%N | sed 's/.*/int changed_&(void) { return 1; }/' > $ctx/src/part4.c.extra && cat $ctx/src/part4.c.extra >> $ctx/src/part4.c && cp $ctx/src/part4.c $work/docker-ctx/src/part4.c"
+# (No '|' in a command: the table below splits on it.)
+change="echo \"int changed_\$(date +%N)(void) { return 1; }\" >> $ctx/src/part4.c && cp $ctx/src/part4.c $work/docker-ctx/src/part4.c"
 
 # buildah (vfs storage, chroot isolation: what runs without a daemon here)
 B="buildah --root $work/buildah --runroot $work/buildah-run --storage-driver vfs"
@@ -96,7 +104,7 @@ cmds=(
   "buildah one source file changed|$change|$bud $ctx"
 )
 docker_ok=0
-if docker info >/dev/null 2>&1 && docker import "$work/gcc.tar" bench/gcc:1 >/dev/null 2>&1 \
+if docker info >/dev/null 2>&1 && gcc_id=$(docker import "$work/gcc.tar" bench/gcc:1 2>/dev/null) \
     && docker import "$work/slim.tar" bench/slim:1 >/dev/null 2>&1; then
     docker_ok=1
     db="DOCKER_BUILDKIT=0 docker build -q -t ingot-bench-compiled"

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ingot_oci::layer::{self as oci_layer, UnpackOptions};
 use ingot_oci::media::{self, Compression};
@@ -55,6 +55,115 @@ pub(crate) fn materialize(env: &Env, layers: &[LayerRef], dir: &Path) -> Result<
         };
         oci_layer::unpack(reader, dir, &UnpackOptions::default())
             .map_err(|e| BuildError::Invalid(format!("layer {}: {e}", l.digest)))?;
+    }
+    Ok(())
+}
+
+/// Writes into `dir` the merged subtrees of `layers` (bottom first) that
+/// `sources` need (each source's path up to its first wildcard), from the
+/// runtime's cache of unpacked layers (overlay whiteouts and opaque
+/// directories applied): a COPY --from of one binary out of a compiler
+/// stage reads that binary, not the stage's hundreds of MB. Files are hard
+/// links where the file system allows (never written through), else copies.
+fn merge_sources(env: &Env, layers: &[LayerRef], sources: &[String], dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let lowers = layers
+        .iter()
+        .map(|l| ingot_runtime::layers::ensure_layer(env.store, &l.digest, &l.media_type, &l.diff_id))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(std::io::Error::other)?;
+    let mut prefixes: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            let clean = s.trim_start_matches('/');
+            let fixed: Vec<&str> = clean
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .take_while(|c| !c.contains(['*', '?', '[']))
+                .collect();
+            fixed.join("/")
+        })
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    if prefixes.iter().any(|p| p.split('/').any(|c| c == "..")) {
+        return Err(std::io::Error::other("a source climbs"));
+    }
+    let is_whiteout = |m: &fs::Metadata| m.file_type().is_char_device() && m.rdev() == 0;
+    let place = |from: &Path, to: &Path, md: &fs::Metadata| -> std::io::Result<()> {
+        if let Ok(old) = fs::symlink_metadata(to) {
+            if old.is_dir() && !md.is_dir() {
+                fs::remove_dir_all(to)?;
+            } else if !old.is_dir() {
+                fs::remove_file(to)?;
+            }
+        }
+        if md.is_dir() {
+            fs::create_dir_all(to)?;
+            fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+        } else if md.file_type().is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(from)?, to)?;
+        } else if md.is_file() {
+            if fs::hard_link(from, to).is_err() {
+                fs::copy(from, to)?;
+                fs::set_permissions(to, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+            }
+        } else {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))
+    };
+    for layer in &lowers {
+        for prefix in &prefixes {
+            // The prefix's ancestors in this layer: a whiteout or a file
+            // there hides what lower layers had below it.
+            let mut at = PathBuf::new();
+            let mut hidden = false;
+            for c in prefix.split('/').filter(|c| !c.is_empty()) {
+                at.push(c);
+                let Ok(md) = fs::symlink_metadata(layer.join(&at)) else {
+                    break;
+                };
+                if is_whiteout(&md) || !md.is_dir() {
+                    let _ = fs::remove_dir_all(dir.join(&at)).or_else(|_| fs::remove_file(dir.join(&at)));
+                    if !is_whiteout(&md) {
+                        place(&layer.join(&at), &dir.join(&at), &md)?;
+                    }
+                    hidden = true;
+                    break;
+                }
+                if crate::layer::opaque(&layer.join(&at)) {
+                    let _ = fs::remove_dir_all(dir.join(&at));
+                }
+                place(&layer.join(&at), &dir.join(&at), &md)?;
+            }
+            if hidden {
+                continue;
+            }
+            let root = layer.join(prefix);
+            if !fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            let mut stack = vec![PathBuf::from(prefix)];
+            while let Some(rel) = stack.pop() {
+                for e in fs::read_dir(layer.join(&rel))? {
+                    let e = e?;
+                    let sub = rel.join(e.file_name());
+                    let md = fs::symlink_metadata(e.path())?;
+                    if is_whiteout(&md) {
+                        let _ = fs::remove_dir_all(dir.join(&sub)).or_else(|_| fs::remove_file(dir.join(&sub)));
+                        continue;
+                    }
+                    if md.is_dir() {
+                        if crate::layer::opaque(&e.path()) {
+                            let _ = fs::remove_dir_all(dir.join(&sub));
+                        }
+                        stack.push(sub.clone());
+                    }
+                    place(&e.path(), &dir.join(&sub), &md)?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -193,8 +302,24 @@ pub(crate) fn plan(env: &Env, state: &State, step: &Step, c: &Copy, add: bool) -
                 Some(s) => s.layers.clone(),
                 None => image_layers(env, &from).map_err(|e| err(format!("--from={from}: {e}")))?,
             };
-            let dir = tempfile::tempdir().map_err(|e| err(e.to_string()))?;
-            materialize(env, &layers, dir.path())?;
+            // Only the sources' subtrees, merged from the unpacked layer
+            // cache; the whole file system when a source is not found
+            // there (a path through a symlink, say).
+            // Beside the layer cache, so files can be hard links.
+            let beside = ingot_runtime::layers::cache_dir(env.store.root()).join("tmp");
+            let dir = fs::create_dir_all(&beside)
+                .and_then(|_| tempfile::Builder::new().prefix("from-").tempdir_in(&beside))
+                .or_else(|_| tempfile::tempdir())
+                .map_err(|e| err(e.to_string()))?;
+            let found = merge_sources(env, &layers, &paths, dir.path()).is_ok() && {
+                let ctx = Context::plain(dir.path())?;
+                paths.iter().all(|p| is_url(p) || ctx.sources(p).is_ok())
+            };
+            if !found {
+                let _ = fs::remove_dir_all(dir.path());
+                fs::create_dir_all(dir.path()).map_err(|e| err(e.to_string()))?;
+                materialize(env, &layers, dir.path())?;
+            }
             let ctx = Context::plain(dir.path())?;
             keep.push(dir);
             Some(ctx)

@@ -215,7 +215,8 @@ pub fn from_tree(
     Ok(())
 }
 
-fn opaque(p: &Path) -> bool {
+/// Whether an unpacked overlay directory is opaque (hides the layers below).
+pub(crate) fn opaque(p: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
         return false;
     };

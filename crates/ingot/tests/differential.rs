@@ -110,6 +110,15 @@ const CORPUS: &[Case] = &[
         files: &[],
     },
     Case {
+        name: "copy-from-after-deletions",
+        // COPY --from reads the stage's layers merged: deleted files and
+        // replaced directories stay gone.
+        dockerfile: "FROM {BASE} AS s\nRUN mkdir -p /d/sub && echo a > /d/a && echo b > /d/b && echo s > /d/sub/s\n\
+                     RUN rm /d/a && rm -r /d/sub\nRUN mkdir -p /e/old && echo 1 > /e/one\nRUN rm -rf /e && mkdir /e && echo 2 > /e/two\n\
+                     FROM {BASE}\nCOPY --from=s /d /d\nCOPY --from=s /e /e/\nCOPY --from=s /d/b /e/two /single/\n",
+        files: &[],
+    },
+    Case {
         name: "args-and-env",
         dockerfile: "FROM {BASE}\nARG V=1\nENV P=/opt/v$V\nCOPY f.txt $P/\nRUN echo ${V:-none} ${UNSET:-dflt} ${V:+set} > ${P}/v\nWORKDIR $P/work\nRUN pwd > here\n",
         files: &[("f.txt", "f\n")],
