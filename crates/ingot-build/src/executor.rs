@@ -17,6 +17,7 @@ use ingot_oci::config::canonical_json;
 use ingot_oci::manifest::Role;
 use ingot_oci::{Algorithm, Digest, Manifest, Reference};
 use ingot_registry::client::{Platform, Remote};
+use ingot_runtime::NetworkMode;
 use ingot_store::Store;
 use serde_json::{json, Map, Value};
 
@@ -45,7 +46,7 @@ pub struct BuildOptions {
     pub epoch: Option<i64>,
     /// RUN's network where a step names none, or names `default`
     /// (`--network`): by default a bridge with NAT, as `docker build`.
-    pub network: BuildNetwork,
+    pub network: NetworkMode,
     /// `--allow network.host`: a Dockerfile may ask for the host's network
     /// (`RUN --network=host`); `--network host` allows it too.
     pub allow_host_network: bool,
@@ -64,42 +65,6 @@ pub struct Secret(pub Vec<u8>);
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(..)")
-    }
-}
-
-/// The network a build's RUN steps get unless a step says otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BuildNetwork {
-    /// ingot's bridge, with egress NAT (`default`, `bridge`).
-    #[default]
-    Bridge,
-    None,
-    Host,
-}
-
-impl std::str::FromStr for BuildNetwork {
-    type Err = BuildError;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "default" | "bridge" => Ok(BuildNetwork::Bridge),
-            "none" => Ok(BuildNetwork::None),
-            "host" => Ok(BuildNetwork::Host),
-            _ => Err(BuildError::Invalid(format!(
-                "--network {s:?}: expected default (or bridge), none or host"
-            ))),
-        }
-    }
-}
-
-impl BuildNetwork {
-    /// The name a cache key and the bill of materials use.
-    pub fn name(self) -> &'static str {
-        match self {
-            BuildNetwork::Bridge => "bridge",
-            BuildNetwork::None => "none",
-            BuildNetwork::Host => "host",
-        }
     }
 }
 
@@ -1075,9 +1040,9 @@ fn apply(
         Instruction::Run(r) => {
             let network = match r.network {
                 None | Some(RunNetwork::Default) => opts.network,
-                Some(RunNetwork::None) => BuildNetwork::None,
-                Some(RunNetwork::Host) if opts.allow_host_network || opts.network == BuildNetwork::Host => {
-                    BuildNetwork::Host
+                Some(RunNetwork::None) => NetworkMode::None,
+                Some(RunNetwork::Host) if opts.allow_host_network || opts.network == NetworkMode::Host => {
+                    NetworkMode::Host
                 }
                 Some(RunNetwork::Host) => {
                     return Err(env.step_error(
@@ -1104,7 +1069,7 @@ fn apply(
                 ),
                 &exec.env.join("\n"),
             );
-            if network != BuildNetwork::None {
+            if network != NetworkMode::None {
                 state.networked.push((step.text.clone(), network.name()));
             }
             let (layer, hit) = env.cached_layer(&state.key, || run::run(env, state, step, &exec, progress))?;

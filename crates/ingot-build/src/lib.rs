@@ -24,4 +24,4 @@ pub mod provenance;
 mod run;
 
 pub use error::{BuildError, Result};
-pub use executor::{build, read_bom, BuildNetwork, BuildOptions, Built, Progress, Secret, Silent};
+pub use executor::{build, read_bom, BuildOptions, Built, Progress, Secret, Silent};

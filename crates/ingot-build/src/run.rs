@@ -17,7 +17,7 @@ use ingot_runtime::{ContainerSpec, NetworkMode, Runtime};
 
 use crate::dockerfile::{Copy, Mount, Sharing, Step};
 use crate::error::{BuildError, Result};
-use crate::executor::{BuildNetwork, Env, Progress, Secret, State};
+use crate::executor::{Env, Progress, Secret, State};
 use crate::layer::{self, Content, Entries, LayerRef};
 
 /// The environment RUN sees: the image's ENV, then ARG values ENV does not
@@ -42,7 +42,7 @@ const TAIL: usize = 15;
 pub(crate) struct Exec {
     pub args: Vec<String>,
     pub env: Vec<String>,
-    pub network: BuildNetwork,
+    pub network: NetworkMode,
     pub mounts: Mounts,
 }
 
@@ -180,11 +180,7 @@ pub(crate) fn run(env: &Env, state: &State, step: &Step, exec: &Exec, progress: 
         cwd: if wd.is_empty() { "/".into() } else { wd },
         user: state.string("User"),
         hostname: "ingot-build".into(),
-        network: match exec.network {
-            BuildNetwork::Bridge => NetworkMode::Bridge,
-            BuildNetwork::None => NetworkMode::None,
-            BuildNetwork::Host => NetworkMode::Host,
-        },
+        network: exec.network,
         networks: Vec::new(),
         ports: Vec::new(),
         read_only: false,

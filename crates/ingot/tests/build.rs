@@ -562,7 +562,7 @@ fn run_steps_have_the_network_as_docker_build_gives_it() {
     let (ok, _, err) = build(&a, &["-q", "--allow", "network.raw", ctx.to_str().unwrap()]);
     assert!(!ok && err.contains("network.raw"), "{err}");
     let (ok, _, err) = build(&a, &["-q", "--network", "overlay", ctx.to_str().unwrap()]);
-    assert!(!ok && err.contains("--network \"overlay\""), "{err}");
+    assert!(!ok && err.contains("invalid network \"overlay\""), "{err}");
 }
 
 /// The digest, media type and size of `image`'s manifest in `ingot`'s root.

@@ -289,11 +289,9 @@ struct DockerLeftovers {
 }
 
 impl DockerLeftovers {
-    fn images(&self) -> Vec<String> {
-        let out = Command::new("docker")
-            .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
-            .output()
-            .unwrap();
+    /// The lines `docker ARGS` prints that start with the prefix.
+    fn named(&self, args: &[&str]) -> Vec<String> {
+        let out = Command::new("docker").args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| l.starts_with(&self.prefix))
@@ -301,16 +299,12 @@ impl DockerLeftovers {
             .collect()
     }
 
+    fn images(&self) -> Vec<String> {
+        self.named(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+    }
+
     fn containers(&self) -> Vec<String> {
-        let out = Command::new("docker")
-            .args(["ps", "-a", "--format", "{{.Names}}"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with(&self.prefix))
-            .map(String::from)
-            .collect()
+        self.named(&["ps", "-a", "--format", "{{.Names}}"])
     }
 
     /// Untagged images whose history holds the base image.

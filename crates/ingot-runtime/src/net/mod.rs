@@ -33,6 +33,17 @@ pub enum NetworkMode {
     Host,
 }
 
+impl NetworkMode {
+    /// The name `--network` takes (and cache keys and bills of materials use).
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::None => "none",
+            NetworkMode::Host => "host",
+        }
+    }
+}
+
 impl std::str::FromStr for NetworkMode {
     type Err = RuntimeError;
 
