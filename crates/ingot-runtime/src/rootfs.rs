@@ -97,6 +97,7 @@ pub fn setup(plan: &RootPlan) -> R<()> {
     let mut made = Made {
         root: merged.clone(),
         paths: Vec::new(),
+        record: spec.build_step,
     };
 
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
@@ -505,11 +506,16 @@ pub const MADE: &str = "made";
 struct Made {
     root: PathBuf,
     paths: Vec<PathBuf>,
+    /// Only a build step needs the list: other starts skip the lookups.
+    record: bool,
 }
 
 impl Made {
     /// Notes the components of `p` (inside the root) that do not exist yet.
     fn note(&mut self, p: &Path) {
+        if !self.record {
+            return;
+        }
         let mut missing = Vec::new();
         let mut cur = Some(p);
         while let Some(c) = cur.filter(|c| *c != self.root && c.symlink_metadata().is_err()) {
