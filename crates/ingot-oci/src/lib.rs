@@ -5,7 +5,8 @@
 //! schema2), image [`reference`]s, image [`config`] and archive [`layout`]
 //! types, and safe [`layer`] tar handling. It does no I/O beyond the readers
 //! and writers it is handed, except [`layer::unpack`], which writes only
-//! below the directory it is given.
+//! below the directory it is given, and [`readahead`], which reads a
+//! given reader on a thread of its own.
 
 pub mod config;
 pub mod digest;
@@ -13,6 +14,7 @@ pub mod layer;
 pub mod layout;
 pub mod manifest;
 pub mod media;
+pub mod readahead;
 pub mod reference;
 
 pub use digest::{Algorithm, Digest, DigestError};

@@ -13,6 +13,7 @@ use ingot_oci::digest::HashingReader;
 use ingot_oci::layer::{self, UnpackOptions, Whiteouts};
 use ingot_oci::manifest::{Content, Role};
 use ingot_oci::media::{self, Compression};
+use ingot_oci::readahead::ReadAhead;
 use ingot_oci::{Algorithm, Digest};
 use ingot_store::{Image, Store};
 
@@ -85,7 +86,7 @@ pub fn ensure_layer(store: &Store, digest: &Digest, media_type: &str, diff_id: &
     fs::create_dir(&tmp).map_err(RuntimeError::io(&tmp))?;
     let result = (|| -> Result<()> {
         let blob = BufReader::with_capacity(1 << 20, store.blobs().open(digest)?);
-        let decoded: Box<dyn Read> = match compression {
+        let decoded: Box<dyn Read + Send> = match compression {
             Compression::None => Box::new(blob),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
             Compression::Zstd => {
@@ -94,14 +95,19 @@ pub fn ensure_layer(store: &Store, digest: &Digest, media_type: &str, diff_id: &
                 )))
             }
         };
-        let mut hashed = HashingReader::new(decoded, Algorithm::Sha256);
+        // Decompressing and hashing go on a thread of their own, beside
+        // the file creation here.
+        let mut ahead = ReadAhead::new(HashingReader::new(decoded, Algorithm::Sha256))
+            .map_err(|e| RuntimeError::Setup(format!("layer {digest}: {e}")))?;
         let opts = UnpackOptions {
             whiteouts: Whiteouts::Overlay,
             ..Default::default()
         };
-        layer::unpack(&mut hashed, &tmp, &opts).map_err(|e| RuntimeError::Setup(format!("layer {digest}: {e}")))?;
-        // Hash (and verify the blob digest of) the rest of the stream.
-        io::copy(&mut hashed, &mut io::sink()).map_err(|e| RuntimeError::Setup(format!("layer {digest}: {e}")))?;
+        layer::unpack(&mut ahead, &tmp, &opts).map_err(|e| RuntimeError::Setup(format!("layer {digest}: {e}")))?;
+        // Hash the rest of the stream (tar's end padding).
+        let hashed = ahead
+            .finish()
+            .map_err(|e| RuntimeError::Setup(format!("layer {digest}: {e}")))?;
         let (_, got, _) = hashed.finish();
         if got != *diff_id {
             return Err(RuntimeError::Setup(format!(

@@ -7,6 +7,7 @@ use std::path::Path;
 use ingot_oci::layer::{self, UnpackOptions};
 use ingot_oci::manifest::{Content, Role};
 use ingot_oci::media::{self, Compression};
+use ingot_oci::readahead::ReadAhead;
 
 use crate::error::{Result, StoreError};
 use crate::images::Image;
@@ -46,7 +47,7 @@ pub fn unpack_image(store: &Store, image: &Image, dir: &Path) -> Result<u64> {
             )
         })?;
         let blob = BufReader::with_capacity(1 << 20, store.blobs().open(&r.digest)?);
-        let reader: Box<dyn Read> = match compression {
+        let reader: Box<dyn Read + Send> = match compression {
             Compression::None => Box::new(blob),
             Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
             Compression::Zstd => {
@@ -56,9 +57,17 @@ pub fn unpack_image(store: &Store, image: &Image, dir: &Path) -> Result<u64> {
                 ))
             }
         };
-        let stats = layer::unpack(reader, dir, &opts).map_err(|source| StoreError::Layer {
+        // Decompressing goes on a thread of its own, beside the file creation.
+        let mut reader = ReadAhead::new(reader).map_err(StoreError::io(dir))?;
+        let stats = layer::unpack(&mut reader, dir, &opts).map_err(|source| StoreError::Layer {
             what: format!("layer {}", r.digest),
             source,
+        })?;
+        // The rest of the stream (tar's end padding) is read too, so the
+        // blob's digest is checked to its end.
+        reader.finish().map_err(|e| StoreError::Layer {
+            what: format!("layer {}", r.digest),
+            source: layer::LayerError::Tar(e),
         })?;
         entries += stats.entries;
     }

@@ -320,6 +320,12 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
     let mut stats = Stats::default();
     let mut created: HashSet<PathBuf> = HashSet::new();
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
+    // Directories this call made or found to be real directories: their
+    // children need no walk from the root again. Forgotten at any removal.
+    let mut dirs: HashSet<PathBuf> = HashSet::new();
+    // Into an empty directory, only what this call created can be there.
+    let fresh = fs::read_dir(dest).map_err(io_at(dest))?.next().is_none();
+    let mut buf = vec![0u8; 256 << 10];
     for entry in archive.entries().map_err(LayerError::Tar)? {
         let mut entry = entry.map_err(LayerError::Tar)?;
         let info = inspect_entry(&entry, &opts.limits, &mut stats)?;
@@ -329,12 +335,14 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
         };
         let name_bytes = name.as_bytes();
         if opts.whiteouts == Whiteouts::Overlay && name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            dirs.clear();
             overlay_whiteout(dest, &info.path, name_bytes)?;
             continue;
         }
         if name_bytes == OPAQUE_MARKER.as_bytes() {
+            dirs.clear();
             let dir = info.path.parent().unwrap_or(Path::new(""));
-            if let Some(abs) = walk_parents(dest, &info.path, false)? {
+            if let Some(abs) = walk_parents(dest, &info.path, false, None)? {
                 clear_dir(&abs, dir, &created)?;
             }
             continue;
@@ -343,17 +351,26 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(LayerError::unsafe_entry(&info.path, "malformed whiteout"));
             }
-            if let Some(parent) = walk_parents(dest, &info.path, false)? {
+            dirs.clear();
+            if let Some(parent) = walk_parents(dest, &info.path, false, None)? {
                 remove_any(&parent.join(OsStr::from_bytes(hidden)))?;
             }
             continue;
         }
-        let parent = walk_parents(dest, &info.path, true)?.expect("parents are created");
+        let parent = walk_parents(dest, &info.path, true, Some(&mut dirs))?.expect("parents are created");
         let target = parent.join(name);
-        let existing = fs::symlink_metadata(&target).ok();
+        let known_dir = dirs.contains(&info.path);
+        let existing = if fresh && !known_dir && !created.contains(&info.path) {
+            None
+        } else {
+            fs::symlink_metadata(&target).ok()
+        };
         match (&existing, info.kind) {
             (Some(m), Kind::Dir) if m.is_dir() => {}
-            (Some(_), _) => remove_any(&target)?,
+            (Some(_), _) => {
+                dirs.clear();
+                remove_any(&target)?
+            }
             (None, _) => {}
         }
         match info.kind {
@@ -362,6 +379,7 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
                     fs::create_dir(&target).map_err(io_at(&target))?;
                 }
                 fs::set_permissions(&target, Permissions::from_mode(info.mode)).map_err(io_at(&target))?;
+                dirs.insert(info.path.clone());
                 dir_times.push((target.clone(), info.mtime));
             }
             Kind::File => {
@@ -372,15 +390,24 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
                     .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                     .open(&target)
                     .map_err(io_at(&target))?;
-                let n = io::copy(&mut entry, &mut f).map_err(LayerError::Tar)?;
+                let n = copy_with(&mut entry, &mut f, &mut buf).map_err(LayerError::Tar)?;
                 if n != info.size {
                     return Err(LayerError::Tar(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!("{}: {n} of {} bytes", info.path.display(), info.size),
                     )));
                 }
+                // Owner, mode (chown clears set-id bits, so after it) and
+                // times through the open file: no path walk each.
+                if opts.same_owner {
+                    rustix::fs::fchown(&f, Some(uid(info.uid)), Some(gid(info.gid)))
+                        .map_err(|e| io_at(&target)(e.into()))?;
+                }
                 f.set_permissions(Permissions::from_mode(info.mode))
                     .map_err(io_at(&target))?;
+                rustix::fs::futimens(&f, &timestamps(info.mtime)).map_err(|e| io_at(&target)(e.into()))?;
+                created.insert(info.path);
+                continue;
             }
             Kind::Symlink => {
                 let link = info.link.as_deref().unwrap_or(Path::new(""));
@@ -388,7 +415,7 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
             }
             Kind::Hardlink => {
                 let rel = info.link.as_deref().unwrap_or(Path::new(""));
-                let src_parent = walk_parents(dest, rel, false)?
+                let src_parent = walk_parents(dest, rel, false, None)?
                     .ok_or_else(|| LayerError::unsafe_entry(&info.path, "hard link target does not exist"))?;
                 let src = src_parent.join(rel.file_name().unwrap_or_default());
                 match fs::symlink_metadata(&src) {
@@ -413,10 +440,6 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
         }
         if opts.same_owner {
             std::os::unix::fs::lchown(&target, Some(info.uid), Some(info.gid)).map_err(io_at(&target))?;
-            if info.kind == Kind::File && info.mode & 0o6000 != 0 {
-                // chown clears set-id bits; restore them.
-                fs::set_permissions(&target, Permissions::from_mode(info.mode)).map_err(io_at(&target))?;
-            }
         }
         if info.kind != Kind::Dir {
             set_mtime(&target, info.mtime)?;
@@ -430,9 +453,32 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
     Ok(stats)
 }
 
+/// Copies a file's content through one buffer reused for every entry.
+fn copy_with(from: &mut impl Read, to: &mut impl Write, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+fn uid(id: u32) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(id)
+}
+
+fn gid(id: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(id)
+}
+
 /// Records a whiteout the way overlayfs reads it from a lower layer.
 fn overlay_whiteout(dest: &Path, rel: &Path, name: &[u8]) -> Result<(), LayerError> {
-    let parent = walk_parents(dest, rel, true)?.expect("parents are created");
+    let parent = walk_parents(dest, rel, true, None)?.expect("parents are created");
     if name == OPAQUE_MARKER.as_bytes() {
         rustix::fs::lsetxattr(&parent, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
             .map_err(|e| io_at(&parent)(e.into()))?;
@@ -459,14 +505,29 @@ fn overlay_whiteout(dest: &Path, rel: &Path, name: &[u8]) -> Result<(), LayerErr
 
 /// Resolves the parent directory of `rel` inside `root` without following any
 /// symlink; creates missing directories when `create` is set, else returns
-/// `None` if one is missing.
-fn walk_parents(root: &Path, rel: &Path, create: bool) -> Result<Option<PathBuf>, LayerError> {
-    let mut cur = root.to_path_buf();
+/// `None` if one is missing. `known` holds directories already resolved
+/// (relative to `root`): they are not looked at again, and those resolved
+/// here join them.
+fn walk_parents(
+    root: &Path,
+    rel: &Path,
+    create: bool,
+    mut known: Option<&mut HashSet<PathBuf>>,
+) -> Result<Option<PathBuf>, LayerError> {
     let Some(parent) = rel.parent() else {
-        return Ok(Some(cur));
+        return Ok(Some(root.to_path_buf()));
     };
+    if parent.as_os_str().is_empty() || known.as_ref().is_some_and(|k| k.contains(parent)) {
+        return Ok(Some(root.join(parent)));
+    }
+    let mut cur = root.to_path_buf();
+    let mut cur_rel = PathBuf::new();
     for comp in parent.components() {
         cur.push(comp);
+        cur_rel.push(comp);
+        if known.as_ref().is_some_and(|k| k.contains(&cur_rel)) {
+            continue;
+        }
         match fs::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
@@ -491,6 +552,9 @@ fn walk_parents(root: &Path, rel: &Path, create: bool) -> Result<Option<PathBuf>
                 fs::set_permissions(&cur, Permissions::from_mode(0o755)).map_err(io_at(&cur))?;
             }
             Err(e) => return Err(io_at(&cur)(e)),
+        }
+        if let Some(k) = known.as_deref_mut() {
+            k.insert(cur_rel.clone());
         }
     }
     Ok(Some(cur))
@@ -517,17 +581,20 @@ fn clear_dir(abs: &Path, rel: &Path, created: &HashSet<PathBuf>) -> Result<(), L
     Ok(())
 }
 
-fn set_mtime(path: &Path, mtime: u64) -> Result<(), LayerError> {
-    use rustix::fs::{utimensat, AtFlags, Timespec, Timestamps, CWD};
-    let t = Timespec {
+fn timestamps(mtime: u64) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
         tv_sec: mtime.min(i64::MAX as u64) as i64,
         tv_nsec: 0,
     };
-    let times = Timestamps {
+    rustix::fs::Timestamps {
         last_access: t,
         last_modification: t,
-    };
-    utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_at(path)(e.into()))
+    }
+}
+
+fn set_mtime(path: &Path, mtime: u64) -> Result<(), LayerError> {
+    use rustix::fs::{utimensat, AtFlags, CWD};
+    utimensat(CWD, path, &timestamps(mtime), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_at(path)(e.into()))
 }
 
 #[cfg(test)]

@@ -68,6 +68,41 @@ fn refuses_writing_through_symlinks() {
 }
 
 #[test]
+fn a_directory_replaced_in_the_same_layer_is_looked_at_again() {
+    // The parent walk remembers directories it has seen: one replaced by a
+    // symlink later in the same archive must not be written through.
+    refused(
+        &RawTar::new()
+            .dir("a")
+            .file("a/first", b"x")
+            .symlink("a", "..")
+            .file("a/evil", b"x")
+            .finish(),
+        "through symlink",
+    );
+    refused(
+        &RawTar::new()
+            .file("d/x", b"x")
+            .file("d", b"now a file")
+            .file("d/y", b"y")
+            .finish(),
+        "not a directory",
+    );
+    // Entries repeated into a fresh directory: the last one wins.
+    let root = tempfile::tempdir().unwrap();
+    let tar = RawTar::new()
+        .file("f", b"one")
+        .file("f", b"two")
+        .dir("d")
+        .symlink("d", "f")
+        .file("d", b"file at last")
+        .finish();
+    unpack_bytes(&tar, root.path()).unwrap();
+    assert_eq!(fs::read(root.path().join("f")).unwrap(), b"two");
+    assert_eq!(fs::read(root.path().join("d")).unwrap(), b"file at last");
+}
+
+#[test]
 fn refuses_hardlink_escapes_and_devices() {
     refused(
         &RawTar::new().hardlink("h", "../../etc/passwd").finish(),
