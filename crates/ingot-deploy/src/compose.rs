@@ -231,6 +231,10 @@ pub struct LongPort {
     pub protocol: Option<String>,
     #[serde(default)]
     pub mode: Option<String>,
+    /// Compose's hint of the application protocol: `h2c` (or `grpc`) makes
+    /// the mesh speak HTTP/2 to the replicas.
+    #[serde(default)]
+    pub app_protocol: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -708,6 +712,21 @@ pub struct Port {
     pub protocol: Protocol,
     #[serde(default, skip_serializing_if = "PortMode::is_ingress")]
     pub mode: PortMode,
+    /// `ports[].app_protocol` as written (a hint; `h2c` and `grpc` are acted
+    /// on: see [`Port::upstream`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+}
+
+impl Port {
+    /// The HTTP version the mesh speaks to the replicas behind this port:
+    /// HTTP/2 with prior knowledge for `app_protocol: h2c` or `grpc`.
+    pub fn upstream(&self) -> ingot_mesh::Upstream {
+        match self.app_protocol.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            Some("h2c" | "grpc") => ingot_mesh::Upstream::H2c,
+            _ => ingot_mesh::Upstream::Http1,
+        }
+    }
 }
 
 pub use ingot_runtime::net::Protocol;
@@ -1609,12 +1628,21 @@ fn parse_port(p: &PortDef) -> std::result::Result<Port, String> {
             if l.target == 0 {
                 return Err("target: 0 is not a port".into());
             }
+            if let Some(a) = &l.app_protocol {
+                if a.is_empty() || a.len() > 64 || !a.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(format!("app_protocol: {a:?} is not a protocol name"));
+                }
+                if protocol == Protocol::Udp && matches!(a.to_ascii_lowercase().as_str(), "h2c" | "grpc") {
+                    return Err(format!("app_protocol: {a} runs over TCP, not udp"));
+                }
+            }
             Ok(Port {
                 host_ip: l.host_ip.clone().unwrap_or_else(|| "127.0.0.1".into()),
                 published,
                 target: l.target,
                 protocol,
                 mode,
+                app_protocol: l.app_protocol.clone(),
             })
         }
         PortDef::Short(v) => {
@@ -1650,6 +1678,7 @@ fn parse_port(p: &PortDef) -> std::result::Result<Port, String> {
                 target: num(target)?,
                 protocol,
                 mode: PortMode::Ingress,
+                app_protocol: None,
             })
         }
     }
@@ -1847,6 +1876,32 @@ mod tests {
         assert!(i("${PORT").is_err());
         assert!(i("${:-x}").is_err());
         assert_eq!(i("cost: 5$").unwrap(), "cost: 5$");
+    }
+
+    #[test]
+    fn app_protocol_chooses_how_the_mesh_speaks_to_replicas() {
+        let text = "services:\n  api:\n    image: api:1\n    ports:\n      - {target: 50051, published: 50051, app_protocol: grpc}\n      - {target: 8080, published: 8080, app_protocol: h2c}\n      - {target: 9090, published: 9090, app_protocol: http}\n      - \"7070:70\"\n";
+        let s = parse("stack.yml", text).unwrap();
+        let ports = &s.services[0].ports;
+        let up: Vec<_> = ports.iter().map(Port::upstream).collect();
+        use ingot_mesh::Upstream::{H2c, Http1};
+        assert_eq!(up, [H2c, H2c, Http1, Http1]);
+        assert_eq!(ports[2].app_protocol.as_deref(), Some("http"));
+        // Absent, it is absent from the pinned JSON too (digests of stacks
+        // written before it are unchanged).
+        let json = serde_json::to_string(&ports[3]).unwrap();
+        assert!(!json.contains("app_protocol"), "{json}");
+        let json = serde_json::to_string(&ports[0]).unwrap();
+        assert!(json.contains("\"app_protocol\":\"grpc\""), "{json}");
+
+        let bad = |port: &str| {
+            let text = format!("services:\n  api:\n    image: api:1\n    ports:\n      - {port}\n");
+            parse("stack.yml", &text).unwrap_err().to_string()
+        };
+        let e = bad("{target: 53, published: 53, protocol: udp, app_protocol: h2c}");
+        assert!(e.contains("app_protocol: h2c runs over TCP"), "{e}");
+        let e = bad("{target: 80, published: 80, app_protocol: \"two words\"}");
+        assert!(e.contains("is not a protocol name"), "{e}");
     }
 
     #[test]

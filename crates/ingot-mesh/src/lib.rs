@@ -60,6 +60,8 @@ type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 /// An upstream connection's request sender.
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
+/// A replica's one HTTP/2 connection, shared by every request to it.
+type H2Sender = hyper::client::conn::http2::SendRequest<Body>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
@@ -80,6 +82,11 @@ pub struct Pool {
     backends: Mutex<Vec<Backend>>,
     /// Idle keep-alive connections per replica, with when each went idle.
     idle: Mutex<BTreeMap<SocketAddr, Vec<(Sender, tokio::time::Instant)>>>,
+    /// The HTTP/2 connection to each replica spoken to that way.
+    h2: Mutex<BTreeMap<SocketAddr, H2Sender>>,
+    /// Held while a replica's HTTP/2 connection is being made, so that
+    /// requests arriving meanwhile wait for it instead of making their own.
+    h2_connecting: Mutex<BTreeMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>>,
     /// Connections opened to replicas (for tests and metrics).
     pub connects: AtomicU64,
     /// The power-of-two-choices draw.
@@ -143,6 +150,9 @@ impl Pool {
             b.len() != before
         };
         self.idle.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
+        // Its HTTP/2 connection takes no new streams; those open finish.
+        self.h2.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
+        self.h2_connecting.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
         // A replica with nothing in flight is done with: its tally goes now
         // (one still busy goes when `drain` sees it idle).
         let mut counters = self.counters.lock().unwrap();
@@ -380,9 +390,15 @@ pub struct Listener {
     accept: tokio::task::JoinHandle<()>,
     draining: tokio::sync::watch::Sender<bool>,
     open: Arc<AtomicUsize>,
+    upstream: Upstream,
 }
 
 impl Listener {
+    /// The HTTP version it speaks to replicas.
+    pub fn upstream(&self) -> Upstream {
+        self.upstream
+    }
+
     /// Stops accepting; connections already open go on.
     pub fn abort(&self) {
         self.accept.abort();
@@ -433,17 +449,31 @@ pub struct ListenOptions {
     /// How long a replica may take to send a response head
     /// ([`RESPONSE_TIMEOUT`] unless given); then the client gets a 504.
     pub response_timeout: Option<Duration>,
+    /// The HTTP version spoken to the replicas.
+    pub upstream: Upstream,
 }
 
 /// How long a replica may take to answer a request with a response head.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a listener's requests go: the replicas' port, how long they may
-/// take to answer.
+/// take to answer, in which HTTP version.
 #[derive(Clone, Copy)]
 struct Target {
     port: Option<u16>,
     response_timeout: Duration,
+    upstream: Upstream,
+}
+
+/// The HTTP version the mesh speaks to a service's replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Upstream {
+    /// HTTP/1.1 over pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c: gRPC servers, say): one
+    /// connection per replica, its streams shared by every request.
+    H2c,
 }
 
 /// Binds `addr` (with SO_REUSEPORT, so that a replacing daemon can bind the
@@ -458,10 +488,12 @@ pub async fn listen_with(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions)
         admit,
         port,
         response_timeout,
+        upstream,
     } = opts;
     let target = Target {
         port,
         response_timeout: response_timeout.unwrap_or(RESPONSE_TIMEOUT),
+        upstream,
     };
     let bind = || -> std::io::Result<TcpListener> {
         let socket = match addr {
@@ -497,7 +529,12 @@ pub async fn listen_with(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions)
             });
         }
     });
-    Ok(Listener { accept, draining, open })
+    Ok(Listener {
+        accept,
+        draining,
+        open,
+        upstream,
+    })
 }
 
 /// How long a UDP client's flow lives without traffic.
@@ -570,7 +607,12 @@ pub async fn listen_udp(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions) 
             let _ = flow.send(&buf[..n]).await;
         }
     });
-    Ok(Listener { accept, draining, open })
+    Ok(Listener {
+        accept,
+        draining,
+        open,
+        upstream: Upstream::Http1,
+    })
 }
 
 fn looks_like_http(b: &[u8]) -> bool {
@@ -895,6 +937,239 @@ async fn connect(pool: &Pool, addr: SocketAddr, upgrades: bool) -> Result<Sender
     Ok(sender)
 }
 
+/// What a response's end hands back: the connection to its pool, the
+/// request's in-flight count to its replica.
+struct Back {
+    /// The HTTP/1.1 connection the response came on (an HTTP/2 one is
+    /// shared and never taken out of its pool).
+    sender: Option<Sender>,
+    pool: Arc<Pool>,
+    addr: SocketAddr,
+    guard: InFlight<Tally>,
+}
+
+impl Back {
+    fn give(self) {
+        let Back {
+            sender,
+            pool,
+            addr,
+            guard,
+        } = self;
+        let Some(mut sender) = sender else {
+            drop(guard);
+            return;
+        };
+        if sender.is_ready() {
+            pool.checkin(addr, sender);
+            drop(guard);
+            return;
+        }
+        // The connection task has not taken in the response's end yet.
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.checkin(addr, sender);
+            }
+            drop(guard);
+        });
+    }
+}
+
+/// A replica's response body as it streams to the client; read to its end,
+/// it gives its connection back at once (no task to wait for that). Dropped
+/// before its end, the connection goes with it.
+struct Returning {
+    body: Incoming,
+    back: Option<Back>,
+}
+
+impl hyper::body::Body for Returning {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            if let Some(back) = self.back.take() {
+                back.give();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Returning {
+    fn drop(&mut self) {
+        // A body with nothing to read (HEAD, 204, 304) may never be polled.
+        if let Some(back) = self.back.take() {
+            if hyper::body::Body::is_end_stream(&self.body) {
+                back.give();
+            }
+        }
+    }
+}
+
+/// The shared HTTP/2 connection to `addr`: the open one, or a new one.
+async fn h2_connection(pool: &Pool, addr: SocketAddr, fresh: bool) -> Result<H2Sender, String> {
+    let open = |pool: &Pool| {
+        let h2 = pool.h2.lock().unwrap();
+        h2.get(&addr).filter(|s| !s.is_closed()).cloned()
+    };
+    if !fresh {
+        if let Some(s) = open(pool) {
+            return Ok(s);
+        }
+    }
+    let lock = pool.h2_connecting.lock().unwrap().entry(addr).or_default().clone();
+    let _connecting = lock.lock().await;
+    if !fresh {
+        // Made by the request this one waited for.
+        if let Some(s) = open(pool) {
+            return Ok(s);
+        }
+    }
+    let stream = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    pool.connects.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    // Kept only while the replica is in the pool (it may have left while
+    // this connected).
+    let member = pool.backends.lock().unwrap().iter().any(|b| b.addr.ip() == addr.ip());
+    if member {
+        pool.h2.lock().unwrap().insert(addr, sender.clone());
+    }
+    Ok(sender)
+}
+
+/// [`forward`] to replicas that speak HTTP/2 (h2c): the request goes as a
+/// stream on the replica's one connection, in HTTP/2's form (the Host
+/// header becomes the `:authority`), trailers and all (gRPC's status rides
+/// in them). The same retry rules as over HTTP/1.1.
+#[allow(clippy::too_many_arguments)]
+async fn forward_h2(
+    mut parts: hyper::http::request::Parts,
+    te_trailers: bool,
+    body: Option<Body>,
+    replayable: bool,
+    kept: Bytes,
+    candidates: Vec<(SocketAddr, Arc<Tally>)>,
+    pool: &Arc<Pool>,
+    target: Target,
+    t0: tokio::time::Instant,
+) -> Response<Body> {
+    parts.version = hyper::Version::HTTP_2;
+    // The one TE an HTTP/2 request may carry (gRPC servers want it).
+    if te_trailers {
+        parts
+            .headers
+            .insert(hyper::header::TE, hyper::header::HeaderValue::from_static("trailers"));
+    }
+    let host = parts
+        .headers
+        .remove(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_string));
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let mut body = body;
+    let mut last = String::new();
+    'replicas: for (addr, active) in candidates {
+        let guard = InFlight::new(active);
+        let authority = host.clone().unwrap_or_else(|| addr.to_string());
+        match format!("http://{authority}{path}").parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(_) => return status(StatusCode::BAD_REQUEST, "bad Host header"),
+        }
+        // The shared connection may turn out closed: then a fresh one.
+        for fresh in [false, true] {
+            let mut sender = match h2_connection(pool, addr, fresh).await {
+                Ok(s) => s,
+                Err(e) => {
+                    pool.report(addr, false);
+                    last = format!("{addr}: {e}");
+                    tracing::warn!(%addr, "replica unreachable over HTTP/2, trying the next: {e}");
+                    continue 'replicas;
+                }
+            };
+            let b = match body.take() {
+                Some(b) => b,
+                None if replayable => full(kept.clone()),
+                None => break 'replicas,
+            };
+            let sent = tokio::time::timeout(
+                target.response_timeout,
+                sender.try_send_request(Request::from_parts(parts.clone(), b)),
+            )
+            .await;
+            let Ok(sent) = sent else {
+                pool.report(addr, false);
+                tracing::warn!(%addr, "replica did not answer within {:?}", target.response_timeout);
+                return refuse(
+                    pool,
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the replica did not answer in time",
+                    t0,
+                );
+            };
+            match sent {
+                Ok(resp) => {
+                    pool.report(addr, !resp.status().is_server_error());
+                    guard.0.record(resp.status().as_u16(), t0.elapsed());
+                    let (mut rparts, rbody) = resp.into_parts();
+                    strip_hop_by_hop(&mut rparts.headers);
+                    let rbody = Returning {
+                        body: rbody,
+                        back: Some(Back {
+                            sender: None,
+                            pool: pool.clone(),
+                            addr,
+                            guard,
+                        }),
+                    };
+                    return Response::from_parts(rparts, rbody.boxed());
+                }
+                Err(mut e) => {
+                    last = format!("{addr}: {}", e.error());
+                    match e.take_message() {
+                        Some(req) => body = Some(req.into_body()),
+                        None if replayable => {}
+                        None => {
+                            tracing::warn!(%addr, "request to replica failed after it was sent: {last}");
+                            break 'replicas;
+                        }
+                    }
+                    tracing::debug!(%addr, fresh, "HTTP/2 request to replica failed, trying again: {last}");
+                }
+            }
+        }
+    }
+    refuse(
+        pool,
+        StatusCode::BAD_GATEWAY,
+        &format!("no replica answered ({last})"),
+        t0,
+    )
+}
+
 /// Sends one request to a replica, streaming its body and the response's,
 /// retrying on another connection or replica while that is safe.
 async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, client: SocketAddr) -> Response<Body> {
@@ -904,6 +1179,10 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
         return upgrade(req, pool, target, client, t0).await;
     }
     let (mut parts, body) = req.into_parts();
+    let te_trailers = parts.headers.get_all(hyper::header::TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+    });
     outgoing(&mut parts, client);
     // Sent and lost, a request is repeated only if that is harmless (an
     // RFC 9110 idempotent method) and possible (no body to send again).
@@ -934,6 +1213,9 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
     let candidates = pool.pick_p2c(target.port);
     if candidates.is_empty() {
         return refuse(pool, StatusCode::SERVICE_UNAVAILABLE, "no healthy replica", t0);
+    }
+    if target.upstream == Upstream::H2c {
+        return forward_h2(parts, te_trailers, body, replayable, kept, candidates, pool, target, t0).await;
     }
     let mut last = String::new();
     'replicas: for (addr, active) in candidates {
@@ -985,15 +1267,17 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
                     // The connection is ready again once the response body has
                     // been read to its end: back to the pool, and the request
                     // stops counting against the replica (drain waits for it).
-                    let pool = pool.clone();
-                    tokio::spawn(async move {
-                        if sender.ready().await.is_ok() {
-                            pool.checkin(addr, sender);
-                        }
-                        drop(guard);
-                    });
                     let (mut rparts, rbody) = resp.into_parts();
                     strip_hop_by_hop(&mut rparts.headers);
+                    let rbody = Returning {
+                        body: rbody,
+                        back: Some(Back {
+                            sender: Some(sender),
+                            pool: pool.clone(),
+                            addr,
+                            guard,
+                        }),
+                    };
                     return Response::from_parts(rparts, rbody.boxed());
                 }
                 Err(mut e) => {
@@ -1424,6 +1708,118 @@ mod tests {
         while let Some(r) = set.join_next().await {
             r.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn replicas_that_speak_h2c_get_streams_on_one_connection_trailers_and_all() {
+        // A gRPC-like replica: HTTP/2 only, answers with trailers.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let te = req.headers().get("te").map(|v| v.to_str().unwrap().to_string());
+                        let said = format!("{:?} {} te={}", req.version(), req.uri(), te.unwrap_or_default());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let out = Full::new(Bytes::from(format!("{said} body={}", body.len())))
+                            .with_trailers(async move { Some(Ok(trailers)) });
+                        Ok::<_, std::convert::Infallible>(Response::new(out))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+        let pool = Pool::new();
+        pool.set(&[backend]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let l = listen_with(
+            front,
+            pool.clone(),
+            ListenOptions {
+                upstream: Upstream::H2c,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(l.upstream(), Upstream::H2c);
+
+        // An HTTP/2 client's streams, at once, with bodies and `te: trailers`.
+        let s = TcpStream::connect(front).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let req = Request::builder()
+                .method("POST")
+                .uri(format!("http://svc.example/pkg.Svc/Call{i}"))
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from(vec![7u8; i * 100])))
+                .unwrap();
+            let mut send = send.clone();
+            set.spawn(async move {
+                let resp = send.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                let collected = resp.into_body().collect().await.unwrap();
+                let trailers = collected.trailers().cloned().expect("trailers pass through");
+                assert_eq!(trailers["grpc-status"], "0");
+                let body = collected.to_bytes();
+                assert_eq!(
+                    body,
+                    format!(
+                        "HTTP/2.0 http://svc.example/pkg.Svc/Call{i} te=trailers body={}",
+                        i * 100
+                    )
+                    .as_bytes()
+                );
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        // An HTTP/1.1 client is served too, the Host header as the authority.
+        let mut c = client::<Full<Bytes>>(front).await;
+        let resp = c
+            .send_request(
+                Request::builder()
+                    .uri("/plain")
+                    .header("host", "web.example")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "HTTP/2.0 http://web.example/plain te= body=0".as_bytes());
+        // Every request went as a stream of one connection.
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.connects.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.active(backend), 0, "every request left the in-flight count");
+
+        // A replica that leaves takes its connection out of use: the next
+        // request after it rejoins opens a new one.
+        pool.remove(backend);
+        pool.add(backend);
+        let resp = c
+            .send_request(Request::builder().uri("/again").body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

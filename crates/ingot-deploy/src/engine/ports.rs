@@ -112,10 +112,18 @@ impl Engine {
             let vips = self.serve_vips.load(std::sync::atomic::Ordering::SeqCst);
             if let (true, Some(port)) = (vips && s.endpoint_mode.is_vip(), service_port(s)) {
                 let vip = self.vip(&key(&stack.name, name));
+                // Spoken to as its published port with that target says.
+                let upstream = s
+                    .ports
+                    .iter()
+                    .find(|p| p.protocol == Protocol::Tcp && p.target == port)
+                    .map(|p| p.upstream())
+                    .unwrap_or_default();
                 out.push(Wanted {
                     at: (Protocol::Tcp, SocketAddr::from((vip, port))),
                     service: key(&stack.name, name),
                     target: port,
+                    upstream,
                 });
             }
             for p in s.ports.iter().filter(|p| p.mode == PortMode::Ingress) {
@@ -126,6 +134,7 @@ impl Engine {
                     at: (p.protocol, addr),
                     service: key(&stack.name, name),
                     target: p.target,
+                    upstream: p.upstream(),
                 });
             }
         }
@@ -139,13 +148,20 @@ impl Engine {
             at,
             service: svc,
             target,
+            upstream,
         } in self.wanted_listeners(stack)?
         {
             let (protocol, addr) = at;
-            let owner = lock(&self.listeners).get(&at).map(|(s, _)| s.clone());
+            let owner = lock(&self.listeners).get(&at).map(|(s, l)| (s.clone(), l.upstream()));
             match owner {
-                Some(o) if o == svc => continue,
-                Some(o) => {
+                Some((o, u)) if o == svc && u == upstream => continue,
+                // The same service, now spoken to in another HTTP version.
+                Some((o, _)) if o == svc => {
+                    if let Some((_, l)) = lock(&self.listeners).remove(&at) {
+                        l.abort();
+                    }
+                }
+                Some((o, _)) => {
                     let o_stack = o.split('_').next().unwrap_or_default().to_string();
                     if o_stack != stack.name {
                         return Err(DeployError::Invalid(format!(
@@ -188,6 +204,7 @@ impl Engine {
             let opts = ingot_mesh::ListenOptions {
                 admit,
                 port: Some(target),
+                upstream,
                 ..Default::default()
             };
             let handle = match protocol {
@@ -242,6 +259,7 @@ pub(super) struct Wanted {
     pub at: ListenAt,
     pub service: String,
     pub target: u16,
+    pub upstream: ingot_mesh::Upstream,
 }
 
 /// A service's port behind the mesh: its first published TCP port's

@@ -249,6 +249,7 @@ fn service(image: &Digest, replicas: u32, port: u16, update: UpdatePolicy) -> Pi
             target: 80,
             protocol: Default::default(),
             mode: Default::default(),
+            app_protocol: None,
         }],
         health: Some(Health {
             test: vec!["check".into()],
