@@ -5,7 +5,6 @@ use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ingot_oci::Digest;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{Req, Shared};
 use crate::error::ApiError;
@@ -44,7 +43,7 @@ pub(crate) async fn get(app: &Shared, name: &str, d: &str, req: &Req) -> Result<
         return Err(ApiError::blob_unknown(d));
     }
     let path = app.blobs.path(&digest);
-    let mut file = match tokio::fs::File::open(&path).await {
+    let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(_) => return Err(ApiError::blob_unknown(d)),
     };
@@ -77,12 +76,62 @@ pub(crate) async fn get(app: &Shared, name: &str, d: &str, req: &Req) -> Result<
     let body = if head {
         Body::empty()
     } else {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(ApiError::internal)?;
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20))
+        stream_file(file.into_std().await, start, len)
     };
     resp.body(body).map_err(ApiError::internal)
+}
+
+/// Bytes per chunk a blob is read in.
+const CHUNK: usize = 1 << 20;
+
+/// `len` bytes of `file` from `start` as a body: read by one task of the
+/// blocking pool for the whole response, at most 4 chunks ahead of the
+/// client, instead of one trip to that pool per chunk.
+fn stream_file(file: std::fs::File, start: u64, len: u64) -> Body {
+    use std::io::{Read, Seek};
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+            let mut buf = vec![0u8; want];
+            let mut filled = 0;
+            while filled < want {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if filled == 0 {
+                // The file is shorter than it said: the response breaks
+                // off rather than end short of its Content-Length quietly.
+                let _ = tx.blocking_send(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob file ended early",
+                )));
+                return;
+            }
+            buf.truncate(filled);
+            left -= filled as u64;
+            // A client gone: stop reading.
+            if tx.blocking_send(Ok(buf.into())).is_err() {
+                return;
+            }
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }))
 }
 
 pub(crate) async fn delete(app: &Shared, name: &str, d: &str) -> Result<Response, ApiError> {
