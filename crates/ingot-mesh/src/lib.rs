@@ -216,10 +216,10 @@ impl Pool {
             *b = new;
             old
         };
-        self.idle
-            .lock()
-            .unwrap()
-            .retain(|a, _| addrs.iter().any(|m| m.ip() == a.ip()));
+        let kept = |a: &SocketAddr| addrs.iter().any(|m| m.ip() == a.ip());
+        self.idle.lock().unwrap().retain(|a, _| kept(a));
+        self.h2.lock().unwrap().retain(|a, _| kept(a));
+        self.h2_connecting.lock().unwrap().retain(|a, _| kept(a));
         for a in addrs.iter().filter(|a| !old.contains(a)) {
             self.tell("join", *a);
         }
