@@ -1044,8 +1044,13 @@ async fn h2_connection(pool: &Pool, addr: SocketAddr, fresh: bool) -> Result<H2S
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
+    // Pinged while open: a replica gone without a word is found out in
+    // seconds, not by every request waiting out its response timeout.
     let (sender, conn) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
         .handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
@@ -1055,10 +1060,13 @@ async fn h2_connection(pool: &Pool, addr: SocketAddr, fresh: bool) -> Result<H2S
     });
     // Kept only while the replica is in the pool (it may have left while
     // this connected).
-    let member = pool.backends.lock().unwrap().iter().any(|b| b.addr.ip() == addr.ip());
-    if member {
+    // (Under the members' lock: a `remove` either comes before, and it is
+    // not kept, or after, and takes it out.)
+    let members = pool.backends.lock().unwrap();
+    if members.iter().any(|b| b.addr.ip() == addr.ip()) {
         pool.h2.lock().unwrap().insert(addr, sender.clone());
     }
+    drop(members);
     Ok(sender)
 }
 
@@ -1085,17 +1093,42 @@ async fn forward_h2(
             .headers
             .insert(hyper::header::TE, hyper::header::HeaderValue::from_static("trailers"));
     }
-    let host = parts
-        .headers
-        .remove(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok().map(str::to_string));
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    // The Host header becomes the authority, if it is one (no user info,
+    // nothing of a path, query or fragment smuggled in).
+    let host = match parts.headers.remove(hyper::header::HOST) {
+        None => None,
+        Some(h) => match h
+            .to_str()
+            .ok()
+            .filter(|h| !h.contains('@'))
+            .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
+        {
+            Some(a) => Some(a),
+            None => return status(StatusCode::BAD_REQUEST, "bad Host header"),
+        },
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
     let mut body = body;
     let mut last = String::new();
     'replicas: for (addr, active) in candidates {
         let guard = InFlight::new(active);
-        let authority = host.clone().unwrap_or_else(|| addr.to_string());
-        match format!("http://{authority}{path}").parse() {
+        let authority = match &host {
+            Some(a) => a.clone(),
+            None => match addr.to_string().parse() {
+                Ok(a) => a,
+                Err(_) => return status(StatusCode::BAD_REQUEST, "bad Host header"),
+            },
+        };
+        match hyper::Uri::builder()
+            .scheme("http")
+            .authority(authority)
+            .path_and_query(path.clone())
+            .build()
+        {
             Ok(uri) => parts.uri = uri,
             Err(_) => return status(StatusCode::BAD_REQUEST, "bad Host header"),
         }
@@ -1805,6 +1838,20 @@ mod tests {
             .unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "HTTP/2.0 http://web.example/plain te= body=0".as_bytes());
+        // A Host that would move the path is refused, never forwarded.
+        for bad in ["h/admin?", "user@h", "h#x"] {
+            let resp = c
+                .send_request(
+                    Request::builder()
+                        .uri("/public")
+                        .header("host", bad)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "Host {bad:?}");
+        }
         // Every request went as a stream of one connection.
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.connects.load(Ordering::SeqCst), 1);

@@ -21,6 +21,8 @@ pub struct ReadAhead<R> {
     cur: Vec<u8>,
     pos: usize,
     done: bool,
+    /// The stream's error, given again to every later read.
+    failed: Option<(io::ErrorKind, String)>,
     thread: Option<JoinHandle<R>>,
 }
 
@@ -73,6 +75,7 @@ impl<R: Read + Send + 'static> ReadAhead<R> {
             cur: Vec::new(),
             pos: 0,
             done: false,
+            failed: None,
             thread: Some(thread),
         })
     }
@@ -92,6 +95,9 @@ impl<R: Read + Send + 'static> ReadAhead<R> {
 impl<R> Read for ReadAhead<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.cur.len() {
+            if let Some((kind, msg)) = &self.failed {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
             if self.done {
                 return Ok(0);
             }
@@ -105,13 +111,12 @@ impl<R> Read for ReadAhead<R> {
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
-                    self.done = true;
+                    self.failed = Some((e.kind(), e.to_string()));
                     return Err(e);
                 }
                 // The thread ended without an empty chunk: it stopped early.
                 Err(_) => {
-                    self.done = true;
-                    return Err(io::Error::other("the read-ahead thread stopped"));
+                    self.failed = Some((io::ErrorKind::Other, "the read-ahead thread stopped".into()));
                 }
             }
         }
@@ -173,6 +178,10 @@ mod tests {
         let err = ahead.read_to_end(&mut got).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(got, vec![1u8; 10]);
+        // Never mistaken for the end of the stream afterwards.
+        let again = ahead.read(&mut [0u8; 4]).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::InvalidData);
+        assert!(ahead.finish().is_err());
     }
 
     struct Endless(std::sync::Arc<std::sync::atomic::AtomicBool>);

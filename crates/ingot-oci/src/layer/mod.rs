@@ -323,8 +323,11 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
     // Directories this call made or found to be real directories: their
     // children need no walk from the root again. Forgotten at any removal.
     let mut dirs: HashSet<PathBuf> = HashSet::new();
-    // Into an empty directory, only what this call created can be there.
-    let fresh = fs::read_dir(dest).map_err(io_at(dest))?.next().is_none();
+    // Into an empty directory, only what this call made can be there:
+    // every path it made (entries, the parents it made for them, overlay
+    // whiteouts) is in `made` then, and nothing else needs a lookup.
+    let fresh = fs::read_dir(dest).is_ok_and(|mut d| d.next().is_none());
+    let mut made: HashSet<PathBuf> = HashSet::new();
     let mut buf = vec![0u8; 256 << 10];
     for entry in archive.entries().map_err(LayerError::Tar)? {
         let mut entry = entry.map_err(LayerError::Tar)?;
@@ -336,13 +339,13 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
         let name_bytes = name.as_bytes();
         if opts.whiteouts == Whiteouts::Overlay && name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
             dirs.clear();
-            overlay_whiteout(dest, &info.path, name_bytes)?;
+            overlay_whiteout(dest, &info.path, name_bytes, fresh.then_some(&mut made))?;
             continue;
         }
         if name_bytes == OPAQUE_MARKER.as_bytes() {
             dirs.clear();
             let dir = info.path.parent().unwrap_or(Path::new(""));
-            if let Some(abs) = walk_parents(dest, &info.path, false, None)? {
+            if let Some(abs) = walk_parents(dest, &info.path, false, None, None)? {
                 clear_dir(&abs, dir, &created)?;
             }
             continue;
@@ -352,15 +355,15 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
                 return Err(LayerError::unsafe_entry(&info.path, "malformed whiteout"));
             }
             dirs.clear();
-            if let Some(parent) = walk_parents(dest, &info.path, false, None)? {
+            if let Some(parent) = walk_parents(dest, &info.path, false, None, None)? {
                 remove_any(&parent.join(OsStr::from_bytes(hidden)))?;
             }
             continue;
         }
-        let parent = walk_parents(dest, &info.path, true, Some(&mut dirs))?.expect("parents are created");
+        let parent = walk_parents(dest, &info.path, true, Some(&mut dirs), fresh.then_some(&mut made))?
+            .expect("parents are created");
         let target = parent.join(name);
-        let known_dir = dirs.contains(&info.path);
-        let existing = if fresh && !known_dir && !created.contains(&info.path) {
+        let existing = if fresh && !made.contains(&info.path) {
             None
         } else {
             fs::symlink_metadata(&target).ok()
@@ -406,6 +409,9 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
                 f.set_permissions(Permissions::from_mode(info.mode))
                     .map_err(io_at(&target))?;
                 rustix::fs::futimens(&f, &timestamps(info.mtime)).map_err(|e| io_at(&target)(e.into()))?;
+                if fresh {
+                    made.insert(info.path.clone());
+                }
                 created.insert(info.path);
                 continue;
             }
@@ -415,7 +421,7 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
             }
             Kind::Hardlink => {
                 let rel = info.link.as_deref().unwrap_or(Path::new(""));
-                let src_parent = walk_parents(dest, rel, false, None)?
+                let src_parent = walk_parents(dest, rel, false, None, None)?
                     .ok_or_else(|| LayerError::unsafe_entry(&info.path, "hard link target does not exist"))?;
                 let src = src_parent.join(rel.file_name().unwrap_or_default());
                 match fs::symlink_metadata(&src) {
@@ -429,6 +435,9 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
                     Err(_) => return Err(LayerError::unsafe_entry(&info.path, "hard link target does not exist")),
                 }
                 fs::hard_link(&src, &target).map_err(io_at(&target))?;
+                if fresh {
+                    made.insert(info.path.clone());
+                }
                 created.insert(info.path.clone());
                 continue; // a hard link shares its target's owner and times
             }
@@ -443,6 +452,9 @@ pub fn unpack<R: Read>(input: R, dest: &Path, opts: &UnpackOptions) -> Result<St
         }
         if info.kind != Kind::Dir {
             set_mtime(&target, info.mtime)?;
+        }
+        if fresh {
+            made.insert(info.path.clone());
         }
         created.insert(info.path);
     }
@@ -477,8 +489,13 @@ fn gid(id: u32) -> rustix::fs::Gid {
 }
 
 /// Records a whiteout the way overlayfs reads it from a lower layer.
-fn overlay_whiteout(dest: &Path, rel: &Path, name: &[u8]) -> Result<(), LayerError> {
-    let parent = walk_parents(dest, rel, true, None)?.expect("parents are created");
+fn overlay_whiteout(
+    dest: &Path,
+    rel: &Path,
+    name: &[u8],
+    mut made: Option<&mut HashSet<PathBuf>>,
+) -> Result<(), LayerError> {
+    let parent = walk_parents(dest, rel, true, None, made.as_deref_mut())?.expect("parents are created");
     if name == OPAQUE_MARKER.as_bytes() {
         rustix::fs::lsetxattr(&parent, "trusted.overlay.opaque", b"y", rustix::fs::XattrFlags::empty())
             .map_err(|e| io_at(&parent)(e.into()))?;
@@ -500,6 +517,9 @@ fn overlay_whiteout(dest: &Path, rel: &Path, name: &[u8]) -> Result<(), LayerErr
         rustix::fs::makedev(0, 0),
     )
     .map_err(|e| io_at(&target)(e.into()))?;
+    if let Some(m) = made {
+        m.insert(rel.with_file_name(OsStr::from_bytes(hidden)));
+    }
     Ok(())
 }
 
@@ -513,6 +533,7 @@ fn walk_parents(
     rel: &Path,
     create: bool,
     mut known: Option<&mut HashSet<PathBuf>>,
+    mut made: Option<&mut HashSet<PathBuf>>,
 ) -> Result<Option<PathBuf>, LayerError> {
     let Some(parent) = rel.parent() else {
         return Ok(Some(root.to_path_buf()));
@@ -550,6 +571,9 @@ fn walk_parents(
                 }
                 fs::create_dir(&cur).map_err(io_at(&cur))?;
                 fs::set_permissions(&cur, Permissions::from_mode(0o755)).map_err(io_at(&cur))?;
+                if let Some(m) = made.as_deref_mut() {
+                    m.insert(cur_rel.clone());
+                }
             }
             Err(e) => return Err(io_at(&cur)(e)),
         }

@@ -100,6 +100,20 @@ fn a_directory_replaced_in_the_same_layer_is_looked_at_again() {
     unpack_bytes(&tar, root.path()).unwrap();
     assert_eq!(fs::read(root.path().join("f")).unwrap(), b"two");
     assert_eq!(fs::read(root.path().join("d")).unwrap(), b"file at last");
+    // A parent made for an entry, then named itself after a removal made
+    // the walk forget what it had seen.
+    let root = tempfile::tempdir().unwrap();
+    let tar = RawTar::new()
+        .file("a/f", b"1")
+        .file("g", b"one")
+        .file("g", b"two")
+        .dir("a")
+        .finish();
+    unpack_bytes(&tar, root.path()).unwrap();
+    assert_eq!(fs::read(root.path().join("a/f")).unwrap(), b"1");
+    // An empty archive into a directory that is not there: nothing to do.
+    let gone = root.path().join("missing");
+    unpack_bytes(&RawTar::new().finish(), &gone).unwrap();
 }
 
 #[test]
@@ -233,6 +247,13 @@ fn overlay_mode_keeps_whiteouts_for_overlayfs() {
     let mut buf = [0u8; 4];
     let n = rustix::fs::lgetxattr(tmp.path().join("b"), "trusted.overlay.opaque", &mut buf).unwrap();
     assert_eq!(&buf[..n], b"y");
+
+    // A whiteout and then the same name again in one layer (a directory
+    // replaced by a file, as some differs write it): the file wins.
+    let tmp = tempfile::tempdir().unwrap();
+    let replaced = RawTar::new().file("etc/.wh.foo", b"").file("etc/foo", b"file").finish();
+    unpack(&replaced[..], tmp.path(), &opts).unwrap();
+    assert_eq!(fs::read(tmp.path().join("etc/foo")).unwrap(), b"file");
 }
 
 #[test]

@@ -83,17 +83,39 @@ pub(crate) async fn get(app: &Shared, name: &str, d: &str, req: &Req) -> Result<
 
 /// Bytes per chunk a blob is read in.
 const CHUNK: usize = 1 << 20;
+/// Responses read by a blocking-pool task of their own at once; more are
+/// read one chunk per trip to the pool.
+static READERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
+/// How long a reader waits for a client to take the next chunk before it
+/// gives up the response (and its blocking-pool thread).
+const STALLED: std::time::Duration = std::time::Duration::from_secs(60);
+
+type Chunk = std::io::Result<axum::body::Bytes>;
 
 /// `len` bytes of `file` from `start` as a body: read by one task of the
 /// blocking pool for the whole response, at most 4 chunks ahead of the
-/// client, instead of one trip to that pool per chunk.
+/// client, instead of one trip to that pool per chunk. At most
+/// [`READERS`] responses at once are read that way, and a client that takes
+/// no chunk for [`STALLED`] loses its response, so slow clients cannot hold
+/// the blocking pool; past that, chunks are read one trip at a time.
 fn stream_file(file: std::fs::File, start: u64, len: u64) -> Body {
     use std::io::{Read, Seek};
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(4);
+    let Ok(permit) = READERS.try_acquire() else {
+        return stream_file_async(tokio::fs::File::from_std(file), start, len);
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let send = |chunk: Chunk| -> bool {
+            matches!(
+                handle.block_on(tokio::time::timeout(STALLED, tx.send(chunk))),
+                Ok(Ok(()))
+            )
+        };
         let mut file = file;
         if let Err(e) = file.seek(std::io::SeekFrom::Start(start)) {
-            let _ = tx.blocking_send(Err(e));
+            send(Err(e));
             return;
         }
         let mut left = len;
@@ -107,7 +129,7 @@ fn stream_file(file: std::fs::File, start: u64, len: u64) -> Body {
                     Ok(n) => filled += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
+                        send(Err(e));
                         return;
                     }
                 }
@@ -115,16 +137,13 @@ fn stream_file(file: std::fs::File, start: u64, len: u64) -> Body {
             if filled == 0 {
                 // The file is shorter than it said: the response breaks
                 // off rather than end short of its Content-Length quietly.
-                let _ = tx.blocking_send(Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "blob file ended early",
-                )));
+                send(Err(short()));
                 return;
             }
             buf.truncate(filled);
             left -= filled as u64;
-            // A client gone: stop reading.
-            if tx.blocking_send(Ok(buf.into())).is_err() {
+            // A client gone or stalled: stop reading.
+            if !send(Ok(buf.into())) {
                 return;
             }
         }
@@ -132,6 +151,41 @@ fn stream_file(file: std::fs::File, start: u64, len: u64) -> Body {
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     }))
+}
+
+fn short() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob file ended early")
+}
+
+/// [`stream_file`] one chunk per trip to the blocking pool (tokio's file).
+fn stream_file_async(file: tokio::fs::File, start: u64, len: u64) -> Body {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let state = (file, start, len, false);
+    Body::from_stream(futures_util::stream::unfold(
+        state,
+        |(mut file, start, left, sought)| async move {
+            let chunk: Chunk;
+            if left == 0 {
+                return None;
+            }
+            if !sought {
+                if let Err(e) = file.seek(std::io::SeekFrom::Start(start)).await {
+                    chunk = Err(e);
+                    return Some((chunk, (file, start, 0, true)));
+                }
+            }
+            let want = CHUNK.min(usize::try_from(left).unwrap_or(CHUNK));
+            let mut buf = vec![0u8; want];
+            match file.read(&mut buf).await {
+                Ok(0) => Some((Err(short()), (file, start, 0, true))),
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(buf.into()), (file, start, left - n as u64, true)))
+                }
+                Err(e) => Some((Err(e), (file, start, 0, true))),
+            }
+        },
+    ))
 }
 
 pub(crate) async fn delete(app: &Shared, name: &str, d: &str) -> Result<Response, ApiError> {
@@ -145,6 +199,44 @@ pub(crate) async fn delete(app: &Shared, name: &str, d: &str) -> Result<Response
 
 #[cfg(test)]
 mod tests {
+    async fn body_bytes(body: axum::body::Body) -> Result<Vec<u8>, String> {
+        use futures_util::StreamExt;
+        let mut out = Vec::new();
+        let mut s = body.into_data_stream();
+        while let Some(c) = s.next().await {
+            out.extend_from_slice(&c.map_err(|e| e.to_string())?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn blobs_stream_whole_or_in_ranges_on_either_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..(2 * super::CHUNK + 777)).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let open = || std::fs::File::open(&path).unwrap();
+        let n = data.len() as u64;
+        for (start, len) in [(0, n), (5, 100), (super::CHUNK as u64 - 1, 3), (n - 1, 1)] {
+            let want = &data[start as usize..(start + len) as usize];
+            // A reader task of its own.
+            let got = body_bytes(super::stream_file(open(), start, len)).await.unwrap();
+            assert_eq!(got, want, "{start}+{len}");
+            // Every reader taken: one chunk per trip to the pool instead.
+            let held = super::READERS.acquire_many(64).await.unwrap();
+            let got = body_bytes(super::stream_file(open(), start, len)).await.unwrap();
+            assert_eq!(got, want, "{start}+{len}, fallback");
+            drop(held);
+        }
+        // A file shorter than the response says breaks the body off.
+        let err = body_bytes(super::stream_file(open(), n - 10, 20)).await.unwrap_err();
+        assert!(err.contains("ended early"), "{err}");
+        let held = super::READERS.acquire_many(64).await.unwrap();
+        let err = body_bytes(super::stream_file(open(), n - 10, 20)).await.unwrap_err();
+        assert!(err.contains("ended early"), "{err}");
+        drop(held);
+    }
+
     #[test]
     fn ranges() {
         assert_eq!(super::range("bytes=0-9", 100), Some((0, 9)));
