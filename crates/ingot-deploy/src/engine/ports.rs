@@ -155,12 +155,10 @@ impl Engine {
             let owner = lock(&self.listeners).get(&at).map(|(s, l)| (s.clone(), l.upstream()));
             match owner {
                 Some((o, u)) if o == svc && u == upstream => continue,
-                // The same service, now spoken to in another HTTP version.
-                Some((o, _)) if o == svc => {
-                    if let Some((_, l)) = lock(&self.listeners).remove(&at) {
-                        l.abort();
-                    }
-                }
+                // The same service, now spoken to in another HTTP version:
+                // the new listener binds beside the old one (SO_REUSEPORT),
+                // which stops accepting once it is in place (below).
+                Some((o, _)) if o == svc => {}
                 Some((o, _)) => {
                     let o_stack = o.split('_').next().unwrap_or_default().to_string();
                     if o_stack != stack.name {
@@ -212,7 +210,9 @@ impl Engine {
                 Protocol::Udp => ingot_mesh::listen_udp(addr, pool, opts).await,
             }
             .map_err(|e| DeployError::Invalid(format!("port {}/{protocol} cannot be published: {e}", addr.port())))?;
-            lock(&self.listeners).insert(at, (svc, Arc::new(handle)));
+            if let Some((_, old)) = lock(&self.listeners).insert(at, (svc, Arc::new(handle))) {
+                old.abort();
+            }
         }
         Ok(())
     }

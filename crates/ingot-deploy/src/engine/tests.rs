@@ -695,3 +695,34 @@ async fn a_change_of_one_stack_does_not_stall_another_stacks_reconcile() {
     let r = w.engine.wait(entry.seq).await.unwrap();
     assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_port_whose_app_protocol_changes_is_served_in_the_new_http_version() {
+    let w = world().await;
+    let p = ingot_testsupport::free_port();
+    let u = update(Order::StartFirst, 1, FailureAction::Rollback, 0.0);
+    let upstream = |w: &World| -> Vec<ingot_mesh::Upstream> {
+        lock(&w.engine.listeners)
+            .iter()
+            .filter(|((_, a), _)| a.port() == p)
+            .map(|(_, (_, l))| l.upstream())
+            .collect()
+    };
+    let r = deploy(&w, &stack(vec![("web", service(&w.v[0], 1, p, u.clone()))])).await;
+    assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
+    assert_eq!(upstream(&w), [ingot_mesh::Upstream::Http1]);
+
+    let mut h2 = service(&w.v[0], 1, p, u.clone());
+    h2.ports[0].app_protocol = Some("grpc".into());
+    let r = deploy(&w, &stack(vec![("web", h2)])).await;
+    assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
+    // One listener on the port, the new one.
+    assert_eq!(upstream(&w), [ingot_mesh::Upstream::H2c]);
+    tokio::net::TcpStream::connect(("127.0.0.1", p))
+        .await
+        .expect("the port is still served");
+
+    let r = deploy(&w, &stack(vec![("web", service(&w.v[0], 1, p, u))])).await;
+    assert_eq!(r.outcome, ledger::SUCCEEDED, "{}", r.message);
+    assert_eq!(upstream(&w), [ingot_mesh::Upstream::Http1]);
+}
