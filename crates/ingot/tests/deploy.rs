@@ -2552,3 +2552,57 @@ fn a_stack_bundle_ships_signed_and_deploys_by_digest_on_another_root() {
     src.ok(&["drift"]);
     src.ok(&["stack", "rm", "shop"]);
 }
+
+#[test]
+fn a_port_marked_h2c_reaches_replicas_that_speak_only_http2() {
+    let test = "a_port_marked_h2c_reaches_replicas_that_speak_only_http2";
+    let Some(ingot) = ingot_testsupport::busybox_root(test, BIN, "example/base:latest") else {
+        return;
+    };
+    // nghttpd from Debian's nghttp2-server: HTTP/2 only (h2c with prior
+    // knowledge when --no-tls), as a gRPC server is.
+    let tar = ingot.path("nghttpd-rootfs.tar");
+    let st = Command::new(workspace_file("scripts/debian-rootfs"))
+        .arg(&tar)
+        .arg("nghttp2-server")
+        .status()
+        .unwrap();
+    assert!(st.success(), "scripts/debian-rootfs nghttp2-server failed");
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "test/nghttpd-rootfs:1"]);
+    build(
+        &ingot,
+        "h2only:1",
+        "FROM test/nghttpd-rootfs:1\nCOPY site /srv/www\nCMD [\"nghttpd\", \"--no-tls\", \"-d\", \"/srv/www\", \"8080\"]\n",
+        Some("spoken to in HTTP/2"),
+    );
+    let port = ingot_testsupport::free_port();
+    let stack = |file: &str, app_protocol: &str| {
+        let path = ingot.write(
+            file,
+            format!(
+                "services:\n  web:\n    image: h2only:1\n    stop_grace_period: 1s\n    ports:\n      - {{target: 8080, published: {port}, host_ip: 127.0.0.1{app_protocol}}}\n    deploy:\n      replicas: 2\n"
+            )
+            .as_bytes(),
+        );
+        path.to_str().unwrap().to_string()
+    };
+    let _daemon = Daemon::start(&ingot);
+    let h2c = stack("h2c.yml", ", app_protocol: h2c");
+    ingot.ok(&["deploy", "-f", &h2c, "--name", "demo"]);
+    // HTTP/1.1 clients, keep-alive and not, through the mesh to replicas
+    // that speak nothing but HTTP/2.
+    let mut conn = None;
+    for _ in 0..20 {
+        assert_eq!(get(&mut conn, port).unwrap(), "spoken to in HTTP/2");
+        assert_eq!(get(&mut None, port).unwrap(), "spoken to in HTTP/2");
+    }
+    // The same replicas spoken to in HTTP/1.1 do not answer: the mesh says so.
+    let http1 = stack("http1.yml", "");
+    ingot.ok(&["deploy", "-f", &http1, "--name", "demo"]);
+    let err = get(&mut None, port).expect_err("an HTTP/2-only replica answered HTTP/1.1");
+    assert!(err.contains("502"), "{err}");
+    // And back.
+    ingot.ok(&["deploy", "-f", &h2c, "--name", "demo"]);
+    assert_eq!(get(&mut None, port).unwrap(), "spoken to in HTTP/2");
+    ingot.ok(&["stack", "rm", "demo"]);
+}
