@@ -87,14 +87,14 @@ pub async fn serve(engine: Arc<Engine>, socks: Sockets) -> std::io::Result<()> {
                 let Ok((stream, peer)) = tcp.accept().await else {
                     continue;
                 };
-                if !known(&engine, peer) {
-                    continue;
-                }
                 let Ok(slot) = conns.clone().try_acquire_owned() else {
                     continue;
                 };
                 let (engine, upstream) = (engine.clone(), upstream.clone());
                 tokio::spawn(async move {
+                    if !known_now(&engine, peer).await {
+                        return;
+                    }
                     let _ = answer_tcp(&engine, &upstream, stream, peer).await;
                     drop(slot);
                 });
@@ -110,12 +110,12 @@ pub async fn serve(engine: Arc<Engine>, socks: Sockets) -> std::io::Result<()> {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             continue;
         };
-        if !known(&engine, peer) {
-            continue;
-        }
         let query = buf[..n].to_vec();
         let (sock, engine, upstream) = (sock.clone(), engine.clone(), upstream.clone());
         tokio::spawn(async move {
+            if !known_now(&engine, peer).await {
+                return;
+            }
             if let Some(answer) = answer(&engine, &upstream, &query, peer, true).await {
                 let _ = sock.send_to(&answer, peer).await;
             }
@@ -125,6 +125,26 @@ pub async fn serve(engine: Arc<Engine>, socks: Sockets) -> std::io::Result<()> {
 }
 
 /// Whether `peer` is a replica this daemon knows.
+/// How long a question from an address not known yet waits for start-up
+/// to finish adopting the replicas.
+const ADOPTING: Duration = Duration::from_secs(5);
+
+/// [`known`], once start-up has adopted the replicas it found: a replacing
+/// daemon shares the DNS sockets with its predecessor from its first
+/// moment (SO_REUSEPORT spreads the questions over both), and a replica's
+/// question that reaches it before the adoption is answered, not dropped
+/// (its resolver would wait seconds to ask again).
+async fn known_now(engine: &Engine, peer: SocketAddr) -> bool {
+    if known(engine, peer) {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + ADOPTING;
+    while !engine.adopted() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    known(engine, peer)
+}
+
 fn known(engine: &Engine, peer: SocketAddr) -> bool {
     match peer.ip() {
         IpAddr::V4(a) => engine.client_stack(a).is_some(),

@@ -197,6 +197,9 @@ pub struct Engine {
     sealed: tokio::sync::watch::Sender<i64>,
     /// Set once start-up adopted the replicas (the reconcile tick waits for it).
     ready: std::sync::atomic::AtomicBool,
+    /// Set once start-up adopted the replicas, never unset (a daemon that
+    /// hands over stays adopted): see [`Engine::adopted`].
+    adopted: std::sync::atomic::AtomicBool,
     /// True once the daemon is stopping: waiters are let go.
     closing: tokio::sync::watch::Sender<bool>,
     /// Host directories a stack may bind-mount from (`daemon --allow-bind`).
@@ -313,6 +316,7 @@ impl Engine {
             messages: Mutex::new(BTreeMap::new()),
             sealed: tokio::sync::watch::channel(0).0,
             ready: std::sync::atomic::AtomicBool::new(false),
+            adopted: std::sync::atomic::AtomicBool::new(false),
             closing: tokio::sync::watch::channel(false).0,
             bind_roots: Mutex::new(Vec::new()),
             vips: Mutex::new(BTreeMap::new()),
@@ -435,6 +439,12 @@ impl Engine {
         for (_, (_, l)) in std::mem::take(&mut *lock(&self.listeners)) {
             l.abort();
         }
+    }
+
+    /// Whether start-up has adopted the replicas it found: until then, a
+    /// replica's address may be one this daemon does not know yet.
+    pub fn adopted(&self) -> bool {
+        self.adopted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Stops accepting on every published port and lets open connections
