@@ -1020,6 +1020,47 @@ impl Drop for Returning {
     }
 }
 
+/// A replica that accepted a request and sent no response head in time:
+/// it counts a failure (its connection is dropped), the client gets a 504.
+fn timed_out(pool: &Pool, addr: SocketAddr, target: Target, t0: tokio::time::Instant) -> Response<Body> {
+    pool.report(addr, false);
+    tracing::warn!(%addr, "replica did not answer within {:?}", target.response_timeout);
+    refuse(
+        pool,
+        StatusCode::GATEWAY_TIMEOUT,
+        "the replica did not answer in time",
+        t0,
+    )
+}
+
+/// A replica's response as it goes to the client: counted, hop-by-hop
+/// headers dropped, its body a [`Returning`] one, which gives the HTTP/1.1
+/// connection (`sender`) back to the pool and the request's in-flight
+/// count back to the replica once read to its end.
+fn answered(
+    pool: &Arc<Pool>,
+    addr: SocketAddr,
+    guard: InFlight<Tally>,
+    sender: Option<Sender>,
+    resp: Response<Incoming>,
+    t0: tokio::time::Instant,
+) -> Response<Body> {
+    pool.report(addr, !resp.status().is_server_error());
+    guard.0.record(resp.status().as_u16(), t0.elapsed());
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    let rbody = Returning {
+        body: rbody,
+        back: Some(Back {
+            sender,
+            pool: pool.clone(),
+            addr,
+            guard,
+        }),
+    };
+    Response::from_parts(rparts, rbody.boxed())
+}
+
 /// The shared HTTP/2 connection to `addr`: the open one, or a new one.
 async fn h2_connection(pool: &Pool, addr: SocketAddr, fresh: bool) -> Result<H2Sender, String> {
     let open = |pool: &Pool| {
@@ -1154,32 +1195,10 @@ async fn forward_h2(
             )
             .await;
             let Ok(sent) = sent else {
-                pool.report(addr, false);
-                tracing::warn!(%addr, "replica did not answer within {:?}", target.response_timeout);
-                return refuse(
-                    pool,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the replica did not answer in time",
-                    t0,
-                );
+                return timed_out(pool, addr, target, t0);
             };
             match sent {
-                Ok(resp) => {
-                    pool.report(addr, !resp.status().is_server_error());
-                    guard.0.record(resp.status().as_u16(), t0.elapsed());
-                    let (mut rparts, rbody) = resp.into_parts();
-                    strip_hop_by_hop(&mut rparts.headers);
-                    let rbody = Returning {
-                        body: rbody,
-                        back: Some(Back {
-                            sender: None,
-                            pool: pool.clone(),
-                            addr,
-                            guard,
-                        }),
-                    };
-                    return Response::from_parts(rparts, rbody.boxed());
-                }
+                Ok(resp) => return answered(pool, addr, guard, None, resp, t0),
                 Err(mut e) => {
                     last = format!("{addr}: {}", e.error());
                     match e.take_message() {
@@ -1279,39 +1298,14 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
             )
             .await;
             let Ok(sent) = sent else {
-                // Accepted and never answered: the client is told, the
-                // replica counts a failure (its connection is dropped).
-                pool.report(addr, false);
-                tracing::warn!(%addr, "replica did not answer within {:?}", target.response_timeout);
-                return refuse(
-                    pool,
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the replica did not answer in time",
-                    t0,
-                );
+                return timed_out(pool, addr, target, t0);
             };
             match sent {
                 Ok(resp) => {
-                    pool.report(addr, !resp.status().is_server_error());
-                    guard.0.record(resp.status().as_u16(), t0.elapsed());
                     if started.elapsed() > Duration::from_secs(1) {
                         tracing::warn!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, "slow replica");
                     }
-                    // The connection is ready again once the response body has
-                    // been read to its end: back to the pool, and the request
-                    // stops counting against the replica (drain waits for it).
-                    let (mut rparts, rbody) = resp.into_parts();
-                    strip_hop_by_hop(&mut rparts.headers);
-                    let rbody = Returning {
-                        body: rbody,
-                        back: Some(Back {
-                            sender: Some(sender),
-                            pool: pool.clone(),
-                            addr,
-                            guard,
-                        }),
-                    };
-                    return Response::from_parts(rparts, rbody.boxed());
+                    return answered(pool, addr, guard, Some(sender), resp, t0);
                 }
                 Err(mut e) => {
                     last = format!("{addr}: {}", e.error());

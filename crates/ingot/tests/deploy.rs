@@ -193,6 +193,19 @@ fn stack_file(ingot: &Ingot, name: &str, image: &str, port: u16, replicas: u32, 
     path.to_str().unwrap().to_string()
 }
 
+/// A Debian root filesystem with `package` installed (scripts/debian-rootfs,
+/// cached), imported as `tag`.
+fn debian_image(ingot: &Ingot, package: &str, tag: &str) {
+    let tar = ingot.path(&format!("{package}-rootfs.tar"));
+    let st = Command::new(workspace_file("scripts/debian-rootfs"))
+        .arg(&tar)
+        .arg(package)
+        .status()
+        .unwrap();
+    assert!(st.success(), "scripts/debian-rootfs {package} failed");
+    ingot.ok(&["import", "-q", tar.to_str().unwrap(), tag]);
+}
+
 fn build(ingot: &Ingot, tag: &str, dockerfile: &str, title: Option<&str>) {
     let ctx = ingot.path(&format!("ctx-{}", tag.replace([':', '/'], "-")));
     let _ = std::fs::remove_dir_all(&ctx);
@@ -1739,13 +1752,7 @@ fn a_three_tier_stack_serves_through_updates_rollback_restart_and_keeps_its_data
         return;
     };
     // The database image: redis from Debian's packages (cached rootfs).
-    let tar = ingot.path("redis-rootfs.tar");
-    let st = Command::new(workspace_file("examples/shop/db/rootfs.sh"))
-        .arg(&tar)
-        .status()
-        .unwrap();
-    assert!(st.success(), "examples/shop/db/rootfs.sh failed");
-    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "example/redis-rootfs:latest"]);
+    debian_image(&ingot, "redis-server", "example/redis-rootfs:latest");
     for tier in ["web", "api", "db"] {
         let dir = workspace_file(&format!("examples/shop/{tier}"));
         ingot.ok(&[
@@ -2561,14 +2568,7 @@ fn a_port_marked_h2c_reaches_replicas_that_speak_only_http2() {
     };
     // nghttpd from Debian's nghttp2-server: HTTP/2 only (h2c with prior
     // knowledge when --no-tls), as a gRPC server is.
-    let tar = ingot.path("nghttpd-rootfs.tar");
-    let st = Command::new(workspace_file("scripts/debian-rootfs"))
-        .arg(&tar)
-        .arg("nghttp2-server")
-        .status()
-        .unwrap();
-    assert!(st.success(), "scripts/debian-rootfs nghttp2-server failed");
-    ingot.ok(&["import", "-q", tar.to_str().unwrap(), "test/nghttpd-rootfs:1"]);
+    debian_image(&ingot, "nghttp2-server", "test/nghttpd-rootfs:1");
     build(
         &ingot,
         "h2only:1",
