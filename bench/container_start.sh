@@ -11,8 +11,22 @@ cd "$(dirname "$0")/.."
 # crun refuses a hybrid-cgroup host ("cgroups in hybrid mode not supported").
 # So that every runtime sees the same host, the whole benchmark runs in a
 # mount namespace of its own with the cgroup2 mount hidden (cgroup v1 only).
-if [ -z "${INGOT_BENCH_NS:-}" ] && mountpoint -q /sys/fs/cgroup/unified; then
-    exec unshare -m env INGOT_BENCH_NS=1 sh -c 'umount /sys/fs/cgroup/unified && exec "$0" "$@"' "$0" "$@"
+if [ -z "${INGOT_BENCH_NS:-}" ]; then
+    exec unshare -m --propagation private env INGOT_BENCH_NS=1 "$0" "$@"
+fi
+if mountpoint -q /sys/fs/cgroup/unified; then
+    umount /sys/fs/cgroup/unified
+fi
+# Runtime state belongs on a tmpfs: crun's and runc's default roots are
+# /run/crun and /run/runc, ingot keeps a `run --rm` container's directory
+# in /run/ingot, and /run is a tmpfs on every systemd host. Where it is
+# not (this benchmark's machines run without systemd), the namespace gets
+# a tmpfs on each of those three, so no runtime pays a disk's metadata
+# journal that the others do not.
+if [ "$(stat -f -c %T /run)" != tmpfs ]; then
+    for d in /run/ingot /run/crun /run/runc; do
+        mkdir -p "$d" && mount -t tmpfs -o mode=0700 bench "$d"
+    done
 fi
 RUNS=${RUNS:-50}
 need=()
@@ -43,8 +57,8 @@ cmds=(
   "ingot run --network none, baseline build|${BASELINE:-}|"
   "ingot run (bridge network)|$ingot --root $work/root run --rm box:1 /bin/true"
   "ingot run --runtime runc --network none|$ingot --root $work/root run --rm --runtime runc --network none box:1 /bin/true"
-  "runc run (bundle ready)|runc --root $work/runc run --bundle $work/bundle b"
-  "crun run (bundle ready)|crun --root $work/crun run --bundle $work/bundle b"
+  "runc run (bundle ready)|runc run --bundle $work/bundle b"
+  "crun run (bundle ready)|crun run --bundle $work/bundle b"
 )
 if docker info >/dev/null 2>&1 && docker import "$work/rootfs.tar" ingot-bench-box:1 >/dev/null 2>&1; then
     cmds+=("docker run --rm --network none|docker run --rm --network none ingot-bench-box:1 /bin/true")

@@ -294,14 +294,18 @@ fn start_and_wait(
     let code = wait_exit(child);
     let oom_killed = cgroup.oom_killed();
     let _ = cgroup.destroy();
-    rec.state = ContainerState::Exited;
-    rec.exit_code = Some(code.into());
-    rec.oom_killed = oom_killed;
-    rec.finished_at = Some(now());
-    store.update_container(&rec)?;
-    release(store, &rec.id);
+    if !spec.auto_remove {
+        rec.state = ContainerState::Exited;
+        rec.exit_code = Some(code.into());
+        rec.oom_killed = oom_killed;
+        rec.finished_at = Some(now());
+        store.update_container(&rec)?;
+        release(store, &rec.id);
+    }
     drop(leases);
     if spec.auto_remove {
+        // No exit to record and no address to release (it is a column of
+        // the row) for a row about to go.
         crate::remove_files(store, &rec.id);
         store.delete_container(&rec.id)?;
     }

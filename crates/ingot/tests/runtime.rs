@@ -376,6 +376,12 @@ fn leftovers(ingot: &Ingot, ids: &[String]) -> Vec<String> {
         if dir.exists() {
             found.push(dir.display().to_string());
         }
+        // A --rm container's directory on a tmpfs /run (see the test below).
+        for per_root in std::fs::read_dir("/run/ingot").into_iter().flatten().flatten() {
+            if per_root.path().join(id).exists() {
+                found.push(per_root.path().join(id).display().to_string());
+            }
+        }
         if let Ok(entries) = std::fs::read_dir("/run/ingot/ipam") {
             for e in entries.flatten() {
                 if std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(id.as_str())) {
@@ -385,6 +391,65 @@ fn leftovers(ingot: &Ingot, ids: &[String]) -> Vec<String> {
         }
     }
     found
+}
+
+#[test]
+fn a_run_rm_container_with_a_read_only_root_keeps_its_directory_on_the_hosts_tmpfs() {
+    let Some(ingot) = setup("a_run_rm_container_with_a_read_only_root_keeps_its_directory_on_the_hosts_tmpfs") else {
+        return;
+    };
+    // /run is a tmpfs on a systemd host, not on every CI machine: the test
+    // gives a private mount namespace one on /run/ingot.
+    let root = ingot.root().display().to_string();
+    let run = |opts: &str| format!("\"{BIN}\" --root \"{root}\" run --rm {opts} box:1 cat /proc/self/mountinfo");
+    let script = format!(
+        "mkdir -p /run/ingot && mount -t tmpfs -o mode=0700 test /run/ingot && \
+         {} && echo ---read-write && {} && echo ---kept && \
+         \"{BIN}\" --root \"{root}\" run --name kept --network none box:1 cat /proc/self/mountinfo && \
+         echo ---left && ls -A /run/ingot",
+        run("--network none"),
+        run("--read-write --network none"),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let (rm, rest) = stdout.split_once("---read-write\n").unwrap();
+    let (rw, rest) = rest.split_once("---kept\n").unwrap();
+    let (kept, left) = rest.split_once("---left\n").unwrap();
+    // The overlay of the container's root: its upper directory says where.
+    let upper = |mountinfo: &str| {
+        let line = mountinfo
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no root mount in {mountinfo}"))
+            .to_string();
+        let opts = line.rsplit(' ').next().unwrap();
+        opts.split(',')
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .unwrap_or_else(|| panic!("no upperdir in {line}"))
+            .to_string()
+    };
+    assert!(upper(rm).starts_with("/run/ingot/"), "run --rm: {}", upper(rm));
+    // A writable root's upper holds the container's writes, of any size,
+    // and a kept container's directory its logs: both on the disk.
+    let on_disk = format!("{root}/containers/");
+    assert!(upper(rw).starts_with(&on_disk), "--read-write: {}", upper(rw));
+    assert!(upper(kept).starts_with(&on_disk), "kept: {}", upper(kept));
+    // Nothing of the --rm containers is left on the tmpfs (ipam's leases
+    // live beside).
+    let left: Vec<&str> = left.lines().filter(|l| *l != "ipam").collect();
+    assert!(left.is_empty(), "left in /run/ingot: {left:?}");
+    let dirs: Vec<_> = std::fs::read_dir(ingot.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(dirs.len(), 1, "only the kept container's directory: {dirs:?}");
+    ingot.ok(&["rm", "kept"]);
+    assert!(ps(&ingot).is_empty());
 }
 
 #[test]
