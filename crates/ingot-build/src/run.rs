@@ -193,6 +193,7 @@ pub(crate) fn run(env: &Env, state: &State, step: &Step, exec: &Exec, progress: 
         pids_limit: None,
         stop_signal: "SIGKILL".into(),
         auto_remove: false,
+        transient: false,
         runtime: Runtime::Ingot,
         build_step: true,
         layers: diff_ids,

@@ -56,13 +56,13 @@ pub fn container_dir(root: &Path, id: &str) -> PathBuf {
 const RUN_BASE: &str = "/run/ingot";
 
 /// `/run/ingot/<dev>-<inode of the root>/<id>`: the directory of a
-/// container that is removed when it exits and has a read-only root
-/// (`run --rm`, the default read-only root). Nothing of it outlives the
-/// container, so nothing of it needs the disk: on ext4, creating and
+/// foreground `run --rm` container with a read-only root (the default).
+/// Nothing of it outlives the container, not even logs (its output goes
+/// to the caller), so nothing of it needs the disk: on ext4, creating and
 /// removing its ~17 files and directories (overlay upper and work, mount
 /// points, etc files, pid) cost 3 ms of a 9 ms start, a tmpfs next to
 /// nothing. A read-write root's upper (the container's writes, any size)
-/// and a kept container's logs stay under the store root. The root is
+/// and a detached or kept container's logs stay under the store root. The root is
 /// named by device and inode, so every path to one root finds the same
 /// directory, and two roots never share one.
 fn runtime_dir(root: &Path, id: &str) -> Option<PathBuf> {
@@ -80,7 +80,7 @@ fn runtime_dir(root: &Path, id: &str) -> Option<PathBuf> {
 /// directory stays under the store root: on a disk, one place is as good
 /// as another, and the root is where a user looks.
 fn run_is_tmpfs() -> bool {
-    let is_tmpfs = |p: &str| rustix::fs::statfs(p).is_ok_and(|s| s.f_type as i64 == libc::TMPFS_MAGIC as i64);
+    let is_tmpfs = |p: &str| rustix::fs::statfs(p).is_ok_and(|s| s.f_type == libc::TMPFS_MAGIC);
     if Path::new(RUN_BASE).is_dir() {
         is_tmpfs(RUN_BASE)
     } else {
@@ -92,7 +92,7 @@ fn run_is_tmpfs() -> bool {
 /// tmpfs when `spec` allows it and the host has `/run`, else on disk.
 fn make_container_dir(root: &Path, id: &str, spec: &ContainerSpec) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    if spec.auto_remove && spec.read_only && run_is_tmpfs() {
+    if spec.transient && spec.read_only && run_is_tmpfs() {
         if let Some(dir) = runtime_dir(root, id) {
             // Parents only root can enter: upper and merged lead to the
             // image's setuid binaries. A removal of the per-root parent

@@ -156,6 +156,12 @@ pub struct ContainerSpec {
     pub pids_limit: Option<i64>,
     pub stop_signal: String,
     pub auto_remove: bool,
+    /// Removed at exit and attached (a foreground `run --rm`): with a
+    /// read-only root, nothing of it outlives the container, not even logs
+    /// (its output goes to the caller), so its directory may go on the
+    /// host's tmpfs (`container_dir`). Decided at creation; not stored.
+    #[serde(skip)]
+    pub transient: bool,
     pub runtime: Runtime,
     /// A build step (RUN): no tmpfs on /tmp and /run and no /etc binds, so
     /// everything it writes lands in its upper directory, the new layer.
@@ -397,6 +403,7 @@ impl ContainerSpec {
             pids_limit: opts.pids_limit.filter(|p| *p > 0),
             stop_signal,
             auto_remove: opts.auto_remove,
+            transient: opts.auto_remove && !opts.detach,
             runtime: opts.runtime,
             build_step: false,
             layers: config.rootfs.diff_ids.iter().map(|d| d.hex().to_string()).collect(),

@@ -406,6 +406,7 @@ fn a_run_rm_container_with_a_read_only_root_keeps_its_directory_on_the_hosts_tmp
         "mkdir -p /run/ingot && mount -t tmpfs -o mode=0700 test /run/ingot && \
          {} && echo ---read-write && {} && echo ---kept && \
          \"{BIN}\" --root \"{root}\" run --name kept --network none box:1 cat /proc/self/mountinfo && \
+         echo ---detached && \"{BIN}\" --root \"{root}\" run -d --rm --network none box:1 sleep 5 && \
          echo ---left && ls -A /run/ingot",
         run("--network none"),
         run("--read-write --network none"),
@@ -418,7 +419,8 @@ fn a_run_rm_container_with_a_read_only_root_keeps_its_directory_on_the_hosts_tmp
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let (rm, rest) = stdout.split_once("---read-write\n").unwrap();
     let (rw, rest) = rest.split_once("---kept\n").unwrap();
-    let (kept, left) = rest.split_once("---left\n").unwrap();
+    let (kept, rest) = rest.split_once("---detached\n").unwrap();
+    let (detached, left) = rest.split_once("---left\n").unwrap();
     // The overlay of the container's root: its upper directory says where.
     let upper = |mountinfo: &str| {
         let line = mountinfo
@@ -434,7 +436,7 @@ fn a_run_rm_container_with_a_read_only_root_keeps_its_directory_on_the_hosts_tmp
     };
     assert!(upper(rm).starts_with("/run/ingot/"), "run --rm: {}", upper(rm));
     // A writable root's upper holds the container's writes, of any size,
-    // and a kept container's directory its logs: both on the disk.
+    // and a kept or detached container's directory its logs: on the disk.
     let on_disk = format!("{root}/containers/");
     assert!(upper(rw).starts_with(&on_disk), "--read-write: {}", upper(rw));
     assert!(upper(kept).starts_with(&on_disk), "kept: {}", upper(kept));
@@ -447,7 +449,17 @@ fn a_run_rm_container_with_a_read_only_root_keeps_its_directory_on_the_hosts_tmp
         .flatten()
         .map(|e| e.file_name())
         .collect();
-    assert_eq!(dirs.len(), 1, "only the kept container's directory: {dirs:?}");
+    let detached = detached.trim();
+    assert!(
+        ingot.root().join("containers").join(detached).is_dir(),
+        "run -d --rm: {detached} not on disk: {dirs:?}"
+    );
+    assert_eq!(
+        dirs.len(),
+        2,
+        "the kept and the detached containers' directories: {dirs:?}"
+    );
+    ingot.ok(&["rm", "-f", detached]);
     ingot.ok(&["rm", "kept"]);
     assert!(ps(&ingot).is_empty());
 }
