@@ -21,7 +21,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release --quiet --bin ingot
 ingot=$PWD/target/release/ingot
-work=$(mktemp -d /var/tmp/ingot-bench.XXXXXX)
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/ingot-bench.XXXXXX")
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
