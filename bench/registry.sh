@@ -5,6 +5,8 @@
 # pulls of every blob (curl) from each. Fresh registry storage and a cleared
 # skopeo blob-info cache before every push; fresh data for every run.
 # Usage: bench/registry.sh            (SIZE_MB=1024 LAYERS=8 RUNS=3 by default)
+#        BENCH_DIR=/dev/shm bench/registry.sh   (data and storage on a tmpfs;
+#        /var/tmp by default)
 # Writes a markdown table to stdout; copy it into bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
