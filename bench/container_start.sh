@@ -25,6 +25,12 @@ fi
 # journal that the others do not.
 if [ "$(stat -f -c %T /run)" != tmpfs ]; then
     for d in /run/ingot /run/crun /run/runc; do
+        # The host's address leases live in /run/ingot/ipam: hidden, the
+        # bridge runs could take an address a running container holds.
+        if [ "$d" = /run/ingot ] && [ -n "$(ls -A /run/ingot/ipam 2>/dev/null)" ]; then
+            echo "containers hold addresses (/run/ingot/ipam): /run/ingot stays on the disk" >&2
+            continue
+        fi
         mkdir -p "$d" && mount -t tmpfs -o mode=0700 bench "$d"
     done
 fi

@@ -55,7 +55,7 @@ pub fn container_dir(root: &Path, id: &str) -> PathBuf {
 /// every systemd host (as `/run/docker`, `/run/containerd`).
 const RUN_BASE: &str = "/run/ingot";
 
-/// `/run/ingot/<dev>-<inode of the root>/<id>`: the directory of a
+/// `/run/ingot/<dev>-<inode of the root, hex>/<id>`: the directory of a
 /// foreground `run --rm` container with a read-only root (the default).
 /// Nothing of it outlives the container, not even logs (its output goes
 /// to the caller), so nothing of it needs the disk: on ext4, creating and
@@ -64,7 +64,8 @@ const RUN_BASE: &str = "/run/ingot";
 /// nothing. A read-write root's upper (the container's writes, any size)
 /// and a detached or kept container's logs stay under the store root. The root is
 /// named by device and inode, so every path to one root finds the same
-/// directory, and two roots never share one.
+/// directory; two roots alive at once never share one (container ids are
+/// random, so a directory left by a deleted root is no other's).
 fn runtime_dir(root: &Path, id: &str) -> Option<PathBuf> {
     use std::os::unix::fs::MetadataExt;
     let meta = fs::metadata(root).ok()?;
@@ -92,6 +93,13 @@ fn run_is_tmpfs() -> bool {
 /// tmpfs when `spec` allows it and the host has `/run`, else on disk.
 fn make_container_dir(root: &Path, id: &str, spec: &ContainerSpec) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
+    // Made (root-only) whichever place this container's goes: `fsck`
+    // checks its mode.
+    let all = root.join("containers");
+    if !all.exists() {
+        // Containers' roots (overlay mounts) hold setuid binaries.
+        let _ = fs::DirBuilder::new().mode(0o700).create(&all);
+    }
     if spec.transient && spec.read_only && run_is_tmpfs() {
         if let Some(dir) = runtime_dir(root, id) {
             // Parents only root can enter: upper and merged lead to the
@@ -108,11 +116,6 @@ fn make_container_dir(root: &Path, id: &str, spec: &ContainerSpec) -> std::io::R
                 }
             }
         }
-    }
-    let all = root.join("containers");
-    if !all.exists() {
-        // Containers' roots (overlay mounts) hold setuid binaries.
-        let _ = fs::DirBuilder::new().mode(0o700).create(&all);
     }
     let dir = all.join(id);
     fs::create_dir_all(&dir)?;
@@ -254,7 +257,7 @@ pub fn reconcile(store: &Store) -> Result<()> {
 pub(crate) fn remove_files(store: &Store, id: &str) {
     let dir = container_dir(store.root(), id);
     let _ = fs::remove_dir_all(&dir);
-    if dir.starts_with(RUN_BASE) {
+    if runtime_dir(store.root(), id).is_some_and(|r| r == dir) {
         // The root's runtime directory goes with its last container.
         if let Some(parent) = dir.parent() {
             let _ = fs::remove_dir(parent);
@@ -287,14 +290,16 @@ fn owned(store: &Store, rec: &ContainerRecord) -> bool {
     let Some(pid) = rec.pid.filter(|p| *p > 0) else {
         return false;
     };
-    let recorded = fs::read_to_string(container_dir(store.root(), &rec.id).join("pid")).ok();
+    let dir = container_dir(store.root(), &rec.id);
+    let recorded = fs::read_to_string(dir.join("pid")).ok();
     match recorded
         .as_deref()
         .and_then(|r| r.split_whitespace().nth(1)?.parse::<u64>().ok())
     {
         Some(t) => start_time(pid) == Some(t),
-        // Recorded by an older ingot: the pid alone.
-        None => alive(Some(pid)),
+        // Recorded by an older ingot: the pid alone. No directory: the
+        // container is being removed (its pid already reaped, maybe reused).
+        None => dir.is_dir() && alive(Some(pid)),
     }
 }
 

@@ -294,20 +294,23 @@ fn start_and_wait(
     let code = wait_exit(child);
     let oom_killed = cgroup.oom_killed();
     let _ = cgroup.destroy();
-    if !spec.auto_remove {
+    if spec.auto_remove {
+        // No exit to record and no address to release (it is a column of
+        // the row) for a row about to go. Until it goes, the row says
+        // Running with a reaped pid: `owned` refuses it once the
+        // directory (and its pid record) is gone. The address lease goes
+        // with the row, so no two rows show one address.
+        crate::remove_files(store, &rec.id);
+        store.delete_container(&rec.id)?;
+        drop(leases);
+    } else {
         rec.state = ContainerState::Exited;
         rec.exit_code = Some(code.into());
         rec.oom_killed = oom_killed;
         rec.finished_at = Some(now());
         store.update_container(&rec)?;
         release(store, &rec.id);
-    }
-    drop(leases);
-    if spec.auto_remove {
-        // No exit to record and no address to release (it is a column of
-        // the row) for a row about to go.
-        crate::remove_files(store, &rec.id);
-        store.delete_container(&rec.id)?;
+        drop(leases);
     }
     Ok(Exit { code, oom_killed })
 }

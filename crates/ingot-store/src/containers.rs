@@ -105,18 +105,12 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<ContainerRecord> {
     })
 }
 
-/// Runs a pragma that returns nothing, parsed once per connection (a
-/// `run --rm` switches `synchronous` six times).
-fn pragma(db: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
-    db.prepare_cached(sql)?.raw_execute().map(drop)
-}
-
 /// Restores full durability when dropped (see [`Store::relaxed`]).
 struct Relaxed<'a>(&'a rusqlite::Connection);
 
 impl Drop for Relaxed<'_> {
     fn drop(&mut self) {
-        let _ = pragma(self.0, "PRAGMA synchronous = FULL");
+        let _ = self.0.pragma_update(None, "synchronous", "FULL");
     }
 }
 
@@ -128,7 +122,7 @@ impl Store {
     /// image) makes everything before it durable too. Saves an fsync per
     /// write on a container's start and exit.
     fn relaxed(&self) -> Relaxed<'_> {
-        let _ = pragma(&self.db, "PRAGMA synchronous = NORMAL");
+        let _ = self.db.pragma_update(None, "synchronous", "NORMAL");
         Relaxed(&self.db)
     }
 
