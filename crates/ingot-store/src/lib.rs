@@ -90,13 +90,17 @@ impl Store {
         let db_path = root.join("ingot.db");
         if !db_path.exists() {
             // SQLite gives its -wal and -shm files the database's mode.
+            // Another process opening the new root may make it first.
             use std::os::unix::fs::OpenOptionsExt;
-            fs::OpenOptions::new()
+            let made = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(DB_MODE)
-                .open(&db_path)
-                .map_err(root_err)?;
+                .open(&db_path);
+            match made {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                other => drop(other.map_err(root_err)?),
+            }
         }
         let db = db::open(&db_path)?;
         Ok(Store {
