@@ -544,9 +544,23 @@ pub fn push(store: &Store, image: &str, remote: &Remote, obs: Obs) -> Result<Tra
             by_tag.entry(kind).or_default().push(m);
         }
     }
-    for (kind, ms) in by_tag {
+    for (kind, mut ms) in by_tag {
+        let tag = cosign_tag(&img.manifest.digest, kind);
+        if kind == "sig" {
+            // Signatures others pushed under the tag stay, next to ours
+            // (cosign appends to it too): a push never drops a signature.
+            if let Some((bytes, media_type)) = client.get_manifest_opt(remote, &tag)? {
+                let theirs = Manifest::parse(bytes, Some(&media_type)).map_err(|e| {
+                    ClientError::Invalid(format!(
+                        "{tag} on the registry is not a manifest its signatures can be kept from \
+                         (not replaced): {e}"
+                    ))
+                })?;
+                ms.insert(0, theirs);
+            }
+        }
         let tagged = cosign_manifest(kind, ms)?;
-        client.put_manifest(remote, &cosign_tag(&img.manifest.digest, kind), &tagged)?;
+        client.put_manifest(remote, &tag, &tagged)?;
     }
     t.digest = Some(img.manifest.digest.clone());
     Ok(t)

@@ -1253,6 +1253,26 @@ fn signatures_travel_through_distribution_under_cosigns_tag() {
         ]);
     }
 
+    // Another signer's push of the same image (built alike on its own root,
+    // knowing nothing of the two signatures there) adds its signature to
+    // the tag: none is dropped.
+    let third = Ingot::new(BIN);
+    assert_eq!(sample_image(&third, "signed:1"), digest, "the same image");
+    third.ok(&["key", "generate", "--out", third.path("k3").to_str().unwrap()]);
+    third.ok(&["sign", "signed:1", "--key", third.path("k3.key").to_str().unwrap()]);
+    third.ok(&["push", "signed:1", &format!("{repo}:1")]);
+    let r = call("GET", &format!("{base}/manifests/{tag}"), &accept, b"");
+    let layers = r.json()["layers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(layers.len(), 3, "k1, k2 and k3 under the one tag: {}", r.json());
+    for key in [src.path("k1.pub"), src.path("k2.pub"), third.path("k3.pub")] {
+        let out = remote_only.ok(&["verify", &format!("{repo}:1"), "--key", key.to_str().unwrap()]);
+        assert!(out.contains(&format!("Verified {digest}")), "{out}");
+    }
+    // Pushed again, nothing doubles.
+    third.ok(&["push", "signed:1", &format!("{repo}:1")]);
+    let r = call("GET", &format!("{base}/manifests/{tag}"), &accept, b"");
+    assert_eq!(r.json()["layers"].as_array().map(Vec::len), Some(3), "{}", r.json());
+
     // Another image's signature put under this image's tag is refused.
     let other_tag = format!("sha256-{}.sig", other.trim_start_matches("sha256:"));
     let r = call("GET", &format!("{base}/manifests/{other_tag}"), &accept, b"");
