@@ -544,23 +544,18 @@ pub fn push(store: &Store, image: &str, remote: &Remote, obs: Obs) -> Result<Tra
             by_tag.entry(kind).or_default().push(m);
         }
     }
-    for (kind, mut ms) in by_tag {
+    for (kind, ms) in by_tag {
         let tag = cosign_tag(&img.manifest.digest, kind);
-        if kind == "sig" {
-            // Signatures others pushed under the tag stay, next to ours
-            // (cosign appends to it too): a push never drops a signature.
-            if let Some((bytes, media_type)) = client.get_manifest_opt(remote, &tag)? {
-                let theirs = Manifest::parse(bytes, Some(&media_type)).map_err(|e| {
-                    ClientError::Invalid(format!(
-                        "{tag} on the registry is not a manifest its signatures can be kept from \
-                         (not replaced): {e}"
-                    ))
-                })?;
-                ms.insert(0, theirs);
-            }
+        // Signatures others pushed under the tag stay, before ours (cosign
+        // appends to it too): a push drops no signature of this image.
+        let theirs = if kind == "sig" {
+            kept_signatures(&client, remote, &img.manifest.digest, &tag)?
+        } else {
+            Vec::new()
+        };
+        if let Some(tagged) = cosign_manifest(kind, ms, theirs)? {
+            client.put_manifest(remote, &tag, &tagged)?;
         }
-        let tagged = cosign_manifest(kind, ms)?;
-        client.put_manifest(remote, &tag, &tagged)?;
     }
     t.digest = Some(img.manifest.digest.clone());
     Ok(t)
@@ -588,16 +583,67 @@ pub fn cosign_tag(subject: &Digest, kind: &str) -> String {
     format!("{}-{}.{kind}", subject.algorithm().as_str(), subject.hex())
 }
 
+/// The signature layers already under `subject`'s `.sig` tag on `remote`,
+/// to keep beside those a push brings: each a simple-signing payload that
+/// names `subject`. A tag that is no image manifest, names another subject
+/// or holds another image's payload fails every pull as it is: it is
+/// replaced (with a warning), not carried on.
+fn kept_signatures(
+    client: &Client,
+    remote: &Remote,
+    subject: &Digest,
+    tag: &str,
+) -> Result<Vec<serde_json::Value>, ClientError> {
+    let Some((bytes, media_type)) = client.get_manifest_opt(remote, tag)? else {
+        return Ok(Vec::new());
+    };
+    let replaced = |why: String| {
+        tracing::warn!(%tag, "the registry's signature tag is replaced: {why}");
+        Ok(Vec::new())
+    };
+    let m = match Manifest::parse(bytes, Some(&media_type)) {
+        Ok(m) => m,
+        Err(e) => return replaced(e.to_string()),
+    };
+    let named = m
+        .references()
+        .ok()
+        .and_then(|refs| refs.into_iter().find(|r| r.role == Role::Subject).map(|r| r.digest));
+    if let Some(n) = named.filter(|n| n != subject) {
+        return replaced(format!("its subject is {n}"));
+    }
+    if let Err(why) = check_payloads(client, remote, &m, subject) {
+        return replaced(why);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(|e| ClientError::Invalid(format!("{tag}: {e}")))?;
+    Ok(v["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["mediaType"] == SIMPLE_SIGNING)
+        .cloned()
+        .collect())
+}
+
+const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+
 /// What goes under a cosign tag: the one manifest of its kind, or, for
-/// several signatures, one manifest holding all their layers (as cosign
-/// keeps every signature of an image under its one `.sig` tag).
-fn cosign_manifest(kind: &str, mut ms: Vec<Manifest>) -> Result<Manifest, ClientError> {
-    if ms.len() == 1 || kind != "sig" {
-        return Ok(ms.swap_remove(0));
+/// several signatures (`theirs`: the layers already under the tag), one
+/// manifest holding all their layers (as cosign keeps every signature of
+/// an image under its one `.sig` tag). `None`: the tag holds them all
+/// already.
+fn cosign_manifest(
+    kind: &str,
+    mut ms: Vec<Manifest>,
+    theirs: Vec<serde_json::Value>,
+) -> Result<Option<Manifest>, ClientError> {
+    if theirs.is_empty() && (ms.len() == 1 || kind != "sig") {
+        return Ok(Some(ms.swap_remove(0)));
     }
     let mut merged: serde_json::Value =
         serde_json::from_slice(&ms[0].bytes).map_err(|e| ClientError::Invalid(format!("signature manifest: {e}")))?;
-    let mut layers = Vec::new();
+    let already = theirs.len();
+    let mut layers = theirs;
     for m in &ms {
         let v: serde_json::Value =
             serde_json::from_slice(&m.bytes).map_err(|e| ClientError::Invalid(format!("signature manifest: {e}")))?;
@@ -608,13 +654,24 @@ fn cosign_manifest(kind: &str, mut ms: Vec<Manifest>) -> Result<Manifest, Client
             }
         }
     }
+    if already > 0 && layers.len() == already {
+        return Ok(None);
+    }
+    if layers.len() > MAX_REFERRERS {
+        return Err(ClientError::Invalid(format!(
+            "{} signatures under one tag: more than a pull takes ({MAX_REFERRERS})",
+            layers.len()
+        )));
+    }
     merged["layers"] = serde_json::Value::Array(layers);
     // Not a referrer itself (each signature is one already): under the tag only.
     if let Some(o) = merged.as_object_mut() {
         o.remove("subject");
     }
     let bytes = ingot_oci::config::canonical_json(&merged).map_err(|e| ClientError::Invalid(e.to_string()))?;
-    Manifest::parse(bytes, Some(&ms[0].media_type)).map_err(|e| ClientError::Invalid(e.to_string()))
+    Manifest::parse(bytes, Some(&ms[0].media_type))
+        .map(Some)
+        .map_err(|e| ClientError::Invalid(e.to_string()))
 }
 
 fn push_manifest(
@@ -907,7 +964,7 @@ fn check_payloads(client: &Client, remote: &Remote, m: &Manifest, subject: &Dige
     let payloads: Vec<_> = im
         .layers()
         .iter()
-        .filter(|l| l.media_type().to_string() == "application/vnd.dev.cosign.simplesigning.v1+json")
+        .filter(|l| l.media_type().to_string() == SIMPLE_SIGNING)
         .collect();
     if payloads.is_empty() || payloads.len() > MAX_REFERRERS {
         return Err(format!("{} signature payloads", payloads.len()));

@@ -1295,6 +1295,25 @@ fn signatures_travel_through_distribution_under_cosigns_tag() {
         src.path("k1.pub").to_str().unwrap(),
     ]);
     assert!(err.contains(&format!("its subject is {other}, not {digest}")), "{err}");
+    // The owner's next push replaces such a tag (it would fail every pull
+    // as it is) instead of carrying it on: pulls work again.
+    let out = src.run(&["push", "signed:1", &format!("{repo}:1")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signature tag is replaced"),
+        "the replacement is said: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = call("GET", &format!("{base}/manifests/{tag}"), &accept, b"");
+    assert_eq!(r.json()["layers"].as_array().map(Vec::len), Some(2), "{}", r.json());
+    let mended = Ingot::new(BIN);
+    mended.ok(&["pull", &format!("{repo}:1")]);
+    mended.ok(&[
+        "verify",
+        &format!("{repo}:1"),
+        "--key",
+        src.path("k1.pub").to_str().unwrap(),
+    ]);
 }
 
 #[test]
