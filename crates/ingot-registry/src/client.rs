@@ -615,7 +615,8 @@ fn kept_signatures(
     if let Err(why) = check_payloads(client, remote, &m, subject) {
         return replaced(why);
     }
-    let v: serde_json::Value = serde_json::from_slice(&m.bytes).map_err(|e| ClientError::Invalid(format!("{tag}: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&m.bytes).map_err(|e| ClientError::Invalid(format!("{tag}: {e}")))?;
     Ok(v["layers"]
         .as_array()
         .into_iter()
