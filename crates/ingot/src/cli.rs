@@ -712,3 +712,17 @@ pub fn check_format(cli: &mut Cli) -> Result<(), String> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own checks of the whole command tree (duplicate flags,
+    /// conflicting names, bad defaults), deferred subcommands included:
+    /// `ingot` builds only the subcommand it is given, so a broken one
+    /// would otherwise show only when someone runs it.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
