@@ -45,9 +45,13 @@ pub use spec::{ContainerSpec, NetworkMode, RunOptions, Runtime};
 /// `<root>/containers/<id>` on disk, or, for a container whose whole
 /// life is one run ([`runtime_dir`]), its directory on the host's tmpfs.
 pub fn container_dir(root: &Path, id: &str) -> PathBuf {
-    if let Some(dir) = runtime_dir(root, id).filter(|d| d.is_dir()) {
-        return dir;
-    }
+    runtime_dir(root, id)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(|| disk_dir(root, id))
+}
+
+/// `<root>/containers/<id>`.
+fn disk_dir(root: &Path, id: &str) -> PathBuf {
     root.join("containers").join(id)
 }
 
@@ -81,12 +85,9 @@ fn runtime_dir(root: &Path, id: &str) -> Option<PathBuf> {
 /// directory stays under the store root: on a disk, one place is as good
 /// as another, and the root is where a user looks.
 fn run_is_tmpfs() -> bool {
-    let is_tmpfs = |p: &str| rustix::fs::statfs(p).is_ok_and(|s| s.f_type == libc::TMPFS_MAGIC);
-    if Path::new(RUN_BASE).is_dir() {
-        is_tmpfs(RUN_BASE)
-    } else {
-        is_tmpfs("/run")
-    }
+    rustix::fs::statfs(RUN_BASE)
+        .or_else(|_| rustix::fs::statfs("/run"))
+        .is_ok_and(|s| s.f_type == libc::TMPFS_MAGIC)
 }
 
 /// Makes the directory of a new container (see [`container_dir`]): on
@@ -117,7 +118,7 @@ fn make_container_dir(root: &Path, id: &str, spec: &ContainerSpec) -> std::io::R
             }
         }
     }
-    let dir = all.join(id);
+    let dir = disk_dir(root, id);
     fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -255,12 +256,16 @@ pub fn reconcile(store: &Store) -> Result<()> {
 }
 
 pub(crate) fn remove_files(store: &Store, id: &str) {
-    let dir = container_dir(store.root(), id);
-    let _ = fs::remove_dir_all(&dir);
-    if runtime_dir(store.root(), id).is_some_and(|r| r == dir) {
-        // The root's runtime directory goes with its last container.
-        if let Some(parent) = dir.parent() {
-            let _ = fs::remove_dir(parent);
+    match runtime_dir(store.root(), id).filter(|d| d.is_dir()) {
+        Some(dir) => {
+            let _ = fs::remove_dir_all(&dir);
+            // The root's runtime directory goes with its last container.
+            if let Some(parent) = dir.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
+        None => {
+            let _ = fs::remove_dir_all(disk_dir(store.root(), id));
         }
     }
     let _ = cgroups::Cgroup::for_container(id).destroy();

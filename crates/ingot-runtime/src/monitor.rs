@@ -302,7 +302,6 @@ fn start_and_wait(
         // with the row, so no two rows show one address.
         crate::remove_files(store, &rec.id);
         store.delete_container(&rec.id)?;
-        drop(leases);
     } else {
         rec.state = ContainerState::Exited;
         rec.exit_code = Some(code.into());
@@ -310,8 +309,8 @@ fn start_and_wait(
         rec.finished_at = Some(now());
         store.update_container(&rec)?;
         release(store, &rec.id);
-        drop(leases);
     }
+    drop(leases);
     Ok(Exit { code, oom_killed })
 }
 
