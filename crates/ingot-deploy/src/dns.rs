@@ -124,7 +124,6 @@ pub async fn serve(engine: Arc<Engine>, socks: Sockets) -> std::io::Result<()> {
     }
 }
 
-/// Whether `peer` is a replica this daemon knows.
 /// How long a question from an address not known yet waits for start-up
 /// to finish adopting the replicas.
 const ADOPTING: Duration = Duration::from_secs(5);
@@ -145,6 +144,7 @@ async fn known_now(engine: &Engine, peer: SocketAddr) -> bool {
     known(engine, peer)
 }
 
+/// Whether `peer` is a replica this daemon knows.
 fn known(engine: &Engine, peer: SocketAddr) -> bool {
     match peer.ip() {
         IpAddr::V4(a) => engine.client_stack(a).is_some(),
