@@ -32,6 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use tally::{Tally, TallyNow, CLASSES, LATENCY_BOUNDS};
 
+pub mod h1;
 mod tally;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -82,6 +83,8 @@ pub struct Pool {
     backends: Mutex<Vec<Backend>>,
     /// Idle keep-alive connections per replica, with when each went idle.
     idle: Mutex<BTreeMap<SocketAddr, Vec<(Sender, tokio::time::Instant)>>>,
+    /// The same for the HTTP/1.1 fast path's plain connections.
+    idle_raw: Mutex<BTreeMap<SocketAddr, Vec<(TcpStream, tokio::time::Instant)>>>,
     /// The HTTP/2 connection to each replica spoken to that way.
     h2: Mutex<BTreeMap<SocketAddr, H2Sender>>,
     /// Held while a replica's HTTP/2 connection is being made, so that
@@ -150,6 +153,7 @@ impl Pool {
             b.len() != before
         };
         self.idle.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
+        self.idle_raw.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
         // Its HTTP/2 connection takes no new streams; those open finish.
         self.h2.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
         self.h2_connecting.lock().unwrap().retain(|a, _| a.ip() != addr.ip());
@@ -195,9 +199,39 @@ impl Pool {
         }
     }
 
+    /// A fast-path connection to `addr` that is still open and has
+    /// nothing unread, if one is idle.
+    fn checkout_raw(&self, addr: SocketAddr) -> Option<TcpStream> {
+        let mut idle = self.idle_raw.lock().unwrap();
+        let list = idle.get_mut(&addr)?;
+        while let Some((s, since)) = list.pop() {
+            let mut probe = [0u8; 1];
+            let open = matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            if open && since.elapsed() < IDLE_TIMEOUT {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// [`Pool::checkin`] for a fast-path connection.
+    fn checkin_raw(&self, addr: SocketAddr, s: TcpStream) {
+        let member = self.backends.lock().unwrap().iter().any(|b| b.addr.ip() == addr.ip());
+        if !member {
+            return;
+        }
+        let mut idle = self.idle_raw.lock().unwrap();
+        let list = idle.entry(addr).or_default();
+        list.retain(|(_, since)| since.elapsed() < IDLE_TIMEOUT);
+        if list.len() < MAX_IDLE {
+            list.push((s, tokio::time::Instant::now()));
+        }
+    }
+
     /// Idle connections kept for `addr` now.
     pub fn idle_connections(&self, addr: SocketAddr) -> usize {
         self.idle.lock().unwrap().get(&addr).map_or(0, Vec::len)
+            + self.idle_raw.lock().unwrap().get(&addr).map_or(0, Vec::len)
     }
 
     /// Replaces the whole set at once (a rollback's swap).
@@ -218,6 +252,7 @@ impl Pool {
         };
         let kept = |a: &SocketAddr| addrs.iter().any(|m| m.ip() == a.ip());
         self.idle.lock().unwrap().retain(|a, _| kept(a));
+        self.idle_raw.lock().unwrap().retain(|a, _| kept(a));
         self.h2.lock().unwrap().retain(|a, _| kept(a));
         self.h2_connecting.lock().unwrap().retain(|a, _| kept(a));
         for a in addrs.iter().filter(|a| !old.contains(a)) {
@@ -693,45 +728,69 @@ async fn serve(
     if n == 8 && &buf == b"PRI * HT" {
         serve_h2c(stream, client, pool, target, draining).await;
     } else if n > 0 && looks_like_http(&buf[..n]) {
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let closing = draining.clone();
-        let svc = hyper::service::service_fn(move |req| {
-            let pool = pool.clone();
-            let closing = *closing.borrow();
-            async move {
-                let mut resp = forward(req, &pool, target, client).await;
-                if closing {
-                    resp.headers_mut().insert(
-                        hyper::header::CONNECTION,
-                        hyper::header::HeaderValue::from_static("close"),
-                    );
+        if target.upstream == Upstream::Http1 {
+            let mut stream = stream;
+            match h1::serve(&mut stream, client, &pool, target, &mut draining).await {
+                h1::Served::Closed => {}
+                h1::Served::Handoff(read) => {
+                    let io = h1::Prefixed { read, at: 0, stream };
+                    serve_http1(io, client, pool, target, draining).await;
                 }
-                Ok::<_, std::convert::Infallible>(resp)
             }
-        });
-        // A client slow to send its request head, or idle that long
-        // between requests, is disconnected.
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .keep_alive(true)
-            .serve_connection(io, svc)
-            .with_upgrades();
-        tokio::pin!(conn);
-        // Draining: responses say Connection: close; a connection idle for
-        // a second after that is closed.
-        if served_before_draining(conn.as_mut(), &mut draining).await {
-            return;
-        }
-        if tokio::time::timeout(Duration::from_secs(1), conn.as_mut())
-            .await
-            .is_err()
-        {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn.as_mut()).await;
+        } else {
+            serve_http1(stream, client, pool, target, draining).await;
         }
     } else {
         splice(stream, pool, target.port).await;
+    }
+}
+
+/// HTTP/1.x by hyper: what the fast path ([`h1`]) does not take.
+async fn serve_http1<I>(
+    stream: I,
+    client: SocketAddr,
+    pool: Arc<Pool>,
+    target: Target,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let closing = draining.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let pool = pool.clone();
+        let closing = *closing.borrow();
+        async move {
+            let mut resp = forward(req, &pool, target, client).await;
+            if closing {
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    // A client slow to send its request head, or idle that long
+    // between requests, is disconnected.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(io, svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    // Draining: responses say Connection: close; a connection idle for
+    // a second after that is closed.
+    if served_before_draining(conn.as_mut(), &mut draining).await {
+        return;
+    }
+    if tokio::time::timeout(Duration::from_secs(1), conn.as_mut())
+        .await
+        .is_err()
+    {
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(30), conn.as_mut()).await;
     }
 }
 
@@ -754,9 +813,14 @@ async fn splice(mut client: TcpStream, pool: Arc<Pool>, port: Option<u16>) {
 /// An answer the mesh makes itself for want of a replica's: a failure,
 /// tallied as the mesh's own.
 fn refuse(pool: &Pool, code: StatusCode, msg: &str, since: tokio::time::Instant) -> Response<Body> {
+    refused(pool, code, since);
+    status(code, msg)
+}
+
+/// Tallies an answer the mesh made itself as a failure.
+fn refused(pool: &Pool, code: StatusCode, since: tokio::time::Instant) {
     pool.failures.fetch_add(1, Ordering::Relaxed);
     pool.own.record(code.as_u16(), since.elapsed());
-    status(code, msg)
 }
 
 fn status(code: StatusCode, msg: &str) -> Response<Body> {
