@@ -37,8 +37,9 @@ use crate::{InFlight, Pool, Tally, Target, HEADER_TIMEOUT, REPLAY_BODY};
 pub const MAX_REQUEST_HEAD: usize = 16 << 10;
 /// The largest response head (interim ones included) a replica may send.
 pub const MAX_RESPONSE_HEAD: usize = 64 << 10;
-/// Headers per message the fast path parses (more: hyper's path).
-const HEADERS: usize = 64;
+/// Headers per message the fast path parses (hyper's limit too): a
+/// request with more goes to hyper, a response with more is refused.
+const HEADERS: usize = 100;
 /// The copy buffer for a response body, per request in flight.
 const COPY: usize = 32 << 10;
 
@@ -69,8 +70,11 @@ pub struct Outgoing {
 /// What the client's bytes so far make.
 #[derive(Debug)]
 pub enum Request {
-    /// Not a whole request yet.
+    /// Not a whole head yet.
     Partial,
+    /// A whole head; the body is not all there: the request takes this
+    /// many bytes.
+    Body(usize),
     /// Not for the fast path.
     Handoff,
     Ready(Outgoing),
@@ -159,7 +163,7 @@ pub fn request(buf: &[u8], client: IpAddr) -> Request {
     }
     let body = body as usize;
     if buf.len() < head + body {
-        return Request::Partial;
+        return Request::Body(head + body);
     }
     let mut out = Vec::with_capacity(head + body + 64);
     out.extend_from_slice(method.as_bytes());
@@ -265,10 +269,10 @@ pub fn response(buf: &[u8], head_only: bool, close: bool) -> Result<Response, &'
             if let Some(last) = v.split(',').map(str::trim).rfind(|t| !t.is_empty()) {
                 chunked = Some(last.eq_ignore_ascii_case("chunked"));
             }
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            if connection_tokens(h.value, &mut named).ok_or("bad Connection")? {
-                keep_alive = false;
-            }
+        } else if h.name.eq_ignore_ascii_case("connection")
+            && connection_tokens(h.value, &mut named).ok_or("bad Connection")?
+        {
+            keep_alive = false;
         }
     }
     let framing = if head_only || status == 204 || status == 304 {
@@ -447,14 +451,22 @@ pub(crate) async fn serve(
     // Whether the listener's drain can still be heard of.
     let mut listening = true;
     loop {
+        // Parsed again only when that can change the answer: a head once
+        // a line has ended in what came since, a body once it is all
+        // there (a client trickling bytes costs no parse per byte).
+        let mut fresh = 0;
+        let mut need = 0;
         let req = loop {
-            if !buf.is_empty() {
+            let line = buf[fresh..].contains(&b'\n') || buf.len() >= MAX_REQUEST_HEAD;
+            if !buf.is_empty() && buf.len() >= need && (need > 0 || line) {
                 match request(&buf, client.ip()) {
                     Request::Ready(r) => break r,
                     Request::Handoff => return Served::Handoff(buf),
+                    Request::Body(n) => need = n,
                     Request::Partial => {}
                 }
             }
+            fresh = buf.len();
             // Draining: the next request must come within a second.
             let drained = *draining.borrow();
             let wait = if drained {
@@ -630,19 +642,23 @@ async fn relay(
     let mut buf: Vec<u8> = Vec::with_capacity(COPY);
     let deadline = tokio::time::Instant::now() + target.response_timeout;
     let mut interim = false;
+    // As for requests: parsed again once a line has ended since.
+    let mut fresh = 0;
     let answer = loop {
-        if !buf.is_empty() {
+        if !buf.is_empty() && (buf[fresh..].contains(&b'\n') || buf.len() >= MAX_RESPONSE_HEAD) {
             match response(&buf, req.head_only, close).map_err(Failure::Broken)? {
                 Response::Ready(a) => break a,
                 Response::Interim(n) => {
                     client.write_all(&buf[..n]).await.map_err(|_| Failure::Cut)?;
                     buf.drain(..n);
                     interim = true;
+                    fresh = 0;
                     continue;
                 }
                 Response::Partial => {}
             }
         }
+        fresh = buf.len();
         if buf.capacity() == buf.len() {
             buf.reserve(COPY);
         }
@@ -675,13 +691,13 @@ async fn relay(
             (now, Some(n - now as u64))
         }
         Framing::Chunked => {
-            let now = chunks.feed(rest).map_err(|_| Failure::Cut)?;
+            let now = chunks.feed(rest).map_err(Failure::Broken)?;
             (now, None)
         }
         Framing::Close => (rest.len(), None),
     };
     // Bytes past the body: the connection is out of step, not reused.
-    let stray = rest.len() > now;
+    let mut stray = rest.len() > now;
     head.extend_from_slice(&rest[..now]);
     drop(buf);
     client.write_all(&head).await.map_err(|_| Failure::Cut)?;
@@ -709,10 +725,8 @@ async fn relay(
                 Framing::Chunked => chunks.feed(&copy[..n]).map_err(|_| Failure::Cut)?,
                 _ => n,
             };
-            if mine < n {
-                return Err(Failure::Cut);
-            }
-            client.write_all(&copy[..n]).await.map_err(|_| Failure::Cut)?;
+            stray |= mine < n;
+            client.write_all(&copy[..mine]).await.map_err(|_| Failure::Cut)?;
             if let Some(l) = left.as_mut() {
                 *l -= n as u64;
             }
@@ -820,7 +834,8 @@ mod tests {
     #[test]
     fn a_body_comes_whole_and_close_is_heard() {
         let buf = b"POST /p HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhel";
-        assert!(matches!(request(buf, ip()), Request::Partial));
+        assert!(matches!(request(buf, ip()), Request::Body(n) if n == buf.len() + 2));
+        assert!(matches!(request(&buf[..20], ip()), Request::Partial));
         let mut whole = buf.to_vec();
         whole.extend_from_slice(b"loGET");
         let r = ready(&whole);

@@ -1516,6 +1516,151 @@ mod tests {
         send
     }
 
+    /// A replica written by hand, for what hyper would not send: a chunked
+    /// body with trailers (`/chunked`), a body that ends when it closes
+    /// (`/close`), two different lengths (`/conflict`); anything else gets
+    /// its request head and body echoed.
+    async fn hand_written_replica(mut s: TcpStream) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let find = |b: &[u8], pat: &[u8]| b.windows(pat.len()).position(|w| w == pat);
+        let mut buf = Vec::new();
+        let more = async |s: &mut TcpStream, buf: &mut Vec<u8>| {
+            let mut b = [0u8; 4096];
+            match s.read(&mut b).await {
+                Ok(n) if n > 0 => {
+                    buf.extend_from_slice(&b[..n]);
+                    true
+                }
+                _ => false,
+            }
+        };
+        loop {
+            let head = loop {
+                if let Some(i) = find(&buf, b"\r\n\r\n") {
+                    break i + 4;
+                }
+                if !more(&mut s, &mut buf).await {
+                    return;
+                }
+            };
+            let text = String::from_utf8_lossy(&buf[..head]).to_lowercase();
+            let end = loop {
+                if text.contains("transfer-encoding: chunked") {
+                    if let Some(i) = find(&buf[head..], b"0\r\n\r\n") {
+                        break head + i + 5;
+                    }
+                } else {
+                    let l = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |l| l.trim().parse::<usize>().unwrap());
+                    if buf.len() >= head + l {
+                        break head + l;
+                    }
+                }
+                if !more(&mut s, &mut buf).await {
+                    return;
+                }
+            };
+            let echo = format!("{text}|{}", String::from_utf8_lossy(&buf[head..end]));
+            buf.drain(..end);
+            let out = match text.split(' ').nth(1).unwrap() {
+                "/chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-sum\r\n\r\n\
+                               5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-sum: 11\r\n\r\n"
+                    .to_string(),
+                "/close" => {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await;
+                    return;
+                }
+                "/conflict" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc".to_string(),
+                _ => format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{echo}", echo.len()),
+            };
+            if s.write_all(out.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_relays_every_framing_pipelines_and_hands_over_the_rest() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let replica = raw_backend("127.0.0.6", hand_written_replica).await;
+        let pool = Pool::new();
+        pool.set(&[replica]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let _l = listen(front, pool.clone()).await.unwrap();
+        let get = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .header("host", "x")
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        let mut c = client::<Full<Bytes>>(front).await;
+        // A chunked body, extensions and trailers and all.
+        let resp = c.send_request(get("/chunked")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap();
+        assert_eq!(body.trailers().unwrap()["x-sum"], "11");
+        assert_eq!(body.to_bytes(), "hello world");
+        // The head as the replica got it: hop-by-hop headers gone, the
+        // client appended to X-Forwarded-For.
+        let mut req = get("/echo");
+        req.headers_mut().insert("connection", "x-drop".parse().unwrap());
+        req.headers_mut().insert("x-drop", "1".parse().unwrap());
+        req.headers_mut()
+            .insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
+        let resp = c.send_request(req).await.unwrap();
+        let echo = resp.into_body().collect().await.unwrap().to_bytes();
+        let echo = String::from_utf8_lossy(&echo);
+        assert!(echo.starts_with("get /echo http/1.1\r\n"), "{echo}");
+        assert!(echo.contains("x-forwarded-for: 192.0.2.1, 127.0.0.1\r\n"), "{echo}");
+        assert!(!echo.contains("x-drop") && !echo.contains("connection"), "{echo}");
+        // Ambiguous framing: a 502, and the next request is served.
+        let resp = c.send_request(get("/conflict")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        let resp = c.send_request(get("/echo")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        // HEAD: the length, no body.
+        let mut head = get("/echo");
+        *head.method_mut() = hyper::Method::HEAD;
+        let resp = c.send_request(head).await.unwrap();
+        assert!(resp.headers().contains_key("content-length"));
+        assert!(resp.into_body().collect().await.unwrap().to_bytes().is_empty());
+        // A body that ends with its connection: the client's closes too.
+        let mut c2 = client::<Full<Bytes>>(front).await;
+        let resp = c2.send_request(get("/close")).await.unwrap();
+        assert_eq!(resp.headers()["connection"], "close");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "until close");
+        // Pipelined: a fast-path request, then one it hands to hyper (a
+        // chunked upload) with what was read of it, on one connection.
+        let mut raw = TcpStream::connect(front).await.unwrap();
+        raw.write_all(
+            b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n\
+              POST /two HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+              4\r\ndata\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut all))
+            .await
+            .unwrap()
+            .unwrap();
+        let all = String::from_utf8_lossy(&all);
+        assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 2, "{all}");
+        let (one, two) = all.split_at(all.find("post /two").expect("the second request reached the replica"));
+        assert!(one.contains("get /one http/1.1"), "{all}");
+        assert!(two.contains("data"), "{all}");
+        // The upstream connections were reused (the 502's and the closed
+        // one's aside).
+        assert!(
+            pool.connects.load(Ordering::SeqCst) <= 5,
+            "{pool_connects}",
+            pool_connects = pool.connects.load(Ordering::SeqCst)
+        );
+    }
+
     #[tokio::test]
     async fn upstream_connections_are_kept_alive_and_closed_when_a_replica_leaves() {
         let (backend, accepted, open) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
