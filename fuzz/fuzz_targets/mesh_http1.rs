@@ -18,6 +18,20 @@ fuzz_target!(|data: &[u8]| {
         };
         assert_eq!(again.version, Some(1));
         assert!(again.headers.iter().all(|h| !h.name.eq_ignore_ascii_case("connection")));
+        // The replica reads the body the mesh read: its length says so.
+        let body = r.bytes.len() - head;
+        let lengths: Vec<&[u8]> = again
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| h.value)
+            .collect();
+        assert!(again.headers.iter().all(|h| !h.name.eq_ignore_ascii_case("transfer-encoding")));
+        match lengths[..] {
+            [] => assert_eq!(body, 0),
+            [l] => assert_eq!(std::str::from_utf8(l).unwrap().parse::<usize>().unwrap(), body),
+            _ => panic!("several lengths went to the replica"),
+        }
         // What follows the head is the client's body, nothing else.
         assert!(r.bytes.len() - head <= ingot_mesh::REPLAY_BODY);
         assert!(data[..r.taken].ends_with(&r.bytes[head..]));

@@ -94,6 +94,11 @@ fn hop_by_hop(name: &str) -> bool {
     .any(|h| name.eq_ignore_ascii_case(h))
 }
 
+/// Whether a header frames a message's body.
+fn framing(name: &str) -> bool {
+    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
+}
+
 /// A `Content-Length` value: decimal digits only (no sign, no list).
 fn length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
@@ -128,7 +133,7 @@ pub fn request(buf: &[u8], client: IpAddr) -> Request {
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Request::Handoff;
     };
-    if !path.starts_with('/') {
+    if !path.starts_with('/') || method == "CONNECT" {
         return Request::Handoff;
     }
     let mut body: Option<u64> = None;
@@ -156,6 +161,11 @@ pub fn request(buf: &[u8], client: IpAddr) -> Request {
                 None => return Request::Handoff,
             }
         }
+    }
+    // A Connection header naming a header that frames or routes the
+    // message would have it dropped while the body still goes: hyper's.
+    if named.iter().any(|n| framing(n) || n.eq_ignore_ascii_case("host")) {
+        return Request::Handoff;
     }
     let body = body.unwrap_or(0);
     if body > REPLAY_BODY as u64 {
@@ -227,8 +237,9 @@ pub struct Answer {
 #[derive(Debug)]
 pub enum Response {
     Partial,
-    /// An interim (1xx) head of this many bytes, passed on as it is.
-    Interim(usize),
+    /// An interim (1xx) head: the bytes it took, and the head rewritten
+    /// for the client.
+    Interim(usize, Vec<u8>),
     Ready(Answer),
 }
 
@@ -248,8 +259,8 @@ pub fn response(buf: &[u8], head_only: bool, close: bool) -> Result<Response, &'
         return Err("malformed response head");
     };
     match status {
+        0..=99 => return Err("malformed status"),
         101 => return Err("switched protocols unasked"),
-        100..=199 => return Ok(Response::Interim(taken)),
         _ => {}
     }
     let mut lengths: Option<u64> = None;
@@ -266,14 +277,30 @@ pub fn response(buf: &[u8], head_only: bool, close: bool) -> Result<Response, &'
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding decides: chunked, or read until close.
             let v = std::str::from_utf8(h.value).map_err(|_| "bad Transfer-Encoding")?;
-            if let Some(last) = v.split(',').map(str::trim).rfind(|t| !t.is_empty()) {
-                chunked = Some(last.eq_ignore_ascii_case("chunked"));
-            }
+            let last = v
+                .split(',')
+                .map(str::trim)
+                .rfind(|t| !t.is_empty())
+                .ok_or("empty Transfer-Encoding")?;
+            chunked = Some(last.eq_ignore_ascii_case("chunked"));
         } else if h.name.eq_ignore_ascii_case("connection")
             && connection_tokens(h.value, &mut named).ok_or("bad Connection")?
         {
             keep_alive = false;
         }
+    }
+    // The headers that frame the body stay, whatever Connection names.
+    named.retain(|n| !framing(n));
+    // Both: the length is wrong (RFC 9112 6.3), and so may be the replica.
+    if chunked.is_some() && lengths.is_some() {
+        keep_alive = false;
+    }
+    if (100..200).contains(&status) {
+        let mut head = Vec::with_capacity(taken);
+        let _ = write!(head, "HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or(""));
+        copy_headers(&mut head, resp.headers, &named, false);
+        head.extend_from_slice(b"\r\n");
+        return Ok(Response::Interim(taken, head));
     }
     let framing = if head_only || status == 204 || status == 304 {
         Framing::Empty
@@ -288,21 +315,7 @@ pub fn response(buf: &[u8], head_only: bool, close: bool) -> Result<Response, &'
     let close = close || framing == Framing::Close;
     let mut head = Vec::with_capacity(taken + 32);
     let _ = write!(head, "HTTP/1.1 {status} {}\r\n", resp.reason.unwrap_or(""));
-    for h in resp.headers.iter() {
-        let n = h.name;
-        let hop = ["connection", "keep-alive", "proxy-connection", "te", "upgrade"]
-            .iter()
-            .any(|x| n.eq_ignore_ascii_case(x));
-        // With a Transfer-Encoding, a Content-Length is wrong (RFC 9112 6.3).
-        let stale = chunked.is_some() && n.eq_ignore_ascii_case("content-length");
-        if hop || stale || named.iter().any(|x| n.eq_ignore_ascii_case(x)) {
-            continue;
-        }
-        head.extend_from_slice(n.as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(h.value);
-        head.extend_from_slice(b"\r\n");
-    }
+    copy_headers(&mut head, resp.headers, &named, chunked.is_some());
     if close {
         head.extend_from_slice(b"connection: close\r\n");
     }
@@ -314,6 +327,26 @@ pub fn response(buf: &[u8], head_only: bool, close: bool) -> Result<Response, &'
         framing,
         keep_alive: keep_alive && framing != Framing::Close,
     }))
+}
+
+/// Copies a response's headers but the hop-by-hop ones, those `named` in
+/// its Connection header and, when it has a Transfer-Encoding
+/// (`chunked`), its Content-Length (wrong then: RFC 9112 6.3).
+fn copy_headers(head: &mut Vec<u8>, headers: &[httparse::Header<'_>], named: &[&str], chunked: bool) {
+    for h in headers {
+        let n = h.name;
+        let hop = ["connection", "keep-alive", "proxy-connection", "te", "upgrade"]
+            .iter()
+            .any(|x| n.eq_ignore_ascii_case(x));
+        let stale = chunked && n.eq_ignore_ascii_case("content-length");
+        if hop || stale || named.iter().any(|x| n.eq_ignore_ascii_case(x)) {
+            continue;
+        }
+        head.extend_from_slice(n.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(h.value);
+        head.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Where [`Chunks`] is in a chunked body.
@@ -456,6 +489,14 @@ pub(crate) async fn serve(
         // there (a client trickling bytes costs no parse per byte).
         let mut fresh = 0;
         let mut need = 0;
+        // The whole request must come within HEADER_TIMEOUT (a second once
+        // draining), however it trickles in.
+        let mut deadline = tokio::time::Instant::now()
+            + if *draining.borrow() {
+                Duration::from_secs(1)
+            } else {
+                HEADER_TIMEOUT
+            };
         let req = loop {
             let line = buf[fresh..].contains(&b'\n') || buf.len() >= MAX_REQUEST_HEAD;
             if !buf.is_empty() && buf.len() >= need && (need > 0 || line) {
@@ -467,19 +508,16 @@ pub(crate) async fn serve(
                 }
             }
             fresh = buf.len();
-            // Draining: the next request must come within a second.
             let drained = *draining.borrow();
-            let wait = if drained {
-                Duration::from_secs(1)
-            } else {
-                HEADER_TIMEOUT
-            };
             buf.reserve(4096);
             let read = tokio::select! {
                 biased;
-                r = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => r,
+                r = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => r,
                 c = draining.changed(), if listening && !drained => {
                     listening = c.is_ok();
+                    if *draining.borrow() {
+                        deadline = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
                     continue;
                 }
             };
@@ -633,11 +671,16 @@ async fn relay(
     guard: &InFlight<Tally>,
     t0: tokio::time::Instant,
 ) -> Result<(bool, bool), Failure> {
-    if let Err(e) = up.write_all(&req.bytes).await {
-        return Err(Failure::Unanswered {
-            written: false,
-            why: e.to_string(),
-        });
+    // Any byte of it written may have reached the replica.
+    let mut sent = 0;
+    while sent < req.bytes.len() {
+        match up.write(&req.bytes[sent..]).await {
+            Ok(n) if n > 0 => sent += n,
+            r => {
+                let why = r.err().map_or("connection closed".into(), |e| e.to_string());
+                return Err(Failure::Unanswered { written: sent > 0, why });
+            }
+        }
     }
     let mut buf: Vec<u8> = Vec::with_capacity(COPY);
     let deadline = tokio::time::Instant::now() + target.response_timeout;
@@ -648,8 +691,8 @@ async fn relay(
         if !buf.is_empty() && (buf[fresh..].contains(&b'\n') || buf.len() >= MAX_RESPONSE_HEAD) {
             match response(&buf, req.head_only, close).map_err(Failure::Broken)? {
                 Response::Ready(a) => break a,
-                Response::Interim(n) => {
-                    client.write_all(&buf[..n]).await.map_err(|_| Failure::Cut)?;
+                Response::Interim(n, head) => {
+                    client.write_all(&head).await.map_err(|_| Failure::Cut)?;
                     buf.drain(..n);
                     interim = true;
                     fresh = 0;
@@ -856,6 +899,9 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\nx",
             b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n",
             b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\nx",
+            b"GET / HTTP/1.1\r\nConnection: Host\r\nHost: x\r\n\r\n",
+            b"CONNECT /x HTTP/1.1\r\n\r\n",
         ] {
             assert!(
                 matches!(request(buf, ip()), Request::Handoff),
@@ -915,15 +961,31 @@ mod tests {
             )
             .keep_alive
         );
+        // A Connection header cannot take the framing away.
+        let a = answer(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length, transfer-encoding\r\nContent-Length: 2\r\n\r\n",
+            false,
+            false,
+        );
+        assert_eq!(a.head, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        // Chunked and a length: served chunked, the connection not reused.
+        let a = answer(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            false,
+        );
+        assert!(a.framing == Framing::Chunked && !a.keep_alive);
         // Interim heads pass; ambiguous or broken ones are refused.
         assert!(matches!(
             response(b"HTTP/1.1 103 Early\r\nLink: x\r\n\r\nHTTP/1.1 200", false, false),
-            Ok(Response::Interim(31))
+            Ok(Response::Interim(31, ref h)) if h == b"HTTP/1.1 103 Early\r\nLink: x\r\n\r\n"
         ));
         for bad in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             b"HTTP/1.1 101 Switching\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: ,\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"NOT HTTP\r\n\r\n",
         ] {

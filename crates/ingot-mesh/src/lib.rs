@@ -673,6 +673,10 @@ async fn served_before_draining<F: std::future::Future>(
     mut conn: std::pin::Pin<&mut F>,
     draining: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
+    // Already draining when handed over (by the fast path, say).
+    if *draining.borrow() {
+        return false;
+    }
     loop {
         tokio::select! {
             _ = conn.as_mut() => return true,
