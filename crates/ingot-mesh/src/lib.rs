@@ -193,10 +193,8 @@ impl Pool {
         }
         let mut idle = self.idle.lock().unwrap();
         let list = idle.entry(addr).or_default();
-        list.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
-        if list.len() < MAX_IDLE {
-            list.push((s, tokio::time::Instant::now()));
-        }
+        list.retain(|(s, _)| !s.is_closed());
+        keep_idle(list, s);
     }
 
     /// A fast-path connection to `addr` that is still open and has
@@ -220,12 +218,7 @@ impl Pool {
         if !member {
             return;
         }
-        let mut idle = self.idle_raw.lock().unwrap();
-        let list = idle.entry(addr).or_default();
-        list.retain(|(_, since)| since.elapsed() < IDLE_TIMEOUT);
-        if list.len() < MAX_IDLE {
-            list.push((s, tokio::time::Instant::now()));
-        }
+        keep_idle(self.idle_raw.lock().unwrap().entry(addr).or_default(), s);
     }
 
     /// Idle connections kept for `addr` now.
@@ -338,9 +331,22 @@ impl Pool {
     /// another of the service's ports than the pool's own).
     fn pick_at(&self, port: Option<u16>) -> Vec<(SocketAddr, Arc<Tally>)> {
         let mut all = self.pick();
-        // Ejected replicas are left out, unless that leaves none.
-        if all.iter().any(|(a, _)| !self.ejected(*a)) {
-            all.retain(|(a, _)| !self.ejected(*a));
+        // Ejected replicas are left out, unless that leaves none (one
+        // lock and one clock read for the lot).
+        {
+            let outliers = self.outliers.lock().unwrap();
+            if outliers.values().any(|(_, until)| until.is_some()) {
+                let now = tokio::time::Instant::now();
+                let out = |a: &SocketAddr| {
+                    outliers
+                        .get(&a.ip())
+                        .and_then(|(_, until)| *until)
+                        .is_some_and(|u| now < u)
+                };
+                if all.iter().any(|(a, _)| !out(a)) {
+                    all.retain(|(a, _)| !out(a));
+                }
+            }
         }
         if let Some(p) = port {
             for (a, _) in &mut all {
@@ -381,6 +387,21 @@ impl Pool {
                 (x.addr, x.tally.clone())
             })
             .collect()
+    }
+}
+
+/// Adds an idle connection to a replica's list (oldest first, as they went
+/// idle), dropping those idle longer than [`IDLE_TIMEOUT`] first: one
+/// clock read per check-in, not one per connection kept.
+fn keep_idle<T>(list: &mut Vec<(T, tokio::time::Instant)>, conn: T) {
+    let now = tokio::time::Instant::now();
+    let stale = list
+        .iter()
+        .take_while(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
+        .count();
+    list.drain(..stale);
+    if list.len() < MAX_IDLE {
+        list.push((conn, now));
     }
 }
 
