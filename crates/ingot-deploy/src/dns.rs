@@ -137,10 +137,7 @@ async fn known_now(engine: &Engine, peer: SocketAddr) -> bool {
     if known(engine, peer) {
         return true;
     }
-    let deadline = tokio::time::Instant::now() + ADOPTING;
-    while !engine.adopted() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    engine.wait_adopted(ADOPTING).await;
     known(engine, peer)
 }
 

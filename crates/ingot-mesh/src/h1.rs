@@ -40,8 +40,12 @@ pub const MAX_RESPONSE_HEAD: usize = 64 << 10;
 /// Headers per message the fast path parses (hyper's limit too): a
 /// request with more goes to hyper, a response with more is refused.
 const HEADERS: usize = 100;
-/// The copy buffer for a response body, per request in flight.
+/// The buffer a response head is read into, per request in flight.
 const COPY: usize = 32 << 10;
+/// What the buffer of a long response body grows to: it doubles from
+/// [`COPY`] each time a read fills it (fewer system calls for a large
+/// download, little memory for a small one).
+const MAX_COPY: usize = 512 << 10;
 
 /// How a connection left the fast path.
 pub(crate) enum Served {
@@ -753,8 +757,8 @@ async fn relay(
         let mut copy = vec![0u8; COPY];
         loop {
             let want = match left {
-                Some(n) => (n.min(COPY as u64)) as usize,
-                None => COPY,
+                Some(n) => (n.min(copy.len() as u64)) as usize,
+                None => copy.len(),
             };
             let n = up.read(&mut copy[..want]).await.map_err(|_| Failure::Cut)?;
             if n == 0 {
@@ -775,6 +779,9 @@ async fn relay(
             }
             if ended(left, &chunks) {
                 break;
+            }
+            if n == copy.len() && copy.len() < MAX_COPY {
+                copy.resize(copy.len() * 2, 0);
             }
         }
     }

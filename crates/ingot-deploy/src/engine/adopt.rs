@@ -73,7 +73,7 @@ impl Engine {
             }
         }
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.adopted.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.adopted.send_replace(true);
         tracing::info!("replicas adopted; serving");
         let me = self.clone();
         tokio::spawn(async move {

@@ -198,8 +198,9 @@ pub struct Engine {
     /// Set once start-up adopted the replicas (the reconcile tick waits for it).
     ready: std::sync::atomic::AtomicBool,
     /// Set once start-up adopted the replicas, never unset (a daemon that
-    /// hands over stays adopted): see [`Engine::adopted`].
-    adopted: std::sync::atomic::AtomicBool,
+    /// hands over stays adopted): see [`Engine::adopted`]; a watch, so
+    /// that [`Engine::wait_adopted`] wakes at once.
+    adopted: tokio::sync::watch::Sender<bool>,
     /// True once the daemon is stopping: waiters are let go.
     closing: tokio::sync::watch::Sender<bool>,
     /// Host directories a stack may bind-mount from (`daemon --allow-bind`).
@@ -316,7 +317,7 @@ impl Engine {
             messages: Mutex::new(BTreeMap::new()),
             sealed: tokio::sync::watch::channel(0).0,
             ready: std::sync::atomic::AtomicBool::new(false),
-            adopted: std::sync::atomic::AtomicBool::new(false),
+            adopted: tokio::sync::watch::Sender::new(false),
             closing: tokio::sync::watch::channel(false).0,
             bind_roots: Mutex::new(Vec::new()),
             vips: Mutex::new(BTreeMap::new()),
@@ -444,7 +445,15 @@ impl Engine {
     /// Whether start-up has adopted the replicas it found: until then, a
     /// replica's address may be one this daemon does not know yet.
     pub fn adopted(&self) -> bool {
-        self.adopted.load(std::sync::atomic::Ordering::SeqCst)
+        *self.adopted.borrow()
+    }
+
+    /// Waits until start-up has adopted the replicas, at most `timeout`;
+    /// whether it has.
+    pub async fn wait_adopted(&self, timeout: Duration) -> bool {
+        let mut rx = self.adopted.subscribe();
+        let adopted = matches!(tokio::time::timeout(timeout, rx.wait_for(|a| *a)).await, Ok(Ok(_)));
+        adopted
     }
 
     /// Stops accepting on every published port and lets open connections
