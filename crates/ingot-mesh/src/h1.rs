@@ -1,7 +1,7 @@
 //! The HTTP/1.1 fast path: a client connection's plain requests are
 //! forwarded by one task that reads the head once (httparse), writes it to
 //! a pooled replica connection with the hop-by-hop headers dropped and the
-//! client added to `X-Forwarded-For`, and copies the response back, its
+//! client added to `X-Forwarded-For` and `Forwarded`, and copies the response back, its
 //! head rewritten the same way and its body passed through byte for byte
 //! (a chunked body too: [`Chunks`] only follows its framing to find the
 //! end). No header map is built, nothing is boxed per request, and no other
@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{InFlight, Pool, Tally, Target, HEADER_TIMEOUT, REPLAY_BODY};
+use crate::{InFlight, Pool, Tally, Target, REPLAY_BODY};
 
 /// The largest request head the fast path reads; a larger one (or one
 /// still incomplete at this size) goes to hyper with its connection.
@@ -184,7 +184,9 @@ pub fn request(buf: &[u8], client: IpAddr) -> Request {
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    // The prior hops of X-Forwarded-For and Forwarded, this one added last.
     let mut forwarded: Vec<u8> = Vec::new();
+    let mut hops: Vec<u8> = Vec::new();
     for h in req.headers.iter() {
         if hop_by_hop(h.name) || named.iter().any(|x| h.name.eq_ignore_ascii_case(x)) {
             continue;
@@ -194,6 +196,11 @@ pub fn request(buf: &[u8], client: IpAddr) -> Request {
             forwarded.extend_from_slice(b", ");
             continue;
         }
+        if h.name.eq_ignore_ascii_case("forwarded") {
+            hops.extend_from_slice(h.value);
+            hops.extend_from_slice(b", ");
+            continue;
+        }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
@@ -201,7 +208,10 @@ pub fn request(buf: &[u8], client: IpAddr) -> Request {
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     out.extend_from_slice(&forwarded);
-    let _ = write!(out, "{client}\r\n\r\n");
+    let _ = write!(out, "{client}\r\nforwarded: ");
+    out.extend_from_slice(&hops);
+    out.extend_from_slice(crate::forwarded_element(client).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&buf[head..head + body]);
     let idempotent = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE");
     Request::Ready(Outgoing {
@@ -493,13 +503,13 @@ pub(crate) async fn serve(
         // there (a client trickling bytes costs no parse per byte).
         let mut fresh = 0;
         let mut need = 0;
-        // The whole request must come within HEADER_TIMEOUT (a second once
-        // draining), however it trickles in.
+        // The whole request must come within the header timeout (a second
+        // once draining), however it trickles in.
         let mut deadline = tokio::time::Instant::now()
             + if *draining.borrow() {
                 Duration::from_secs(1)
             } else {
-                HEADER_TIMEOUT
+                target.header_timeout
             };
         let req = loop {
             let line = buf[fresh..].contains(&b'\n') || buf.len() >= MAX_REQUEST_HEAD;
@@ -874,7 +884,8 @@ mod tests {
         let r = ready(input);
         assert_eq!(
             String::from_utf8(r.bytes.clone()).unwrap(),
-            "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nx-forwarded-for: 1.2.3.4, 10.0.0.9\r\n\r\n"
+            "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept: */*\r\nx-forwarded-for: 1.2.3.4, 10.0.0.9\r\n\
+             forwarded: for=10.0.0.9;proto=http\r\n\r\n"
         );
         // The client's head is taken; a pipelined request stays.
         assert_eq!(r.taken, input.len() - b"GET /next".len());

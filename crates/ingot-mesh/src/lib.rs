@@ -505,6 +505,9 @@ pub struct ListenOptions {
     /// How long a replica may take to send a response head
     /// ([`RESPONSE_TIMEOUT`] unless given); then the client gets a 504.
     pub response_timeout: Option<Duration>,
+    /// How long a client may take to send a whole request head, or stay
+    /// idle between requests ([`HEADER_TIMEOUT`] unless given).
+    pub header_timeout: Option<Duration>,
     /// The HTTP version spoken to the replicas.
     pub upstream: Upstream,
 }
@@ -518,6 +521,7 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 struct Target {
     port: Option<u16>,
     response_timeout: Duration,
+    header_timeout: Duration,
     upstream: Upstream,
 }
 
@@ -544,11 +548,13 @@ pub async fn listen_with(addr: SocketAddr, pool: Arc<Pool>, opts: ListenOptions)
         admit,
         port,
         response_timeout,
+        header_timeout,
         upstream,
     } = opts;
     let target = Target {
         port,
         response_timeout: response_timeout.unwrap_or(RESPONSE_TIMEOUT),
+        header_timeout: header_timeout.unwrap_or(HEADER_TIMEOUT),
         upstream,
     };
     let bind = || -> std::io::Result<TcpListener> {
@@ -800,7 +806,7 @@ async fn serve_http1<I>(
     // between requests, is disconnected.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(target.header_timeout)
         .keep_alive(true)
         .serve_connection(io, svc)
         .with_upgrades();
@@ -892,7 +898,7 @@ fn strip_hop_by_hop(h: &mut hyper::HeaderMap) {
 }
 
 /// A request's head as it goes to a replica: hop-by-hop headers dropped,
-/// the client appended to `X-Forwarded-For`, HTTP/1.1.
+/// the client appended to `X-Forwarded-For` and `Forwarded`, HTTP/1.1.
 fn outgoing(parts: &mut hyper::http::request::Parts, client: SocketAddr) {
     strip_hop_by_hop(&mut parts.headers);
     // An HTTP/2 request names its authority in the URI: HTTP/1.1 wants it
@@ -916,7 +922,30 @@ fn outgoing(parts: &mut hyper::http::request::Parts, client: SocketAddr) {
     if let Ok(v) = hyper::header::HeaderValue::from_str(&forwarded) {
         parts.headers.insert(X_FORWARDED_FOR, v);
     }
+    let prior: Vec<&str> = parts
+        .headers
+        .get_all(hyper::header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let mut list = prior.join(", ");
+    if !list.is_empty() {
+        list.push_str(", ");
+    }
+    list.push_str(&forwarded_element(client.ip()));
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&list) {
+        parts.headers.insert(hyper::header::FORWARDED, v);
+    }
     parts.version = hyper::Version::HTTP_11;
+}
+
+/// This hop's element of a `Forwarded` header (RFC 7239): the client's
+/// address (an IPv6 one quoted in brackets) and the protocol it spoke.
+fn forwarded_element(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(a) => format!("for={a};proto=http"),
+        std::net::IpAddr::V6(a) => format!("for=\"[{a}]\";proto=http"),
+    }
 }
 
 /// Whether a request asks to switch protocols (`Connection: upgrade` and
@@ -1629,17 +1658,22 @@ mod tests {
         assert_eq!(body.trailers().unwrap()["x-sum"], "11");
         assert_eq!(body.to_bytes(), "hello world");
         // The head as the replica got it: hop-by-hop headers gone, the
-        // client appended to X-Forwarded-For.
+        // client appended to X-Forwarded-For and Forwarded.
         let mut req = get("/echo");
         req.headers_mut().insert("connection", "x-drop".parse().unwrap());
         req.headers_mut().insert("x-drop", "1".parse().unwrap());
         req.headers_mut()
             .insert("x-forwarded-for", "192.0.2.1".parse().unwrap());
+        req.headers_mut().insert("forwarded", "for=192.0.2.1".parse().unwrap());
         let resp = c.send_request(req).await.unwrap();
         let echo = resp.into_body().collect().await.unwrap().to_bytes();
         let echo = String::from_utf8_lossy(&echo);
         assert!(echo.starts_with("get /echo http/1.1\r\n"), "{echo}");
         assert!(echo.contains("x-forwarded-for: 192.0.2.1, 127.0.0.1\r\n"), "{echo}");
+        assert!(
+            echo.contains("forwarded: for=192.0.2.1, for=127.0.0.1;proto=http\r\n"),
+            "{echo}"
+        );
         assert!(!echo.contains("x-drop") && !echo.contains("connection"), "{echo}");
         // Ambiguous framing: a 502, and the next request is served.
         let resp = c.send_request(get("/conflict")).await.unwrap();
@@ -1677,6 +1711,9 @@ mod tests {
         let (one, two) = all.split_at(all.find("post /two").expect("the second request reached the replica"));
         assert!(one.contains("get /one http/1.1"), "{all}");
         assert!(two.contains("data"), "{all}");
+        // Hyper's path adds the same forwarding headers.
+        assert!(two.contains("x-forwarded-for: 127.0.0.1\r\n"), "{all}");
+        assert!(two.contains("forwarded: for=127.0.0.1;proto=http\r\n"), "{all}");
         // The upstream connections were reused (the 502's and the closed
         // one's aside).
         assert!(
@@ -1684,6 +1721,80 @@ mod tests {
             "{pool_connects}",
             pool_connects = pool.connects.load(Ordering::SeqCst)
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_trickling_its_request_head_is_cut_off_at_the_header_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (replica, _, _) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
+        let pool = Pool::new();
+        pool.set(&[replica]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let opts = ListenOptions {
+            header_timeout: Some(Duration::from_millis(400)),
+            ..Default::default()
+        };
+        let l = listen_with(front, pool.clone(), opts).await.unwrap();
+        // One byte every 50 ms: each read comes in time, the head never
+        // does. A head is the fast path's until it is whole; after a
+        // chunked upload the connection is hyper's, and so is the next head.
+        let upload = &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..];
+        for (first, head) in [
+            (
+                &b""[..],
+                &b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"[..],
+            ),
+            (
+                upload,
+                b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+        ] {
+            let mut c = TcpStream::connect(front).await.unwrap();
+            if !first.is_empty() {
+                c.write_all(first).await.unwrap();
+                let mut got = Vec::new();
+                while !got.ends_with(b"ok") {
+                    let mut b = [0u8; 1024];
+                    let n = c.read(&mut b).await.unwrap();
+                    assert!(n > 0, "the upload was not answered");
+                    got.extend_from_slice(&b[..n]);
+                }
+            }
+            let t0 = tokio::time::Instant::now();
+            let mut cut = false;
+            for b in head {
+                if c.write_all(&[*b]).await.is_err() {
+                    cut = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut probe = [0u8; 256];
+                match tokio::time::timeout(Duration::from_millis(1), c.read(&mut probe)).await {
+                    Ok(Ok(_)) | Ok(Err(_)) => {
+                        cut = true;
+                        break;
+                    }
+                    Err(_) => {}
+                }
+            }
+            assert!(cut, "never cut off (after {} bytes first)", first.len());
+            let took = t0.elapsed();
+            assert!(
+                took >= Duration::from_millis(350) && took < Duration::from_millis(2000),
+                "cut off after {took:?}"
+            );
+        }
+        // The listener is fine: a prompt client is served.
+        let mut c = client::<Full<Bytes>>(front).await;
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        drop(c);
+        assert!(l.drain(Duration::from_secs(5)).await);
     }
 
     #[tokio::test]
@@ -2161,6 +2272,18 @@ mod tests {
         }
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_elements_quote_ipv6() {
+        assert_eq!(
+            forwarded_element("192.0.2.1".parse().unwrap()),
+            "for=192.0.2.1;proto=http"
+        );
+        assert_eq!(
+            forwarded_element("2001:db8::1".parse().unwrap()),
+            "for=\"[2001:db8::1]\";proto=http"
+        );
     }
 
     #[test]
