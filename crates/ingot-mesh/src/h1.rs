@@ -42,10 +42,11 @@ pub const MAX_RESPONSE_HEAD: usize = 64 << 10;
 const HEADERS: usize = 100;
 /// The buffer a response head is read into, per request in flight.
 const COPY: usize = 32 << 10;
-/// What the buffer of a long response body grows to: it doubles from
+/// What the buffer of a long response body grows to (about hyper's own
+/// read buffer's limit): it doubles from
 /// [`COPY`] each time a read fills it (fewer system calls for a large
 /// download, little memory for a small one).
-const MAX_COPY: usize = 512 << 10;
+const MAX_COPY: usize = 256 << 10;
 
 /// How a connection left the fast path.
 pub(crate) enum Served {
@@ -185,20 +186,17 @@ pub fn request(buf: &[u8], client: IpAddr) -> Request {
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // The prior hops of X-Forwarded-For and Forwarded, this one added last.
-    let mut forwarded: Vec<u8> = Vec::new();
-    let mut hops: Vec<u8> = Vec::new();
+    let (mut forwarded, mut hops) = (Vec::new(), Vec::new());
     for h in req.headers.iter() {
         if hop_by_hop(h.name) || named.iter().any(|x| h.name.eq_ignore_ascii_case(x)) {
             continue;
         }
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded.extend_from_slice(h.value);
-            forwarded.extend_from_slice(b", ");
+            forwarded.extend(crate::hop_list(std::iter::once(h.value)));
             continue;
         }
         if h.name.eq_ignore_ascii_case("forwarded") {
-            hops.extend_from_slice(h.value);
-            hops.extend_from_slice(b", ");
+            hops.extend(crate::hop_list(std::iter::once(h.value)));
             continue;
         }
         out.extend_from_slice(h.name.as_bytes());
@@ -517,7 +515,14 @@ pub(crate) async fn serve(
                 match request(&buf, client.ip()) {
                     Request::Ready(r) => break r,
                     Request::Handoff => return Served::Handoff(buf),
-                    Request::Body(n) => need = n,
+                    Request::Body(n) => {
+                        // The head is whole: the body (at most 64 KiB)
+                        // gets a header timeout of its own, once.
+                        if need == 0 {
+                            deadline = deadline.max(tokio::time::Instant::now() + target.header_timeout);
+                        }
+                        need = n;
+                    }
                     Request::Partial => {}
                 }
             }

@@ -915,28 +915,35 @@ fn outgoing(parts: &mut hyper::http::request::Parts, client: SocketAddr) {
         }
     }
     const X_FORWARDED_FOR: hyper::header::HeaderName = hyper::header::HeaderName::from_static("x-forwarded-for");
-    let forwarded = match parts.headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", client.ip()),
-        None => client.ip().to_string(),
-    };
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&forwarded) {
-        parts.headers.insert(X_FORWARDED_FOR, v);
-    }
-    let prior: Vec<&str> = parts
-        .headers
-        .get_all(hyper::header::FORWARDED)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let mut list = prior.join(", ");
-    if !list.is_empty() {
-        list.push_str(", ");
-    }
-    list.push_str(&forwarded_element(client.ip()));
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&list) {
-        parts.headers.insert(hyper::header::FORWARDED, v);
+    let ip = client.ip();
+    for (name, mine) in [
+        (X_FORWARDED_FOR, ip.to_string()),
+        (hyper::header::FORWARDED, forwarded_element(ip)),
+    ] {
+        let mut list = hop_list(parts.headers.get_all(&name).iter().map(|v| v.as_bytes()));
+        list.extend_from_slice(mine.as_bytes());
+        if let Ok(v) = hyper::header::HeaderValue::from_bytes(&list) {
+            parts.headers.insert(name, v);
+        }
     }
     parts.version = hyper::Version::HTTP_11;
+}
+
+/// The prior hops of a forwarding header (`X-Forwarded-For`, `Forwarded`)
+/// from all its lines, each followed by `", "`, ready for this hop's to be
+/// appended; empty lines and elements are left out (a list has none).
+fn hop_list<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut list = Vec::new();
+    for line in lines {
+        for element in line.split(|b| *b == b',') {
+            let element = element.trim_ascii();
+            if !element.is_empty() {
+                list.extend_from_slice(element);
+                list.extend_from_slice(b", ");
+            }
+        }
+    }
+    list
 }
 
 /// This hop's element of a `Forwarded` header (RFC 7239): the client's
@@ -2272,6 +2279,13 @@ mod tests {
         }
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarding_lists_combine_every_line_and_drop_empty_elements() {
+        let lines: [&[u8]; 4] = [b"", b" 192.0.2.1 ,, ", b"for=x", b","];
+        assert_eq!(hop_list(lines.into_iter()), b"192.0.2.1, for=x, ");
+        assert!(hop_list(std::iter::empty()).is_empty());
     }
 
     #[test]

@@ -198,8 +198,8 @@ pub struct Engine {
     /// Set once start-up adopted the replicas (the reconcile tick waits for it).
     ready: std::sync::atomic::AtomicBool,
     /// Set once start-up adopted the replicas, never unset (a daemon that
-    /// hands over stays adopted): see [`Engine::adopted`]; a watch, so
-    /// that [`Engine::wait_adopted`] wakes at once.
+    /// hands over stays adopted); a watch, so that
+    /// [`Engine::wait_adopted`] wakes at once.
     adopted: tokio::sync::watch::Sender<bool>,
     /// True once the daemon is stopping: waiters are let go.
     closing: tokio::sync::watch::Sender<bool>,
@@ -442,14 +442,9 @@ impl Engine {
         }
     }
 
-    /// Whether start-up has adopted the replicas it found: until then, a
-    /// replica's address may be one this daemon does not know yet.
-    pub fn adopted(&self) -> bool {
-        *self.adopted.borrow()
-    }
-
-    /// Waits until start-up has adopted the replicas, at most `timeout`;
-    /// whether it has.
+    /// Waits until start-up has adopted the replicas it found (until then,
+    /// a replica's address may be one this daemon does not know yet), at
+    /// most `timeout`; whether it has.
     pub async fn wait_adopted(&self, timeout: Duration) -> bool {
         let mut rx = self.adopted.subscribe();
         let adopted = matches!(tokio::time::timeout(timeout, rx.wait_for(|a| *a)).await, Ok(Ok(_)));
