@@ -769,13 +769,20 @@ async fn relay(
         _ => left == Some(0),
     };
     if !ended(left, &chunks) {
+        // A replica that stops sending its body, or a client that stops
+        // taking it, for a response timeout cuts the response (nginx's
+        // proxy_read_timeout and send_timeout), so neither holds the task.
+        let stall = target.response_timeout;
         let mut copy = vec![0u8; COPY];
         loop {
             let want = match left {
                 Some(n) => (n.min(copy.len() as u64)) as usize,
                 None => copy.len(),
             };
-            let n = up.read(&mut copy[..want]).await.map_err(|_| Failure::Cut)?;
+            let n = match tokio::time::timeout(stall, up.read(&mut copy[..want])).await {
+                Ok(Ok(n)) => n,
+                _ => return Err(Failure::Cut),
+            };
             if n == 0 {
                 if framing == Framing::Close {
                     break;
@@ -788,7 +795,10 @@ async fn relay(
                 _ => n,
             };
             stray |= mine < n;
-            client.write_all(&copy[..mine]).await.map_err(|_| Failure::Cut)?;
+            match tokio::time::timeout(stall, client.write_all(&copy[..mine])).await {
+                Ok(Ok(())) => {}
+                _ => return Err(Failure::Cut),
+            }
             if let Some(l) = left.as_mut() {
                 *l -= n as u64;
             }

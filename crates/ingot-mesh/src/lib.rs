@@ -503,7 +503,10 @@ pub struct ListenOptions {
     /// The replicas' port for this listener, when not the pool's own.
     pub port: Option<u16>,
     /// How long a replica may take to send a response head
-    /// ([`RESPONSE_TIMEOUT`] unless given); then the client gets a 504.
+    /// ([`RESPONSE_TIMEOUT`] unless given); then the client gets a 504. On
+    /// the HTTP/1.1 fast path also how long a response body may stall
+    /// (the replica sending nothing, or the client taking nothing): then
+    /// the response is cut off.
     pub response_timeout: Option<Duration>,
     /// How long a client may take to send a whole request head, or stay
     /// idle between requests ([`HEADER_TIMEOUT`] unless given).
@@ -1983,6 +1986,52 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while pool.active(backend) > 0 {
             assert!(tokio::time::Instant::now() < deadline, "the tunnel did not end");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_is_cut_off_at_the_response_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Announces ten bytes, sends three, then holds the connection.
+        let staller = raw_backend("127.0.0.7", |mut s| async move {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        })
+        .await;
+        let pool = Pool::new();
+        pool.set(&[staller]);
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let opts = ListenOptions {
+            response_timeout: Some(Duration::from_millis(300)),
+            ..Default::default()
+        };
+        let _l = listen_with(front, pool.clone(), opts).await.unwrap();
+        let mut c = client::<Full<Bytes>>(front).await;
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let t0 = tokio::time::Instant::now();
+        let resp = c.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "the head came through");
+        let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
+        assert!(
+            matches!(body, Ok(Err(_))),
+            "the stalled body was cut off, not left open"
+        );
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(250), "cut off after only {took:?}");
+        // Nothing of it stays in flight.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.active(staller) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the stalled request stayed in flight"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
