@@ -1565,6 +1565,15 @@ mod tests {
         (addr, accepted, open)
     }
 
+    /// A GET of `path` with a Host header and no body.
+    fn get(path: &str) -> Request<Full<Bytes>> {
+        Request::builder()
+            .uri(path)
+            .header("host", "x")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
     /// A keep-alive client connection to `front`.
     async fn client<B>(front: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
     where
@@ -1653,13 +1662,6 @@ mod tests {
         pool.set(&[replica]);
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let _l = listen(front, pool.clone()).await.unwrap();
-        let get = |path: &str| {
-            Request::builder()
-                .uri(path)
-                .header("host", "x")
-                .body(Full::new(Bytes::new()))
-                .unwrap()
-        };
         let mut c = client::<Full<Bytes>>(front).await;
         // A chunked body, extensions and trailers and all.
         let resp = c.send_request(get("/chunked")).await.unwrap();
@@ -1796,11 +1798,7 @@ mod tests {
         }
         // The listener is fine: a prompt client is served.
         let mut c = client::<Full<Bytes>>(front).await;
-        let req = Request::builder()
-            .uri("/")
-            .header("host", "x")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let req = get("/");
         let resp = c.send_request(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         drop(c);
@@ -1821,11 +1819,7 @@ mod tests {
                 let mut c = client::<Full<Bytes>>(front).await;
                 for _ in 0..50 {
                     c.ready().await.unwrap();
-                    let req = Request::builder()
-                        .uri("/")
-                        .header("host", "x")
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
+                    let req = get("/");
                     let resp = c.send_request(req).await.unwrap();
                     assert_eq!(resp.status(), StatusCode::OK);
                     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -2010,11 +2004,7 @@ mod tests {
         };
         let _l = listen_with(front, pool.clone(), opts).await.unwrap();
         let mut c = client::<Full<Bytes>>(front).await;
-        let req = Request::builder()
-            .uri("/")
-            .header("host", "x")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let req = get("/");
         let t0 = tokio::time::Instant::now();
         let resp = c.send_request(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "the head came through");
@@ -2057,11 +2047,7 @@ mod tests {
         let _l = listen_with(front, pool.clone(), opts).await.unwrap();
         let get = || async move {
             let mut c = client::<Full<Bytes>>(front).await;
-            let req = Request::builder()
-                .uri("/")
-                .header("host", "x")
-                .body(Full::new(Bytes::new()))
-                .unwrap();
+            let req = get("/");
             c.send_request(req).await.unwrap().status()
         };
         for _ in 0..EJECT_AFTER {
@@ -2282,11 +2268,7 @@ mod tests {
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let _l = listen(front, pool.clone()).await.unwrap();
         let mut c = client::<Full<Bytes>>(front).await;
-        let req = Request::builder()
-            .uri("/")
-            .header("host", "x")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let req = get("/");
         let resp = c.send_request(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "the head came through");
         assert!(
@@ -2304,11 +2286,7 @@ mod tests {
         // Other clients are served.
         pool.set(&[good]);
         let mut c = client::<Full<Bytes>>(front).await;
-        let req = Request::builder()
-            .uri("/")
-            .header("host", "x")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
+        let req = get("/");
         let resp = c.send_request(req).await.unwrap();
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
     }
