@@ -4,6 +4,10 @@
 # (docker-registry 2.8) on the same machine, in one run; then 32 concurrent
 # pulls of every blob (curl) from each. Fresh registry storage and a cleared
 # skopeo blob-info cache before every push; fresh data for every run.
+# A third row is the ceiling a pull can reach on this machine: nginx serving
+# the same manifest and blobs as static files (sendfile, no registry logic
+# at all). The CPU seconds each side spends are reported too: on 2 cores,
+# skopeo's own share decides how far any server can go.
 # Usage: bench/registry.sh            (SIZE_MB=1024 LAYERS=8 RUNS=3 by default)
 #        BENCH_DIR=/dev/shm bench/registry.sh   (data and storage on a tmpfs;
 #        /var/tmp by default)
@@ -18,6 +22,8 @@ need=()
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v curl >/dev/null || need+=(curl)
+command -v nginx >/dev/null || need+=(nginx-light)
+[ -x /usr/bin/time ] || need+=(time)
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
@@ -66,6 +72,37 @@ start() {
     if [ "$1" = ingot ]; then
         rm -rf "$work/ingot-root"
         "$ingot" --root "$work/ingot-root" serve --addr "127.0.0.1:$2" >/dev/null 2>&1 &
+    elif [ "$1" = nginx ]; then
+        # The image's files laid out as the registry API's paths.
+        rm -rf "$work/www"
+        local api=$work/www/v2/bench/img
+        mkdir -p "$api/manifests" "$api/blobs"
+        local m
+        m=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['manifests'][0]['digest'].split(':')[1])" "$work/img/index.json")
+        cp "$work/img/blobs/sha256/$m" "$api/manifests/1"
+        for f in "$work"/img/blobs/sha256/*; do cp "$f" "$api/blobs/sha256:${f##*/}"; done
+        cat >"$work/nginx.conf" <<CONF
+worker_processes 2;
+# The scratch directory is private to root (mktemp).
+user root;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server {
+        listen 127.0.0.1:$2;
+        root $work/www;
+        location = /v2/ { default_type application/json; return 200 '{}'; }
+        location /v2/bench/img/manifests/ { default_type application/vnd.oci.image.manifest.v1+json; }
+        location /v2/bench/img/blobs/ { default_type application/octet-stream; }
+    }
+}
+CONF
+        nginx -c "$work/nginx.conf" &
     else
         rm -rf "$work/dist"
         mkdir -p "$work/dist"
@@ -80,24 +117,45 @@ start() {
 wait_port() { for _ in $(seq 100); do curl -s "http://127.0.0.1:$1/v2/" >/dev/null && return; sleep 0.1; done; echo "no server on $1" >&2; exit 1; }
 
 now() { date +%s.%N; }
+# CPU seconds (user + system) process PID and its children have used so far.
+cpu() {
+    local t=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    python3 -c "print($t / $(getconf CLK_TCK))"
+}
+# skopeo ARGS...: skopeo copy, its CPU seconds into $work/skopeo.cpu.
+skopeo_copy() { /usr/bin/time -f '%U %S' -o "$work/skopeo.cpu" skopeo copy -q "$@"; }
+skopeo_cpu() { python3 -c "import sys; u, s = sys.argv[1:3]; print(f'{float(u) + float(s):.2f}')" $(tail -1 "$work/skopeo.cpu"); }
+minus() { python3 -c "print(f'{$1 - $2:.2f}')"; }
 mbps() { python3 -c "print(f'{$SIZE_MB / ($2 - $1):.0f}')"; }
 
-declare -A push pull conc
+declare -A push pull conc push_cpu pull_cpu
+servers=(ingot distribution nginx)
 for run in $(seq "$RUNS"); do
     rm -rf "$work/img"
     make_image "$work/img"
-    for server in ingot distribution; do
+    for server in "${servers[@]}"; do
         port=$(free_port)
         start "$server" "$port"
         wait_port "$port"
-        rm -f "$cache"
-        t0=$(now)
-        skopeo copy -q --dest-tls-verify=false "oci:$work/img:bench" "docker://127.0.0.1:$port/bench/img:1"
-        t1=$(now)
+        if [ "$server" != nginx ]; then
+            rm -f "$cache"
+            c0=$(cpu "$server_pid")
+            t0=$(now)
+            skopeo_copy --dest-tls-verify=false "oci:$work/img:bench" "docker://127.0.0.1:$port/bench/img:1"
+            t1=$(now)
+            push[$server]+="$(mbps "$t0" "$t1") "
+            push_cpu[$server]+="$(minus "$(cpu "$server_pid")" "$c0")/$(skopeo_cpu) "
+        fi
         rm -rf "$work/pulled"
         rm -f "$cache"
-        skopeo copy -q --src-tls-verify=false "docker://127.0.0.1:$port/bench/img:1" "oci:$work/pulled:x"
+        c1=$(cpu "$server_pid")
+        t1=$(now)
+        skopeo_copy --src-tls-verify=false "docker://127.0.0.1:$port/bench/img:1" "oci:$work/pulled:x"
         t2=$(now)
+        pull_cpu[$server]+="$(minus "$(cpu "$server_pid")" "$c1")/$(skopeo_cpu) "
         # 32 concurrent clients, each fetching every layer blob once.
         digests=$(curl -s -H "accept: application/vnd.oci.image.manifest.v1+json" "http://127.0.0.1:$port/v2/bench/img/manifests/1" \
             | python3 -c "import json, sys; print(' '.join(l['digest'] for l in json.load(sys.stdin)['layers']))")
@@ -116,7 +174,6 @@ for run in $(seq "$RUNS"); do
         want=$((32 * sizes))
         [ "$got" -eq "$want" ] || { echo "$server: concurrent pulls got $got bytes, expected $want" >&2; exit 1; }
         rm -f "$work"/got.*
-        push[$server]+="$(mbps "$t0" "$t1") "
         pull[$server]+="$(mbps "$t1" "$t2") "
         conc[$server]+="$(python3 -c "print(f'{$got / 1048576 / ($t4 - $t3):.0f}')") "
         kill "$server_pid" 2>/dev/null || true
@@ -126,6 +183,19 @@ done
 mean() { python3 -c "import sys; v=[float(x) for x in sys.argv[1:]]; print(f'{sum(v)/len(v):.0f}')" $1; }
 echo "| server | push MB/s (skopeo) | pull MB/s (skopeo) | 32 concurrent pulls, MB/s in all |"
 echo "|---|---|---|---|"
-for server in ingot distribution; do
-    echo "| $server | $(mean "${push[$server]}") (runs: ${push[$server]}) | $(mean "${pull[$server]}") (runs: ${pull[$server]}) | $(mean "${conc[$server]}") (runs: ${conc[$server]}) |"
+for server in "${servers[@]}"; do
+    if [ "$server" = nginx ]; then
+        p="- (static files: no uploads)"
+        name="nginx, the same blobs as static files (the ceiling)"
+    else
+        p="$(mean "${push[$server]}") (runs: ${push[$server]})"
+        name=$server
+    fi
+    echo "| $name | $p | $(mean "${pull[$server]}") (runs: ${pull[$server]}) | $(mean "${conc[$server]}") (runs: ${conc[$server]}) |"
+done
+echo
+echo "CPU seconds, server/skopeo, per run:"
+echo
+for server in "${servers[@]}"; do
+    echo "- $server: push ${push_cpu[$server]:--}; pull ${pull_cpu[$server]}"
 done
