@@ -1566,6 +1566,14 @@ mod tests {
     }
 
     /// A GET of `path` with a Host header and no body.
+    /// The mesh in front of `pool` on a free loopback port: its address and
+    /// its listener.
+    async fn front(pool: &Arc<Pool>, opts: ListenOptions) -> (SocketAddr, Listener) {
+        let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let l = listen_with(addr, pool.clone(), opts).await.unwrap();
+        (addr, l)
+    }
+
     fn get(path: &str) -> Request<Full<Bytes>> {
         Request::builder()
             .uri(path)
@@ -1660,8 +1668,7 @@ mod tests {
         let replica = raw_backend("127.0.0.6", hand_written_replica).await;
         let pool = Pool::new();
         pool.set(&[replica]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let _l = listen(front, pool.clone()).await.unwrap();
+        let (front, _l) = front(&pool, ListenOptions::default()).await;
         let mut c = client::<Full<Bytes>>(front).await;
         // A chunked body, extensions and trailers and all.
         let resp = c.send_request(get("/chunked")).await.unwrap();
@@ -1741,12 +1748,11 @@ mod tests {
         let (replica, _, _) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
         let pool = Pool::new();
         pool.set(&[replica]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let opts = ListenOptions {
             header_timeout: Some(Duration::from_millis(400)),
             ..Default::default()
         };
-        let l = listen_with(front, pool.clone(), opts).await.unwrap();
+        let (front, l) = front(&pool, opts).await;
         // One byte every 50 ms: each read comes in time, the head never
         // does. A head is the fast path's until it is whole; after a
         // chunked upload the connection is hyper's, and so is the next head.
@@ -1810,8 +1816,7 @@ mod tests {
         let (backend, accepted, open) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
         let pool = Pool::new();
         pool.set(&[backend]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let _l = listen(front, pool.clone()).await.unwrap();
+        let (front, _l) = front(&pool, ListenOptions::default()).await;
         // Four clients, 50 requests each, one after the other on each.
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..4 {
@@ -1888,8 +1893,7 @@ mod tests {
         let (backend, _, _) = hyper_backend(|req: Request<Incoming>| Response::new(req.into_body())).await;
         let pool = Pool::new();
         pool.set(&[backend]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let _l = listen(front, pool.clone()).await.unwrap();
+        let (front, _l) = front(&pool, ListenOptions::default()).await;
         let before = peak_rss_kib();
         // 256 MiB up and back, sixteen times the old buffering limit.
         let chunks = 4096;
@@ -1954,8 +1958,7 @@ mod tests {
         .await;
         let pool = Pool::new();
         pool.set(&[backend]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let _l = listen(front, pool.clone()).await.unwrap();
+        let (front, _l) = front(&pool, ListenOptions::default()).await;
         let mut c = TcpStream::connect(front).await.unwrap();
         c.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
             .await
@@ -1997,12 +2000,11 @@ mod tests {
         .await;
         let pool = Pool::new();
         pool.set(&[staller]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let opts = ListenOptions {
             response_timeout: Some(Duration::from_millis(300)),
             ..Default::default()
         };
-        let _l = listen_with(front, pool.clone(), opts).await.unwrap();
+        let (front, _l) = front(&pool, opts).await;
         let mut c = client::<Full<Bytes>>(front).await;
         let req = get("/");
         let t0 = tokio::time::Instant::now();
@@ -2039,12 +2041,11 @@ mod tests {
         let (good, _, _) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
         let pool = Pool::new();
         pool.set(&[hung]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let opts = ListenOptions {
             response_timeout: Some(Duration::from_millis(200)),
             ..Default::default()
         };
-        let _l = listen_with(front, pool.clone(), opts).await.unwrap();
+        let (front, _l) = front(&pool, opts).await;
         let get = || async move {
             let mut c = client::<Full<Bytes>>(front).await;
             let req = get("/");
@@ -2093,8 +2094,7 @@ mod tests {
         .await;
         let pool = Pool::new();
         pool.set(&[backend]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let _l = listen(front, pool.clone()).await.unwrap();
+        let (front, _l) = front(&pool, ListenOptions::default()).await;
         let s = TcpStream::connect(front).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
@@ -2154,17 +2154,14 @@ mod tests {
         });
         let pool = Pool::new();
         pool.set(&[backend]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let l = listen_with(
-            front,
-            pool.clone(),
+        let (front, l) = front(
+            &pool,
             ListenOptions {
                 upstream: Upstream::H2c,
                 ..Default::default()
             },
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(l.upstream(), Upstream::H2c);
 
         // An HTTP/2 client's streams, at once, with bodies and `te: trailers`.
@@ -2265,8 +2262,7 @@ mod tests {
         let (good, _, _) = hyper_backend(|_| Response::new(Full::new(Bytes::from("ok")))).await;
         let pool = Pool::new();
         pool.set(&[breaker]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let _l = listen(front, pool.clone()).await.unwrap();
+        let (front, _l) = front(&pool, ListenOptions::default()).await;
         let mut c = client::<Full<Bytes>>(front).await;
         let req = get("/");
         let resp = c.send_request(req).await.unwrap();
@@ -2362,8 +2358,7 @@ mod tests {
         let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
         let pool = Pool::new();
         pool.set(&[dead, a, b]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let task = listen(front, pool.clone()).await.unwrap();
+        let (front, task) = front(&pool, ListenOptions::default()).await;
         let get = || async move {
             let s = TcpStream::connect(front).await.unwrap();
             let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
@@ -2419,8 +2414,7 @@ mod tests {
         });
         let pool = Pool::new();
         pool.set(&[backend]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let old = listen(front, pool.clone()).await.unwrap();
+        let (front, old) = front(&pool, ListenOptions::default()).await;
         // A keep-alive client of the old listener.
         let s = TcpStream::connect(front).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
@@ -2479,8 +2473,7 @@ mod tests {
         });
         let pool = Pool::new();
         pool.set(&[dropper, dropper]);
-        let front = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let task = listen(front, pool.clone()).await.unwrap();
+        let (front, task) = front(&pool, ListenOptions::default()).await;
         let request = |method: &'static str| async move {
             let s = TcpStream::connect(front).await.unwrap();
             let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
