@@ -80,7 +80,7 @@ start() {
         local m
         m=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['manifests'][0]['digest'].split(':')[1])" "$work/img/index.json")
         cp "$work/img/blobs/sha256/$m" "$api/manifests/1"
-        for f in "$work"/img/blobs/sha256/*; do cp "$f" "$api/blobs/sha256:${f##*/}"; done
+        for f in "$work"/img/blobs/sha256/*; do ln "$f" "$api/blobs/sha256:${f##*/}"; done
         cat >"$work/nginx.conf" <<CONF
 worker_processes 2;
 # The scratch directory is private to root (mktemp).
@@ -121,7 +121,8 @@ now() { date +%s.%N; }
 cpu() {
     local t=0 p
     for p in $1 $(pgrep -P "$1" || true); do
-        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+        # A worker may be gone between pgrep and here.
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
     done
     python3 -c "print($t / $(getconf CLK_TCK))"
 }

@@ -6,6 +6,7 @@
 //! into the blob store and linked to the repository.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, StatusCode};
@@ -52,29 +53,32 @@ fn session(status: StatusCode, name: &str, uuid: &str, offset: u64) -> Response 
 
 /// Bytes of body frames handed to the blocking pool at a time.
 const BATCH: usize = 1 << 20;
+/// Frames shorter than this are copied together rather than held one by
+/// one: a client sending tiny chunks cannot make a batch pin thousands of
+/// small buffers.
+const SMALL: usize = 16 << 10;
 
 /// An upload's file and running hash, with the bytes written so far.
 type Sink = (std::fs::File, ingot_oci::digest::Hasher, u64);
+
+/// A session's turn (see [`turn`]), shared with the task writing its file;
+/// `None` for a monolithic upload, which has no session.
+type Turn = Option<Arc<tokio::sync::OwnedMutexGuard<()>>>;
 
 /// Appends the request body to `path`, hashing it; bytes written.
 ///
 /// The body's frames are gathered into batches of about [`BATCH`] bytes,
 /// and each batch is hashed and written by one trip to the blocking pool
-/// (not one per frame, and with no copy through a buffer), while the next
-/// batch is read: the hashing runs beside the reading instead of in its
-/// way. A pool thread is held only while a batch is written, so slow
-/// uploaders hold none.
-async fn append(path: &Path, body: Body, hasher: &mut ingot_oci::digest::Hasher) -> Result<u64, ApiError> {
-    use std::io::Write;
-    type Batch = Vec<axum::body::Bytes>;
-    fn write((mut file, mut hash, mut n): Sink, batch: Batch) -> std::io::Result<Sink> {
-        for chunk in batch {
-            hash.update(&chunk);
-            file.write_all(&chunk)?;
-            n += chunk.len() as u64;
-        }
-        Ok((file, hash, n))
-    }
+/// (not one per frame, and large frames with no copy through a buffer),
+/// while the next batch is read: the hashing runs beside the reading
+/// instead of in its way. A pool thread is held only while a batch is
+/// written, so slow uploaders hold none.
+///
+/// The copy is a task of its own holding the session's `turn`: when the
+/// request is dropped half-way (its client gone), the batch in flight is
+/// still written before another request may touch the session, so the
+/// session's file never holds bytes its hash has not seen.
+async fn append(path: &Path, body: Body, hasher: &mut ingot_oci::digest::Hasher, turn: Turn) -> Result<u64, ApiError> {
     let file = tokio::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -84,36 +88,78 @@ async fn append(path: &Path, body: Body, hasher: &mut ingot_oci::digest::Hasher)
         .into_std()
         .await;
     let hash = std::mem::replace(hasher, Algorithm::Sha256.hasher());
-    let mut writing = tokio::task::spawn_blocking(move || Ok((file, hash, 0)));
+    let (_, hash, n) = tokio::spawn(copy(body, (file, hash, 0), turn))
+        .await
+        .map_err(ApiError::internal)??;
+    *hasher = hash;
+    Ok(n)
+}
+
+/// [`append`]'s copy: the body into `sink`, batch by batch.
+async fn copy(body: Body, sink: Sink, _turn: Turn) -> Result<Sink, ApiError> {
+    use std::io::Write;
+    type Batch = Vec<axum::body::Bytes>;
+    type Busy = Option<tokio::task::JoinHandle<std::io::Result<Sink>>>;
+    fn write((mut file, mut hash, mut n): Sink, batch: Batch) -> std::io::Result<Sink> {
+        for chunk in batch {
+            hash.update(&chunk);
+            file.write_all(&chunk)?;
+            n += chunk.len() as u64;
+        }
+        Ok((file, hash, n))
+    }
+    /// Waits for the batch in flight, if any, and takes the sink back.
+    async fn settle(busy: &mut Busy, sink: &mut Option<Sink>) -> Result<Sink, ApiError> {
+        if let Some(h) = busy.take() {
+            *sink = Some(h.await.map_err(ApiError::internal)?.map_err(ApiError::internal)?);
+        }
+        sink.take()
+            .ok_or_else(|| ApiError::internal("the upload's writer failed"))
+    }
+    let (mut sink, mut busy): (Option<Sink>, Busy) = (Some(sink), None);
     let mut stream = body.into_data_stream();
-    let mut batch = Batch::new();
-    let mut held = 0usize;
+    let (mut batch, mut small, mut held) = (Batch::new(), Vec::new(), 0usize);
     loop {
-        let next = stream.next().await.transpose().map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BLOB_UPLOAD_INVALID",
-                format!("reading the upload: {e}"),
-            )
-        })?;
+        let next = match stream.next().await {
+            Some(Ok(chunk)) => Some(chunk),
+            None => None,
+            Some(Err(e)) => {
+                // What was read so far is written before the turn goes.
+                let _ = settle(&mut busy, &mut sink).await;
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BLOB_UPLOAD_INVALID",
+                    format!("reading the upload: {e}"),
+                ));
+            }
+        };
         let end = next.is_none();
         if let Some(chunk) = next {
             held += chunk.len();
-            batch.push(chunk);
+            if chunk.len() < SMALL {
+                small.extend_from_slice(&chunk);
+            } else {
+                if !small.is_empty() {
+                    batch.push(std::mem::take(&mut small).into());
+                }
+                batch.push(chunk);
+            }
         }
-        if (end || held >= BATCH) && !batch.is_empty() {
-            let sink = writing.await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
-            let b = std::mem::take(&mut batch);
-            writing = tokio::task::spawn_blocking(move || write(sink, b));
+        if end || held >= BATCH {
+            if !small.is_empty() {
+                batch.push(std::mem::take(&mut small).into());
+            }
+            if !batch.is_empty() {
+                let ready = settle(&mut busy, &mut sink).await?;
+                let b = std::mem::take(&mut batch);
+                busy = Some(tokio::task::spawn_blocking(move || write(ready, b)));
+            }
             held = 0;
         }
         if end {
-            break;
+            return settle(&mut busy, &mut sink).await;
         }
     }
-    let (_, hash, n) = writing.await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
-    *hasher = hash;
-    Ok(n)
 }
 
 /// Verifies `file` against `digest` (the running sha256 when it applies,
@@ -185,7 +231,7 @@ pub(crate) async fn start(app: &Shared, name: &str, req: &Req, body: Body) -> Re
         let digest = parse_digest(d)?;
         let file = app.uploads_dir.join(uuid::Uuid::new_v4().to_string());
         let mut hasher = Algorithm::Sha256.hasher();
-        if let Err(e) = append(&file, body, &mut hasher).await {
+        if let Err(e) = append(&file, body, &mut hasher, None).await {
             let _ = tokio::fs::remove_file(&file).await;
             return Err(e);
         }
@@ -208,17 +254,23 @@ pub(crate) async fn start(app: &Shared, name: &str, req: &Req, body: Body) -> Re
     Ok(session(StatusCode::ACCEPTED, name, &uuid, 0))
 }
 
-/// Takes the session's state out of the map (rebuilding it from the file
-/// after a restart), checking it belongs to `name`.
-async fn take(app: &Shared, name: &str, uuid: &str) -> Result<Upload, ApiError> {
+/// Checks that session `uuid` exists and belongs to `name`.
+async fn owned(app: &Shared, name: &str, uuid: &str) -> Result<(), ApiError> {
     if uuid.contains(['/', '.']) || uuid.is_empty() {
         return Err(ApiError::upload_unknown(uuid));
     }
     let u = uuid.to_string();
     match app.db(move |s| s.reg_upload(&u)).await? {
-        Some(repo) if repo == name => {}
-        _ => return Err(ApiError::upload_unknown(uuid)),
+        Some(repo) if repo == name => Ok(()),
+        _ => Err(ApiError::upload_unknown(uuid)),
     }
+}
+
+/// Takes the session's state out of the map (rebuilding it from the file
+/// after a restart, or after a request that was dropped half-way),
+/// checking it belongs to `name`.
+async fn take(app: &Shared, name: &str, uuid: &str) -> Result<Upload, ApiError> {
+    owned(app, name, uuid).await?;
     if let Some(up) = app.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(uuid) {
         return Ok(up);
     }
@@ -293,7 +345,7 @@ async fn discard(body: Body) {
 }
 
 pub(crate) async fn patch(app: &Shared, name: &str, uuid: &str, req: &Req, body: Body) -> Result<Response, ApiError> {
-    let _turn = turn(app, uuid).await;
+    let held = Arc::new(turn(app, uuid).await);
     let mut up = take(app, name, uuid).await?;
     if let Err(e) = check_range(req, up.offset) {
         put_back(app, uuid, up);
@@ -301,7 +353,7 @@ pub(crate) async fn patch(app: &Shared, name: &str, uuid: &str, req: &Req, body:
         return Err(e);
     }
     let path = app.uploads_dir.join(uuid);
-    match append(&path, body, &mut up.hasher).await {
+    match append(&path, body, &mut up.hasher, Some(held.clone())).await {
         Ok(n) => {
             up.offset += n;
             let offset = up.offset;
@@ -312,7 +364,7 @@ pub(crate) async fn patch(app: &Shared, name: &str, uuid: &str, req: &Req, body:
         }
         Err(e) => {
             // The file may hold part of the chunk now: the session is spoilt.
-            let _ = end(app, name, uuid).await;
+            let _ = close(app, uuid).await;
             Err(e)
         }
     }
@@ -323,7 +375,7 @@ pub(crate) async fn finish(app: &Shared, name: &str, uuid: &str, req: &Req, body
         return Err(ApiError::digest_invalid("PUT to finish an upload needs ?digest="));
     };
     let digest = parse_digest(&d)?;
-    let _turn = turn(app, uuid).await;
+    let held = Arc::new(turn(app, uuid).await);
     let mut up = take(app, name, uuid).await?;
     if let Err(e) = check_range(req, up.offset) {
         put_back(app, uuid, up);
@@ -331,14 +383,11 @@ pub(crate) async fn finish(app: &Shared, name: &str, uuid: &str, req: &Req, body
         return Err(e);
     }
     let path = app.uploads_dir.join(uuid);
-    let result = match append(&path, body, &mut up.hasher).await {
+    let result = match append(&path, body, &mut up.hasher, Some(held.clone())).await {
         Ok(_) => complete(app, name, path.clone(), up.hasher, &digest).await,
         Err(e) => Err(e),
     };
-    let _ = tokio::fs::remove_file(&path).await;
-    let u = uuid.to_string();
-    app.db(move |s| s.reg_upload_end(&u)).await?;
-    forget_turn(app, uuid);
+    close(app, uuid).await?;
     result.map(|()| created(name, &digest))
 }
 
@@ -357,10 +406,78 @@ pub(crate) async fn cancel(app: &Shared, name: &str, uuid: &str) -> Result<Respo
 
 /// Ends a session (its turn held by the caller).
 async fn end(app: &Shared, name: &str, uuid: &str) -> Result<Response, ApiError> {
-    let _ = take(app, name, uuid).await?;
+    owned(app, name, uuid).await?;
+    app.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(uuid);
+    close(app, uuid).await
+}
+
+/// Removes session `uuid`, known to exist, and its file (its turn held by
+/// the caller, its state out of the map).
+async fn close(app: &Shared, uuid: &str) -> Result<Response, ApiError> {
     let _ = tokio::fs::remove_file(app.uploads_dir.join(uuid)).await;
     let u = uuid.to_string();
     app.db(move |s| s.reg_upload_end(&u)).await?;
     forget_turn(app, uuid);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A body that sends `first`, then fails after `after` (a client gone
+    /// mid-upload).
+    fn cut_off(first: Vec<u8>, after: std::time::Duration) -> Body {
+        let tail = futures_util::stream::once(async move {
+            tokio::time::sleep(after).await;
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "client gone"))
+        });
+        Body::from_stream(futures_util::stream::iter([Ok(first)]).chain(tail))
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_mid_upload_keeps_the_turn_until_its_bytes_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session");
+        let first = vec![7u8; BATCH + BATCH / 2];
+        let session = Arc::new(tokio::sync::Mutex::new(()));
+        let turn = Some(Arc::new(session.clone().lock_owned().await));
+        let mut hasher = Algorithm::Sha256.hasher();
+        // The request is dropped (its connection closed) once the first
+        // batch is on its way, before the body has failed.
+        let body = cut_off(first.clone(), Duration::from_millis(300));
+        let dropped = tokio::time::timeout(Duration::from_millis(50), append(&path, body, &mut hasher, turn)).await;
+        assert!(dropped.is_err(), "the body's failure comes later");
+        assert!(
+            session.try_lock().is_err(),
+            "the session's turn stays with the copy while it runs"
+        );
+        let next = tokio::time::timeout(Duration::from_secs(10), session.lock()).await;
+        assert!(next.is_ok(), "the copy ends when the body does");
+        // Everything received before the failure is in the file by the time
+        // the next request may look: rebuilding the session from it is right.
+        assert_eq!(std::fs::read(&path).unwrap(), first);
+    }
+
+    #[tokio::test]
+    async fn small_frames_are_gathered_and_everything_is_hashed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("session");
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        for i in 0..3000u32 {
+            // Tiny frames, with a large one now and then.
+            let n = if i % 500 == 0 { SMALL + 1 } else { (i % 97) as usize + 1 };
+            frames.push(vec![(i % 251) as u8; n]);
+        }
+        let all: Vec<u8> = frames.concat();
+        let body = Body::from_stream(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, std::io::Error>),
+        ));
+        let mut hasher = Algorithm::Sha256.hasher();
+        let n = append(&path, body, &mut hasher, None).await.unwrap();
+        assert_eq!(n, all.len() as u64);
+        assert_eq!(std::fs::read(&path).unwrap(), all);
+        assert_eq!(hasher.finish(), Digest::sha256(&all));
+    }
 }
