@@ -56,8 +56,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// send it again (larger ones stream through once).
 pub const REPLAY_BODY: usize = 64 << 10;
 
+/// What breaks a body the mesh passes on.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error("the replica sent nothing of the body for {0:?}")]
+    Stalled(Duration),
+}
+
 /// A request or response body as the mesh passes it on (streamed).
-type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+type Body = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 
 /// An upstream connection's request sender.
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
@@ -1001,7 +1010,10 @@ async fn upgrade(
                 continue;
             }
         };
-        let mut resp = match sender.send_request(Request::from_parts(parts, body.boxed())).await {
+        let mut resp = match sender
+            .send_request(Request::from_parts(parts, body.map_err(BodyError::from).boxed()))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 return refuse(
@@ -1032,7 +1044,7 @@ async fn upgrade(
         });
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers);
-        return Response::from_parts(rparts, rbody.boxed());
+        return Response::from_parts(rparts, rbody.map_err(BodyError::from).boxed());
     }
     refuse(
         pool,
@@ -1109,23 +1121,52 @@ impl Back {
 struct Returning {
     body: Incoming,
     back: Option<Back>,
+    /// How long the replica may send nothing while the body is wanted, and
+    /// the deadline, set when a wait for the replica begins: a replica that
+    /// stalls breaks the response off (as the fast path does, and nginx's
+    /// `proxy_read_timeout`) instead of holding the client for good. A
+    /// client that reads slowly is not waited for here (hyper asks for the
+    /// next frame only once it can send it), so it is never cut off.
+    stall: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    waiting: bool,
 }
 
 impl hyper::body::Body for Returning {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        use std::task::Poll;
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            if let Some(back) = self.back.take() {
-                back.give();
+        match polled {
+            Poll::Ready(None) => {
+                if let Some(back) = self.back.take() {
+                    back.give();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(frame)) => {
+                self.waiting = false;
+                Poll::Ready(Some(frame.map_err(BodyError::from)))
+            }
+            Poll::Pending => {
+                if !self.waiting {
+                    self.waiting = true;
+                    let deadline = tokio::time::Instant::now() + self.stall;
+                    self.deadline.as_mut().reset(deadline);
+                }
+                if std::future::Future::poll(self.deadline.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // The connection goes (dropped, not given back).
+                self.back = None;
+                Poll::Ready(Some(Err(BodyError::Stalled(self.stall))))
             }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -1172,6 +1213,7 @@ fn answered(
     sender: Option<Sender>,
     resp: Response<Incoming>,
     t0: tokio::time::Instant,
+    stall: Duration,
 ) -> Response<Body> {
     pool.report(addr, !resp.status().is_server_error());
     guard.0.record(resp.status().as_u16(), t0.elapsed());
@@ -1185,6 +1227,9 @@ fn answered(
             addr,
             guard,
         }),
+        stall,
+        deadline: Box::pin(tokio::time::sleep(stall)),
+        waiting: false,
     };
     Response::from_parts(rparts, rbody.boxed())
 }
@@ -1326,7 +1371,7 @@ async fn forward_h2(
                 return timed_out(pool, addr, target, t0);
             };
             match sent {
-                Ok(resp) => return answered(pool, addr, guard, None, resp, t0),
+                Ok(resp) => return answered(pool, addr, guard, None, resp, t0, target.response_timeout),
                 Err(mut e) => {
                     last = format!("{addr}: {}", e.error());
                     match e.take_message() {
@@ -1388,7 +1433,7 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
             Err(_) => return status(StatusCode::BAD_REQUEST, "request body broken"),
         }
     } else {
-        (false, Bytes::new(), Some(body.boxed()))
+        (false, Bytes::new(), Some(body.map_err(BodyError::from).boxed()))
     };
     let candidates = pool.pick_p2c(target.port);
     if candidates.is_empty() {
@@ -1433,7 +1478,7 @@ async fn forward(req: Request<Incoming>, pool: &Arc<Pool>, target: Target, clien
                     if started.elapsed() > Duration::from_secs(1) {
                         tracing::warn!(%addr, elapsed_ms = started.elapsed().as_millis() as u64, "slow replica");
                     }
-                    return answered(pool, addr, guard, Some(sender), resp, t0);
+                    return answered(pool, addr, guard, Some(sender), resp, t0, target.response_timeout);
                 }
                 Err(mut e) => {
                     last = format!("{addr}: {}", e.error());
@@ -2005,26 +2050,46 @@ mod tests {
             ..Default::default()
         };
         let (front, _l) = front(&pool, opts).await;
-        let mut c = client::<Full<Bytes>>(front).await;
-        let req = get("/");
-        let t0 = tokio::time::Instant::now();
-        let resp = c.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK, "the head came through");
-        let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
-        assert!(
-            matches!(body, Ok(Err(_))),
-            "the stalled body was cut off, not left open"
-        );
-        let took = t0.elapsed();
-        assert!(took >= Duration::from_millis(250), "cut off after only {took:?}");
-        // Nothing of it stays in flight.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while pool.active(staller) > 0 {
+        // HTTP/1.1 takes the fast path; HTTP/2 (prior knowledge) hyper's.
+        for h2 in [false, true] {
+            let t0 = tokio::time::Instant::now();
+            let resp = if h2 {
+                let s = TcpStream::connect(front).await.unwrap();
+                let (mut send, conn) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(s),
+                )
+                .await
+                .unwrap();
+                tokio::spawn(conn);
+                let req = Request::builder()
+                    .uri("http://x/")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                send.send_request(req).await.unwrap()
+            } else {
+                client::<Full<Bytes>>(front).await.send_request(get("/")).await.unwrap()
+            };
+            assert_eq!(resp.status(), StatusCode::OK, "h2={h2}: the head came through");
+            let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "the stalled request stayed in flight"
+                matches!(body, Ok(Err(_))),
+                "h2={h2}: the stalled body was cut off, not left open"
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let took = t0.elapsed();
+            assert!(
+                took >= Duration::from_millis(250),
+                "h2={h2}: cut off after only {took:?}"
+            );
+            // Nothing of it stays in flight.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while pool.active(staller) > 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "h2={h2}: the stalled request stayed in flight"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 
