@@ -503,12 +503,14 @@ pub(crate) async fn serve(
         let mut need = 0;
         // The whole request must come within the header timeout (a second
         // once draining), however it trickles in.
-        let mut deadline = tokio::time::Instant::now()
-            + if *draining.borrow() {
+        let mut deadline = crate::later(
+            tokio::time::Instant::now(),
+            if *draining.borrow() {
                 Duration::from_secs(1)
             } else {
                 target.header_timeout
-            };
+            },
+        );
         let req = loop {
             let line = buf[fresh..].contains(&b'\n') || buf.len() >= MAX_REQUEST_HEAD;
             if !buf.is_empty() && buf.len() >= need && (need > 0 || line) {
@@ -519,7 +521,7 @@ pub(crate) async fn serve(
                         // The head is whole: the body (at most 64 KiB)
                         // gets a header timeout of its own, once.
                         if need == 0 {
-                            deadline = deadline.max(tokio::time::Instant::now() + target.header_timeout);
+                            deadline = deadline.max(crate::later(tokio::time::Instant::now(), target.header_timeout));
                         }
                         need = n;
                     }
@@ -702,7 +704,7 @@ async fn relay(
         }
     }
     let mut buf: Vec<u8> = Vec::with_capacity(COPY);
-    let deadline = tokio::time::Instant::now() + target.response_timeout;
+    let deadline = crate::later(tokio::time::Instant::now(), target.response_timeout);
     let mut interim = false;
     // As for requests: parsed again once a line has ended since.
     let mut fresh = 0;

@@ -56,6 +56,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// send it again (larger ones stream through once).
 pub const REPLAY_BODY: usize = 64 << 10;
 
+/// `at` plus `after`, or a year from `at` where that would overflow (a
+/// timeout given as "forever").
+pub(crate) fn later(at: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
+    at.checked_add(after)
+        .unwrap_or_else(|| at + Duration::from_secs(365 * 86_400))
+}
+
 /// What breaks a body the mesh passes on.
 #[derive(Debug, thiserror::Error)]
 enum BodyError {
@@ -512,10 +519,10 @@ pub struct ListenOptions {
     /// The replicas' port for this listener, when not the pool's own.
     pub port: Option<u16>,
     /// How long a replica may take to send a response head
-    /// ([`RESPONSE_TIMEOUT`] unless given); then the client gets a 504. On
-    /// the HTTP/1.1 fast path also how long a response body may stall
-    /// (the replica sending nothing, or the client taking nothing): then
-    /// the response is cut off.
+    /// ([`RESPONSE_TIMEOUT`] unless given); then the client gets a 504.
+    /// Also how long a response body may stall: the replica sending
+    /// nothing (on both paths) or, on the HTTP/1.1 fast path, the client
+    /// taking nothing; then the response is cut off.
     pub response_timeout: Option<Duration>,
     /// How long a client may take to send a whole request head, or stay
     /// idle between requests ([`HEADER_TIMEOUT`] unless given).
@@ -1121,15 +1128,19 @@ impl Back {
 struct Returning {
     body: Incoming,
     back: Option<Back>,
-    /// How long the replica may send nothing while the body is wanted, and
-    /// the deadline, set when a wait for the replica begins: a replica that
-    /// stalls breaks the response off (as the fast path does, and nginx's
-    /// `proxy_read_timeout`) instead of holding the client for good. A
-    /// client that reads slowly is not waited for here (hyper asks for the
-    /// next frame only once it can send it), so it is never cut off.
+    /// How long the replica may send nothing while the body is wanted: a
+    /// replica that stalls that long breaks the response off (as the fast
+    /// path does, and nginx's `proxy_read_timeout`, counted between reads)
+    /// rather than hold its client. A client that reads slowly is not
+    /// waited for here (hyper asks for the next frame only once it can send
+    /// it), so it is never cut off.
     stall: Duration,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    waiting: bool,
+    /// When the present wait for the replica began (`None` between waits).
+    waiting_since: Option<tokio::time::Instant>,
+    /// The timer, made on the first wait and moved on only when it fires
+    /// early (a later wait began since): at most one timer update per
+    /// stall period, not one per frame.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl hyper::body::Body for Returning {
@@ -1150,21 +1161,30 @@ impl hyper::body::Body for Returning {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => {
-                self.waiting = false;
+                self.waiting_since = None;
                 Poll::Ready(Some(frame.map_err(BodyError::from)))
             }
             Poll::Pending => {
-                if !self.waiting {
-                    self.waiting = true;
-                    let deadline = tokio::time::Instant::now() + self.stall;
-                    self.deadline.as_mut().reset(deadline);
-                }
-                if std::future::Future::poll(self.deadline.as_mut(), cx).is_pending() {
-                    return Poll::Pending;
+                let this = &mut *self;
+                let since = *this.waiting_since.get_or_insert_with(tokio::time::Instant::now);
+                let due = later(since, this.stall);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                loop {
+                    if std::future::Future::poll(timer.as_mut(), cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if timer.deadline() >= due {
+                        break;
+                    }
+                    timer.as_mut().reset(due);
                 }
                 // The connection goes (dropped, not given back).
-                self.back = None;
-                Poll::Ready(Some(Err(BodyError::Stalled(self.stall))))
+                if let Some(back) = this.back.take() {
+                    tracing::warn!(addr = %back.addr, "replica sent nothing of a response body for {:?}: cut off", this.stall);
+                }
+                Poll::Ready(Some(Err(BodyError::Stalled(this.stall))))
             }
         }
     }
@@ -1228,8 +1248,8 @@ fn answered(
             guard,
         }),
         stall,
-        deadline: Box::pin(tokio::time::sleep(stall)),
-        waiting: false,
+        waiting_since: None,
+        timer: None,
     };
     Response::from_parts(rparts, rbody.boxed())
 }
@@ -2090,6 +2110,12 @@ mod tests {
                 );
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            // Its connection, mid-body, is not handed to the next request.
+            assert_eq!(
+                pool.idle_connections(staller),
+                0,
+                "h2={h2}: the stalled connection went back to the pool"
+            );
         }
     }
 
