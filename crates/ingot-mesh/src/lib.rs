@@ -1639,6 +1639,15 @@ mod tests {
         (addr, l)
     }
 
+    /// Waits (at most 5 s) until nothing is in flight to `addr`.
+    async fn out_of_flight(pool: &Pool, addr: SocketAddr, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.active(addr) > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn get(path: &str) -> Request<Full<Bytes>> {
         Request::builder()
             .uri(path)
@@ -2045,11 +2054,7 @@ mod tests {
             assert_eq!(got, word.as_bytes());
         }
         drop(c);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while pool.active(backend) > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "the tunnel did not end");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        out_of_flight(&pool, backend, "the tunnel did not end").await;
     }
 
     #[tokio::test]
@@ -2102,14 +2107,12 @@ mod tests {
                 "h2={h2}: cut off after only {took:?}"
             );
             // Nothing of it stays in flight.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while pool.active(staller) > 0 {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "h2={h2}: the stalled request stayed in flight"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            out_of_flight(
+                &pool,
+                staller,
+                &format!("h2={h2}: the stalled request stayed in flight"),
+            )
+            .await;
             // Its connection, mid-body, is not handed to the next request.
             assert_eq!(
                 pool.idle_connections(staller),
@@ -2362,14 +2365,7 @@ mod tests {
             resp.into_body().collect().await.is_err(),
             "the cut shows as a broken body"
         );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while pool.active(breaker) > 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the broken request stayed in flight"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        out_of_flight(&pool, breaker, "the broken request stayed in flight").await;
         // Other clients are served.
         pool.set(&[good]);
         let mut c = client::<Full<Bytes>>(front).await;
