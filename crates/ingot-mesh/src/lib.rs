@@ -1639,6 +1639,24 @@ mod tests {
         (addr, l)
     }
 
+    /// An HTTP/2 client (prior knowledge) connected to `front`.
+    async fn h2_client<B>(front: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+    where
+        B: hyper::body::Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let s = TcpStream::connect(front).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(s),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+
     /// Waits (at most 5 s) until nothing is in flight to `addr`.
     async fn out_of_flight(pool: &Pool, addr: SocketAddr, what: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -2079,14 +2097,7 @@ mod tests {
         for h2 in [false, true] {
             let t0 = tokio::time::Instant::now();
             let resp = if h2 {
-                let s = TcpStream::connect(front).await.unwrap();
-                let (mut send, conn) = hyper::client::conn::http2::handshake(
-                    hyper_util::rt::TokioExecutor::new(),
-                    hyper_util::rt::TokioIo::new(s),
-                )
-                .await
-                .unwrap();
-                tokio::spawn(conn);
+                let mut send = h2_client::<Full<Bytes>>(front).await;
                 let req = Request::builder()
                     .uri("http://x/")
                     .body(Full::new(Bytes::new()))
@@ -2189,14 +2200,7 @@ mod tests {
         let pool = Pool::new();
         pool.set(&[backend]);
         let (front, _l) = front(&pool, ListenOptions::default()).await;
-        let s = TcpStream::connect(front).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(s),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut send = h2_client::<Full<Bytes>>(front).await;
         // Several streams on one connection, at once.
         let mut set = tokio::task::JoinSet::new();
         for i in 0..8 {
@@ -2259,14 +2263,7 @@ mod tests {
         assert_eq!(l.upstream(), Upstream::H2c);
 
         // An HTTP/2 client's streams, at once, with bodies and `te: trailers`.
-        let s = TcpStream::connect(front).await.unwrap();
-        let (send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(s),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let send = h2_client::<Full<Bytes>>(front).await;
         let mut set = tokio::task::JoinSet::new();
         for i in 0..16 {
             let req = Request::builder()
