@@ -99,7 +99,11 @@ async fn append(path: &Path, body: Body, hasher: &mut ingot_oci::digest::Hasher,
 async fn copy(body: Body, sink: Sink, _turn: Turn) -> Result<Sink, ApiError> {
     use std::io::Write;
     type Batch = Vec<axum::body::Bytes>;
-    type Busy = Option<tokio::task::JoinHandle<std::io::Result<Sink>>>;
+    /// The sink, or the batch in flight that will give it back.
+    enum Writer {
+        Idle(Sink),
+        Busy(tokio::task::JoinHandle<std::io::Result<Sink>>),
+    }
     fn write((mut file, mut hash, mut n): Sink, batch: Batch) -> std::io::Result<Sink> {
         for chunk in batch {
             hash.update(&chunk);
@@ -108,15 +112,14 @@ async fn copy(body: Body, sink: Sink, _turn: Turn) -> Result<Sink, ApiError> {
         }
         Ok((file, hash, n))
     }
-    /// Waits for the batch in flight, if any, and takes the sink back.
-    async fn settle(busy: &mut Busy, sink: &mut Option<Sink>) -> Result<Sink, ApiError> {
-        if let Some(h) = busy.take() {
-            *sink = Some(h.await.map_err(ApiError::internal)?.map_err(ApiError::internal)?);
+    /// Waits for the batch in flight, if any: the sink back.
+    async fn settle(writer: Writer) -> Result<Sink, ApiError> {
+        match writer {
+            Writer::Idle(sink) => Ok(sink),
+            Writer::Busy(h) => h.await.map_err(ApiError::internal)?.map_err(ApiError::internal),
         }
-        sink.take()
-            .ok_or_else(|| ApiError::internal("the upload's writer failed"))
     }
-    let (mut sink, mut busy): (Option<Sink>, Busy) = (Some(sink), None);
+    let mut writer = Writer::Idle(sink);
     let mut stream = body.into_data_stream();
     let (mut batch, mut small, mut held) = (Batch::new(), Vec::new(), 0usize);
     loop {
@@ -125,7 +128,7 @@ async fn copy(body: Body, sink: Sink, _turn: Turn) -> Result<Sink, ApiError> {
             None => None,
             Some(Err(e)) => {
                 // What was read so far is written before the turn goes.
-                let _ = settle(&mut busy, &mut sink).await;
+                let _ = settle(writer).await;
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "BLOB_UPLOAD_INVALID",
@@ -150,14 +153,14 @@ async fn copy(body: Body, sink: Sink, _turn: Turn) -> Result<Sink, ApiError> {
                 batch.push(std::mem::take(&mut small).into());
             }
             if !batch.is_empty() {
-                let ready = settle(&mut busy, &mut sink).await?;
+                let ready = settle(writer).await?;
                 let b = std::mem::take(&mut batch);
-                busy = Some(tokio::task::spawn_blocking(move || write(ready, b)));
+                writer = Writer::Busy(tokio::task::spawn_blocking(move || write(ready, b)));
             }
             held = 0;
         }
         if end {
-            return settle(&mut busy, &mut sink).await;
+            return settle(writer).await;
         }
     }
 }
